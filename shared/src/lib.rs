@@ -1,0 +1,35 @@
+//! `nex-backup-shared`: everything the agent and the controller agree on.
+//!
+//! Module map:
+//! - [`pb`]: generated protobuf/gRPC code (package `nexbackup.v1`). It stops at the edge:
+//!   callers convert into the domain types below with `TryFrom`, validated once.
+//! - [`ids`]: [`ids::ChunkId`], [`ids::SnapshotId`], site/target name validation.
+//! - [`keys`]: the site master key, HKDF-derived sub-keys, the agent's key file.
+//! - [`seal`]: the sealed-object container (header + AES-256-GCM) and its errors.
+//! - [`chunk`]: chunk codec: id (HMAC-SHA256), zstd, seal; and the verifying decoder.
+//! - [`chunker`]: streaming content-defined chunking (FastCDC) over any `AsyncRead`,
+//!   with a whole-stream SHA-256 and stall detection.
+//! - [`manifest`]: the snapshot manifest domain type, sealing and validation.
+//! - [`error`]: [`error::FormatError`], the format-level error type.
+//!
+//! The on-disk format is specified in `docs/format.md`.
+
+pub mod chunk;
+pub mod chunker;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod seal;
+
+/// Generated protocol code for `nexbackup.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("nexbackup.v1");
+}
+
+/// Version of this software, reported in hellos and manifests.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest gRPC message either side accepts (a chunk is at most 1 MiB plus header).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -1,0 +1,74 @@
+use super::*;
+use crate::keys::MasterKey;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+fn keys(seed: u8) -> SiteKeys {
+    MasterKey::from_bytes([seed; 32]).derive()
+}
+
+fn arb_manifest() -> impl Strategy<Value = Manifest> {
+    let chunk = (any::<[u8; 32]>(), 1u32..1_000_000).prop_map(|(id, len)| (ChunkId(id), len));
+    let stream = (
+        "[a-z.]{1,12}",
+        proptest::collection::vec(chunk, 0..20),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(|(name, chunks, sha256)| {
+            let length = chunks.iter().map(|(_, l)| u64::from(*l)).sum();
+            StreamEntry {
+                name,
+                chunks,
+                length,
+                sha256,
+            }
+        });
+    (
+        "[a-z][a-z0-9-]{0,20}",
+        "[a-z][a-z0-9_]{0,20}",
+        any::<u64>(),
+        proptest::collection::vec(stream, 0..3),
+        proptest::collection::vec(("\\PC{1,30}", any::<i64>()), 0..10),
+        "\\PC{0,20}",
+    )
+        .prop_map(|(site, target, ts, streams, row_counts, db)| Manifest {
+            site,
+            target,
+            snapshot_id: crate::ids::new_snapshot_id(ts % 4_000_000_000_000),
+            created_unix_ms: ts,
+            streams,
+            row_counts,
+            source: SourceInfo {
+                database: db,
+                ..Default::default()
+            },
+            duration_ms: ts / 7,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn sealed_round_trip(m in arb_manifest()) {
+        let k = keys(1);
+        let blob = m.seal(&k);
+        prop_assert_eq!(Manifest::open(&k, &m.site, &m.snapshot_id, &blob).unwrap(), m);
+    }
+
+    #[test]
+    fn decode_of_arbitrary_bytes_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..500)) {
+        let _ = pb::Manifest::decode(raw.as_slice()).map(Manifest::try_from);
+        prop_assert!(Manifest::open(&keys(1), "s", "20250101T000000Z-00000000", &raw).is_err());
+    }
+}
+
+#[test]
+fn manifest_bound_to_site_and_key() {
+    let mut runner = proptest::test_runner::TestRunner::default();
+    let m = arb_manifest().new_tree(&mut runner).unwrap().current();
+    let blob = m.seal(&keys(1));
+    let e = Manifest::open(&keys(2), &m.site, &m.snapshot_id, &blob).unwrap_err();
+    assert!(matches!(e, FormatError::WrongKey { .. }), "{e}");
+    let e = Manifest::open(&keys(1), "othersite", &m.snapshot_id, &blob).unwrap_err();
+    assert!(matches!(e, FormatError::Swapped { .. }), "{e}");
+}
