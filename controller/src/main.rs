@@ -1,1 +1,37 @@
-fn main() {}
+//! `nex-backup`: the controller (`serve`) and the operators' CLI. Thin: parse, set up
+//! logging, call into the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nex_backup::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEX_LOG").unwrap_or_else(|_| {
+        let default = if matches!(cli.command, Command::Serve(_)) {
+            "info"
+        } else {
+            "warn"
+        };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(nex_backup::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

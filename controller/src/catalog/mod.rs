@@ -1,0 +1,125 @@
+//! The catalog: what the controller knows about sites, agents, chunks, snapshots and jobs.
+//!
+//! One small async trait, [`Catalog`], with the embedded [`sled_catalog::SledCatalog`] as
+//! the default backend. Every backend must pass [`conformance::run_all`].
+//! Records are versioned (`v` field) JSON so they can evolve on disk.
+
+pub mod conformance;
+pub mod sled_catalog;
+
+use async_trait::async_trait;
+use nex_backup_shared::ids::ChunkId;
+use serde::{Deserialize, Serialize};
+
+/// Catalog failures.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog storage: {0}")]
+    Storage(String),
+    #[error("catalog record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("snapshot {snapshot}: {missing} referenced chunk(s) are not stored, first {first}")]
+    MissingChunks {
+        snapshot: String,
+        missing: usize,
+        first: String,
+    },
+    #[error("snapshot {snapshot} already exists with different content")]
+    Conflict { snapshot: String },
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// A committed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub v: u32,
+    pub site: String,
+    pub target: String,
+    pub snapshot_id: String,
+    pub job_id: String,
+    pub created_unix_ms: u64,
+    pub committed_unix_ms: u64,
+    pub logical_bytes: u64,
+    /// Sum of the stored (sealed) sizes of the distinct chunks it references.
+    pub stored_bytes: u64,
+    /// Sealed bytes this snapshot's upload added to the store.
+    pub new_bytes: u64,
+    pub duration_ms: u64,
+    /// Distinct chunks referenced.
+    pub chunks: u64,
+}
+
+/// The last known state of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub v: u32,
+    pub site: String,
+    pub agent_id: String,
+    pub version: String,
+    pub last_seen_unix_ms: u64,
+    /// (name, kind)
+    pub targets: Vec<(String, String)>,
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A backup or restore job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub v: u32,
+    pub job_id: String,
+    pub site: String,
+    pub target: String,
+    pub kind: String,
+    pub state: JobState,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: Option<u64>,
+    pub error: Option<String>,
+    pub snapshot_id: Option<String>,
+}
+
+/// A snapshot about to be committed.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot {
+    pub record: SnapshotRecord,
+    pub manifest: Vec<u8>,
+    pub chunk_ids: Vec<ChunkId>,
+}
+
+/// Catalog backend. Implementations must make `commit_snapshot` atomic: after a crash
+/// at any point the snapshot is either fully visible or not at all.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// The subset of `ids` not stored for `site`, in input order.
+    async fn missing_chunks(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;
+    /// Record a stored chunk. Returns false when it was already recorded.
+    async fn record_chunk(&self, site: &str, id: &ChunkId, stored_len: u32) -> Result<bool>;
+    /// Stored length of a chunk, if recorded.
+    async fn chunk_len(&self, site: &str, id: &ChunkId) -> Result<Option<u32>>;
+    /// Atomically make a snapshot visible, after checking every chunk is recorded.
+    /// Committing the same snapshot again is a no-op returning the stored record.
+    async fn commit_snapshot(&self, snap: NewSnapshot) -> Result<SnapshotRecord>;
+    /// Snapshots, oldest first, optionally filtered.
+    async fn snapshots(
+        &self,
+        site: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>>;
+    async fn snapshot(&self, site: &str, snapshot_id: &str) -> Result<Option<SnapshotRecord>>;
+    async fn manifest(&self, site: &str, snapshot_id: &str) -> Result<Option<Vec<u8>>>;
+    async fn put_agent(&self, agent: &AgentRecord) -> Result<()>;
+    async fn agents(&self) -> Result<Vec<AgentRecord>>;
+    async fn put_job(&self, job: &JobRecord) -> Result<()>;
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
+    async fn jobs(&self) -> Result<Vec<JobRecord>>;
+    /// Make everything written so far durable.
+    async fn flush(&self) -> Result<()>;
+}

@@ -1,0 +1,317 @@
+//! The embedded catalog on sled. Key layout (all trees keyed by `site \0 ...`):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `chunks` | site, 0, id(32) | `[1, stored_len u32 le]` |
+//! | `snapshots` | site, 0, target, 0, snapshot id | JSON [`SnapshotRecord`] |
+//! | `snapshot_target` | site, 0, snapshot id | target |
+//! | `manifests` | site, 0, snapshot id | sealed manifest |
+//! | `snapshot_chunks` | site, 0, snapshot id | concatenated distinct chunk ids |
+//! | `agents` | site, 0, agent id | JSON [`AgentRecord`] |
+//! | `jobs` | job id | JSON [`JobRecord`] |
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use nex_backup_shared::ids::ChunkId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{AgentRecord, Catalog, CatalogError, JobRecord, NewSnapshot, Result, SnapshotRecord};
+
+const CHUNK_RECORD_V1: u8 = 1;
+
+fn storage(e: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Storage(e.to_string())
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&0u8)
+}
+
+fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| CatalogError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("catalog records serialize")
+}
+
+/// sled-backed [`Catalog`].
+pub struct SledCatalog {
+    db: sled::Db,
+    chunks: sled::Tree,
+    snapshots: sled::Tree,
+    snapshot_target: sled::Tree,
+    manifests: sled::Tree,
+    snapshot_chunks: sled::Tree,
+    agents: sled::Tree,
+    jobs: sled::Tree,
+}
+
+impl SledCatalog {
+    /// Open (or create) the catalog in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| CatalogError::Storage(format!("open {}: {e}", dir.display())))?;
+        let t = |name: &str| db.open_tree(name).map_err(storage);
+        Ok(SledCatalog {
+            chunks: t("chunks")?,
+            snapshots: t("snapshots")?,
+            snapshot_target: t("snapshot_target")?,
+            manifests: t("manifests")?,
+            snapshot_chunks: t("snapshot_chunks")?,
+            agents: t("agents")?,
+            jobs: t("jobs")?,
+            db,
+        })
+    }
+
+    /// Approximate bytes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn chunk_key(site: &str, id: &ChunkId) -> Vec<u8> {
+        key(&[site.as_bytes(), id.as_bytes()])
+    }
+
+    fn scan<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> {
+        tree.scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn check_chunks(&self, snap: &NewSnapshot) -> Result<(Vec<ChunkId>, u64)> {
+        let site = &snap.record.site;
+        let mut distinct = snap.chunk_ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut stored = 0u64;
+        let mut missing = vec![];
+        for id in &distinct {
+            match self
+                .chunks
+                .get(Self::chunk_key(site, id))
+                .map_err(storage)?
+            {
+                Some(v) if v.len() == 5 => {
+                    stored += u64::from(u32::from_le_bytes(v[1..5].try_into().expect("4")))
+                }
+                _ => missing.push(*id),
+            }
+        }
+        if let Some(first) = missing.first() {
+            return Err(CatalogError::MissingChunks {
+                snapshot: snap.record.snapshot_id.clone(),
+                missing: missing.len(),
+                first: first.short(),
+            });
+        }
+        Ok((distinct, stored))
+    }
+}
+
+#[async_trait]
+impl Catalog for SledCatalog {
+    async fn missing_chunks(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let mut out = vec![];
+        for id in ids {
+            if !self
+                .chunks
+                .contains_key(Self::chunk_key(site, id))
+                .map_err(storage)?
+            {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_chunk(&self, site: &str, id: &ChunkId, stored_len: u32) -> Result<bool> {
+        let mut v = vec![CHUNK_RECORD_V1];
+        v.extend_from_slice(&stored_len.to_le_bytes());
+        let prev = self
+            .chunks
+            .compare_and_swap(Self::chunk_key(site, id), None as Option<&[u8]>, Some(v))
+            .map_err(storage)?;
+        Ok(prev.is_ok())
+    }
+
+    async fn chunk_len(&self, site: &str, id: &ChunkId) -> Result<Option<u32>> {
+        Ok(self
+            .chunks
+            .get(Self::chunk_key(site, id))
+            .map_err(storage)?
+            .filter(|v| v.len() == 5)
+            .map(|v| u32::from_le_bytes(v[1..5].try_into().expect("4"))))
+    }
+
+    async fn commit_snapshot(&self, snap: NewSnapshot) -> Result<SnapshotRecord> {
+        let r = &snap.record;
+        if let Some(existing) = self.snapshot(&r.site, &r.snapshot_id).await? {
+            let same = existing.target == r.target
+                && self.manifest(&r.site, &r.snapshot_id).await?.as_deref()
+                    == Some(&snap.manifest[..]);
+            return if same {
+                Ok(existing)
+            } else {
+                Err(CatalogError::Conflict {
+                    snapshot: r.snapshot_id.clone(),
+                })
+            };
+        }
+        let (distinct, stored) = self.check_chunks(&snap)?;
+        let mut record = r.clone();
+        record.stored_bytes = stored;
+        record.chunks = distinct.len() as u64;
+        let id_key = key(&[r.site.as_bytes(), r.snapshot_id.as_bytes()]);
+        let snap_key = key(&[
+            r.site.as_bytes(),
+            r.target.as_bytes(),
+            r.snapshot_id.as_bytes(),
+        ]);
+        let ids: Vec<u8> = distinct.iter().flat_map(|i| i.0).collect();
+        let value = encode(&record);
+        let trees = (
+            &self.snapshots,
+            &self.snapshot_target,
+            &self.manifests,
+            &self.snapshot_chunks,
+        );
+        trees
+            .transaction(|(snaps, targets, manifests, refs)| {
+                snaps.insert(snap_key.as_slice(), value.as_slice())?;
+                targets.insert(id_key.as_slice(), r.target.as_bytes())?;
+                manifests.insert(id_key.as_slice(), snap.manifest.as_slice())?;
+                refs.insert(id_key.as_slice(), ids.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| {
+                storage(format!("commit snapshot {}: {e:?}", r.snapshot_id))
+            })?;
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(record)
+    }
+
+    async fn snapshots(
+        &self,
+        site: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let prefix = match (site, target) {
+            (Some(s), Some(t)) => key(&[s.as_bytes(), t.as_bytes(), b""]),
+            (Some(s), None) => key(&[s.as_bytes(), b""]),
+            _ => vec![],
+        };
+        let mut all: Vec<SnapshotRecord> = Self::scan(&self.snapshots, &prefix)?;
+        if let (None, Some(t)) = (site, target) {
+            all.retain(|r| r.target == t);
+        }
+        all.sort_by(|a, b| {
+            (a.created_unix_ms, &a.snapshot_id).cmp(&(b.created_unix_ms, &b.snapshot_id))
+        });
+        Ok(all)
+    }
+
+    async fn snapshot(&self, site: &str, snapshot_id: &str) -> Result<Option<SnapshotRecord>> {
+        let Some(target) = self
+            .snapshot_target
+            .get(key(&[site.as_bytes(), snapshot_id.as_bytes()]))
+            .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        let k = key(&[site.as_bytes(), &target, snapshot_id.as_bytes()]);
+        self.snapshots
+            .get(&k)
+            .map_err(storage)?
+            .map(|v| decode(&k, &v))
+            .transpose()
+    }
+
+    async fn manifest(&self, site: &str, snapshot_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .manifests
+            .get(key(&[site.as_bytes(), snapshot_id.as_bytes()]))
+            .map_err(storage)?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn put_agent(&self, agent: &AgentRecord) -> Result<()> {
+        let k = key(&[agent.site.as_bytes(), agent.agent_id.as_bytes()]);
+        self.agents.insert(k, encode(agent)).map_err(storage)?;
+        Ok(())
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        Self::scan(&self.agents, b"")
+    }
+
+    async fn put_job(&self, job: &JobRecord) -> Result<()> {
+        self.jobs
+            .insert(job.job_id.as_bytes(), encode(job))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        self.jobs
+            .get(job_id.as_bytes())
+            .map_err(storage)?
+            .map(|v| decode(job_id.as_bytes(), &v))
+            .transpose()
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobRecord>> {
+        Self::scan(&self.jobs, b"")
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sled_catalog_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = SledCatalog::open(dir.path()).unwrap();
+        super::super::conformance::run_all(&cat).await;
+    }
+
+    #[tokio::test]
+    async fn committed_snapshot_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = super::super::conformance::sample_snapshot("s1", "db", 1);
+        {
+            let cat = SledCatalog::open(dir.path()).unwrap();
+            for id in &snap.chunk_ids {
+                cat.record_chunk("s1", id, 10).await.unwrap();
+            }
+            cat.commit_snapshot(snap.clone()).await.unwrap();
+        }
+        let cat = SledCatalog::open(dir.path()).unwrap();
+        let got = cat
+            .snapshot("s1", &snap.record.snapshot_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.snapshot_id, snap.record.snapshot_id);
+    }
+}

@@ -1,0 +1,309 @@
+//! Operator commands: call the controller, print a table or JSON.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use nex_backup_shared::pb::{self, admin_service_client::AdminServiceClient, job_update::Update};
+use serde_json::json;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use super::format::{age, bytes, table, time};
+use super::{BackupArgs, ClientOpts, RestoreArgs, SnapshotsArgs};
+use crate::service::now_ms;
+
+async fn connect(opts: &ClientOpts) -> anyhow::Result<AdminServiceClient<Channel>> {
+    let ch = Channel::from_shared(opts.controller.clone())
+        .with_context(|| format!("controller URL {:?}", opts.controller))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot reach controller at {}: {}",
+                opts.controller,
+                source_text(&e)
+            )
+        })?;
+    Ok(AdminServiceClient::new(ch).max_decoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES))
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s = format!("{s}: {c}");
+        cur = c.source();
+    }
+    s
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}
+
+pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
+    let resp = connect(opts)
+        .await?
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let now = now_ms();
+    if opts.json {
+        let sites: Vec<_> = resp.sites.iter().map(|s| json!({
+            "site": s.site, "agent_id": s.agent_id, "online": s.online, "agent_version": s.agent_version,
+            "last_seen_unix_ms": s.last_seen_unix_ms,
+            "targets": s.targets.iter().map(|t| json!({
+                "target": t.target, "kind": t.kind, "newest_snapshot": t.newest_snapshot,
+                "newest_unix_ms": t.newest_unix_ms,
+                "newest_age_s": (t.newest_unix_ms > 0).then(|| now.saturating_sub(t.newest_unix_ms) / 1000),
+            })).collect::<Vec<_>>(),
+        })).collect();
+        let out = json!({"sites": sites, "chunks_received": resp.chunks_received,
+            "duplicate_chunks_received": resp.duplicate_chunks_received});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![];
+    for s in &resp.sites {
+        let state = if s.online {
+            "online".to_string()
+        } else {
+            format!("offline ({} ago)", age(now, s.last_seen_unix_ms))
+        };
+        if s.targets.is_empty() {
+            rows.push(vec![
+                s.site.clone(),
+                s.agent_id.clone(),
+                state.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for t in &s.targets {
+            let snap = if t.newest_snapshot.is_empty() {
+                "never backed up".into()
+            } else {
+                t.newest_snapshot.clone()
+            };
+            rows.push(vec![
+                s.site.clone(),
+                s.agent_id.clone(),
+                state.clone(),
+                t.target.clone(),
+                snap,
+                age(now, t.newest_unix_ms),
+            ]);
+        }
+    }
+    println!(
+        "{}",
+        table(
+            &["SITE", "AGENT", "STATE", "TARGET", "NEWEST SNAPSHOT", "AGE"],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::ListSnapshotsRequest {
+        site: a.site.clone().unwrap_or_default(),
+        target: a.target.clone().unwrap_or_default(),
+    };
+    let resp = connect(&a.client)
+        .await?
+        .list_snapshots(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    if a.client.json {
+        let out: Vec<_> = resp.snapshots.iter().map(|s| json!({
+            "site": s.site, "target": s.target, "snapshot_id": s.snapshot_id, "created_unix_ms": s.created_unix_ms,
+            "logical_bytes": s.logical_bytes, "stored_bytes": s.stored_bytes, "new_bytes": s.new_bytes,
+            "duration_ms": s.duration_ms, "chunks": s.chunks,
+        })).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = resp
+        .snapshots
+        .iter()
+        .map(|s| {
+            vec![
+                s.site.clone(),
+                s.target.clone(),
+                s.snapshot_id.clone(),
+                time(s.created_unix_ms),
+                bytes(s.logical_bytes),
+                bytes(s.stored_bytes),
+                bytes(s.new_bytes),
+                format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "SITE", "TARGET", "SNAPSHOT", "TIME", "LOGICAL", "STORED", "NEW SENT", "DURATION"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follow a job's update stream, showing progress on stderr; returns its outcome.
+async fn follow(
+    mut stream: tonic::Streaming<pb::JobUpdate>,
+    quiet: bool,
+) -> anyhow::Result<(String, pb::JobOutcome)> {
+    let mut job_id = String::new();
+    while let Some(u) = stream.next().await {
+        let u = u.map_err(status_err)?;
+        job_id = u.job_id.clone();
+        match u.update {
+            Some(Update::Progress(p)) if !quiet => {
+                eprint!(
+                    "\r{job_id}: {} {} ({} chunks) {}        ",
+                    p.phase,
+                    bytes(p.bytes_done),
+                    p.chunks_done,
+                    p.detail
+                );
+                let _ = std::io::stderr().flush();
+            }
+            Some(Update::Outcome(o)) => {
+                if !quiet {
+                    eprintln!();
+                }
+                return Ok((job_id, o));
+            }
+            _ => {}
+        }
+    }
+    Err(anyhow!(
+        "controller closed the stream of job {job_id} before it finished; see `nex-backup status`"
+    ))
+}
+
+fn outcome_json(job_id: &str, o: &pb::JobOutcome) -> serde_json::Value {
+    json!({
+        "job_id": job_id, "ok": o.ok, "error": o.error, "snapshot_id": o.snapshot_id,
+        "logical_bytes": o.logical_bytes, "duration_ms": o.duration_ms, "new_bytes": o.new_bytes,
+        "stream_hash_ok": o.stream_hash_ok,
+        "tables": o.tables.iter().map(|t| json!({"table": t.table, "expected_rows": t.expected_rows,
+            "actual_rows": t.actual_rows, "ok": t.ok})).collect::<Vec<_>>(),
+    })
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn backup(a: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::RunBackupRequest {
+        site: a.site.clone(),
+        target: a.target.clone(),
+    };
+    let stream = connect(&a.client)
+        .await?
+        .run_backup(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let (job_id, o) = follow(stream, a.client.json).await?;
+    if a.client.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome_json(&job_id, &o))?
+        );
+    } else if o.ok {
+        println!(
+            "backup of {}/{} ok: snapshot {} ({} logical, {} new sent, {:.1}s)",
+            a.site,
+            a.target,
+            o.snapshot_id,
+            bytes(o.logical_bytes),
+            bytes(o.new_bytes),
+            o.duration_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "backup of {}/{} FAILED ({job_id}): {}",
+            a.site, a.target, o.error
+        );
+    }
+    Ok(exit(o.ok))
+}
+
+pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::RunRestoreRequest {
+        site: a.site.clone(),
+        target: a.target.clone(),
+        snapshot_id: a.snapshot.clone(),
+        to_database: a.to_database.clone(),
+        clean: a.clean,
+        restore_globals: a.globals,
+    };
+    let stream = connect(&a.client)
+        .await?
+        .run_restore(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let (job_id, o) = follow(stream, a.client.json).await?;
+    if a.client.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome_json(&job_id, &o))?
+        );
+        return Ok(exit(o.ok));
+    }
+    let rows: Vec<Vec<String>> = o
+        .tables
+        .iter()
+        .map(|t| {
+            let verdict = if t.ok { "pass" } else { "FAIL" };
+            vec![
+                t.table.clone(),
+                t.expected_rows.to_string(),
+                t.actual_rows.to_string(),
+                verdict.into(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!(
+            "{}",
+            table(&["TABLE", "EXPECTED ROWS", "RESTORED ROWS", "CHECK"], &rows)
+        );
+    }
+    let hash = if o.stream_hash_ok {
+        "stream SHA-256 verified"
+    } else {
+        "stream SHA-256 NOT verified"
+    };
+    if o.ok {
+        println!(
+            "restore of {} into {} ok: {hash}, {} tables verified",
+            o.snapshot_id,
+            a.to_database,
+            o.tables.len()
+        );
+    } else {
+        println!(
+            "restore of {} into {} FAILED ({job_id}): {}",
+            o.snapshot_id, a.to_database, o.error
+        );
+    }
+    Ok(exit(o.ok))
+}

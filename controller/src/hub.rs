@@ -1,0 +1,131 @@
+//! Live state shared by the gRPC services: which agents are connected (one session per
+//! site), who is watching which job, and bytes uploaded per snapshot in flight.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nex_backup_shared::pb;
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+/// Outbound half of an agent session.
+pub type SessionTx = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+
+/// A connected agent.
+#[derive(Clone)]
+pub struct LiveSession {
+    pub conn: u64,
+    pub agent_id: String,
+    pub version: String,
+    pub targets: Vec<(String, String)>,
+    tx: SessionTx,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, LiveSession>,
+    watchers: HashMap<String, broadcast::Sender<pb::JobUpdate>>,
+    upload_bytes: HashMap<(String, String), u64>,
+}
+
+/// Counters reported by `nex-backup status --json`.
+#[derive(Default)]
+pub struct Stats {
+    pub chunks_received: AtomicU64,
+    pub duplicate_chunks_received: AtomicU64,
+}
+
+/// See module docs.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    next_conn: AtomicU64,
+    pub stats: Stats,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a session for `site`, replacing any older one. Returns its connection id.
+    pub fn register(
+        &self,
+        site: &str,
+        agent_id: &str,
+        version: &str,
+        targets: Vec<(String, String)>,
+        tx: SessionTx,
+    ) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let s = LiveSession {
+            conn,
+            agent_id: agent_id.into(),
+            version: version.into(),
+            targets,
+            tx,
+        };
+        self.lock().sessions.insert(site.into(), s);
+        conn
+    }
+
+    /// Drop the session of `site` if it is still connection `conn`.
+    pub fn unregister(&self, site: &str, conn: u64) {
+        let mut g = self.lock();
+        if g.sessions.get(site).is_some_and(|s| s.conn == conn) {
+            g.sessions.remove(site);
+        }
+    }
+
+    pub fn session(&self, site: &str) -> Option<LiveSession> {
+        self.lock().sessions.get(site).cloned()
+    }
+
+    /// Send a message down the session of `site`.
+    pub async fn send(&self, site: &str, msg: pb::ControllerMessage) -> Result<(), String> {
+        let tx = self
+            .session(site)
+            .map(|s| s.tx)
+            .ok_or_else(|| format!("agent of site {site} is offline"))?;
+        tx.send(Ok(msg))
+            .await
+            .map_err(|_| format!("agent of site {site} disconnected"))
+    }
+
+    /// Subscribe to a job's updates. Call before dispatching the job.
+    pub fn watch(&self, job_id: &str) -> broadcast::Receiver<pb::JobUpdate> {
+        let mut g = self.lock();
+        g.watchers
+            .entry(job_id.into())
+            .or_insert_with(|| broadcast::channel(64).0)
+            .subscribe()
+    }
+
+    /// Publish an update to the job's watchers, if any.
+    pub fn publish(&self, update: pb::JobUpdate) {
+        let final_update = matches!(update.update, Some(pb::job_update::Update::Outcome(_)));
+        let mut g = self.lock();
+        if let Some(tx) = g.watchers.get(&update.job_id) {
+            let _ = tx.send(update.clone());
+        }
+        if final_update {
+            g.watchers.remove(&update.job_id);
+        }
+    }
+
+    pub fn add_upload_bytes(&self, site: &str, snapshot_id: &str, n: u64) {
+        *self
+            .lock()
+            .upload_bytes
+            .entry((site.into(), snapshot_id.into()))
+            .or_default() += n;
+    }
+
+    pub fn take_upload_bytes(&self, site: &str, snapshot_id: &str) -> u64 {
+        self.lock()
+            .upload_bytes
+            .remove(&(site.into(), snapshot_id.into()))
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,73 @@
+//! `nex-backup serve`: open state, bind, serve until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use nex_backup_shared::MAX_MESSAGE_BYTES;
+use nex_backup_shared::pb::admin_service_server::AdminServiceServer;
+use nex_backup_shared::pb::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::catalog::sled_catalog::SledCatalog;
+use crate::hub::Hub;
+use crate::service::State;
+use crate::service::admin::AdminApi;
+use crate::service::agent::AgentApi;
+use crate::store::fs::FsStore;
+
+/// Controller configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// Open the embedded catalog and blob store under `data_dir`.
+pub fn open_state(data_dir: &std::path::Path) -> anyhow::Result<State> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("create data dir {}", data_dir.display()))?;
+    let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
+    let store = FsStore::open(&data_dir.join("blobs")).context("open blob store")?;
+    Ok(State {
+        catalog: Arc::new(catalog),
+        store: Arc::new(store),
+        hub: Hub::default(),
+    })
+}
+
+/// Run the controller until `shutdown` resolves. Prints `listening on ADDR` once bound.
+pub async fn run(
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = Arc::new(open_state(&cfg.data_dir)?);
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("bind {}", cfg.listen))?;
+    let addr = listener.local_addr().context("local address")?;
+    info!(%addr, data_dir = %cfg.data_dir.display(), "controller listening");
+    println!("listening on {addr}");
+    let agent = AgentServiceServer::new(AgentApi {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(AdminApi {
+        state: state.clone(),
+    });
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .add_service(agent)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("serve gRPC")?;
+    state.catalog.flush().await.context("flush catalog")?;
+    info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! `AdminService`: what operators call through the CLI.
+
+use std::sync::Arc;
+
+use nex_backup_shared::ids::new_snapshot_id;
+use nex_backup_shared::pb::admin_service_server::AdminService;
+use nex_backup_shared::pb::{self, command::Kind, job_update::Update};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::{State, catalog_status, check_site, check_snapshot, check_target, now_ms};
+use crate::catalog::{AgentRecord, JobRecord, JobState};
+
+/// The operator-facing service.
+#[derive(Clone)]
+pub struct AdminApi {
+    pub state: Arc<State>,
+}
+
+impl AdminApi {
+    async fn known_agent(&self, site: &str) -> Result<AgentRecord, Status> {
+        let agents = self.state.catalog.agents().await.map_err(catalog_status)?;
+        agents
+            .into_iter()
+            .filter(|a| a.site == site)
+            .max_by_key(|a| a.last_seen_unix_ms)
+            .ok_or_else(|| Status::not_found(format!("unknown site {site}")))
+    }
+
+    async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
+        check_site(site)?;
+        check_target(target)?;
+        let agent = self.known_agent(site).await?;
+        if !agent.targets.iter().any(|(t, _)| t == target) {
+            return Err(Status::not_found(format!(
+                "unknown target {target} at site {site}"
+            )));
+        }
+        if self.state.hub.session(site).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "agent of site {site} is offline"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Record, watch and dispatch a job; stream its updates until its outcome.
+    async fn dispatch(
+        &self,
+        site: &str,
+        target: &str,
+        kind: Kind,
+    ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
+        let job_id = format!("job-{}", new_snapshot_id(now_ms()));
+        let kind_name = match kind {
+            Kind::Backup(_) => "backup",
+            Kind::Restore(_) => "restore",
+        };
+        let job = JobRecord {
+            v: 1,
+            job_id: job_id.clone(),
+            site: site.into(),
+            target: target.into(),
+            kind: kind_name.into(),
+            state: JobState::Running,
+            started_unix_ms: now_ms(),
+            ended_unix_ms: None,
+            error: None,
+            snapshot_id: None,
+        };
+        self.state
+            .catalog
+            .put_job(&job)
+            .await
+            .map_err(catalog_status)?;
+        let mut updates = self.state.hub.watch(&job_id);
+        let cmd = pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::Command(pb::Command {
+                job_id: job_id.clone(),
+                kind: Some(kind),
+            })),
+        };
+        self.state
+            .hub
+            .send(site, cmd)
+            .await
+            .map_err(Status::unavailable)?;
+        info!(site, target, job = %job_id, kind = kind_name, "job dispatched");
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                match updates.recv().await {
+                    Ok(u) => {
+                        let last = matches!(u.update, Some(Update::Outcome(_)));
+                        if tx.send(Ok(u)).await.is_err() || last {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(job = %job_id, n, "watcher lagged")
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    type RunBackupStream = ReceiverStream<Result<pb::JobUpdate, Status>>;
+    type RunRestoreStream = ReceiverStream<Result<pb::JobUpdate, Status>>;
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let cat = &self.state.catalog;
+        let mut sites = vec![];
+        for a in cat.agents().await.map_err(catalog_status)? {
+            let snaps = cat
+                .snapshots(Some(&a.site), None)
+                .await
+                .map_err(catalog_status)?;
+            let live = self
+                .state
+                .hub
+                .session(&a.site)
+                .filter(|s| s.agent_id == a.agent_id);
+            let targets = a
+                .targets
+                .iter()
+                .map(|(name, kind)| {
+                    let newest = snaps.iter().rev().find(|s| &s.target == name);
+                    pb::TargetStatus {
+                        target: name.clone(),
+                        kind: kind.clone(),
+                        newest_snapshot: newest.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
+                        newest_unix_ms: newest.map_or(0, |s| s.created_unix_ms),
+                    }
+                })
+                .collect();
+            sites.push(pb::SiteStatus {
+                site: a.site.clone(),
+                agent_id: a.agent_id.clone(),
+                online: live.is_some(),
+                agent_version: a.version.clone(),
+                last_seen_unix_ms: if live.is_some() {
+                    now_ms()
+                } else {
+                    a.last_seen_unix_ms
+                },
+                targets,
+            });
+        }
+        let st = &self.state.hub.stats;
+        Ok(Response::new(pb::StatusResponse {
+            sites,
+            chunks_received: st
+                .chunks_received
+                .load(std::sync::atomic::Ordering::Relaxed),
+            duplicate_chunks_received: st
+                .duplicate_chunks_received
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let req = request.into_inner();
+        let site = (!req.site.is_empty()).then_some(req.site.as_str());
+        let target = (!req.target.is_empty()).then_some(req.target.as_str());
+        if let Some(s) = site {
+            check_site(s)?;
+            let agent = self.known_agent(s).await?;
+            if let Some(t) = target.filter(|t| !agent.targets.iter().any(|(n, _)| n == t)) {
+                return Err(Status::not_found(format!("unknown target {t} at site {s}")));
+            }
+        }
+        let snaps = self
+            .state
+            .catalog
+            .snapshots(site, target)
+            .await
+            .map_err(catalog_status)?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: snaps
+                .into_iter()
+                .map(|s| pb::SnapshotInfo {
+                    site: s.site,
+                    target: s.target,
+                    snapshot_id: s.snapshot_id,
+                    created_unix_ms: s.created_unix_ms,
+                    logical_bytes: s.logical_bytes,
+                    stored_bytes: s.stored_bytes,
+                    new_bytes: s.new_bytes,
+                    duration_ms: s.duration_ms,
+                    chunks: s.chunks,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn run_backup(
+        &self,
+        request: Request<pb::RunBackupRequest>,
+    ) -> Result<Response<Self::RunBackupStream>, Status> {
+        let req = request.into_inner();
+        self.check_dispatch(&req.site, &req.target).await?;
+        let kind = Kind::Backup(pb::BackupCommand {
+            target: req.target.clone(),
+            snapshot_id: new_snapshot_id(now_ms()),
+        });
+        Ok(Response::new(
+            self.dispatch(&req.site, &req.target, kind).await?,
+        ))
+    }
+
+    async fn run_restore(
+        &self,
+        request: Request<pb::RunRestoreRequest>,
+    ) -> Result<Response<Self::RunRestoreStream>, Status> {
+        let req = request.into_inner();
+        self.check_dispatch(&req.site, &req.target).await?;
+        let db = &req.to_database;
+        if db.is_empty() || db.len() > 63 || db.contains('\0') {
+            return Err(Status::invalid_argument(format!(
+                "database name {db:?} must be 1-63 characters"
+            )));
+        }
+        let snaps = self
+            .state
+            .catalog
+            .snapshots(Some(&req.site), Some(&req.target))
+            .await
+            .map_err(catalog_status)?;
+        let snap = if req.snapshot_id.is_empty() || req.snapshot_id == "latest" {
+            snaps.last().ok_or_else(|| {
+                Status::not_found(format!(
+                    "target {} at site {} has no snapshots",
+                    req.target, req.site
+                ))
+            })?
+        } else {
+            check_snapshot(&req.snapshot_id)?;
+            snaps
+                .iter()
+                .find(|s| s.snapshot_id == req.snapshot_id)
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "snapshot {} of target {} not found",
+                        req.snapshot_id, req.target
+                    ))
+                })?
+        };
+        let kind = Kind::Restore(pb::RestoreCommand {
+            target: req.target.clone(),
+            snapshot_id: snap.snapshot_id.clone(),
+            to_database: req.to_database.clone(),
+            clean: req.clean,
+            restore_globals: req.restore_globals,
+        });
+        Ok(Response::new(
+            self.dispatch(&req.site, &req.target, kind).await?,
+        ))
+    }
+}

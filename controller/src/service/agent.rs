@@ -1,0 +1,361 @@
+//! `AgentService`: the calls agents make. Until mutual TLS (next milestone) the site is
+//! taken from the request; all checks that do not depend on identity are already here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use nex_backup_shared::manifest::Manifest;
+use nex_backup_shared::pb::agent_service_server::AgentService;
+use nex_backup_shared::pb::{self, agent_message::Msg};
+use nex_backup_shared::seal::{HEADER_LEN, Header, ObjectKind, TAG_LEN};
+use nex_backup_shared::{chunk::MAX_CHUNK_LEN, ids::validate_name};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{
+    State, catalog_status, check_site, check_snapshot, check_target, chunk_ids, now_ms,
+    store_status,
+};
+use crate::catalog::{AgentRecord, NewSnapshot, SnapshotRecord};
+use crate::store::{chunk_key, manifest_key};
+
+const MAX_IDS_PER_REQUEST: usize = 100_000;
+const MAX_CHUNKS_PER_GET: usize = 4096;
+
+/// The agent-facing service.
+#[derive(Clone)]
+pub struct AgentApi {
+    pub state: Arc<State>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl AgentApi {
+    async fn on_hello(
+        &self,
+        hello: pb::Hello,
+        tx: super::super::hub::SessionTx,
+    ) -> Result<u64, Status> {
+        check_site(&hello.site)?;
+        validate_name("agent id", &hello.agent_id).map_err(super::bad_input)?;
+        let mut targets = vec![];
+        for t in hello.targets {
+            check_target(&t.name)?;
+            targets.push((t.name, t.kind));
+        }
+        let rec = AgentRecord {
+            v: 1,
+            site: hello.site.clone(),
+            agent_id: hello.agent_id.clone(),
+            version: hello.version.clone(),
+            last_seen_unix_ms: now_ms(),
+            targets: targets.clone(),
+        };
+        self.state
+            .catalog
+            .put_agent(&rec)
+            .await
+            .map_err(super::catalog_status)?;
+        let conn =
+            self.state
+                .hub
+                .register(&hello.site, &hello.agent_id, &hello.version, targets, tx);
+        info!(site = %hello.site, agent = %hello.agent_id, version = %hello.version, "agent connected");
+        Ok(conn)
+    }
+
+    async fn session_loop(self, site: String, conn: u64, mut inbound: Streaming<pb::AgentMessage>) {
+        while let Some(msg) = inbound.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    info!(%site, error = %e, "agent session ended with error");
+                    break;
+                }
+            };
+            match msg.msg {
+                Some(Msg::Heartbeat(_)) => self.touch(&site).await,
+                Some(Msg::JobEvent(ev)) => self.on_job_event(&site, ev).await,
+                Some(Msg::Hello(_)) | None => {
+                    warn!(%site, "unexpected message on established session")
+                }
+            }
+        }
+        self.touch(&site).await;
+        self.state.hub.unregister(&site, conn);
+        info!(%site, "agent disconnected");
+    }
+
+    async fn touch(&self, site: &str) {
+        let Some(s) = self.state.hub.session(site) else {
+            return;
+        };
+        let rec = AgentRecord {
+            v: 1,
+            site: site.into(),
+            agent_id: s.agent_id,
+            version: s.version,
+            last_seen_unix_ms: now_ms(),
+            targets: s.targets,
+        };
+        if let Err(e) = self.state.catalog.put_agent(&rec).await {
+            warn!(%site, error = %e, "record agent heartbeat");
+        }
+    }
+
+    async fn store_chunk(&self, req: pb::PutChunkRequest) -> Result<Option<u64>, Status> {
+        check_site(&req.site)?;
+        let id = chunk_ids(std::slice::from_ref(&req.id), 1)?[0];
+        if req.blob.len() > MAX_CHUNK_LEN + HEADER_LEN + TAG_LEN {
+            return Err(Status::invalid_argument(format!(
+                "chunk {}: blob of {} bytes is too large",
+                id.short(),
+                req.blob.len()
+            )));
+        }
+        let what = format!("chunk {}", id.short());
+        let h = Header::parse(&req.blob, &what).map_err(super::bad_input)?;
+        if h.kind != ObjectKind::Chunk as u8 || h.object_id != id.0 {
+            return Err(Status::invalid_argument(format!(
+                "{what}: blob header does not name this chunk"
+            )));
+        }
+        let cat = &self.state.catalog;
+        if cat
+            .chunk_len(&req.site, &id)
+            .await
+            .map_err(catalog_status)?
+            .is_some()
+        {
+            self.state
+                .hub
+                .stats
+                .duplicate_chunks_received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(None);
+        }
+        let len = req.blob.len();
+        self.state
+            .store
+            .put(&chunk_key(&req.site, &id), Bytes::from(req.blob))
+            .await
+            .map_err(store_status)?;
+        cat.record_chunk(&req.site, &id, len as u32)
+            .await
+            .map_err(catalog_status)?;
+        self.state
+            .hub
+            .stats
+            .chunks_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !req.snapshot_id.is_empty() {
+            self.state
+                .hub
+                .add_upload_bytes(&req.site, &req.snapshot_id, len as u64);
+        }
+        Ok(Some(len as u64))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type SessionStream = ReceiverStream<Result<pb::ControllerMessage, Status>>;
+    type GetChunksStream = BoxStream<pb::ChunkBlob>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(30), inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 30 s"))?;
+        let Some(Ok(pb::AgentMessage {
+            msg: Some(Msg::Hello(hello)),
+        })) = first
+        else {
+            return Err(Status::invalid_argument("a session must start with hello"));
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let site = hello.site.clone();
+        let conn = self.on_hello(hello, tx).await?;
+        let span = info_span!("session", site = %site, conn);
+        tokio::spawn(
+            self.clone()
+                .session_loop(site, conn, inbound)
+                .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn find_missing(
+        &self,
+        request: Request<pb::FindMissingRequest>,
+    ) -> Result<Response<pb::FindMissingResponse>, Status> {
+        let req = request.into_inner();
+        check_site(&req.site)?;
+        let ids = chunk_ids(&req.ids, MAX_IDS_PER_REQUEST)?;
+        let missing = self
+            .state
+            .catalog
+            .missing_chunks(&req.site, &ids)
+            .await
+            .map_err(catalog_status)?;
+        Ok(Response::new(pb::FindMissingResponse {
+            missing: missing.iter().map(|i| i.0.to_vec()).collect(),
+        }))
+    }
+
+    async fn put_chunks(
+        &self,
+        request: Request<Streaming<pb::PutChunkRequest>>,
+    ) -> Result<Response<pb::PutChunksResponse>, Status> {
+        let mut inbound = request.into_inner();
+        let mut resp = pb::PutChunksResponse::default();
+        while let Some(msg) = inbound.next().await {
+            match self.store_chunk(msg?).await? {
+                Some(n) => {
+                    resp.stored += 1;
+                    resp.bytes_stored += n;
+                }
+                None => resp.already_present += 1,
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn commit_snapshot(
+        &self,
+        request: Request<pb::CommitSnapshotRequest>,
+    ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        check_site(&req.site)?;
+        check_target(&req.target)?;
+        check_snapshot(&req.snapshot_id)?;
+        let span = info_span!("commit", site = %req.site, target = %req.target, snapshot = %req.snapshot_id, job = %req.job_id);
+        let what = format!("manifest of snapshot {}", req.snapshot_id);
+        let h = Header::parse(&req.manifest, &what).map_err(super::bad_input)?;
+        if h.kind != ObjectKind::Manifest as u8
+            || h.object_id != Manifest::object_id(&req.site, &req.snapshot_id)
+        {
+            return Err(Status::invalid_argument(format!(
+                "{what}: header does not name this snapshot"
+            )));
+        }
+        let ids = chunk_ids(&req.chunk_ids, usize::MAX)?;
+        let new_bytes = self
+            .state
+            .hub
+            .take_upload_bytes(&req.site, &req.snapshot_id);
+        let snap = NewSnapshot {
+            record: SnapshotRecord {
+                v: 1,
+                site: req.site.clone(),
+                target: req.target.clone(),
+                snapshot_id: req.snapshot_id.clone(),
+                job_id: req.job_id.clone(),
+                created_unix_ms: req.started_unix_ms,
+                committed_unix_ms: now_ms(),
+                logical_bytes: req.logical_bytes,
+                stored_bytes: 0,
+                new_bytes,
+                duration_ms: req.duration_ms,
+                chunks: 0,
+            },
+            manifest: req.manifest.clone(),
+            chunk_ids: ids,
+        };
+        let state = self.state.clone();
+        async move {
+            // The store copy first: a crash after it leaves an unreferenced but complete
+            // manifest, never a catalog entry without its self-describing copy.
+            state
+                .store
+                .put(
+                    &manifest_key(&req.site, &req.snapshot_id),
+                    Bytes::from(req.manifest),
+                )
+                .await
+                .map_err(store_status)?;
+            let rec = state.catalog.commit_snapshot(snap).await.map_err(|e| {
+                warn!(error = %e, "commit refused");
+                catalog_status(e)
+            })?;
+            info!(
+                stored = rec.stored_bytes,
+                new = rec.new_bytes,
+                chunks = rec.chunks,
+                "snapshot committed"
+            );
+            Ok(Response::new(pb::CommitSnapshotResponse {
+                stored_bytes: rec.stored_bytes,
+                new_bytes: rec.new_bytes,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_manifest(
+        &self,
+        request: Request<pb::GetManifestRequest>,
+    ) -> Result<Response<pb::GetManifestResponse>, Status> {
+        let req = request.into_inner();
+        check_site(&req.site)?;
+        check_snapshot(&req.snapshot_id)?;
+        let cat = &self.state.catalog;
+        let not_found = || Status::not_found(format!("snapshot {} not found", req.snapshot_id));
+        let rec = cat
+            .snapshot(&req.site, &req.snapshot_id)
+            .await
+            .map_err(catalog_status)?
+            .ok_or_else(not_found)?;
+        let manifest = cat
+            .manifest(&req.site, &req.snapshot_id)
+            .await
+            .map_err(catalog_status)?
+            .ok_or_else(not_found)?;
+        Ok(Response::new(pb::GetManifestResponse {
+            manifest,
+            target: rec.target,
+        }))
+    }
+
+    async fn get_chunks(
+        &self,
+        request: Request<pb::GetChunksRequest>,
+    ) -> Result<Response<Self::GetChunksStream>, Status> {
+        let req = request.into_inner();
+        check_site(&req.site)?;
+        let ids = chunk_ids(&req.ids, MAX_CHUNKS_PER_GET)?;
+        let store = self.state.store.clone();
+        let site = req.site;
+        let stream = futures::stream::iter(ids).then(move |id| {
+            let store = store.clone();
+            let site = site.clone();
+            async move {
+                let blob = store
+                    .get(&chunk_key(&site, &id))
+                    .await
+                    .map_err(store_status)?;
+                let blob = blob.ok_or_else(|| {
+                    Status::not_found(format!(
+                        "chunk {} of site {site} is missing from the store",
+                        id.short()
+                    ))
+                })?;
+                Ok(pb::ChunkBlob {
+                    id: id.0.to_vec(),
+                    blob: blob.to_vec(),
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

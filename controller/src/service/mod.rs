@@ -1,0 +1,74 @@
+//! gRPC services. Generated types stop here: requests are validated into domain values
+//! on receipt, and every failure becomes a `tonic::Status` that names the object.
+
+pub mod admin;
+pub mod agent;
+mod results;
+
+use std::sync::Arc;
+
+use nex_backup_shared::error::FormatError;
+use nex_backup_shared::ids::{ChunkId, validate_name, validate_snapshot_id};
+use tonic::Status;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::hub::Hub;
+use crate::store::{BlobStore, StoreError};
+
+/// Everything a request handler needs.
+pub struct State {
+    pub catalog: Arc<dyn Catalog>,
+    pub store: Arc<dyn BlobStore>,
+    pub hub: Hub,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn bad_input(e: FormatError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+pub(crate) fn catalog_status(e: CatalogError) -> Status {
+    match e {
+        CatalogError::MissingChunks { .. } => Status::failed_precondition(e.to_string()),
+        CatalogError::Conflict { .. } => Status::already_exists(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "catalog failure");
+            Status::internal(other.to_string())
+        }
+    }
+}
+
+pub(crate) fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "blob store failure");
+    Status::internal(e.to_string())
+}
+
+pub(crate) fn check_site(site: &str) -> Result<(), Status> {
+    validate_name("site", site).map_err(bad_input)
+}
+
+pub(crate) fn check_target(target: &str) -> Result<(), Status> {
+    validate_name("target", target).map_err(bad_input)
+}
+
+pub(crate) fn check_snapshot(id: &str) -> Result<(), Status> {
+    validate_snapshot_id(id).map_err(bad_input)
+}
+
+pub(crate) fn chunk_ids(raw: &[Vec<u8>], limit: usize) -> Result<Vec<ChunkId>, Status> {
+    if raw.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "{} ids in one request, at most {limit}",
+            raw.len()
+        )));
+    }
+    raw.iter()
+        .map(|b| ChunkId::try_from(b.as_slice()).map_err(bad_input))
+        .collect()
+}

@@ -1,0 +1,181 @@
+//! Blobs as files: write to a temp file, fsync, rename into place, fsync the directory.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{BlobStore, Result, StoreError};
+
+/// Files under a root directory.
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
+            key: root.display().to_string(),
+            source,
+        })?;
+        Ok(FsStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let rel = Path::new(key);
+        let clean = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !clean || key.contains(".tmp.") {
+            return Err(StoreError::BadKey { key: key.into() });
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("blob paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().expect("file name").to_string_lossy();
+    let tmp = dir.join(format!("{name}.tmp.{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn list_dir(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let p = entry.path();
+        if entry.file_type()?.is_dir() {
+            list_dir(root, &p, out)?;
+        } else if !p.to_string_lossy().contains(".tmp.") {
+            let rel = p.strip_prefix(root).expect("under root");
+            let parts: Vec<_> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key)?;
+        let io = |source| StoreError::Io {
+            key: key.into(),
+            source,
+        };
+        tokio::task::spawn_blocking(move || write_atomic(&path, &data))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match tokio::fs::read(self.path(key)?).await {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                key: key.into(),
+                source,
+            }),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        tokio::fs::try_exists(self.path(key)?)
+            .await
+            .map_err(|source| StoreError::Io {
+                key: key.into(),
+                source,
+            })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                key: key.into(),
+                source,
+            }),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let start = if dir_part.is_empty() {
+            root.clone()
+        } else {
+            self.path(dir_part)?
+        };
+        let prefix_owned = prefix.to_string();
+        let mut keys = tokio::task::spawn_blocking(move || {
+            let mut out = vec![];
+            list_dir(&root, &start, &mut out).map(|()| out)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            key: prefix.into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| StoreError::Io {
+            key: prefix.into(),
+            source,
+        })?;
+        keys.retain(|k| k.starts_with(&prefix_owned));
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fs_store_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        super::super::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_files_are_invisible() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("chunks/s")).unwrap();
+        std::fs::write(dir.path().join("chunks/s/x.tmp.0123"), b"partial").unwrap();
+        assert!(store.list("chunks/").await.unwrap().is_empty());
+        assert!(store.get("chunks/s/x.tmp.0123").await.is_err());
+    }
+}
