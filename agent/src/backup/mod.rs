@@ -1,0 +1,211 @@
+//! A PostgreSQL backup job: globals, then the database dumped from an exported snapshot
+//! with exact row counts taken in that same snapshot; committed only if every step
+//! succeeded.
+
+pub mod dump;
+pub mod pipeline;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use nex_backup_shared::manifest::{
+    Manifest, STREAM_DATABASE, STREAM_GLOBALS, SourceInfo, StreamEntry,
+};
+use nex_backup_shared::pb;
+use tracing::info;
+
+use self::pipeline::{JobRef, upload_stream};
+use crate::config::TargetConfig;
+use crate::ctx::Ctx;
+use crate::{pg, pgtools};
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Run a backup command to completion and describe the outcome.
+pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::JobResult {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let job = JobRef {
+        job_id,
+        snapshot_id: cmd.snapshot_id.clone(),
+    };
+    let outcome = match ctx.cfg.target(&cmd.target) {
+        Some(t) => backup(&ctx, &job, t, started_ms).await,
+        None => Err(format!("unknown target {}", cmd.target)),
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(logical) => pb::JobResult {
+            ok: true,
+            snapshot_id: job.snapshot_id,
+            logical_bytes: logical,
+            duration_ms,
+            stream_hash_ok: true,
+            ..Default::default()
+        },
+        Err(e) => pb::JobResult {
+            ok: false,
+            error: e,
+            duration_ms,
+            ..Default::default()
+        },
+    }
+}
+
+async fn backup(
+    ctx: &Arc<Ctx>,
+    job: &JobRef,
+    t: &TargetConfig,
+    started_ms: u64,
+) -> Result<u64, String> {
+    let started = Instant::now();
+    let client = pg::connect(t, &t.dbname).await?;
+    let server_num: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| {
+            format!(
+                "target {}: read server version: {}",
+                t.name,
+                pg::db_error_text(&e)
+            )
+        })?
+        .get(0);
+    let server_version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .map_err(|e| pg::db_error_text(&e))?
+        .get(0);
+    let major = (server_num / 10000) as u32;
+    let dir = t.pg_bin_dir.as_deref();
+    let pg_dump = pgtools::find("pg_dump", dir, major)
+        .await
+        .map_err(|e| format!("target {}: {e}", t.name))?;
+    let pg_dumpall = pgtools::find("pg_dumpall", dir, major)
+        .await
+        .map_err(|e| format!("target {}: {e}", t.name))?;
+    let password = pg::password(t, &t.dbname)?;
+    info!(target = %t.name, server = %server_version, pg_dump = %pg_dump.version, "backup starting");
+
+    let mut args = dump::conn_args(t, &t.dbname);
+    args[6] = "-l".into(); // pg_dumpall names its maintenance database with -l
+    args.push("--globals-only".into());
+    if !t.include_role_passwords {
+        args.push("--no-role-passwords".into());
+    }
+    let mut globals_proc = dump::spawn(&pg_dumpall, &args, password.as_deref(), false, true)?;
+    let out = globals_proc.child.stdout.take().expect("stdout piped");
+    let globals = upload_stream(
+        ctx,
+        job,
+        STREAM_GLOBALS,
+        format!("pg_dumpall of target {}", t.name),
+        out,
+    )
+    .await?;
+    globals_proc
+        .finish()
+        .await
+        .map_err(|e| format!("target {}: {e}", t.name))?;
+
+    let (database, row_counts) =
+        dump_database(ctx, job, t, &client, &pg_dump, password.as_deref()).await?;
+    let manifest = Manifest {
+        site: ctx.site().into(),
+        target: t.name.clone(),
+        snapshot_id: job.snapshot_id.clone(),
+        created_unix_ms: started_ms,
+        streams: vec![globals, database],
+        row_counts,
+        source: SourceInfo {
+            kind: "postgres".into(),
+            server_version,
+            pg_dump_version: pg_dump.version.clone(),
+            database: t.dbname.clone(),
+            agent_version: nex_backup_shared::VERSION.into(),
+            host: ctx.cfg.agent_id().into(),
+        },
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    commit(ctx, job, &manifest, started_ms).await?;
+    Ok(manifest.logical_bytes())
+}
+
+/// Dump the database from an exported snapshot while counting rows in the same snapshot.
+async fn dump_database(
+    ctx: &Arc<Ctx>,
+    job: &JobRef,
+    t: &TargetConfig,
+    client: &tokio_postgres::Client,
+    pg_dump: &pgtools::Tool,
+    password: Option<&str>,
+) -> Result<(StreamEntry, Vec<(String, i64)>), String> {
+    let sql_err =
+        |e: tokio_postgres::Error| format!("target {}: {}", t.name, pg::db_error_text(&e));
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(sql_err)?;
+    let snapshot: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(sql_err)?
+        .get(0);
+    let mut args = dump::conn_args(t, &t.dbname);
+    args.extend([format!("--snapshot={snapshot}"), "-Fc".into(), "-Z0".into()]);
+    let mut proc = dump::spawn(pg_dump, &args, password, false, true)?;
+    let out = proc.child.stdout.take().expect("stdout piped");
+    let what = format!("pg_dump of target {}", t.name);
+    let upload = upload_stream(ctx, job, STREAM_DATABASE, what, out);
+    let counts = async { pg::row_counts(client).await.map_err(sql_err) };
+    let joined = tokio::try_join!(upload, counts);
+    let _ = client.batch_execute("ROLLBACK").await;
+    match joined {
+        Ok(v) => {
+            proc.finish()
+                .await
+                .map_err(|e| format!("target {}: {e}", t.name))?;
+            Ok(v)
+        }
+        Err(e) => {
+            // A stalled or cut pipeline: stop pg_dump, and quote it if it had complained.
+            let _ = proc.child.start_kill();
+            match proc.finish().await {
+                Err(pe) if !pe.contains("signal") => Err(format!("{e}; {pe}")),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> Result<(), String> {
+    let sealed = m.seal(ctx.codec.keys());
+    let mut ids: Vec<_> = m.chunk_ids().copied().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let req = pb::CommitSnapshotRequest {
+        site: m.site.clone(),
+        target: m.target.clone(),
+        snapshot_id: m.snapshot_id.clone(),
+        job_id: job.job_id.clone(),
+        manifest: sealed,
+        chunk_ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+        logical_bytes: m.logical_bytes(),
+        started_unix_ms: started_ms,
+        duration_ms: m.duration_ms,
+    };
+    let resp = ctx
+        .retry("commit snapshot", || {
+            let (mut c, r) = (ctx.client(), req.clone());
+            async move { c.commit_snapshot(r).await }
+        })
+        .await?;
+    let r = resp.into_inner();
+    info!(snapshot = %m.snapshot_id, stored = r.stored_bytes, new = r.new_bytes, "snapshot committed");
+    Ok(())
+}

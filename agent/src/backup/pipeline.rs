@@ -1,0 +1,248 @@
+//! The upload pipeline for one byte stream:
+//!
+//! ```text
+//! reader -> [A: CDC chunker + stream SHA-256] -> batch -> [B: ids, find-missing, seal missing]
+//!        -> sealed batch -> [C: upload, retrying; re-asks what is missing after a failure]
+//! ```
+//! Stages run concurrently; hashing and sealing use blocking worker threads. Every queue
+//! holds one batch (at most `BATCH_BYTES`), so memory is bounded whatever the stream size.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use nex_backup_shared::chunk::SealedChunk;
+use nex_backup_shared::chunker::StreamChunker;
+use nex_backup_shared::ids::ChunkId;
+use nex_backup_shared::manifest::StreamEntry;
+use nex_backup_shared::pb;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+use crate::ctx::Ctx;
+
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const BATCH_CHUNKS: usize = 64;
+
+/// Identifies the job a stream belongs to.
+#[derive(Debug, Clone)]
+pub struct JobRef {
+    pub job_id: String,
+    pub snapshot_id: String,
+}
+
+type Batch = Arc<Vec<Vec<u8>>>;
+
+struct SealedBatch {
+    refs: Vec<(ChunkId, u32)>,
+    sealed: Vec<SealedChunk>,
+}
+
+/// Run `f(i)` for i in 0..n on blocking threads, in `workers` contiguous slices, in order.
+async fn par_map<R, F>(n: usize, workers: usize, f: F) -> Result<Vec<R>, String>
+where
+    R: Send + 'static,
+    F: Fn(usize) -> R + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    let per = n.div_ceil(workers.max(1)).max(1);
+    let handles: Vec<_> = (0..n)
+        .step_by(per)
+        .map(|start| {
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || {
+                (start..(start + per).min(n))
+                    .map(|i| f(i))
+                    .collect::<Vec<R>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        out.extend(h.await.map_err(|e| format!("worker thread: {e}"))?);
+    }
+    Ok(out)
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Chunk, dedupe, seal and upload `reader` as stream `name`; returns its manifest entry.
+pub async fn upload_stream<R: AsyncRead + Unpin>(
+    ctx: &Arc<Ctx>,
+    job: &JobRef,
+    name: &str,
+    what: String,
+    reader: R,
+) -> Result<StreamEntry, String> {
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+    let (sealed_tx, sealed_rx) = mpsc::channel::<SealedBatch>(1);
+    let chunk_stage = async {
+        let mut chunker = StreamChunker::new(
+            what,
+            reader,
+            ctx.cfg.chunker(),
+            Some(ctx.cfg.stall_timeout()),
+        );
+        let mut batch = vec![];
+        let mut size = 0;
+        while let Some(chunk) = chunker.next_chunk().await.map_err(|e| e.to_string())? {
+            size += chunk.len();
+            batch.push(chunk);
+            if size >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
+                batch_tx
+                    .send(Arc::new(std::mem::take(&mut batch)))
+                    .await
+                    .map_err(|_| "pipeline closed".to_string())?;
+                size = 0;
+            }
+        }
+        if !batch.is_empty() {
+            batch_tx
+                .send(Arc::new(batch))
+                .await
+                .map_err(|_| "pipeline closed".to_string())?;
+        }
+        drop(batch_tx);
+        Ok::<_, String>(chunker.finish())
+    };
+    let (summary, (), chunks) = tokio::try_join!(
+        chunk_stage,
+        seal_stage(ctx.clone(), batch_rx, sealed_tx),
+        upload_stage(ctx.clone(), job.clone(), name, sealed_rx)
+    )?;
+    Ok(StreamEntry {
+        name: name.into(),
+        chunks,
+        length: summary.length,
+        sha256: summary.sha256,
+    })
+}
+
+async fn seal_stage(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<SealedBatch>,
+) -> Result<(), String> {
+    while let Some(batch) = rx.recv().await {
+        let codec = ctx.codec.clone();
+        let b = batch.clone();
+        let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
+        let missing = find_missing(&ctx, &ids).await?;
+        let wanted: std::collections::HashSet<ChunkId> = missing.into_iter().collect();
+        let mut todo: Vec<usize> = vec![];
+        let mut queued = std::collections::HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            if wanted.contains(id) && queued.insert(*id) {
+                todo.push(i);
+            }
+        }
+        let codec = ctx.codec.clone();
+        let (b, ids_c, todo_c) = (batch.clone(), ids.clone(), Arc::new(todo));
+        let sealed = par_map(todo_c.len(), workers(), move |k| {
+            codec.seal(ids_c[todo_c[k]], &b[todo_c[k]])
+        })
+        .await?;
+        let refs = ids
+            .into_iter()
+            .zip(batch.iter().map(|c| c.len() as u32))
+            .collect();
+        tx.send(SealedBatch { refs, sealed })
+            .await
+            .map_err(|_| "pipeline closed".to_string())?;
+    }
+    Ok(())
+}
+
+async fn upload_stage(
+    ctx: Arc<Ctx>,
+    job: JobRef,
+    name: &str,
+    mut rx: mpsc::Receiver<SealedBatch>,
+) -> Result<Vec<(ChunkId, u32)>, String> {
+    let mut refs = vec![];
+    let (mut bytes, mut sent, mut last) = (0u64, 0u64, Instant::now());
+    while let Some(b) = rx.recv().await {
+        sent += put_chunks(&ctx, &job, Arc::new(b.sealed)).await?;
+        bytes += b.refs.iter().map(|(_, l)| u64::from(*l)).sum::<u64>();
+        refs.extend(b.refs);
+        if last.elapsed().as_millis() >= 500 {
+            ctx.progress(
+                &job.job_id,
+                &format!("backup {name}"),
+                bytes,
+                refs.len() as u64,
+                format!("{} KiB new sent", sent / 1024),
+            );
+            last = Instant::now();
+        }
+    }
+    Ok(refs)
+}
+
+/// Which of `ids` the controller lacks.
+pub async fn find_missing(ctx: &Ctx, ids: &[ChunkId]) -> Result<Vec<ChunkId>, String> {
+    let req = pb::FindMissingRequest {
+        site: ctx.site().into(),
+        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+    };
+    let resp = ctx
+        .retry("find missing chunks", || {
+            let (mut c, r) = (ctx.client(), req.clone());
+            async move { c.find_missing(r).await }
+        })
+        .await?;
+    resp.into_inner()
+        .missing
+        .iter()
+        .map(|b| ChunkId::try_from(b.as_slice()).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Upload sealed chunks. After a failed attempt, asks again which are missing and sends
+/// only those, so nothing the controller stored is ever sent twice.
+async fn put_chunks(ctx: &Ctx, job: &JobRef, sealed: Arc<Vec<SealedChunk>>) -> Result<u64, String> {
+    if sealed.is_empty() {
+        return Ok(0);
+    }
+    let first = Arc::new(AtomicBool::new(true));
+    ctx.retry("upload chunks", || {
+        let (sealed, first, job) = (sealed.clone(), first.clone(), job.clone());
+        let mut client = ctx.client();
+        async move {
+            let todo: Vec<SealedChunk> = if first.swap(false, Ordering::SeqCst) {
+                sealed.to_vec()
+            } else {
+                let ids: Vec<ChunkId> = sealed.iter().map(|s| s.id).collect();
+                let req = pb::FindMissingRequest {
+                    site: ctx.site().into(),
+                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                };
+                let missing: std::collections::HashSet<Vec<u8>> = client
+                    .find_missing(req)
+                    .await?
+                    .into_inner()
+                    .missing
+                    .into_iter()
+                    .collect();
+                sealed
+                    .iter()
+                    .filter(|s| missing.contains(&s.id.0.to_vec()))
+                    .cloned()
+                    .collect()
+            };
+            let bytes: u64 = todo.iter().map(|s| s.blob.len() as u64).sum();
+            let site = ctx.site().to_string();
+            let reqs = todo.into_iter().map(move |s| pb::PutChunkRequest {
+                site: site.clone(),
+                snapshot_id: job.snapshot_id.clone(),
+                id: s.id.0.to_vec(),
+                blob: s.blob,
+            });
+            client.put_chunks(tokio_stream::iter(reqs)).await?;
+            Ok(bytes)
+        }
+    })
+    .await
+}

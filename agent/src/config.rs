@@ -1,0 +1,244 @@
+//! The agent's configuration file (TOML). It says what this host *can* back up; the
+//! controller says when. Credentials stay here: passwords come from an environment
+//! variable or a pgpass-format file, never from the config itself.
+//!
+//! Every error names the file and the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nex_backup_shared::chunker::ChunkerConfig;
+use nex_backup_shared::ids::validate_name;
+use serde::Deserialize;
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Site this agent backs up for.
+    pub site: String,
+    /// This agent's id; defaults to the host name.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Controller URL, e.g. `http://backup.example.net:7420`.
+    pub controller: String,
+    /// Where the agent keeps its state (key file).
+    pub state_dir: PathBuf,
+    #[serde(default = "default_zstd")]
+    pub zstd_level: i32,
+    /// Fail a dump that produces no bytes for this long.
+    #[serde(default = "default_stall")]
+    pub stall_timeout_secs: u64,
+    /// How long transient network errors are retried within one job.
+    #[serde(default = "default_retry")]
+    pub retry_budget_secs: u64,
+    #[serde(default)]
+    pub chunking: Option<ChunkingConfig>,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingConfig {
+    pub min_kib: u32,
+    pub avg_kib: u32,
+    pub max_kib: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    /// Name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A pgpass-format file (`host:port:db:user:password`).
+    #[serde(default)]
+    pub passfile: Option<PathBuf>,
+    /// Directory holding pg_dump, pg_dumpall, pg_restore and psql. Discovered if absent.
+    #[serde(default)]
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Include role password hashes in the globals dump.
+    #[serde(default)]
+    pub include_role_passwords: bool,
+}
+
+fn default_zstd() -> i32 {
+    nex_backup_shared::chunk::DEFAULT_ZSTD_LEVEL
+}
+fn default_stall() -> u64 {
+    300
+}
+fn default_retry() -> u64 {
+    600
+}
+fn default_kind() -> String {
+    "postgres".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+
+impl AgentConfig {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parse and validate config text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
+        let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.into(),
+            key: e
+                .span()
+                .map(|s| key_at(text, s.start))
+                .unwrap_or_else(|| "(syntax)".into()),
+            reason: e.message().to_string(),
+        })?;
+        let err = |key: &str, reason: String| ConfigError {
+            file: file.into(),
+            key: key.into(),
+            reason,
+        };
+        validate_name("site", &cfg.site).map_err(|e| err("site", e.to_string()))?;
+        let agent_id = cfg.agent_id.clone().unwrap_or_else(default_agent_id);
+        validate_name("agent id", &agent_id).map_err(|e| err("agent_id", e.to_string()))?;
+        cfg.agent_id = Some(agent_id);
+        if !(cfg.controller.starts_with("http://") || cfg.controller.starts_with("https://")) {
+            return Err(err(
+                "controller",
+                format!("{:?} must be an http:// or https:// URL", cfg.controller),
+            ));
+        }
+        if !(1..=19).contains(&cfg.zstd_level) {
+            return Err(err(
+                "zstd_level",
+                format!("{} is outside 1..=19", cfg.zstd_level),
+            ));
+        }
+        if cfg.stall_timeout_secs == 0 {
+            return Err(err("stall_timeout_secs", "must be at least 1".into()));
+        }
+        cfg.chunker().validate().map_err(|e| err("chunking", e))?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in cfg.targets.iter().enumerate() {
+            let key = |k: &str| format!("targets[{i}].{k}");
+            validate_name("target", &t.name).map_err(|e| err(&key("name"), e.to_string()))?;
+            if !seen.insert(t.name.clone()) {
+                return Err(err(
+                    &key("name"),
+                    format!("duplicate target name {:?}", t.name),
+                ));
+            }
+            if t.kind != "postgres" {
+                return Err(err(
+                    &key("kind"),
+                    format!("unknown kind {:?} (supported: postgres)", t.kind),
+                ));
+            }
+            if t.password_env.is_some() && t.passfile.is_some() {
+                return Err(err(
+                    &key("password_env"),
+                    "give password_env or passfile, not both".into(),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn agent_id(&self) -> &str {
+        self.agent_id.as_deref().unwrap_or("agent")
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.state_dir.join("site.key")
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_secs(self.stall_timeout_secs)
+    }
+
+    pub fn chunker(&self) -> ChunkerConfig {
+        match &self.chunking {
+            Some(c) => ChunkerConfig {
+                min: c.min_kib * 1024,
+                avg: c.avg_kib * 1024,
+                max: c.max_kib * 1024,
+            },
+            None => ChunkerConfig::default(),
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// The host name, reduced to the characters ids allow.
+fn default_agent_id() -> String {
+    let raw = gethostname::gethostname().to_string_lossy().into_owned();
+    let id: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() { "agent".into() } else { id }
+}
+
+/// The dotted key path at a byte offset, best effort: the nearest `[table]` header plus
+/// the key on that line.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.rsplit('\n').next().unwrap_or("");
+    let full_line = text[before.len() - line.len()..]
+        .lines()
+        .next()
+        .unwrap_or("");
+    let key = full_line.split('=').next().unwrap_or("").trim();
+    let table = before.lines().rev().find_map(|l| {
+        l.trim()
+            .strip_prefix('[')
+            .map(|h| h.trim_end_matches(']').trim_matches('[').to_string())
+    });
+    match (table, key.is_empty() || key.starts_with('[')) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, false) => key.to_string(),
+        (None, true) => "(top level)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

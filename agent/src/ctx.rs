@@ -1,0 +1,175 @@
+//! The agent's shared context: config, keys, the controller channel, and the outbox of
+//! job events. Jobs report through it whether or not a session is currently up; final
+//! results stay in the outbox until the controller acknowledges them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nex_backup_shared::chunk::ChunkCodec;
+use nex_backup_shared::pb::{
+    self, agent_message::Msg, agent_service_client::AgentServiceClient, job_event::Event,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::config::AgentConfig;
+
+/// See module docs.
+pub struct Ctx {
+    pub cfg: AgentConfig,
+    pub codec: ChunkCodec,
+    pub channel: Channel,
+    pub shutdown: CancellationToken,
+    events: Mutex<Option<mpsc::Sender<pb::AgentMessage>>>,
+    outbox: Mutex<BTreeMap<String, pb::JobResult>>,
+    running: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a gRPC failure is worth retrying (network trouble, controller restarting).
+pub fn transient(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Internal
+    )
+}
+
+/// Full jitter: a random delay in [d/2, d].
+pub fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
+}
+
+impl Ctx {
+    pub fn new(
+        cfg: AgentConfig,
+        codec: ChunkCodec,
+        channel: Channel,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Ctx {
+            cfg,
+            codec,
+            channel,
+            shutdown,
+            events: Mutex::new(None),
+            outbox: Mutex::new(BTreeMap::new()),
+            running: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn site(&self) -> &str {
+        &self.cfg.site
+    }
+
+    pub fn client(&self) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES)
+    }
+
+    /// Attach a new session's sender and re-send every unacknowledged result on it.
+    pub fn attach(&self, tx: mpsc::Sender<pb::AgentMessage>) {
+        for (job_id, result) in lock(&self.outbox).iter() {
+            let _ = tx.try_send(result_msg(job_id, result.clone()));
+        }
+        *lock(&self.events) = Some(tx);
+    }
+
+    pub fn detach(&self) {
+        *lock(&self.events) = None;
+    }
+
+    /// Best-effort progress report.
+    pub fn progress(
+        &self,
+        job_id: &str,
+        phase: &str,
+        bytes_done: u64,
+        chunks_done: u64,
+        detail: String,
+    ) {
+        let ev = pb::JobEvent {
+            job_id: job_id.into(),
+            event: Some(Event::Progress(pb::JobProgress {
+                phase: phase.into(),
+                bytes_done,
+                chunks_done,
+                detail,
+            })),
+        };
+        if let Some(tx) = lock(&self.events).as_ref() {
+            let _ = tx.try_send(pb::AgentMessage {
+                msg: Some(Msg::JobEvent(ev)),
+            });
+        }
+    }
+
+    /// Record a job's final result; it is sent now and after every reconnect until acked.
+    pub fn finish(&self, job_id: &str, result: pb::JobResult) {
+        lock(&self.running).remove(job_id);
+        lock(&self.outbox).insert(job_id.into(), result.clone());
+        if let Some(tx) = lock(&self.events).as_ref() {
+            let _ = tx.try_send(result_msg(job_id, result));
+        }
+    }
+
+    pub fn ack(&self, job_id: &str) {
+        lock(&self.outbox).remove(job_id);
+    }
+
+    /// Mark a job as running; false if it already is (a re-sent command).
+    pub fn start_job(&self, job_id: &str) -> bool {
+        !lock(&self.outbox).contains_key(job_id) && lock(&self.running).insert(job_id.into())
+    }
+
+    /// Run `f` until it succeeds, retrying transient failures with jittered backoff
+    /// within the configured budget. `what` names the operation in the error.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.retry_budget_secs);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let res = tokio::select! {
+                r = f() => r,
+                _ = self.shutdown.cancelled() => return Err(format!("{what}: agent is shutting down")),
+            };
+            match res {
+                Ok(v) => return Ok(v),
+                Err(s) if transient(&s) && Instant::now() < deadline => {
+                    tracing::warn!(what, code = ?s.code(), error = %s.message(), "transient failure, retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(jitter(delay)) => {},
+                        _ = self.shutdown.cancelled() => return Err(format!("{what}: agent is shutting down")),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(s) => return Err(format!("{what}: {}", s.message())),
+            }
+        }
+    }
+}
+
+fn result_msg(job_id: &str, result: pb::JobResult) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(Msg::JobEvent(pb::JobEvent {
+            job_id: job_id.into(),
+            event: Some(Event::Result(result)),
+        })),
+    }
+}

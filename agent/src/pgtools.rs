@@ -1,0 +1,140 @@
+//! Finding PostgreSQL client tools (pg_dump, pg_dumpall, pg_restore, psql) whose major
+//! version is at least the server's, on Linux and on Windows.
+
+use std::path::{Path, PathBuf};
+
+/// A located tool and its major version.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub path: PathBuf,
+    pub version: String,
+    pub major: u32,
+}
+
+fn exe(name: &str) -> String {
+    format!("{name}{}", std::env::consts::EXE_SUFFIX)
+}
+
+/// Directories to search, most specific first.
+fn candidate_dirs(configured: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(d) = configured {
+        return vec![d.to_path_buf()];
+    }
+    let mut dirs = vec![];
+    let mut versioned: Vec<PathBuf> = vec![];
+    #[cfg(unix)]
+    let roots = [
+        PathBuf::from("/usr/lib/postgresql"),
+        PathBuf::from("/usr/pgsql"),
+    ];
+    #[cfg(windows)]
+    let roots = [
+        PathBuf::from(r"C:\Program Files\PostgreSQL"),
+        PathBuf::from(r"C:\Program Files (x86)\PostgreSQL"),
+    ];
+    for root in roots {
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            versioned.extend(entries.flatten().map(|e| e.path().join("bin")));
+        }
+    }
+    // Newest first: "17" sorts after "9.6" numerically.
+    versioned.sort_by_key(|p| {
+        let v = p
+            .parent()
+            .and_then(|v| v.file_name())
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::cmp::Reverse(
+            v.split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0),
+        )
+    });
+    dirs.extend(versioned);
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs
+}
+
+/// Parse "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> ("15.18", 15).
+pub fn parse_version(out: &str) -> Option<(String, u32)> {
+    let v = out
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let major = v.split(['.', '-']).next()?.parse().ok()?;
+    Some((v.to_string(), major))
+}
+
+async fn probe(path: &Path) -> Option<Tool> {
+    let out = tokio::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (version, major) = parse_version(&text)?;
+    Some(Tool {
+        path: path.to_path_buf(),
+        version,
+        major,
+    })
+}
+
+/// Find `name` with major version >= `min_major`, preferring the newest.
+pub async fn find(name: &str, configured: Option<&Path>, min_major: u32) -> Result<Tool, String> {
+    let mut seen = vec![];
+    let mut best: Option<Tool> = None;
+    for dir in candidate_dirs(configured) {
+        let p = dir.join(exe(name));
+        if !p.is_file() || seen.iter().any(|t: &Tool| t.path == p) {
+            continue;
+        }
+        if let Some(t) = probe(&p).await {
+            if t.major >= min_major && best.as_ref().is_none_or(|b| t.major > b.major) {
+                best = Some(t.clone());
+            }
+            seen.push(t);
+        }
+    }
+    best.ok_or_else(|| {
+        let found: Vec<String> = seen.iter().map(|t| format!("{} {} at {}", name, t.version, t.path.display())).collect();
+        let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
+        let where_ = configured.map_or("(discovery)".to_string(), |d| d.display().to_string());
+        format!("{name} {min_major} or newer is needed for this server; found: {found} (searched {where_}; set pg_bin_dir)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some(("15.18".into(), 15))
+        );
+        assert_eq!(
+            parse_version("pg_restore (PostgreSQL) 9.6.24"),
+            Some(("9.6.24".into(), 9))
+        );
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 17beta1").map(|v| v.1),
+            None
+        );
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn too_old_is_explained() {
+        let e = find("pg_dump", Some(Path::new("/nonexistent-dir")), 99)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("pg_dump 99 or newer") && e.contains("/nonexistent-dir"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Feeding a snapshot stream into a writer (pg_restore's stdin): fetch sealed chunks in
+//! order, verify and decode each on worker threads, write, and check the stream SHA-256.
+//! A network failure resumes from the first chunk not yet received.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use nex_backup_shared::error::FormatError;
+use nex_backup_shared::ids::ChunkId;
+use nex_backup_shared::manifest::StreamEntry;
+use nex_backup_shared::pb;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::ctx::{Ctx, jitter, transient};
+
+const WINDOW: usize = 32;
+
+/// Why feeding a stream failed.
+#[derive(Debug)]
+pub enum FeedError {
+    /// The consumer (pg_restore) stopped reading.
+    Write(std::io::Error),
+    /// Fetching or verifying the data failed.
+    Data(String),
+}
+
+type Fetched = (ChunkId, u32, Vec<u8>);
+
+async fn fetch_all(
+    ctx: Arc<Ctx>,
+    chunks: Vec<(ChunkId, u32)>,
+    tx: mpsc::Sender<Fetched>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(ctx.cfg.retry_budget_secs);
+    let mut delay = Duration::from_millis(200);
+    let mut pos = 0;
+    while pos < chunks.len() {
+        let window = &chunks[pos..(pos + WINDOW).min(chunks.len())];
+        let req = pb::GetChunksRequest {
+            site: ctx.site().into(),
+            ids: window.iter().map(|(id, _)| id.0.to_vec()).collect(),
+        };
+        let result: Result<(), tonic::Status> = async {
+            let mut stream = ctx.client().get_chunks(req).await?.into_inner();
+            while let Some(msg) = stream.message().await? {
+                let (id, len) = chunks[pos];
+                if msg.id != id.0 {
+                    return Err(tonic::Status::data_loss(format!(
+                        "controller sent chunk out of order at position {pos}"
+                    )));
+                }
+                if tx.send((id, len, msg.blob)).await.is_err() {
+                    return Ok(()); // consumer gone; it reports why
+                }
+                pos += 1;
+                delay = Duration::from_millis(200);
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {}
+            Err(s) if transient(&s) && Instant::now() < deadline => {
+                tracing::warn!(error = %s.message(), pos, "fetch chunks failed, resuming");
+                tokio::select! {
+                    _ = tokio::time::sleep(jitter(delay)) => {},
+                    _ = ctx.shutdown.cancelled() => return Err("agent is shutting down".into()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(s) => {
+                return Err(format!(
+                    "fetch chunk {}: {}",
+                    chunks[pos.min(chunks.len() - 1)].0.short(),
+                    s.message()
+                ));
+            }
+        }
+        if tx.is_closed() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Write stream `s` of a snapshot into `w`, verifying everything. Progress goes to `job_id`.
+pub async fn feed<W: AsyncWrite + Unpin>(
+    ctx: &Arc<Ctx>,
+    job_id: &str,
+    s: &StreamEntry,
+    mut w: W,
+) -> Result<(), FeedError> {
+    let (tx, rx) = mpsc::channel::<Fetched>(8);
+    let fetcher = tokio::spawn(fetch_all(ctx.clone(), s.chunks.clone(), tx));
+    let codec = ctx.codec.clone();
+    let mut decoded = ReceiverStream::new(rx)
+        .map(|(id, len, blob)| {
+            let codec = codec.clone();
+            tokio::task::spawn_blocking(move || codec.decode(&id, &blob, len as usize))
+        })
+        .buffered(2);
+    let mut hasher = Sha256::new();
+    let (mut done, mut n, mut last) = (0u64, 0u64, Instant::now());
+    while let Some(res) = decoded.next().await {
+        let plain = res
+            .map_err(|e| FeedError::Data(format!("decode worker: {e}")))?
+            .map_err(|e| FeedError::Data(e.to_string()))?;
+        hasher.update(&plain);
+        w.write_all(&plain).await.map_err(FeedError::Write)?;
+        done += plain.len() as u64;
+        n += 1;
+        if last.elapsed().as_millis() >= 500 {
+            ctx.progress(
+                job_id,
+                &format!("restore {}", s.name),
+                done,
+                n,
+                format!("of {} KiB", s.length / 1024),
+            );
+            last = Instant::now();
+        }
+    }
+    fetcher
+        .await
+        .map_err(|e| FeedError::Data(format!("fetch task: {e}")))?
+        .map_err(FeedError::Data)?;
+    w.shutdown().await.map_err(FeedError::Write)?;
+    drop(w);
+    let actual: [u8; 32] = hasher.finalize().into();
+    if n as usize != s.chunks.len() || actual != s.sha256 {
+        return Err(FeedError::Data(
+            FormatError::StreamHash {
+                stream: s.name.clone(),
+                expected: hex::encode(s.sha256),
+                actual: hex::encode(actual),
+            }
+            .to_string(),
+        ));
+    }
+    Ok(())
+}

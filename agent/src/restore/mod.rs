@@ -1,0 +1,212 @@
+//! A restore job: fetch and open the manifest, create the target database, optionally
+//! replay globals, stream the dump into `pg_restore`, then compare row counts.
+
+pub mod feed;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use nex_backup_shared::manifest::{Manifest, STREAM_DATABASE, STREAM_GLOBALS, StreamEntry};
+use nex_backup_shared::pb;
+use tracing::info;
+
+use self::feed::{FeedError, feed};
+use crate::backup::dump;
+use crate::config::TargetConfig;
+use crate::ctx::Ctx;
+use crate::{pg, pgtools};
+
+/// Run a restore command to completion and describe the outcome.
+pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::JobResult {
+    let started = Instant::now();
+    let mut result = pb::JobResult {
+        snapshot_id: cmd.snapshot_id.clone(),
+        ..Default::default()
+    };
+    let outcome = match ctx.cfg.target(&cmd.target) {
+        Some(t) => restore(&ctx, &job_id, t, &cmd, &mut result).await,
+        None => Err(format!("unknown target {}", cmd.target)),
+    };
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(()) => result.ok = result.stream_hash_ok && result.tables.iter().all(|t| t.ok),
+        Err(e) => result.error = format!("restore snapshot {}: {e}", cmd.snapshot_id),
+    }
+    if result.error.is_empty() && !result.ok {
+        let bad: Vec<_> = result
+            .tables
+            .iter()
+            .filter(|t| !t.ok)
+            .map(|t| t.table.clone())
+            .collect();
+        result.error = format!("row counts differ in {}", bad.join(", "));
+    }
+    result
+}
+
+async fn restore(
+    ctx: &Arc<Ctx>,
+    job_id: &str,
+    t: &TargetConfig,
+    cmd: &pb::RestoreCommand,
+    result: &mut pb::JobResult,
+) -> Result<(), String> {
+    let req = pb::GetManifestRequest {
+        site: ctx.site().into(),
+        snapshot_id: cmd.snapshot_id.clone(),
+    };
+    let blob = ctx
+        .retry("get manifest", || {
+            let (mut c, r) = (ctx.client(), req.clone());
+            async move { c.get_manifest(r).await }
+        })
+        .await?
+        .into_inner()
+        .manifest;
+    let m = Manifest::open(ctx.codec.keys(), ctx.site(), &cmd.snapshot_id, &blob)
+        .map_err(|e| e.to_string())?;
+    if m.target != cmd.target {
+        return Err(format!(
+            "snapshot belongs to target {}, not {}",
+            m.target, cmd.target
+        ));
+    }
+    result.logical_bytes = m.logical_bytes();
+    let db = &cmd.to_database;
+    let admin = pg::connect(t, &t.dbname).await?;
+    let server_num: i32 = admin
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| pg::db_error_text(&e))?
+        .get(0);
+    prepare_database(&admin, db, cmd.clean, server_num).await?;
+    drop(admin);
+    let dir = t.pg_bin_dir.as_deref();
+    let major = (server_num / 10000) as u32;
+    let password = pg::password(t, db)?;
+    if cmd.restore_globals
+        && let Some(g) = m.stream(STREAM_GLOBALS)
+    {
+        let psql = pgtools::find("psql", dir, major).await?;
+        let mut args = dump::conn_args(t, db);
+        args.extend([
+            "-X".into(),
+            "-q".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=0".into(),
+            "-f".into(),
+            "-".into(),
+        ]);
+        pipe_into(ctx, job_id, &psql, args, password.as_deref(), g).await?;
+    }
+    let stream = m
+        .stream(STREAM_DATABASE)
+        .ok_or("manifest has no database stream")?;
+    let pg_restore = pgtools::find("pg_restore", dir, major).await?;
+    let mut args = dump::conn_args(t, db);
+    args.push("--single-transaction".into());
+    pipe_into(ctx, job_id, &pg_restore, args, password.as_deref(), stream).await?;
+    result.stream_hash_ok = true;
+    info!(snapshot = %m.snapshot_id, database = %db, "pg_restore finished; verifying row counts");
+    ctx.progress(
+        job_id,
+        "verify",
+        m.logical_bytes(),
+        0,
+        "counting rows".into(),
+    );
+    result.tables = verify_counts(t, db, &m).await?;
+    Ok(())
+}
+
+async fn prepare_database(
+    admin: &tokio_postgres::Client,
+    db: &str,
+    clean: bool,
+    server_num: i32,
+) -> Result<(), String> {
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .await
+        .map_err(|e| pg::db_error_text(&e))?
+        .is_some();
+    let q = pg::quote_ident(db);
+    if exists {
+        if !clean {
+            return Err(format!(
+                "database {db} already exists; pass --clean to drop and replace it"
+            ));
+        }
+        let force = if server_num >= 130000 {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        admin
+            .batch_execute(&format!("DROP DATABASE {q}{force}"))
+            .await
+            .map_err(|e| format!("drop database {db}: {}", pg::db_error_text(&e)))?;
+    }
+    admin
+        .batch_execute(&format!("CREATE DATABASE {q} TEMPLATE template0"))
+        .await
+        .map_err(|e| format!("create database {db}: {}", pg::db_error_text(&e)))
+}
+
+/// Run `tool` and feed stream `s` into its stdin; a tool failure is quoted.
+async fn pipe_into(
+    ctx: &Arc<Ctx>,
+    job_id: &str,
+    tool: &pgtools::Tool,
+    args: Vec<String>,
+    password: Option<&str>,
+    s: &StreamEntry,
+) -> Result<(), String> {
+    let mut proc = dump::spawn(tool, &args, password, true, false)?;
+    let stdin = proc.child.stdin.take().expect("stdin piped");
+    match feed(ctx, job_id, s, stdin).await {
+        Ok(()) => proc.finish().await.map(|_| ()),
+        // The tool stopped reading: its own error says why.
+        Err(FeedError::Write(e)) => Err(proc
+            .finish()
+            .await
+            .err()
+            .unwrap_or_else(|| format!("write to {}: {e}", proc_name(tool)))),
+        Err(FeedError::Data(e)) => {
+            let _ = proc.child.start_kill();
+            Err(e)
+        }
+    }
+}
+
+fn proc_name(tool: &pgtools::Tool) -> String {
+    tool.path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn verify_counts(
+    t: &TargetConfig,
+    db: &str,
+    m: &Manifest,
+) -> Result<Vec<pb::TableCheck>, String> {
+    let client = pg::connect(t, db).await?;
+    let actual: std::collections::HashMap<String, i64> = pg::row_counts(&client)
+        .await
+        .map_err(|e| format!("count rows in {db}: {}", pg::db_error_text(&e)))?
+        .into_iter()
+        .collect();
+    Ok(m.row_counts
+        .iter()
+        .map(|(table, expected)| {
+            let got = actual.get(table).copied().unwrap_or(-1);
+            pb::TableCheck {
+                table: table.clone(),
+                expected_rows: *expected,
+                actual_rows: got,
+                ok: got == *expected,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,160 @@
+//! The agent's session with the controller: dial out, say hello, heartbeat, run the
+//! commands that arrive, and reconnect with jittered exponential backoff when cut.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nex_backup_shared::pb::{self, agent_message::Msg, command::Kind, controller_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::ctx::{Ctx, jitter};
+use crate::{backup, restore};
+
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Keep a session up until shutdown.
+pub async fn run(ctx: Arc<Ctx>) {
+    let mut delay = Duration::from_millis(500);
+    while !ctx.shutdown.is_cancelled() {
+        match session_once(&ctx).await {
+            Ok(true) => delay = Duration::from_millis(500),
+            Ok(false) => {}
+            Err(e) => warn!(controller = %ctx.cfg.controller, error = %e, "session failed"),
+        }
+        ctx.detach();
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(delay)) => {},
+            _ = ctx.shutdown.cancelled() => break,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    info!("agent stopped");
+}
+
+fn hello(ctx: &Ctx) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(Msg::Hello(pb::Hello {
+            site: ctx.site().into(),
+            agent_id: ctx.cfg.agent_id().into(),
+            version: nex_backup_shared::VERSION.into(),
+            targets: ctx
+                .cfg
+                .targets
+                .iter()
+                .map(|t| pb::TargetInfo {
+                    name: t.name.clone(),
+                    kind: t.kind.clone(),
+                })
+                .collect(),
+        })),
+    }
+}
+
+/// One session. Ok(true) if it was established before it ended.
+async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
+    let (tx, rx) = mpsc::channel(256);
+    tx.send(hello(ctx))
+        .await
+        .map_err(|_| "session queue closed")?;
+    let mut inbound = ctx
+        .client()
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("open session: {}", s.message()))?
+        .into_inner();
+    info!(site = %ctx.site(), controller = %ctx.cfg.controller, "connected to controller");
+    ctx.attach(tx.clone());
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let hb = pb::AgentMessage {
+                msg: Some(Msg::Heartbeat(pb::Heartbeat {
+                    unix_ms: backup::now_ms(),
+                })),
+            };
+            if tx.send(hb).await.is_err() {
+                break;
+            }
+        }
+    });
+    let res = loop {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            _ = ctx.shutdown.cancelled() => break Ok(true),
+        };
+        match msg {
+            Ok(Some(m)) => on_message(ctx, m),
+            Ok(None) => break Ok(true),
+            Err(s) => break Err(format!("session: {}", s.message())),
+        }
+    };
+    heartbeat.abort();
+    res.or_else(|e| {
+        warn!(error = %e, "session lost");
+        Ok(true)
+    })
+}
+
+fn on_message(ctx: &Arc<Ctx>, m: pb::ControllerMessage) {
+    match m.msg {
+        Some(controller_message::Msg::AckJob(job_id)) => ctx.ack(&job_id),
+        Some(controller_message::Msg::Command(cmd)) => start(ctx, cmd),
+        None => warn!("empty message from controller"),
+    }
+}
+
+fn start(ctx: &Arc<Ctx>, cmd: pb::Command) {
+    if !ctx.start_job(&cmd.job_id) {
+        info!(job = %cmd.job_id, "job already running or finished; ignoring repeated command");
+        return;
+    }
+    let ctx = ctx.clone();
+    let job_id = cmd.job_id.clone();
+    match cmd.kind {
+        Some(Kind::Backup(b)) => {
+            let span = info_span!("backup", site = %ctx.site(), target = %b.target, snapshot = %b.snapshot_id, job = %job_id);
+            tokio::spawn(
+                async move {
+                    info!("backup started");
+                    let r = backup::run(ctx.clone(), job_id.clone(), b).await;
+                    log_result("backup", &r);
+                    ctx.finish(&job_id, r);
+                }
+                .instrument(span),
+            );
+        }
+        Some(Kind::Restore(r)) => {
+            let span = info_span!("restore", site = %ctx.site(), target = %r.target, snapshot = %r.snapshot_id, job = %job_id);
+            tokio::spawn(
+                async move {
+                    info!(database = %r.to_database, "restore started");
+                    let res = restore::run(ctx.clone(), job_id.clone(), r).await;
+                    log_result("restore", &res);
+                    ctx.finish(&job_id, res);
+                }
+                .instrument(span),
+            );
+        }
+        None => ctx.finish(
+            &job_id,
+            pb::JobResult {
+                error: "command not understood by this agent version".into(),
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+fn log_result(kind: &str, r: &pb::JobResult) {
+    if r.ok {
+        info!(
+            bytes = r.logical_bytes,
+            ms = r.duration_ms,
+            "{kind} succeeded"
+        );
+    } else {
+        warn!(error = %r.error, "{kind} failed");
+    }
+}
