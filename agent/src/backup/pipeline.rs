@@ -228,7 +228,7 @@ async fn put_chunks(ctx: &Ctx, job: &JobRef, sealed: Arc<Vec<SealedChunk>>) -> R
                     .collect();
                 sealed
                     .iter()
-                    .filter(|s| missing.contains(&s.id.0.to_vec()))
+                    .filter(|s| missing.contains(s.id.0.as_slice()))
                     .cloned()
                     .collect()
             };
