@@ -163,24 +163,24 @@ async fn dump_database(
     let what = format!("pg_dump of target {}", t.name);
     let upload = upload_stream(ctx, job, STREAM_DATABASE, what, out);
     let counts = async { pg::row_counts(client).await.map_err(sql_err) };
-    let joined = tokio::try_join!(upload, counts);
+    let (uploaded, counts) = tokio::join!(upload, counts);
     let _ = client.batch_execute("ROLLBACK").await;
-    match joined {
-        Ok(v) => {
-            proc.finish()
-                .await
-                .map_err(|e| format!("target {}: {e}", t.name))?;
-            Ok(v)
-        }
+    let entry = match uploaded {
+        Ok(entry) => entry,
         Err(e) => {
             // A stalled or cut pipeline: stop pg_dump, and quote it if it had complained.
             let _ = proc.child.start_kill();
-            match proc.finish().await {
+            return match proc.finish().await {
                 Err(pe) if !pe.contains("signal") => Err(format!("{e}; {pe}")),
                 _ => Err(e),
-            }
+            };
         }
-    }
+    };
+    // pg_dump's own error explains a failure best, so it goes first.
+    proc.finish()
+        .await
+        .map_err(|e| format!("target {}: {e}", t.name))?;
+    Ok((entry, counts?))
 }
 
 async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> Result<(), String> {

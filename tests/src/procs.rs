@@ -1,0 +1,177 @@
+//! The real binaries as child processes: the controller, the agent and the operator CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Path of a workspace binary: `$NEX_BIN_DIR/NAME`, or next to the test executable's
+/// `deps/` directory (where `cargo build` puts it).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var("NEX_BIN_DIR") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => {
+            let exe = std::env::current_exe().expect("current exe");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        }
+    };
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "binary {} not found: run `cargo build --bins` first (or set NEX_BIN_DIR)",
+        p.display()
+    );
+    p
+}
+
+/// What a CLI run printed.
+#[derive(Debug)]
+pub struct CliOut {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOut {
+    pub fn json(&self) -> serde_json::Value {
+        assert!(self.ok, "CLI failed: {}\n{}", self.stderr, self.stdout);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("CLI output is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Run `nex-backup ARGS --controller URL`.
+pub fn cli(url: &str, args: &[&str]) -> CliOut {
+    let out = Command::new(bin("nex-backup"))
+        .args(args)
+        .args(["--controller", url])
+        .env_remove("NEX_LOG")
+        .output()
+        .expect("run nex-backup");
+    CliOut {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A running `nex-backup serve`.
+pub struct Controller {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Controller {
+    /// Start on `port` (0 = any) with `data_dir`; waits until it listens.
+    pub fn start(data_dir: &Path, port: u16, log: &Path) -> Controller {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("controller log");
+        let mut child = Command::new(bin("nex-backup"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("NEX_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .spawn()
+            .expect("start controller");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "controller did not start; log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            });
+        Controller {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `nex-backup-agent run`.
+pub struct Agent {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &Path, env: &[(&str, &str)], log: &Path) -> Agent {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("agent log");
+        let mut cmd = Command::new(bin("nex-backup-agent"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("NEX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Agent {
+            child: cmd.spawn().expect("start agent"),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

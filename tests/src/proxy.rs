@@ -1,0 +1,120 @@
+//! A TCP proxy for fault injection: forwards 127.0.0.1:port to an upstream, counts the
+//! bytes sent upstream, and can cut every live connection (once, on demand, or after a
+//! byte threshold). New connections after a cut are accepted again: the network "comes back".
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Shared {
+    upstream_bytes: AtomicU64,
+    cut_after: AtomicU64,
+    cuts: AtomicU64,
+    stop: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn cut_all(&self) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for c in conns.drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        self.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// See module docs.
+pub struct Proxy {
+    pub port: u16,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut conns = s.conns.lock().unwrap_or_else(|p| p.into_inner());
+                conns.push(client.try_clone().expect("clone"));
+                conns.push(server.try_clone().expect("clone"));
+                drop(conns);
+                pump(
+                    s.clone(),
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                    true,
+                );
+                pump(s.clone(), server, client, false);
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Bytes forwarded towards the upstream so far.
+    pub fn upstream_bytes(&self) -> u64 {
+        self.shared.upstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Cut every live connection now.
+    pub fn cut(&self) {
+        self.shared.cut_all();
+    }
+
+    /// Cut every connection once, when the upstream byte count passes `n`.
+    pub fn cut_after_upstream_bytes(&self, n: u64) {
+        self.shared.cut_after.store(n, Ordering::SeqCst);
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.shared.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.cut_all();
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, upstream: bool) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if upstream {
+                let total = s.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                let limit = s.cut_after.load(Ordering::SeqCst);
+                if limit > 0 && total >= limit && s.cut_after.swap(0, Ordering::SeqCst) > 0 {
+                    s.cut_all();
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
