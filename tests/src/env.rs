@@ -157,10 +157,8 @@ impl Env {
 
     /// Kill the controller with SIGKILL and start it again on the same port and data.
     pub fn restart_controller(&mut self, kill_agent_first: bool) {
-        if kill_agent_first {
-            if let Some(a) = self.agent.as_mut() {
-                a.kill();
-            }
+        if kill_agent_first && let Some(a) = self.agent.as_mut() {
+            a.kill();
         }
         self.controller.kill();
         let port = self.controller.port();

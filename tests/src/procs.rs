@@ -39,8 +39,22 @@ pub struct CliOut {
 impl CliOut {
     pub fn json(&self) -> serde_json::Value {
         assert!(self.ok, "CLI failed: {}\n{}", self.stderr, self.stdout);
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("CLI output is not JSON ({e}): {}", self.stdout))
+        self.parse()
+    }
+
+    /// The JSON of a command that must have failed (non-zero exit).
+    pub fn json_failed(&self) -> serde_json::Value {
+        assert!(!self.ok, "CLI should have failed: {}", self.stdout);
+        self.parse()
+    }
+
+    fn parse(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "CLI output is not JSON ({e}): {}\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 

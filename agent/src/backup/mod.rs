@@ -162,7 +162,26 @@ async fn dump_database(
     let out = proc.child.stdout.take().expect("stdout piped");
     let what = format!("pg_dump of target {}", t.name);
     let upload = upload_stream(ctx, job, STREAM_DATABASE, what, out);
-    let counts = async { pg::row_counts(client).await.map_err(sql_err) };
+    // Counted on a second connection that imports the same snapshot: an error there
+    // (say, a table this user may not read) must not abort the exporting transaction
+    // before pg_dump has imported it.
+    let counts = async {
+        let counter = pg::connect(t, &t.dbname).await?;
+        counter
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(sql_err)?;
+        counter
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{}'",
+                snapshot.replace('\'', "")
+            ))
+            .await
+            .map_err(sql_err)?;
+        pg::row_counts(&counter)
+            .await
+            .map_err(|e| format!("count rows: {}", sql_err(e)))
+    };
     let (uploaded, counts) = tokio::join!(upload, counts);
     let _ = client.batch_execute("ROLLBACK").await;
     let entry = match uploaded {

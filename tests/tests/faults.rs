@@ -1,0 +1,204 @@
+//! Faults: a cut network, a killed controller, failing dumps, corrupted blobs, a wrong key.
+//! Each must end in a clear error or a completed job, never a partial or damaged snapshot.
+
+use std::path::{Path, PathBuf};
+
+use nex_backup_tests::env::{Env, EnvOpts};
+use nex_backup_tests::sample::invoices_sql;
+use nex_backup_tests::wait_for;
+
+fn chunk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn network_cut_mid_upload_resumes_without_resending() {
+    let env = Env::start(
+        &invoices_sql(120_000),
+        EnvOpts {
+            via_proxy: true,
+            ..Default::default()
+        },
+    );
+    let proxy = env.proxy.as_ref().unwrap();
+    let before = proxy.upstream_bytes();
+    proxy.cut_after_upstream_bytes(before + 3_000_000);
+    let b = env.backup_ok("main");
+    assert_eq!(proxy.cuts(), 1, "the network was cut during the upload");
+    let st = env.status();
+    assert_eq!(
+        st["duplicate_chunks_received"], 0,
+        "no stored chunk was sent again: {st}"
+    );
+    assert!(st["chunks_received"].as_u64().unwrap() > 20);
+    let snaps = env.snapshots("main");
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["snapshot_id"], b["snapshot_id"]);
+    let r = env.restore("main", "after_cut", &[]).json();
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+#[test]
+fn controller_killed_mid_upload_leaves_no_partial_snapshot() {
+    let mut env = Env::start(
+        &invoices_sql(120_000),
+        EnvOpts {
+            via_proxy: true,
+            ..Default::default()
+        },
+    );
+    let first = env.backup_ok("main");
+    env.pg.psql(
+        "invoices",
+        "UPDATE invoices SET note = md5(note) WHERE id % 3 = 0",
+    );
+
+    let url = env.url();
+    let running = std::thread::spawn(move || {
+        nex_backup_tests::procs::cli(
+            &url,
+            &["backup", "--site", "acme", "--target", "main", "--json"],
+        )
+    });
+    let proxy = env.proxy.as_ref().unwrap();
+    let start = proxy.upstream_bytes();
+    wait_for("upload in progress", 120, || {
+        (proxy.upstream_bytes() > start + 3_000_000).then_some(())
+    });
+    env.restart_controller(true);
+    let out = running.join().unwrap();
+    assert!(!out.ok, "the CLI reports the lost job: {}", out.stdout);
+
+    let snaps = env.snapshots("main");
+    assert_eq!(
+        snaps.len(),
+        1,
+        "only the earlier snapshot is visible: {snaps:?}"
+    );
+    assert_eq!(snaps[0]["snapshot_id"], first["snapshot_id"]);
+    // The proxy still points at the restarted controller (same port).
+    env.start_agent();
+    let r = env.restore("main", "earlier_intact", &[]).json();
+    assert_eq!(r["ok"], true, "{r}");
+    let next = env.backup_ok("main");
+    assert_ne!(next["snapshot_id"], first["snapshot_id"]);
+    assert_eq!(env.snapshots("main").len(), 2);
+}
+
+#[test]
+fn failing_dumps_name_target_and_commit_nothing() {
+    let extra = "\n[[targets]]\nname = \"badpw\"\nhost = \"127.0.0.1\"\nport = PORT\nuser = \"postgres\"\ndbname = \"invoices\"\npassword_env = \"NEXT_BAD_PW\"\n\
+                 \n[[targets]]\nname = \"ghost\"\nhost = \"127.0.0.1\"\nport = PORT\nuser = \"postgres\"\ndbname = \"nope\"\npassword_env = \"NEXT_PG_PASSWORD\"\n\
+                 \n[[targets]]\nname = \"limited\"\nhost = \"127.0.0.1\"\nport = PORT\nuser = \"nexb_limited\"\ndbname = \"invoices\"\npassword_env = \"NEXT_LIMITED_PW\"\n";
+    // The port is only known once the cluster runs, so targets are written after start.
+    let mut env = Env::start(
+        "CREATE TABLE open_data (x int); INSERT INTO open_data SELECT generate_series(1, 100);
+         CREATE TABLE secret (x int); CREATE ROLE nexb_limited LOGIN PASSWORD 'limited-pw';
+         GRANT SELECT ON open_data TO nexb_limited;",
+        EnvOpts {
+            agent_env: vec![
+                ("NEXT_BAD_PW".into(), "wrong-password".into()),
+                ("NEXT_LIMITED_PW".into(), "limited-pw".into()),
+            ],
+            ..Default::default()
+        },
+    );
+    let cfg = std::fs::read_to_string(&env.agent_config).unwrap()
+        + &extra.replace("PORT", &env.pg.port.to_string());
+    std::fs::write(&env.agent_config, cfg).unwrap();
+    env.agent.as_mut().unwrap().kill();
+    env.start_agent();
+    let good = env.backup_ok("main");
+
+    let bad = env.backup("badpw").json_failed();
+    assert_eq!(bad["ok"], false);
+    let err = bad["error"].as_str().unwrap();
+    assert!(
+        err.contains("target badpw") && err.contains("password authentication failed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-password"),
+        "the password must not leak: {err}"
+    );
+
+    let ghost = env.backup("ghost").json_failed();
+    let err = ghost["error"].as_str().unwrap();
+    assert!(
+        err.contains("target ghost") && err.contains("database \"nope\" does not exist"),
+        "{err}"
+    );
+
+    let limited = env.backup("limited").json_failed();
+    let err = limited["error"].as_str().unwrap();
+    assert!(
+        err.contains("target limited")
+            && err.contains("pg_dump")
+            && err.contains("permission denied for table secret"),
+        "{err}"
+    );
+
+    for t in ["badpw", "ghost", "limited"] {
+        assert!(env.snapshots(t).is_empty(), "nothing committed for {t}");
+    }
+    let snaps = env.snapshots("main");
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["snapshot_id"], good["snapshot_id"]);
+    let r = env.restore("main", "still_good", &[]).json();
+    assert_eq!(r["ok"], true, "{r}");
+    let log = std::fs::read_to_string(env.dir.path().join("agent.log")).unwrap();
+    assert!(
+        !log.contains("wrong-password")
+            && !log.contains("limited-pw")
+            && !log.contains("nexb-test-pw"),
+        "passwords in the agent log"
+    );
+}
+
+#[test]
+fn corrupted_blob_and_wrong_key_fail_restore_clearly() {
+    let mut env = Env::start(&invoices_sql(30_000), EnvOpts::default());
+    let b = env.backup_ok("main");
+    let snap = b["snapshot_id"].as_str().unwrap().to_string();
+
+    let blobs = env.controller.data_dir.join("blobs/chunks/acme");
+    let mut files = chunk_files(&blobs);
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let victim = files.last().unwrap().clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+    let short = &victim.file_name().unwrap().to_string_lossy()[..12];
+
+    let r = env.restore("main", "from_corrupt", &[]).json_failed();
+    assert_eq!(r["ok"], false);
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains(&snap) && err.contains(short) && err.contains("modified or corrupted"),
+        "{err}"
+    );
+
+    // A different key on the agent: the manifest says so plainly.
+    env.agent.as_mut().unwrap().kill();
+    std::fs::write(env.dir.path().join("agent-state/site.key"), [9u8; 32]).unwrap();
+    env.start_agent();
+    let r = env.restore("main", "wrong_key", &[]).json_failed();
+    assert_eq!(r["ok"], false);
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        err.contains(&snap) && err.contains("sealed with a different key"),
+        "{err}"
+    );
+}
