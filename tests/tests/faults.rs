@@ -36,6 +36,12 @@ fn network_cut_mid_upload_resumes_without_resending() {
     proxy.cut_after_upstream_bytes(before + 3_000_000);
     let b = env.backup_ok("main");
     assert_eq!(proxy.cuts(), 1, "the network was cut during the upload");
+    let log = std::fs::read_to_string(env.dir.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("retrying"),
+        "the agent felt the cut and retried:\n{}",
+        env.logs()
+    );
     let st = env.status();
     assert_eq!(
         st["duplicate_chunks_received"], 0,

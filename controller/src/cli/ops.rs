@@ -1,6 +1,6 @@
 //! Operator commands: call the controller, print a table or JSON.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
@@ -163,22 +163,30 @@ async fn follow(
     quiet: bool,
 ) -> anyhow::Result<(String, pb::JobOutcome)> {
     let mut job_id = String::new();
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = false;
     while let Some(u) = stream.next().await {
         let u = u.map_err(status_err)?;
         job_id = u.job_id.clone();
         match u.update {
             Some(Update::Progress(p)) if !quiet => {
-                eprint!(
-                    "\r{job_id}: {} {} ({} chunks) {}        ",
+                let line = format!(
+                    "{job_id}: {} {} ({} chunks) {}",
                     p.phase,
                     bytes(p.bytes_done),
                     p.chunks_done,
                     p.detail
                 );
-                let _ = std::io::stderr().flush();
+                if tty {
+                    eprint!("\r{line:<100}");
+                    let _ = std::io::stderr().flush();
+                    shown = true;
+                } else {
+                    eprintln!("{line}");
+                }
             }
             Some(Update::Outcome(o)) => {
-                if !quiet {
+                if shown {
                     eprintln!();
                 }
                 return Ok((job_id, o));
