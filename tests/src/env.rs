@@ -18,10 +18,19 @@ pub const PW_ENV: &str = "NEXT_PG_PASSWORD";
 pub struct EnvOpts {
     /// Route the agent's traffic through a [`Proxy`].
     pub via_proxy: bool,
-    /// Extra `[[targets]]` TOML appended to the agent config.
+    /// Extra `[[targets]]` TOML appended to the agent config (see [`target_toml`]);
+    /// `{PGPORT}` is replaced by the cluster's port.
     pub extra_targets: String,
     /// Extra environment for the agent.
     pub agent_env: Vec<(String, String)>,
+}
+
+/// A `[[targets]]` entry on the test cluster, for [`EnvOpts::extra_targets`].
+pub fn target_toml(name: &str, user: &str, dbname: &str, password_env: &str) -> String {
+    format!(
+        "\n[[targets]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {{PGPORT}}\nuser = \"{user}\"\n\
+         dbname = \"{dbname}\"\npassword_env = \"{password_env}\"\n"
+    )
 }
 
 /// See module docs.
@@ -63,7 +72,7 @@ impl Env {
             state = dir.path().join("agent-state").display(),
             port = pg.port,
             bin = pg.bin.display(),
-            extra = opts.extra_targets,
+            extra = opts.extra_targets.replace("{PGPORT}", &pg.port.to_string()),
         );
         std::fs::write(&agent_config, config).expect("write agent config");
         let mut agent_env = vec![(PW_ENV.to_string(), PASSWORD.to_string())];

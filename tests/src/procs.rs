@@ -136,6 +136,10 @@ impl Controller {
             .expect("port")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -176,6 +180,10 @@ impl Agent {
             child: cmd.spawn().expect("start agent"),
             log: log.to_path_buf(),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

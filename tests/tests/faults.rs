@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nex_backup_tests::env::{Env, EnvOpts};
+use nex_backup_tests::env::{Env, EnvOpts, target_toml};
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
 
@@ -104,15 +104,18 @@ fn controller_killed_mid_upload_leaves_no_partial_snapshot() {
 
 #[test]
 fn failing_dumps_name_target_and_commit_nothing() {
-    let extra = "\n[[targets]]\nname = \"badpw\"\nhost = \"127.0.0.1\"\nport = PORT\nuser = \"postgres\"\ndbname = \"invoices\"\npassword_env = \"NEXT_BAD_PW\"\n\
-                 \n[[targets]]\nname = \"ghost\"\nhost = \"127.0.0.1\"\nport = PORT\nuser = \"postgres\"\ndbname = \"nope\"\npassword_env = \"NEXT_PG_PASSWORD\"\n\
-                 \n[[targets]]\nname = \"limited\"\nhost = \"127.0.0.1\"\nport = PORT\nuser = \"nexb_limited\"\ndbname = \"invoices\"\npassword_env = \"NEXT_LIMITED_PW\"\n";
-    // The port is only known once the cluster runs, so targets are written after start.
-    let mut env = Env::start(
+    let extra = [
+        target_toml("badpw", "postgres", "invoices", "NEXT_BAD_PW"),
+        target_toml("ghost", "postgres", "nope", "NEXT_PG_PASSWORD"),
+        target_toml("limited", "nexb_limited", "invoices", "NEXT_LIMITED_PW"),
+    ]
+    .concat();
+    let env = Env::start(
         "CREATE TABLE open_data (x int); INSERT INTO open_data SELECT generate_series(1, 100);
          CREATE TABLE secret (x int); CREATE ROLE nexb_limited LOGIN PASSWORD 'limited-pw';
          GRANT SELECT ON open_data TO nexb_limited;",
         EnvOpts {
+            extra_targets: extra,
             agent_env: vec![
                 ("NEXT_BAD_PW".into(), "wrong-password".into()),
                 ("NEXT_LIMITED_PW".into(), "limited-pw".into()),
@@ -120,11 +123,6 @@ fn failing_dumps_name_target_and_commit_nothing() {
             ..Default::default()
         },
     );
-    let cfg = std::fs::read_to_string(&env.agent_config).unwrap()
-        + &extra.replace("PORT", &env.pg.port.to_string());
-    std::fs::write(&env.agent_config, cfg).unwrap();
-    env.agent.as_mut().unwrap().kill();
-    env.start_agent();
     let good = env.backup_ok("main");
 
     let bad = env.backup("badpw").json_failed();
