@@ -12,6 +12,33 @@ pub const MAX_CHUNK_LEN: usize = 8 * 1024 * 1024;
 /// Default zstd level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
+thread_local! {
+    // zstd contexts are costly to set up (tables of ~1 MiB at level 3); each worker
+    // thread keeps one per direction instead of allocating one per chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        slot.as_mut()?.1.compress(data).ok()
+    })
+}
+
+fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut slot = d.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("just set").decompress(data, capacity)
+    })
+}
+
 /// A chunk ready to upload.
 #[derive(Debug, Clone)]
 pub struct SealedChunk {
@@ -43,7 +70,7 @@ impl ChunkCodec {
 
     /// Compress and seal a chunk whose id is already known.
     pub fn seal(&self, id: ChunkId, plaintext: &[u8]) -> SealedChunk {
-        let compressed = zstd::bulk::compress(plaintext, self.zstd_level).ok();
+        let compressed = compress(plaintext, self.zstd_level);
         let (flags, body) = match &compressed {
             Some(c) if c.len() < plaintext.len() => (FLAG_ZSTD, c.as_slice()),
             _ => (0, plaintext),
@@ -70,7 +97,7 @@ impl ChunkCodec {
         let what = format!("chunk {}", id.short());
         let (flags, body) = seal::open(&self.keys, ObjectKind::Chunk, id.as_bytes(), blob, &what)?;
         let plain = if flags & FLAG_ZSTD != 0 {
-            zstd::bulk::decompress(&body, MAX_CHUNK_LEN.max(expected_len)).map_err(|e| {
+            decompress(&body, MAX_CHUNK_LEN.max(expected_len)).map_err(|e| {
                 FormatError::Decompress {
                     what: what.clone(),
                     reason: e.to_string(),

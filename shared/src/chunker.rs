@@ -74,6 +74,7 @@ pub struct StreamChunker<R> {
     cfg: ChunkerConfig,
     masks: (u64, u64),
     buf: Vec<u8>,
+    start: usize,
     len: usize,
     eof: bool,
     stall: Option<Duration>,
@@ -95,7 +96,10 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             reader,
             cfg,
             masks: (MASKS[bits + 1], MASKS[bits - 1]),
-            buf: vec![0; cfg.max as usize],
+            // Room for several maximal chunks, so the unconsumed tail is moved to the
+            // front only once every few chunks.
+            buf: vec![0; 4 * cfg.max as usize],
+            start: 0,
             len: 0,
             eof: false,
             stall,
@@ -105,7 +109,12 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
     }
 
     async fn fill(&mut self) -> Result<(), ChunkerError> {
-        while !self.eof && self.len < self.buf.len() {
+        while !self.eof && self.len - self.start < self.cfg.max as usize {
+            if self.len == self.buf.len() {
+                self.buf.copy_within(self.start..self.len, 0);
+                self.len -= self.start;
+                self.start = 0;
+            }
             let read = self.reader.read(&mut self.buf[self.len..]);
             let n =
                 match self.stall {
@@ -132,12 +141,12 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
     /// The next chunk, or `None` at the end of the stream.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ChunkerError> {
         self.fill().await?;
-        if self.len == 0 {
+        if self.len == self.start {
             return Ok(None);
         }
         let (mask_s, mask_l) = self.masks;
         let (_, count) = fastcdc::v2020::cut(
-            &self.buf[..self.len],
+            &self.buf[self.start..self.len],
             self.cfg.min as usize,
             self.cfg.avg as usize,
             self.cfg.max as usize,
@@ -146,10 +155,13 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             mask_s << 1,
             mask_l << 1,
         );
-        let count = if count == 0 { self.len } else { count };
-        let chunk = self.buf[..count].to_vec();
-        self.buf.copy_within(count..self.len, 0);
-        self.len -= count;
+        let count = if count == 0 {
+            self.len - self.start
+        } else {
+            count
+        };
+        let chunk = self.buf[self.start..self.start + count].to_vec();
+        self.start += count;
         self.hasher.update(&chunk);
         self.total += count as u64;
         Ok(Some(chunk))

@@ -8,10 +8,12 @@
 //! - [`proxy`]: a TCP proxy that counts bytes and cuts every connection on demand.
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
+//! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
 //!
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
 pub mod env;
+pub mod measure;
 pub mod pg;
 pub mod procs;
 pub mod proxy;

@@ -13,10 +13,14 @@ pub fn bin(name: &str) -> PathBuf {
         Ok(d) => PathBuf::from(d),
         Err(_) => {
             let exe = std::env::current_exe().expect("current exe");
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_path_buf()
+            let dir = exe.parent().expect("exe dir");
+            // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+            if dir.ends_with("deps") {
+                dir.parent().expect("target dir")
+            } else {
+                dir
+            }
+            .to_path_buf()
         }
     };
     let p = dir.join(name);

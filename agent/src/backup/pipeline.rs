@@ -125,6 +125,9 @@ async fn seal_stage(
     mut rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<SealedBatch>,
 ) -> Result<(), String> {
+    // Ids already queued for upload in this stream: a chunk repeated in a later batch may
+    // not be recorded by the controller yet, but must not be sent twice.
+    let mut queued = std::collections::HashSet::new();
     while let Some(batch) = rx.recv().await {
         let codec = ctx.codec.clone();
         let b = batch.clone();
@@ -132,7 +135,6 @@ async fn seal_stage(
         let missing = find_missing(&ctx, &ids).await?;
         let wanted: std::collections::HashSet<ChunkId> = missing.into_iter().collect();
         let mut todo: Vec<usize> = vec![];
-        let mut queued = std::collections::HashSet::new();
         for (i, id) in ids.iter().enumerate() {
             if wanted.contains(id) && queued.insert(*id) {
                 todo.push(i);

@@ -27,6 +27,8 @@ use crate::store::{chunk_key, manifest_key};
 
 const MAX_IDS_PER_REQUEST: usize = 100_000;
 const MAX_CHUNKS_PER_GET: usize = 4096;
+/// Chunks of one upload stream stored concurrently.
+const PUT_CONCURRENCY: usize = 8;
 
 /// The agent-facing service.
 #[derive(Clone)]
@@ -216,10 +218,16 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<pb::PutChunkRequest>>,
     ) -> Result<Response<pb::PutChunksResponse>, Status> {
-        let mut inbound = request.into_inner();
+        // Several chunks are written at once so that their fsyncs overlap; each is
+        // recorded in the catalog only after its own blob is durable.
+        let inbound = request.into_inner();
+        let mut stored = std::pin::pin!(futures::StreamExt::buffer_unordered(
+            inbound.map(|msg| async move { self.store_chunk(msg?).await }),
+            PUT_CONCURRENCY,
+        ));
         let mut resp = pb::PutChunksResponse::default();
-        while let Some(msg) = inbound.next().await {
-            match self.store_chunk(msg?).await? {
+        while let Some(r) = stored.next().await {
+            match r? {
                 Some(n) => {
                     resp.stored += 1;
                     resp.bytes_stored += n;

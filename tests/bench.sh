@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark (release build). Arguments go to nexb-bench:
+#   --scale N          pgbench scale (default 100)
+#   --invoice-rows R   rows of the invoice dataset (default 4000000, about 1 GB)
+#   --only pgbench|invoices
+# Prints markdown tables; record them in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/prereqs.sh
+nexb_prereqs
+cargo build --release --workspace --bins -q
+exec target/release/nexb-bench "$@"

@@ -1,0 +1,304 @@
+//! The end-to-end benchmark: NEX Backup against plain pg_dump / zstd / pg_restore on the
+//! same data, in one run, on real processes. See docs/benchmarks.md.
+//!
+//! `bash tests/bench.sh [--scale N] [--invoice-rows R] [--only pgbench|invoices]`
+
+use std::process::Command;
+
+use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, target_toml};
+use nex_backup_tests::measure::{Sample, cpu_secs, measure, peak_rss, reset_peak_rss};
+use nex_backup_tests::pg::PASSWORD;
+use nex_backup_tests::sample::invoices_sql;
+
+struct Row {
+    name: String,
+    s: Sample,
+    stored: u64,
+    sent: u64,
+    rss: u64,
+}
+
+struct Args {
+    scale: u32,
+    invoice_rows: u32,
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        scale: 100,
+        invoice_rows: 4_000_000,
+        only: None,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    for pair in v.chunks(2) {
+        let val = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--scale" => a.scale = val.parse().expect("--scale N"),
+            "--invoice-rows" => a.invoice_rows = val.parse().expect("--invoice-rows N"),
+            "--only" => a.only = Some(val),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn sh(env: &Env, script: &str) -> Sample {
+    let (st, s) = measure(&["self".into()], || {
+        Command::new("bash")
+            .args(["-c", script])
+            .env("PGPASSWORD", PASSWORD)
+            .env("PATH", path(env))
+            .status()
+            .expect("bash")
+    });
+    assert!(st.success(), "benchmark step failed: {script}");
+    s
+}
+
+fn path(env: &Env) -> String {
+    format!(
+        "{}:{}",
+        env.pg.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn conn(env: &Env) -> String {
+    format!("-h 127.0.0.1 -p {} -U postgres", env.pg.port)
+}
+
+fn nex_backup(env: &Env, target: &str, name: &str) -> Row {
+    let agent = env.agent.as_ref().expect("agent").pid();
+    let pids = [agent.to_string(), env.controller.pid().to_string()];
+    let proxy = env.proxy.as_ref().expect("proxy");
+    reset_peak_rss(agent);
+    let sent0 = proxy.upstream_bytes();
+    let ctl0 = cpu_secs(&pids[1]);
+    let (out, s) = measure(&pids, || env.backup_ok(target));
+    eprintln!(
+        "   {name}: agent+children CPU {:.2} s, controller CPU {:.2} s",
+        s.cpu - (cpu_secs(&pids[1]) - ctl0),
+        cpu_secs(&pids[1]) - ctl0
+    );
+    Row {
+        name: name.into(),
+        s,
+        stored: out["new_bytes"].as_u64().unwrap_or(0),
+        sent: proxy.upstream_bytes() - sent0,
+        rss: peak_rss(agent),
+    }
+}
+
+fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u64) -> Vec<Row> {
+    let c = conn(env);
+    let dir = env.dir.path();
+    let local = dir.join(format!("{db}.dump"));
+    let zst = dir.join(format!("{db}.dump.zst"));
+    eprintln!("== {db}: baselines");
+    let raw = sh(env, &format!("pg_dump {c} -Fc -Z0 {db} > /dev/null"));
+    sh(
+        env,
+        &format!("pg_dump {c} -Fc -Z0 -f {} {db}", local.display()),
+    );
+    let dump_size = std::fs::metadata(&local).expect("dump").len();
+    let zstd = sh(
+        env,
+        &format!(
+            "pg_dump {c} -Fc -Z0 {db} | zstd -3 -q -c > {}",
+            zst.display()
+        ),
+    );
+    let zst_size = std::fs::metadata(&zst).expect("zst").len();
+    let mut rows = vec![
+        Row {
+            name: "raw pg_dump -Fc -Z0 > /dev/null".into(),
+            s: raw,
+            stored: dump_size,
+            sent: 0,
+            rss: 0,
+        },
+        Row {
+            name: "pg_dump -Fc -Z0 | zstd -3".into(),
+            s: zstd,
+            stored: zst_size,
+            sent: 0,
+            rss: 0,
+        },
+    ];
+    eprintln!("== {db}: NEX full backup");
+    rows.push(nex_backup(env, target, "NEX full backup"));
+    let one = (n / 100).max(1);
+    // Append first: after spread updates and a vacuum, PostgreSQL would put appended rows
+    // into the freed slots all over the table, which measures PostgreSQL, not us.
+    let append = match table {
+        "pgbench_accounts" => format!(
+            "INSERT INTO pgbench_accounts SELECT aid + {n}, bid, abalance, filler FROM pgbench_accounts WHERE aid <= {one}"
+        ),
+        _ => format!(
+            "INSERT INTO invoices SELECT id + {n}, customer_id, issued, total, 'draft', lines, pdf, md5(note) FROM invoices WHERE id <= {one}"
+        ),
+    };
+    env.pg.psql(db, &append);
+    let newest = match table {
+        "pgbench_accounts" => format!(
+            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > {n} - {one} AND aid <= {n}"
+        ),
+        _ => format!("UPDATE invoices SET status = 'paid' WHERE id > {n} - {one} AND id <= {n}"),
+    };
+    env.pg.psql(db, &newest);
+    eprintln!("== {db}: NEX after appending 1% and updating the newest 1%");
+    rows.push(nex_backup(
+        env,
+        target,
+        "NEX after append 1% + update newest 1%",
+    ));
+    env.pg.psql(
+        db,
+        &format!("UPDATE {table} SET {key} = {key} WHERE {key} % 100 = 0"),
+    );
+    eprintln!("== {db}: NEX after 1% spread updates");
+    rows.push(nex_backup(env, target, "NEX after updating 1% spread"));
+
+    eprintln!("== {db}: restores");
+    env.pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {db}_pgr TEMPLATE template0"),
+    );
+    let pgr = sh(
+        env,
+        &format!(
+            "pg_restore {c} --single-transaction -d {db}_pgr {}",
+            local.display()
+        ),
+    );
+    rows.push(Row {
+        name: "pg_restore from local file".into(),
+        s: pgr,
+        stored: 0,
+        sent: 0,
+        rss: 0,
+    });
+    let agent = env.agent.as_ref().expect("agent").pid();
+    reset_peak_rss(agent);
+    let pids = [agent.to_string(), env.controller.pid().to_string()];
+    let (out, s) = measure(&pids, || env.restore(target, &format!("{db}_nex"), &[]));
+    assert!(out.ok, "NEX restore failed: {}\n{}", out.stdout, env.logs());
+    rows.push(Row {
+        name: "NEX restore (verified)".into(),
+        s,
+        stored: 0,
+        sent: 0,
+        rss: peak_rss(agent),
+    });
+    rows
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}", b as f64 / 1048576.0)
+}
+
+fn print(db: &str, rows: &[Row]) {
+    let base = &rows[0].s;
+    let zst = rows[1].stored as f64;
+    let pgr = rows
+        .iter()
+        .find(|r| r.name.starts_with("pg_restore"))
+        .map_or(1.0, |r| r.s.wall.as_secs_f64());
+    println!("\n### {db}\n");
+    println!(
+        "| step | wall s | × pg_dump | CPU s | × pg_dump | stored MiB | × zstd | sent MiB | agent peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let w = r.s.wall.as_secs_f64();
+        let wall_ratio = if r.name.contains("restore") {
+            format!("{:.2} × pg_restore", w / pgr)
+        } else {
+            format!("{:.2}", w / base.wall.as_secs_f64())
+        };
+        let stored = if r.stored > 0 {
+            mib(r.stored)
+        } else {
+            "-".into()
+        };
+        let stored_ratio = if r.stored > 0 {
+            format!("{:.3}", r.stored as f64 / zst)
+        } else {
+            "-".into()
+        };
+        let sent = if r.sent > 0 { mib(r.sent) } else { "-".into() };
+        let rss = if r.rss > 0 { mib(r.rss) } else { "-".into() };
+        println!(
+            "| {} | {w:.2} | {wall_ratio} | {:.2} | {:.2} | {stored} | {stored_ratio} | {sent} | {rss} |",
+            r.name,
+            r.s.cpu,
+            r.s.cpu / base.cpu.max(0.001)
+        );
+    }
+}
+
+fn main() {
+    let a = args();
+    eprintln!(
+        "== building data: invoices {} rows, pgbench scale {}",
+        a.invoice_rows, a.scale
+    );
+    let want = |d: &str| a.only.as_deref().is_none_or(|o| o == d);
+    let inv_sql = if want("invoices") {
+        invoices_sql(a.invoice_rows)
+    } else {
+        "SELECT 1".into()
+    };
+    let env = Env::start(
+        &inv_sql,
+        EnvOpts {
+            via_proxy: true,
+            extra_targets: target_toml("pgbench", "postgres", "pgbench", PW_ENV),
+            ..Default::default()
+        },
+    );
+    let mut results = vec![];
+    if want("pgbench") {
+        env.pg.psql("postgres", "CREATE DATABASE pgbench");
+        sh(
+            &env,
+            &format!(
+                "pgbench {} -i -q -s {} pgbench 2>/dev/null",
+                conn(&env),
+                a.scale
+            ),
+        );
+        let size = env.pg.psql(
+            "pgbench",
+            "SELECT pg_size_pretty(pg_database_size('pgbench'))",
+        );
+        eprintln!("   pgbench database: {size}");
+        let rows = 100_000 * u64::from(a.scale);
+        results.push((
+            format!("pgbench scale {} ({size})", a.scale),
+            bench_dataset(&env, "pgbench", "pgbench", "pgbench_accounts", "aid", rows),
+        ));
+    }
+    if want("invoices") {
+        let size = env.pg.psql(
+            "invoices",
+            "SELECT pg_size_pretty(pg_database_size('invoices'))",
+        );
+        eprintln!("   invoices database: {size}");
+        results.push((
+            format!("invoices {} rows ({size})", a.invoice_rows),
+            bench_dataset(
+                &env,
+                "main",
+                "invoices",
+                "invoices",
+                "id",
+                u64::from(a.invoice_rows),
+            ),
+        ));
+    }
+    for (db, rows) in &results {
+        print(db, rows);
+    }
+}

@@ -1,0 +1,65 @@
+//! Measuring processes from outside through /proc (Linux): CPU time including reaped
+//! children, and peak resident memory with a resettable high-water mark.
+
+use std::time::{Duration, Instant};
+
+fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime + cutime + cstime of `pid` ("self" for this process), in seconds.
+pub fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name; utime is field 14 overall.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    if f.len() < 15 {
+        return 0.0;
+    }
+    (f[11] + f[12] + f[13] + f[14]) / clk_tck()
+}
+
+/// Reset the peak-RSS mark of `pid` (Linux >= 4.0; needs permission on the process).
+pub fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// Peak resident set size of `pid` since start or the last reset, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Wall and CPU time of a closure, where CPU is summed over the given pids.
+pub struct Sample {
+    pub wall: Duration,
+    pub cpu: f64,
+}
+
+/// Run `f`, measuring wall time and the CPU used by `pids` meanwhile.
+pub fn measure<T>(pids: &[String], f: impl FnOnce() -> T) -> (T, Sample) {
+    let before: f64 = pids.iter().map(|p| cpu_secs(p)).sum();
+    let start = Instant::now();
+    let out = f();
+    let wall = start.elapsed();
+    let after: f64 = pids.iter().map(|p| cpu_secs(p)).sum();
+    (
+        out,
+        Sample {
+            wall,
+            cpu: after - before,
+        },
+    )
+}
