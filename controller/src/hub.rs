@@ -122,10 +122,16 @@ impl Hub {
             .or_default() += n;
     }
 
-    pub fn take_upload_bytes(&self, site: &str, snapshot_id: &str) -> u64 {
+    /// Bytes uploaded so far for a snapshot in flight.
+    pub fn upload_bytes(&self, site: &str, snapshot_id: &str) -> u64 {
+        let key = (site.to_string(), snapshot_id.to_string());
+        self.lock().upload_bytes.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Forget the counter of a committed snapshot.
+    pub fn clear_upload_bytes(&self, site: &str, snapshot_id: &str) {
         self.lock()
             .upload_bytes
-            .remove(&(site.into(), snapshot_id.into()))
-            .unwrap_or(0)
+            .remove(&(site.to_string(), snapshot_id.to_string()));
     }
 }

@@ -23,6 +23,8 @@ pub struct EnvOpts {
     pub extra_targets: String,
     /// Extra environment for the agent.
     pub agent_env: Vec<(String, String)>,
+    /// The agent's `stall_timeout_secs` (default 60).
+    pub stall_timeout_secs: Option<u64>,
 }
 
 /// A `[[targets]]` entry on the test cluster, for [`EnvOpts::extra_targets`].
@@ -66,12 +68,13 @@ impl Env {
         let agent_config = dir.path().join("agent.toml");
         let config = format!(
             "site = \"{SITE}\"\nagent_id = \"acme-srv1\"\ncontroller = \"{url}\"\nstate_dir = \"{state}\"\n\
-             stall_timeout_secs = 60\nretry_budget_secs = 120\n\n\
+             stall_timeout_secs = {stall}\nretry_budget_secs = 120\n\n\
              [[targets]]\nname = \"main\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\n\
              dbname = \"invoices\"\npassword_env = \"{PW_ENV}\"\npg_bin_dir = \"{bin}\"\n{extra}",
             state = dir.path().join("agent-state").display(),
             port = pg.port,
             bin = pg.bin.display(),
+            stall = opts.stall_timeout_secs.unwrap_or(60),
             extra = opts.extra_targets.replace("{PGPORT}", &pg.port.to_string()),
         );
         std::fs::write(&agent_config, config).expect("write agent config");

@@ -206,3 +206,62 @@ fn corrupted_blob_and_wrong_key_fail_restore_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn stalled_pg_dump_is_killed_and_nothing_committed() {
+    let env = Env::start(
+        "CREATE TABLE busy (x int); INSERT INTO busy SELECT generate_series(1, 1000);",
+        EnvOpts {
+            stall_timeout_secs: Some(3),
+            ..Default::default()
+        },
+    );
+    // A session holding an exclusive lock: pg_dump waits for it and produces nothing.
+    let mut locker = std::process::Command::new(env.pg.bin.join("psql"))
+        .arg("-h")
+        .arg(env.pg.socket_dir())
+        .args([
+            "-p",
+            &env.pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "invoices",
+            "-X",
+            "-q",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    locker
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    wait_for("the lock", 30, || {
+        let n = env.pg.psql("invoices", "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'busy'::regclass");
+        (n == "1").then_some(())
+    });
+    let out = env.backup("main").json_failed();
+    let err = out["error"].as_str().unwrap();
+    assert!(
+        err.contains("pg_dump of target main") && err.contains("stalled"),
+        "{err}"
+    );
+    let pattern = format!("pg_dump -h 127.0.0.1 -p {} ", env.pg.port);
+    let dumps = std::process::Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&dumps.stdout).trim().is_empty(),
+        "the stalled pg_dump was killed"
+    );
+    assert!(env.snapshots("main").is_empty());
+    let _ = locker.kill();
+    let _ = locker.wait();
+    env.backup_ok("main");
+}

@@ -162,32 +162,15 @@ async fn dump_database(
     let out = proc.child.stdout.take().expect("stdout piped");
     let what = format!("pg_dump of target {}", t.name);
     let upload = upload_stream(ctx, job, STREAM_DATABASE, what, out);
-    // Counted on a second connection that imports the same snapshot: an error there
-    // (say, a table this user may not read) must not abort the exporting transaction
-    // before pg_dump has imported it.
-    let counts = async {
-        let counter = pg::connect(t, &t.dbname).await?;
-        counter
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(sql_err)?;
-        counter
-            .batch_execute(&format!(
-                "SET TRANSACTION SNAPSHOT '{}'",
-                snapshot.replace('\'', "")
-            ))
-            .await
-            .map_err(sql_err)?;
-        pg::row_counts(&counter)
-            .await
-            .map_err(|e| format!("count rows: {}", sql_err(e)))
-    };
-    let (uploaded, counts) = tokio::join!(upload, counts);
+    let counts = tokio::spawn(count_rows_in_snapshot(t.clone(), snapshot));
+    let uploaded = upload.await;
     let _ = client.batch_execute("ROLLBACK").await;
     let entry = match uploaded {
         Ok(entry) => entry,
         Err(e) => {
-            // A stalled or cut pipeline: stop pg_dump, and quote it if it had complained.
+            // A stalled or cut pipeline: stop pg_dump and the counting (which may be
+            // waiting on the same lock), and quote pg_dump if it had complained.
+            counts.abort();
             let _ = proc.child.start_kill();
             return match proc.finish().await {
                 Err(pe) if !pe.contains("signal") => Err(format!("{e}; {pe}")),
@@ -199,7 +182,30 @@ async fn dump_database(
     proc.finish()
         .await
         .map_err(|e| format!("target {}: {e}", t.name))?;
-    Ok((entry, counts?))
+    let counts = counts
+        .await
+        .map_err(|e| format!("target {}: count rows: {e}", t.name))??;
+    Ok((entry, counts))
+}
+
+/// Exact row counts on a second connection that imports the exported snapshot: an error
+/// there (say, a table this user may not read) must not abort the exporting transaction
+/// before pg_dump has imported it.
+async fn count_rows_in_snapshot(
+    t: TargetConfig,
+    snapshot: String,
+) -> Result<Vec<(String, i64)>, String> {
+    let sql_err = |e: tokio_postgres::Error| {
+        format!("target {}: count rows: {}", t.name, pg::db_error_text(&e))
+    };
+    let counter = pg::connect(&t, &t.dbname).await?;
+    counter
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(sql_err)?;
+    let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
+    counter.batch_execute(&set).await.map_err(sql_err)?;
+    pg::row_counts(&counter).await.map_err(sql_err)
 }
 
 async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> Result<(), String> {

@@ -257,10 +257,7 @@ impl AgentService for AgentApi {
             )));
         }
         let ids = chunk_ids(&req.chunk_ids, usize::MAX)?;
-        let new_bytes = self
-            .state
-            .hub
-            .take_upload_bytes(&req.site, &req.snapshot_id);
+        let new_bytes = self.state.hub.upload_bytes(&req.site, &req.snapshot_id);
         let snap = NewSnapshot {
             record: SnapshotRecord {
                 v: 1,
@@ -282,7 +279,22 @@ impl AgentService for AgentApi {
         let state = self.state.clone();
         async move {
             // The store copy first: a crash after it leaves an unreferenced but complete
-            // manifest, never a catalog entry without its self-describing copy.
+            // manifest, never a catalog entry without its self-describing copy. Check the
+            // chunks first so that a refused commit leaves nothing in the store either.
+            let missing = state
+                .catalog
+                .missing_chunks(&snap.record.site, &snap.chunk_ids)
+                .await
+                .map_err(catalog_status)?;
+            if let Some(first) = missing.first() {
+                let e = crate::catalog::CatalogError::MissingChunks {
+                    snapshot: snap.record.snapshot_id.clone(),
+                    missing: missing.len(),
+                    first: first.short(),
+                };
+                warn!(error = %e, "commit refused");
+                return Err(catalog_status(e));
+            }
             state
                 .store
                 .put(
@@ -295,6 +307,7 @@ impl AgentService for AgentApi {
                 warn!(error = %e, "commit refused");
                 catalog_status(e)
             })?;
+            state.hub.clear_upload_bytes(&rec.site, &rec.snapshot_id);
             info!(
                 stored = rec.stored_bytes,
                 new = rec.new_bytes,

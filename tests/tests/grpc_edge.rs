@@ -1,0 +1,326 @@
+//! The controller's gRPC edge, in process on port 0: malformed or hostile requests get a
+//! clear status, never a panic, and nothing is stored.
+
+use nex_backup::server::{ServeConfig, bind};
+use nex_backup_shared::chunk::ChunkCodec;
+use nex_backup_shared::keys::MasterKey;
+use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Server {
+    client: AgentServiceClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow_free::Result>,
+    dir: tempfile::TempDir,
+}
+
+mod anyhow_free {
+    pub type Result = std::result::Result<(), String>;
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServeConfig {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let bound = bind(&cfg).await.unwrap();
+    let addr = bound.addr;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        bound
+            .serve(async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let client = AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(usize::MAX);
+    Server {
+        client,
+        stop: Some(tx),
+        task,
+        dir,
+    }
+}
+
+impl Server {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn put(site: &str, snapshot: &str, id: Vec<u8>, blob: Vec<u8>) -> pb::PutChunkRequest {
+    pb::PutChunkRequest {
+        site: site.into(),
+        snapshot_id: snapshot.into(),
+        id,
+        blob,
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_statuses() {
+    let mut s = start().await;
+    let codec = ChunkCodec::new(MasterKey::from_bytes([5; 32]).derive(), 3);
+    let good = codec.encode(b"some chunk content");
+
+    let e = s
+        .client
+        .find_missing(pb::FindMissingRequest {
+            site: "acme".into(),
+            ids: vec![vec![1, 2, 3]],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("chunk id"), "{}", e.message());
+
+    let e = s
+        .client
+        .find_missing(pb::FindMissingRequest {
+            site: "../etc".into(),
+            ids: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("site"), "{}", e.message());
+
+    let e = s
+        .client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            "",
+            good.id.0.to_vec(),
+            b"garbage".to_vec(),
+        )]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("bad magic"), "{}", e.message());
+
+    let other = codec.encode(b"another chunk");
+    let e = s
+        .client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            "",
+            good.id.0.to_vec(),
+            other.blob.clone(),
+        )]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::InvalidArgument,
+        "a blob stored under another chunk's name is refused"
+    );
+
+    let huge = vec![0u8; nex_backup_shared::MAX_MESSAGE_BYTES + 1024];
+    let e = s
+        .client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            "",
+            good.id.0.to_vec(),
+            huge,
+        )]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument
+        ),
+        "{e:?}"
+    );
+
+    let missing = s
+        .client
+        .find_missing(pb::FindMissingRequest {
+            site: "acme".into(),
+            ids: vec![good.id.0.to_vec()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.into_inner().missing.len(),
+        1,
+        "nothing was stored by refused requests"
+    );
+
+    let r = s
+        .client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            "",
+            good.id.0.to_vec(),
+            good.blob.clone(),
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().stored, 1);
+
+    let e = s
+        .client
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: "20250101T000000Z-0000abcd".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = s
+        .client
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: "nonsense".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let mut stream = s
+        .client
+        .get_chunks(pb::GetChunksRequest {
+            site: "acme".into(),
+            ids: vec![good.id.0.to_vec(), other.id.0.to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().blob, good.blob);
+    let e = stream.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains(&other.id.short()), "{}", e.message());
+
+    let hb = pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+            unix_ms: 1,
+        })),
+    };
+    let e = s
+        .client
+        .session(tokio_stream::iter(vec![hb]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("hello"), "{}", e.message());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn commit_is_refused_unless_every_chunk_is_stored() {
+    let mut s = start().await;
+    let keys = MasterKey::from_bytes([6; 32]).derive();
+    let codec = ChunkCodec::new(keys.clone(), 3);
+    let a = codec.encode(b"chunk a");
+    let b = codec.encode(b"chunk b");
+    let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_750_000_000_000);
+    let manifest = nex_backup_shared::manifest::Manifest {
+        site: "acme".into(),
+        target: "main".into(),
+        snapshot_id: snapshot_id.clone(),
+        created_unix_ms: 1,
+        streams: vec![],
+        row_counts: vec![],
+        source: Default::default(),
+        duration_ms: 1,
+    };
+    s.client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            &snapshot_id,
+            a.id.0.to_vec(),
+            a.blob.clone(),
+        )]))
+        .await
+        .unwrap();
+    let commit = pb::CommitSnapshotRequest {
+        site: "acme".into(),
+        target: "main".into(),
+        snapshot_id: snapshot_id.clone(),
+        job_id: "job-x".into(),
+        manifest: manifest.seal(&keys),
+        chunk_ids: vec![a.id.0.to_vec(), b.id.0.to_vec()],
+        logical_bytes: 14,
+        started_unix_ms: 1,
+        duration_ms: 1,
+    };
+    let e = s.client.commit_snapshot(commit.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains(&snapshot_id) && e.message().contains("not stored"),
+        "{}",
+        e.message()
+    );
+    let e = s
+        .client
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: snapshot_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "a refused commit is invisible");
+    let manifests = s.dir.path().join("data/blobs/manifests");
+    assert!(
+        !manifests.exists() || std::fs::read_dir(&manifests).unwrap().next().is_none(),
+        "nor in the store"
+    );
+
+    let mut wrong_site = commit.clone();
+    wrong_site.site = "other".into();
+    let e = s.client.commit_snapshot(wrong_site).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::InvalidArgument,
+        "a manifest sealed for another site is refused"
+    );
+
+    s.client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            &snapshot_id,
+            b.id.0.to_vec(),
+            b.blob.clone(),
+        )]))
+        .await
+        .unwrap();
+    let ok = s
+        .client
+        .commit_snapshot(commit.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ok.new_bytes,
+        (a.blob.len() + b.blob.len()) as u64,
+        "new bytes counted by the controller"
+    );
+    let again = s.client.commit_snapshot(commit).await.unwrap().into_inner();
+    assert_eq!(
+        again.stored_bytes, ok.stored_bytes,
+        "a retried commit is a no-op"
+    );
+    let m = s
+        .client
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: snapshot_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let opened =
+        nex_backup_shared::manifest::Manifest::open(&keys, "acme", &snapshot_id, &m.manifest)
+            .unwrap();
+    assert_eq!(opened, manifest);
+    s.shutdown().await;
+}
