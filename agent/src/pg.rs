@@ -113,6 +113,18 @@ pub fn db_error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The server's version as (`server_version_num`, `server_version`), e.g. (150018, "15.18").
+pub async fn server_version(client: &Client) -> Result<(i32, String), String> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("read server version: {}", db_error_text(&e)))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Quote an identifier for SQL.
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

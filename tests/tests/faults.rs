@@ -193,6 +193,12 @@ fn corrupted_blob_and_wrong_key_fail_restore_clearly() {
         err.contains(&snap) && err.contains(short) && err.contains("modified or corrupted"),
         "{err}"
     );
+    assert!(err.contains("the new database was dropped"), "{err}");
+    let left = env.pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'from_corrupt'",
+    );
+    assert_eq!(left, "0", "no half-restored database is left behind");
 
     // A different key on the agent: the manifest says so plainly.
     env.agent.as_mut().unwrap().kill();

@@ -65,22 +65,9 @@ async fn backup(
 ) -> Result<u64, String> {
     let started = Instant::now();
     let client = pg::connect(t, &t.dbname).await?;
-    let server_num: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+    let (server_num, server_version) = pg::server_version(&client)
         .await
-        .map_err(|e| {
-            format!(
-                "target {}: read server version: {}",
-                t.name,
-                pg::db_error_text(&e)
-            )
-        })?
-        .get(0);
-    let server_version: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .map_err(|e| pg::db_error_text(&e))?
-        .get(0);
+        .map_err(|e| format!("target {}: {e}", t.name))?;
     let major = (server_num / 10000) as u32;
     let dir = t.pg_bin_dir.as_deref();
     let pg_dump = pgtools::find("pg_dump", dir, major)
@@ -92,27 +79,7 @@ async fn backup(
     let password = pg::password(t, &t.dbname)?;
     info!(target = %t.name, server = %server_version, pg_dump = %pg_dump.version, "backup starting");
 
-    let mut args = dump::conn_args(t, &t.dbname);
-    args[6] = "-l".into(); // pg_dumpall names its maintenance database with -l
-    args.push("--globals-only".into());
-    if !t.include_role_passwords {
-        args.push("--no-role-passwords".into());
-    }
-    let mut globals_proc = dump::spawn(&pg_dumpall, &args, password.as_deref(), false, true)?;
-    let out = globals_proc.child.stdout.take().expect("stdout piped");
-    let globals = upload_stream(
-        ctx,
-        job,
-        STREAM_GLOBALS,
-        format!("pg_dumpall of target {}", t.name),
-        out,
-    )
-    .await?;
-    globals_proc
-        .finish()
-        .await
-        .map_err(|e| format!("target {}: {e}", t.name))?;
-
+    let globals = dump_globals(ctx, job, t, &pg_dumpall, password.as_deref()).await?;
     let (database, row_counts) =
         dump_database(ctx, job, t, &client, &pg_dump, password.as_deref()).await?;
     let manifest = Manifest {
@@ -134,6 +101,37 @@ async fn backup(
     };
     commit(ctx, job, &manifest, started_ms).await?;
     Ok(manifest.logical_bytes())
+}
+
+/// Dump the cluster globals (roles, tablespaces) as stream `globals.sql`.
+async fn dump_globals(
+    ctx: &Arc<Ctx>,
+    job: &JobRef,
+    t: &TargetConfig,
+    pg_dumpall: &pgtools::Tool,
+    password: Option<&str>,
+) -> Result<StreamEntry, String> {
+    let mut args = dump::conn_args(t, &t.dbname);
+    args[6] = "-l".into(); // pg_dumpall names its maintenance database with -l
+    args.push("--globals-only".into());
+    if !t.include_role_passwords {
+        args.push("--no-role-passwords".into());
+    }
+    let mut proc = dump::spawn(pg_dumpall, &args, password, false, true)?;
+    let out = proc.child.stdout.take().expect("stdout piped");
+    let what = format!("pg_dumpall of target {}", t.name);
+    let entry = match upload_stream(ctx, job, STREAM_GLOBALS, what, out).await {
+        Ok(entry) => entry,
+        Err(e) => {
+            let _ = proc.child.start_kill();
+            let _ = proc.finish().await;
+            return Err(e);
+        }
+    };
+    proc.finish()
+        .await
+        .map_err(|e| format!("target {}: {e}", t.name))?;
+    Ok(entry)
 }
 
 /// Dump the database from an exported snapshot while counting rows in the same snapshot.

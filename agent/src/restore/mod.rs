@@ -51,36 +51,49 @@ async fn restore(
     cmd: &pb::RestoreCommand,
     result: &mut pb::JobResult,
 ) -> Result<(), String> {
-    let req = pb::GetManifestRequest {
-        site: ctx.site().into(),
-        snapshot_id: cmd.snapshot_id.clone(),
-    };
-    let blob = ctx
-        .retry("get manifest", || {
-            let (mut c, r) = (ctx.client(), req.clone());
-            async move { c.get_manifest(r).await }
-        })
-        .await?
-        .into_inner()
-        .manifest;
-    let m = Manifest::open(ctx.codec.keys(), ctx.site(), &cmd.snapshot_id, &blob)
-        .map_err(|e| e.to_string())?;
-    if m.target != cmd.target {
-        return Err(format!(
-            "snapshot belongs to target {}, not {}",
-            m.target, cmd.target
-        ));
-    }
+    let m = fetch_manifest(ctx, cmd).await?;
     result.logical_bytes = m.logical_bytes();
     let db = &cmd.to_database;
     let admin = pg::connect(t, &t.dbname).await?;
-    let server_num: i32 = admin
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| pg::db_error_text(&e))?
-        .get(0);
+    let (server_num, _) = pg::server_version(&admin).await?;
     prepare_database(&admin, db, cmd.clean, server_num).await?;
+    let loaded = load(ctx, job_id, t, cmd, &m, server_num, result).await;
+    if let Err(e) = loaded {
+        // Nothing half-restored is left behind under the name the operator asked for.
+        let dropped = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", pg::quote_ident(db)))
+            .await;
+        let note = if dropped.is_ok() {
+            "the new database was dropped"
+        } else {
+            "the new database could not be dropped"
+        };
+        return Err(format!("{e} ({note})"));
+    }
     drop(admin);
+    info!(snapshot = %m.snapshot_id, database = %db, "pg_restore finished; verifying row counts");
+    ctx.progress(
+        job_id,
+        "verify",
+        m.logical_bytes(),
+        0,
+        "counting rows".into(),
+    );
+    result.tables = verify_counts(t, db, &m).await?;
+    Ok(())
+}
+
+/// Globals (if asked) and the database stream into the freshly created database.
+async fn load(
+    ctx: &Arc<Ctx>,
+    job_id: &str,
+    t: &TargetConfig,
+    cmd: &pb::RestoreCommand,
+    m: &Manifest,
+    server_num: i32,
+    result: &mut pb::JobResult,
+) -> Result<(), String> {
+    let db = &cmd.to_database;
     let dir = t.pg_bin_dir.as_deref();
     let major = (server_num / 10000) as u32;
     let password = pg::password(t, db)?;
@@ -107,16 +120,32 @@ async fn restore(
     args.push("--single-transaction".into());
     pipe_into(ctx, job_id, &pg_restore, args, password.as_deref(), stream).await?;
     result.stream_hash_ok = true;
-    info!(snapshot = %m.snapshot_id, database = %db, "pg_restore finished; verifying row counts");
-    ctx.progress(
-        job_id,
-        "verify",
-        m.logical_bytes(),
-        0,
-        "counting rows".into(),
-    );
-    result.tables = verify_counts(t, db, &m).await?;
     Ok(())
+}
+
+/// Fetch and open the manifest; it must belong to this site, snapshot and target.
+async fn fetch_manifest(ctx: &Arc<Ctx>, cmd: &pb::RestoreCommand) -> Result<Manifest, String> {
+    let req = pb::GetManifestRequest {
+        site: ctx.site().into(),
+        snapshot_id: cmd.snapshot_id.clone(),
+    };
+    let blob = ctx
+        .retry("get manifest", || {
+            let (mut c, r) = (ctx.client(), req.clone());
+            async move { c.get_manifest(r).await }
+        })
+        .await?
+        .into_inner()
+        .manifest;
+    let m = Manifest::open(ctx.codec.keys(), ctx.site(), &cmd.snapshot_id, &blob)
+        .map_err(|e| e.to_string())?;
+    if m.target != cmd.target {
+        return Err(format!(
+            "snapshot belongs to target {}, not {}",
+            m.target, cmd.target
+        ));
+    }
+    Ok(m)
 }
 
 async fn prepare_database(

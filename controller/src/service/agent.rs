@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use nex_backup_shared::manifest::Manifest;
 use nex_backup_shared::pb::agent_service_server::AgentService;
 use nex_backup_shared::pb::{self, agent_message::Msg};
 use nex_backup_shared::seal::{HEADER_LEN, Header, ObjectKind, TAG_LEN};
@@ -22,8 +21,8 @@ use super::{
     State, catalog_status, check_site, check_snapshot, check_target, chunk_ids, now_ms,
     store_status,
 };
-use crate::catalog::{AgentRecord, NewSnapshot, SnapshotRecord};
-use crate::store::{chunk_key, manifest_key};
+use crate::catalog::AgentRecord;
+use crate::store::chunk_key;
 
 const MAX_IDS_PER_REQUEST: usize = 100_000;
 const MAX_CHUNKS_PER_GET: usize = 4096;
@@ -242,85 +241,14 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::CommitSnapshotRequest>,
     ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        check_site(&req.site)?;
-        check_target(&req.target)?;
-        check_snapshot(&req.snapshot_id)?;
-        let span = info_span!("commit", site = %req.site, target = %req.target, snapshot = %req.snapshot_id, job = %req.job_id);
-        let what = format!("manifest of snapshot {}", req.snapshot_id);
-        let h = Header::parse(&req.manifest, &what).map_err(super::bad_input)?;
-        if h.kind != ObjectKind::Manifest as u8
-            || h.object_id != Manifest::object_id(&req.site, &req.snapshot_id)
-        {
-            return Err(Status::invalid_argument(format!(
-                "{what}: header does not name this snapshot"
-            )));
-        }
-        let ids = chunk_ids(&req.chunk_ids, usize::MAX)?;
-        let new_bytes = self.state.hub.upload_bytes(&req.site, &req.snapshot_id);
-        let snap = NewSnapshot {
-            record: SnapshotRecord {
-                v: 1,
-                site: req.site.clone(),
-                target: req.target.clone(),
-                snapshot_id: req.snapshot_id.clone(),
-                job_id: req.job_id.clone(),
-                created_unix_ms: req.started_unix_ms,
-                committed_unix_ms: now_ms(),
-                logical_bytes: req.logical_bytes,
-                stored_bytes: 0,
-                new_bytes,
-                duration_ms: req.duration_ms,
-                chunks: 0,
-            },
-            manifest: req.manifest.clone(),
-            chunk_ids: ids,
-        };
-        let state = self.state.clone();
-        async move {
-            // The store copy first: a crash after it leaves an unreferenced but complete
-            // manifest, never a catalog entry without its self-describing copy. Check the
-            // chunks first so that a refused commit leaves nothing in the store either.
-            let missing = state
-                .catalog
-                .missing_chunks(&snap.record.site, &snap.chunk_ids)
-                .await
-                .map_err(catalog_status)?;
-            if let Some(first) = missing.first() {
-                let e = crate::catalog::CatalogError::MissingChunks {
-                    snapshot: snap.record.snapshot_id.clone(),
-                    missing: missing.len(),
-                    first: first.short(),
-                };
-                warn!(error = %e, "commit refused");
-                return Err(catalog_status(e));
-            }
-            state
-                .store
-                .put(
-                    &manifest_key(&req.site, &req.snapshot_id),
-                    Bytes::from(req.manifest),
-                )
-                .await
-                .map_err(store_status)?;
-            let rec = state.catalog.commit_snapshot(snap).await.map_err(|e| {
-                warn!(error = %e, "commit refused");
-                catalog_status(e)
-            })?;
-            state.hub.clear_upload_bytes(&rec.site, &rec.snapshot_id);
-            info!(
-                stored = rec.stored_bytes,
-                new = rec.new_bytes,
-                chunks = rec.chunks,
-                "snapshot committed"
-            );
-            Ok(Response::new(pb::CommitSnapshotResponse {
-                stored_bytes: rec.stored_bytes,
-                new_bytes: rec.new_bytes,
-            }))
-        }
-        .instrument(span)
-        .await
+        let snap = self.validate_commit(request.into_inner())?;
+        let r = &snap.record;
+        let span = info_span!("commit", site = %r.site, target = %r.target, snapshot = %r.snapshot_id, job = %r.job_id);
+        let rec = self.commit(snap).instrument(span).await?;
+        Ok(Response::new(pb::CommitSnapshotResponse {
+            stored_bytes: rec.stored_bytes,
+            new_bytes: rec.new_bytes,
+        }))
     }
 
     async fn get_manifest(

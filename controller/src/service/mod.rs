@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent;
+mod commit;
 mod results;
 
 use std::sync::Arc;

@@ -75,25 +75,7 @@ impl AgentApi {
         };
         self.state.hub.publish(pb::JobUpdate {
             job_id: job_id.clone(),
-            update: Some(Update::Outcome(pb::JobOutcome {
-                ok: r.ok,
-                error: r.error,
-                snapshot_id: r.snapshot_id,
-                logical_bytes: r.logical_bytes,
-                duration_ms: r.duration_ms,
-                tables: r
-                    .tables
-                    .into_iter()
-                    .map(|t| pb::TableResult {
-                        table: t.table,
-                        expected_rows: t.expected_rows,
-                        actual_rows: t.actual_rows,
-                        ok: t.ok,
-                    })
-                    .collect(),
-                stream_hash_ok: r.stream_hash_ok,
-                new_bytes,
-            })),
+            update: Some(Update::Outcome(outcome(r, new_bytes))),
         });
         let ack = pb::ControllerMessage {
             msg: Some(pb::controller_message::Msg::AckJob(job_id)),
@@ -101,5 +83,29 @@ impl AgentApi {
         if let Err(e) = self.state.hub.send(site, ack).await {
             warn!(site, error = %e, "acknowledge job result");
         }
+    }
+}
+
+/// The operator-facing outcome of an agent's job result.
+fn outcome(r: pb::JobResult, new_bytes: u64) -> pb::JobOutcome {
+    let tables = r
+        .tables
+        .into_iter()
+        .map(|t| pb::TableResult {
+            table: t.table,
+            expected_rows: t.expected_rows,
+            actual_rows: t.actual_rows,
+            ok: t.ok,
+        })
+        .collect();
+    pb::JobOutcome {
+        ok: r.ok,
+        error: r.error,
+        snapshot_id: r.snapshot_id,
+        logical_bytes: r.logical_bytes,
+        duration_ms: r.duration_ms,
+        tables,
+        stream_hash_ok: r.stream_hash_ok,
+        new_bytes,
     }
 }
