@@ -126,17 +126,24 @@ impl SledCatalog {
 #[async_trait]
 impl Catalog for SledCatalog {
     async fn missing_chunks(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
-        let mut out = vec![];
-        for id in ids {
+        // Look up in key order: neighbouring lookups then share tree pages.
+        let mut sorted: Vec<&ChunkId> = ids.iter().collect();
+        sorted.sort_unstable();
+        let mut missing = std::collections::HashSet::new();
+        for id in sorted {
             if !self
                 .chunks
                 .contains_key(Self::chunk_key(site, id))
                 .map_err(storage)?
             {
-                out.push(*id);
+                missing.insert(*id);
             }
         }
-        Ok(out)
+        Ok(ids
+            .iter()
+            .filter(|id| missing.contains(*id))
+            .copied()
+            .collect())
     }
 
     async fn record_chunk(&self, site: &str, id: &ChunkId, stored_len: u32) -> Result<bool> {
