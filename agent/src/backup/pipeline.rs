@@ -16,13 +16,14 @@ use nex_backup_shared::chunker::StreamChunker;
 use nex_backup_shared::ids::ChunkId;
 use nex_backup_shared::manifest::StreamEntry;
 use nex_backup_shared::pb;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::ctx::Ctx;
 
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 const BATCH_CHUNKS: usize = 64;
+const READ_AHEAD: usize = 4 * 1024 * 1024;
 
 /// Identifies the job a stream belongs to.
 #[derive(Debug, Clone)]
@@ -36,6 +37,32 @@ type Batch = Arc<Vec<Vec<u8>>>;
 struct SealedBatch {
     refs: Vec<(ChunkId, u32)>,
     sealed: Vec<SealedChunk>,
+}
+
+/// Read `r` on its own task into a bounded queue of blocks (at most `READ_AHEAD` bytes).
+/// A pipe holds only 64 KiB: without this, the producer (pg_dump, and the server behind
+/// it) would stop every time the chunker is busy hashing a chunk.
+fn decouple<R: AsyncRead + Unpin + Send + 'static>(mut r: R) -> impl AsyncRead + Unpin {
+    const BLOCK: usize = 64 * 1024;
+    let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD / BLOCK);
+    tokio::spawn(async move {
+        loop {
+            let mut buf = bytes::BytesMut::with_capacity(BLOCK);
+            match r.read_buf(&mut buf).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    if tx.send(Ok(buf.freeze())).await.is_err() {
+                        break; // the pipeline ended; dropping `r` closes the pipe
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+    });
+    tokio_util::io::StreamReader::new(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// Run `f(i)` for i in 0..n on blocking threads, in `workers` contiguous slices, in order.
@@ -69,13 +96,14 @@ fn workers() -> usize {
 }
 
 /// Chunk, dedupe, seal and upload `reader` as stream `name`; returns its manifest entry.
-pub async fn upload_stream<R: AsyncRead + Unpin>(
+pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
     ctx: &Arc<Ctx>,
     job: &JobRef,
     name: &str,
     what: String,
     reader: R,
 ) -> Result<StreamEntry, String> {
+    let reader = decouple(reader);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (sealed_tx, sealed_rx) = mpsc::channel::<SealedBatch>(1);
     let chunk_stage = async {

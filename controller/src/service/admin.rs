@@ -82,11 +82,16 @@ impl AdminApi {
                 kind: Some(kind),
             })),
         };
-        self.state
-            .hub
-            .send(site, cmd)
-            .await
-            .map_err(Status::unavailable)?;
+        if let Err(e) = self.state.hub.send(site, cmd).await {
+            let mut failed = job.clone();
+            failed.state = JobState::Failed;
+            failed.error = Some(e.clone());
+            failed.ended_unix_ms = Some(now_ms());
+            if let Err(ce) = self.state.catalog.put_job(&failed).await {
+                warn!(job = %job_id, error = %ce, "record undeliverable job");
+            }
+            return Err(Status::unavailable(e));
+        }
         info!(site, target, job = %job_id, kind = kind_name, "job dispatched");
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
