@@ -53,7 +53,13 @@ fn main() -> ExitCode {
 
 fn run(config: &std::path::Path) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(config)?;
-    let rt = tokio::runtime::Runtime::new()?;
+    // Few blocking threads: hashing and sealing are CPU-bound, more threads than cores only
+    // add allocator arenas and zstd contexts, i.e. memory.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(cores + 2)
+        .build()?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();

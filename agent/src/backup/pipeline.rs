@@ -5,12 +5,14 @@
 //!        -> sealed batch -> [C: upload, retrying; re-asks what is missing after a failure]
 //! ```
 //! Stages run concurrently; hashing and sealing use blocking worker threads. Every queue
-//! holds one batch (at most `BATCH_BYTES`), so memory is bounded whatever the stream size.
+//! holds one or two batches (at most `BATCH_BYTES` each) and the reader keeps at most
+//! `READ_AHEAD`, so memory is bounded whatever the stream size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use futures::StreamExt;
 use nex_backup_shared::chunk::SealedChunk;
 use nex_backup_shared::chunker::StreamChunker;
 use nex_backup_shared::ids::ChunkId;
@@ -21,9 +23,11 @@ use tokio::sync::mpsc;
 
 use crate::ctx::Ctx;
 
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
 const BATCH_CHUNKS: usize = 64;
-const READ_AHEAD: usize = 4 * 1024 * 1024;
+const READ_AHEAD: usize = 2 * 1024 * 1024;
+/// Batches being sealed at once.
+const SEAL_IN_FLIGHT: usize = 2;
 
 /// Identifies the job a stream belongs to.
 #[derive(Debug, Clone)]
@@ -148,41 +152,72 @@ pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
     })
 }
 
+/// A batch whose ids are known and whose missing chunks are chosen.
+struct Planned {
+    batch: Batch,
+    ids: Vec<ChunkId>,
+    todo: Vec<usize>,
+}
+
+/// Ids and find-missing run batch by batch in order (they decide what is sent); sealing,
+/// the costly part, runs for several batches at once so compression never waits for a
+/// round trip.
 async fn seal_stage(
     ctx: Arc<Ctx>,
     mut rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<SealedBatch>,
 ) -> Result<(), String> {
-    // Ids already queued for upload in this stream: a chunk repeated in a later batch may
-    // not be recorded by the controller yet, but must not be sent twice.
-    let mut queued = std::collections::HashSet::new();
-    while let Some(batch) = rx.recv().await {
-        let codec = ctx.codec.clone();
-        let b = batch.clone();
-        let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
-        let missing = find_missing(&ctx, &ids).await?;
-        let wanted: std::collections::HashSet<ChunkId> = missing.into_iter().collect();
-        let mut todo: Vec<usize> = vec![];
-        for (i, id) in ids.iter().enumerate() {
-            if wanted.contains(id) && queued.insert(*id) {
-                todo.push(i);
-            }
+    let (plan_tx, plan_rx) = mpsc::channel::<Planned>(1);
+    let plan = async {
+        // Ids already queued for upload in this stream: a chunk repeated in a later batch
+        // may not be recorded by the controller yet, but must not be sent twice.
+        let mut queued = std::collections::HashSet::new();
+        while let Some(batch) = rx.recv().await {
+            let codec = ctx.codec.clone();
+            let b = batch.clone();
+            let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
+            let wanted: std::collections::HashSet<ChunkId> =
+                find_missing(&ctx, &ids).await?.into_iter().collect();
+            let todo = (0..ids.len())
+                .filter(|&i| wanted.contains(&ids[i]) && queued.insert(ids[i]))
+                .collect();
+            plan_tx
+                .send(Planned { batch, ids, todo })
+                .await
+                .map_err(|_| "pipeline closed".to_string())?;
         }
-        let codec = ctx.codec.clone();
-        let (b, ids_c, todo_c) = (batch.clone(), ids.clone(), Arc::new(todo));
-        let sealed = par_map(todo_c.len(), workers(), move |k| {
-            codec.seal(ids_c[todo_c[k]], &b[todo_c[k]])
-        })
-        .await?;
-        let refs = ids
-            .into_iter()
-            .zip(batch.iter().map(|c| c.len() as u32))
-            .collect();
-        tx.send(SealedBatch { refs, sealed })
-            .await
-            .map_err(|_| "pipeline closed".to_string())?;
-    }
+        drop(plan_tx);
+        Ok::<_, String>(())
+    };
+    let seal = async {
+        let mut sealed = tokio_stream::wrappers::ReceiverStream::new(plan_rx)
+            .map(|p| seal_batch(ctx.clone(), p))
+            .buffered(SEAL_IN_FLIGHT);
+        while let Some(b) = sealed.next().await {
+            tx.send(b?)
+                .await
+                .map_err(|_| "pipeline closed".to_string())?;
+        }
+        Ok::<_, String>(())
+    };
+    tokio::try_join!(plan, seal)?;
     Ok(())
+}
+
+async fn seal_batch(ctx: Arc<Ctx>, p: Planned) -> Result<SealedBatch, String> {
+    let codec = ctx.codec.clone();
+    let (b, ids, todo) = (p.batch.clone(), Arc::new(p.ids), Arc::new(p.todo));
+    let (ids_c, todo_c) = (ids.clone(), todo.clone());
+    let sealed = par_map(todo.len(), workers(), move |k| {
+        codec.seal(ids_c[todo_c[k]], &b[todo_c[k]])
+    })
+    .await?;
+    let refs = ids
+        .iter()
+        .copied()
+        .zip(p.batch.iter().map(|c| c.len() as u32))
+        .collect();
+    Ok(SealedBatch { refs, sealed })
 }
 
 async fn upload_stage(
