@@ -28,6 +28,8 @@ const BATCH_CHUNKS: usize = 64;
 const READ_AHEAD: usize = 2 * 1024 * 1024;
 /// Batches being sealed at once.
 const SEAL_IN_FLIGHT: usize = 2;
+/// Batches being uploaded at once.
+const UPLOAD_IN_FLIGHT: usize = 3;
 
 /// Identifies the job a stream belongs to.
 #[derive(Debug, Clone)]
@@ -224,14 +226,27 @@ async fn upload_stage(
     ctx: Arc<Ctx>,
     job: JobRef,
     name: &str,
-    mut rx: mpsc::Receiver<SealedBatch>,
+    rx: mpsc::Receiver<SealedBatch>,
 ) -> Result<Vec<(ChunkId, u32)>, String> {
     let mut refs = vec![];
     let (mut bytes, mut sent, mut last) = (0u64, 0u64, Instant::now());
-    while let Some(b) = rx.recv().await {
-        sent += put_chunks(&ctx, &job, Arc::new(b.sealed)).await?;
-        bytes += b.refs.iter().map(|(_, l)| u64::from(*l)).sum::<u64>();
-        refs.extend(b.refs);
+    // Several uploads in flight: the controller makes each chunk durable (fsync) before
+    // it answers, and batches of large, well-compressed chunks hold only a few chunks.
+    let mut uploads = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| {
+            let (ctx, job) = (ctx.clone(), job.clone());
+            async move {
+                put_chunks(&ctx, &job, Arc::new(b.sealed))
+                    .await
+                    .map(|n| (b.refs, n))
+            }
+        })
+        .buffered(UPLOAD_IN_FLIGHT);
+    while let Some(done) = uploads.next().await {
+        let (batch_refs, n) = done?;
+        sent += n;
+        bytes += batch_refs.iter().map(|(_, l)| u64::from(*l)).sum::<u64>();
+        refs.extend(batch_refs);
         if last.elapsed().as_millis() >= 500 {
             ctx.progress(
                 &job.job_id,
