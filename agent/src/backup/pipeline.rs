@@ -40,6 +40,11 @@ pub struct JobRef {
 
 type Batch = Arc<Vec<Vec<u8>>>;
 
+/// A stage's downstream ended: the stage that failed reports the real error.
+fn closed<T>(_: mpsc::error::SendError<T>) -> String {
+    "pipeline closed".into()
+}
+
 struct SealedBatch {
     refs: Vec<(ChunkId, u32)>,
     sealed: Vec<SealedChunk>,
@@ -128,15 +133,12 @@ pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
                 batch_tx
                     .send(Arc::new(std::mem::take(&mut batch)))
                     .await
-                    .map_err(|_| "pipeline closed".to_string())?;
+                    .map_err(closed)?;
                 size = 0;
             }
         }
         if !batch.is_empty() {
-            batch_tx
-                .send(Arc::new(batch))
-                .await
-                .map_err(|_| "pipeline closed".to_string())?;
+            batch_tx.send(Arc::new(batch)).await.map_err(closed)?;
         }
         drop(batch_tx);
         Ok::<_, String>(chunker.finish())
@@ -186,7 +188,7 @@ async fn seal_stage(
             plan_tx
                 .send(Planned { batch, ids, todo })
                 .await
-                .map_err(|_| "pipeline closed".to_string())?;
+                .map_err(closed)?;
         }
         drop(plan_tx);
         Ok::<_, String>(())
@@ -196,9 +198,7 @@ async fn seal_stage(
             .map(|p| seal_batch(ctx.clone(), p))
             .buffered(SEAL_IN_FLIGHT);
         while let Some(b) = sealed.next().await {
-            tx.send(b?)
-                .await
-                .map_err(|_| "pipeline closed".to_string())?;
+            tx.send(b?).await.map_err(closed)?;
         }
         Ok::<_, String>(())
     };
@@ -261,12 +261,16 @@ async fn upload_stage(
     Ok(refs)
 }
 
-/// Which of `ids` the controller lacks.
-pub async fn find_missing(ctx: &Ctx, ids: &[ChunkId]) -> Result<Vec<ChunkId>, String> {
-    let req = pb::FindMissingRequest {
+fn missing_request(ctx: &Ctx, ids: &[ChunkId]) -> pb::FindMissingRequest {
+    pb::FindMissingRequest {
         site: ctx.site().into(),
         ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-    };
+    }
+}
+
+/// Which of `ids` the controller lacks.
+pub async fn find_missing(ctx: &Ctx, ids: &[ChunkId]) -> Result<Vec<ChunkId>, String> {
+    let req = missing_request(ctx, ids);
     let resp = ctx
         .retry("find missing chunks", || {
             let (mut c, r) = (ctx.client(), req.clone());
@@ -295,10 +299,7 @@ async fn put_chunks(ctx: &Ctx, job: &JobRef, sealed: Arc<Vec<SealedChunk>>) -> R
                 sealed.to_vec()
             } else {
                 let ids: Vec<ChunkId> = sealed.iter().map(|s| s.id).collect();
-                let req = pb::FindMissingRequest {
-                    site: ctx.site().into(),
-                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-                };
+                let req = missing_request(ctx, &ids);
                 let missing: std::collections::HashSet<Vec<u8>> = client
                     .find_missing(req)
                     .await?

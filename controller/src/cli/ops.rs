@@ -209,6 +209,17 @@ fn outcome_json(job_id: &str, o: &pb::JobOutcome) -> serde_json::Value {
     })
 }
 
+/// Print a job's outcome as JSON when asked; true if it was printed.
+fn print_json(json: bool, job_id: &str, o: &pb::JobOutcome) -> anyhow::Result<bool> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome_json(job_id, o))?
+        );
+    }
+    Ok(json)
+}
+
 fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
@@ -229,12 +240,10 @@ pub async fn backup(a: &BackupArgs) -> anyhow::Result<ExitCode> {
         .map_err(status_err)?
         .into_inner();
     let (job_id, o) = follow(stream, a.client.json).await?;
-    if a.client.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome_json(&job_id, &o))?
-        );
-    } else if o.ok {
+    if print_json(a.client.json, &job_id, &o)? {
+        return Ok(exit(o.ok));
+    }
+    if o.ok {
         println!(
             "backup of {}/{} ok: snapshot {} ({} logical, {} new sent, {:.1}s)",
             a.site,
@@ -269,11 +278,7 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         .map_err(status_err)?
         .into_inner();
     let (job_id, o) = follow(stream, a.client.json).await?;
-    if a.client.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome_json(&job_id, &o))?
-        );
+    if print_json(a.client.json, &job_id, &o)? {
         return Ok(exit(o.ok));
     }
     let rows: Vec<Vec<String>> = o

@@ -128,18 +128,20 @@ impl AgentApi {
             )));
         }
         let cat = &self.state.catalog;
+        let stats = &self.state.hub.stats;
+        let duplicate = || {
+            stats
+                .duplicate_chunks_received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(None)
+        };
         if cat
             .chunk_len(&req.site, &id)
             .await
             .map_err(catalog_status)?
             .is_some()
         {
-            self.state
-                .hub
-                .stats
-                .duplicate_chunks_received
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(None);
+            return duplicate();
         }
         let len = req.blob.len();
         self.state
@@ -147,9 +149,15 @@ impl AgentApi {
             .put(&chunk_key(&req.site, &id), Bytes::from(req.blob))
             .await
             .map_err(store_status)?;
-        cat.record_chunk(&req.site, &id, len as u32)
+        // Two uploads of the same chunk may race past the check above; only the one that
+        // records it counts as new.
+        if !cat
+            .record_chunk(&req.site, &id, len as u32)
             .await
-            .map_err(catalog_status)?;
+            .map_err(catalog_status)?
+        {
+            return duplicate();
+        }
         self.state
             .hub
             .stats
