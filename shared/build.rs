@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "nexbackup/v1/agent.proto",
         "nexbackup/v1/admin.proto",
         "nexbackup/v1/format.proto",
+        "nexbackup/v1/trust.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     tonic_prost_build::configure()

@@ -20,6 +20,8 @@ pub struct LiveSession {
     pub version: String,
     pub targets: Vec<(String, String)>,
     tx: SessionTx,
+    /// Cancelled to cut the session (agent revoked).
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Default)]
@@ -65,9 +67,25 @@ impl Hub {
             version: version.into(),
             targets,
             tx,
+            cut: tokio_util::sync::CancellationToken::new(),
         };
-        self.lock().sessions.insert(site.into(), s);
+        if let Some(old) = self.lock().sessions.insert(site.into(), s) {
+            old.cut.cancel();
+        }
         conn
+    }
+
+    /// Cut the live session of `site` if it belongs to `agent_id`. Returns whether one was cut.
+    pub fn cut(&self, site: &str, agent_id: &str) -> bool {
+        let mut g = self.lock();
+        match g.sessions.get(site) {
+            Some(s) if s.agent_id == agent_id => {
+                s.cut.cancel();
+                g.sessions.remove(site);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drop the session of `site` if it is still connection `conn`.

@@ -7,11 +7,17 @@
 //! - [`hub`]: live sessions, job watchers and upload counters shared by the services.
 //! - [`catalog`]: the [`catalog::Catalog`] trait, the sled backend and its conformance suite.
 //! - [`store`]: the [`store::BlobStore`] trait, the file backend and its conformance suite.
+//! - [`pki`]: the controller CA, server certificate, agent certificate issuance.
+//! - [`auth`]: who is calling: the admin credential, and agents by client certificate.
+//! - [`tls_listener`]: TLS 1.3 accept loop that hands tonic connections with peer identity.
 //! - [`cli`]: the operator CLI (`status`, `snapshots`, `backup`, `restore`).
 
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod hub;
+pub mod pki;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls_listener;

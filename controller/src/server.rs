@@ -4,14 +4,20 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use nex_backup_shared::MAX_MESSAGE_BYTES;
 use nex_backup_shared::pb::admin_service_server::AdminServiceServer;
 use nex_backup_shared::pb::agent_service_server::AgentServiceServer;
+use nex_backup_shared::pb::enroll_service_server::EnrollServiceServer;
+use nex_backup_shared::recovery::RecoveryPublicKey;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
+
+use crate::auth::{AdminGuard, admin_token_path, load_or_create_admin};
+use crate::pki::{Pki, ServerCertSource};
+use crate::service::enroll::EnrollApi;
 
 use crate::catalog::JobState;
 use crate::catalog::sled_catalog::SledCatalog;
@@ -26,10 +32,30 @@ use crate::store::fs::FsStore;
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Server certificate: generated for these names, or operator-provided.
+    pub tls: ServerCertSource,
+    /// Offline recovery public keys every site key is sealed to.
+    pub recovery_keys: Vec<RecoveryPublicKey>,
+    /// Lifetime of agent certificates.
+    pub agent_cert_lifetime: Duration,
+}
+
+impl ServeConfig {
+    /// Defaults for everything but the data dir and listen address.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        ServeConfig {
+            data_dir,
+            listen,
+            tls: ServerCertSource::default(),
+            recovery_keys: vec![],
+            agent_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// Open the embedded catalog and blob store under `data_dir`.
-pub fn open_state(data_dir: &std::path::Path) -> anyhow::Result<State> {
+pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
+    let data_dir = &cfg.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("create data dir {}", data_dir.display()))?;
     let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
@@ -38,6 +64,9 @@ pub fn open_state(data_dir: &std::path::Path) -> anyhow::Result<State> {
         catalog: Arc::new(catalog),
         store: Arc::new(store),
         hub: Hub::default(),
+        pki,
+        recovery_keys: cfg.recovery_keys.clone(),
+        agent_cert_lifetime: cfg.agent_cert_lifetime,
     })
 }
 
@@ -45,12 +74,30 @@ pub fn open_state(data_dir: &std::path::Path) -> anyhow::Result<State> {
 pub struct Bound {
     state: Arc<State>,
     listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    admin: AdminGuard,
     pub addr: SocketAddr,
+    /// SHA-256 fingerprint agents and the CLI pin.
+    pub ca_fingerprint: String,
+    /// The CLI config written for operators on this host.
+    pub cli_config: PathBuf,
 }
 
 /// Open state and bind the listener (`--listen 127.0.0.1:0` picks a free port).
 pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
-    let state = Arc::new(open_state(&cfg.data_dir)?);
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+    let mut tls_src = cfg.tls.clone();
+    if tls_src.names.is_empty() {
+        tls_src.names = default_names(cfg.listen);
+    }
+    let pki = Arc::new(Pki::load_or_create(&cfg.data_dir, &tls_src).context("load PKI")?);
+    let admin = AdminGuard {
+        hash: load_or_create_admin(&cfg.data_dir)?,
+    };
+    let tls = pki.server_config()?;
+    let ca_fingerprint = pki.pin_fingerprint.clone();
+    let state = Arc::new(open_state(cfg, pki)?);
     mark_interrupted_jobs(&state)
         .await
         .context("recover job records")?;
@@ -58,12 +105,79 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("bind {}", cfg.listen))?;
     let addr = listener.local_addr().context("local address")?;
-    info!(%addr, data_dir = %cfg.data_dir.display(), "controller listening");
+    let cli_config = write_cli_config(cfg, addr, &tls_src.names, &ca_fingerprint)?;
+    if cfg.recovery_keys.is_empty() {
+        warn!("no recovery public key configured (--recovery-key): enrollment is refused until one is");
+    }
+    info!(%addr, data_dir = %cfg.data_dir.display(), ca_fingerprint = %ca_fingerprint,
+        recovery_keys = cfg.recovery_keys.len(), "controller listening (mutual TLS 1.3)");
     Ok(Bound {
         state,
         listener,
+        tls,
+        admin,
         addr,
+        ca_fingerprint,
+        cli_config,
     })
+}
+
+/// Names for a generated server certificate: this host's name, localhost and the
+/// listen address (or every loopback address when listening on all interfaces).
+fn default_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    let host = gethostname_lossy();
+    if !host.is_empty() && !names.contains(&host) {
+        names.push(host);
+    }
+    if !listen.ip().is_unspecified() && !names.contains(&listen.ip().to_string()) {
+        names.push(listen.ip().to_string());
+    }
+    names
+}
+
+fn gethostname_lossy() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .unwrap_or_default()
+}
+
+/// `cli.toml` (0600) in the data dir: what the operator CLI on this host needs.
+fn write_cli_config(
+    cfg: &ServeConfig,
+    addr: SocketAddr,
+    names: &[String],
+    fingerprint: &str,
+) -> anyhow::Result<PathBuf> {
+    let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+        names
+            .iter()
+            .find(|n| n.as_str() == "127.0.0.1" || n.as_str() == "localhost")
+            .cloned()
+            .unwrap_or_else(|| names[0].clone())
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let path = cfg.data_dir.join("cli.toml");
+    let text = format!(
+        "# Written by `nex-backup serve`. Use with: export NEX_CONFIG={}\n\
+         controller = \"https://{host}:{}\"\n\
+         ca_fingerprint = \"{fingerprint}\"\n\
+         admin_token_file = \"{}\"\n",
+        path.display(),
+        addr.port(),
+        admin_token_path(&cfg.data_dir).display()
+    );
+    nex_backup_shared::keyring::write_private_file(&path, text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
 }
 
 /// Jobs still `running` in the catalog were cut off by a crash or restart. Their agent
@@ -96,14 +210,23 @@ impl Bound {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let admin = AdminServiceServer::new(AdminApi {
+        let admin = AdminServiceServer::with_interceptor(
+            AdminApi {
+                state: state.clone(),
+            },
+            self.admin,
+        );
+        let enroll = EnrollServiceServer::new(EnrollApi {
             state: state.clone(),
-        });
+        })
+        .max_decoding_message_size(1024 * 1024);
+        let incoming = crate::tls_listener::incoming(self.listener, self.tls);
         tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .add_service(agent)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .add_service(enroll)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("serve gRPC")?;
         state.catalog.flush().await.context("flush catalog")?;
@@ -118,6 +241,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bound = bind(&cfg).await?;
+    println!("CA fingerprint {}", bound.ca_fingerprint);
+    println!("CLI config {}", bound.cli_config.display());
     println!("listening on {}", bound.addr);
     bound.serve(shutdown).await
 }

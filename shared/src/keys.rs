@@ -7,8 +7,6 @@
 //!   so that a wrong key is told apart from corruption.
 
 use std::fmt;
-use std::io::Write;
-use std::path::Path;
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -75,6 +73,11 @@ impl SiteKeys {
         ChunkId(mac.finalize().into_bytes().into())
     }
 
+    /// Public key identifier written into every sealed header.
+    pub fn key_id(&self) -> [u8; 8] {
+        self.key_id
+    }
+
     /// Public key identifier, shown in errors to tell key epochs apart.
     pub fn key_id_hex(&self) -> String {
         hex::encode(self.key_id)
@@ -84,59 +87,6 @@ impl SiteKeys {
 impl fmt::Debug for SiteKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SiteKeys(key id {})", self.key_id_hex())
-    }
-}
-
-/// Errors loading or creating a key file.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error("key file {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("key file {path}: expected exactly 32 bytes, found {len}")]
-    BadLength { path: String, len: usize },
-}
-
-/// Load the master key from `path`, or create it (mode 0600 on Unix) if it does not exist.
-/// Returns the key and whether it was newly created.
-pub fn load_or_create_key_file(path: &Path) -> Result<(MasterKey, bool), KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let arr: [u8; 32] =
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| KeyFileError::BadLength {
-                        path: path.display().to_string(),
-                        len: bytes.len(),
-                    })?;
-            Ok((MasterKey(arr), false))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = MasterKey::generate();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(path).map_err(io)?;
-            f.write_all(&key.0).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            Ok((key, true))
-        }
-        Err(e) => Err(io(e)),
     }
 }
 
@@ -155,28 +105,5 @@ mod tests {
         assert_ne!(a.chunk_id(b"x"), other.chunk_id(b"x"));
         assert_ne!(a.key_id, other.key_id);
         assert!(!format!("{mk:?}").contains('7'));
-    }
-
-    #[test]
-    fn key_file_created_once_with_0600() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/site.key");
-        let (k1, created) = load_or_create_key_file(&p).unwrap();
-        assert!(created);
-        let (k2, created) = load_or_create_key_file(&p).unwrap();
-        assert!(!created);
-        assert_eq!(k1.as_bytes(), k2.as_bytes());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        std::fs::write(&p, b"short").unwrap();
-        let err = load_or_create_key_file(&p).unwrap_err().to_string();
-        assert!(
-            err.contains("site.key") && err.contains("32 bytes"),
-            "{err}"
-        );
     }
 }

@@ -10,6 +10,10 @@
 //! - [`chunker`]: streaming content-defined chunking (FastCDC) over any `AsyncRead`,
 //!   with a whole-stream SHA-256 and stall detection.
 //! - [`manifest`]: the snapshot manifest domain type, sealing and validation.
+//! - [`keyring`]: the agent's key epochs on disk (current epoch seals new snapshots).
+//! - [`recovery`]: sealing a master key to offline X25519 recovery keys.
+//! - [`tls`]: TLS 1.3 client setup pinned to the controller CA fingerprint.
+//! - [`identity`]: the agent identity inside a client certificate.
 //! - [`error`]: [`error::FormatError`], the format-level error type.
 //!
 //! The on-disk format is specified in `docs/format.md`.
@@ -17,10 +21,14 @@
 pub mod chunk;
 pub mod chunker;
 pub mod error;
+pub mod identity;
 pub mod ids;
+pub mod keyring;
 pub mod keys;
 pub mod manifest;
+pub mod recovery;
 pub mod seal;
+pub mod tls;
 
 /// Generated protocol code for `nexbackup.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -38,6 +38,7 @@ pub async fn run_all(cat: &dyn Catalog) {
     commit_is_checked_and_idempotent(cat).await;
     sites_are_isolated(cat).await;
     agents_and_jobs(cat).await;
+    super::conformance_trust::run_all(cat).await;
 }
 
 async fn chunks_and_missing(cat: &dyn Catalog) {

@@ -5,7 +5,12 @@
 //! Records are versioned (`v` field) JSON so they can evolve on disk.
 
 pub mod conformance;
+mod conformance_trust;
 pub mod sled_catalog;
+mod sled_trust;
+pub mod trust;
+
+pub use trust::{IdentityRecord, SealedKeyRecord, TokenRecord, TokenUse};
 
 use async_trait::async_trait;
 use nex_backup_shared::ids::ChunkId;
@@ -26,6 +31,8 @@ pub enum CatalogError {
     },
     #[error("snapshot {snapshot} already exists with different content")]
     Conflict { snapshot: String },
+    #[error("site {site} already holds a different key for epoch {epoch}")]
+    KeyEpochConflict { site: String, epoch: u32 },
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -120,6 +127,35 @@ pub trait Catalog: Send + Sync + 'static {
     async fn put_job(&self, job: &JobRecord) -> Result<()>;
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
     async fn jobs(&self) -> Result<Vec<JobRecord>>;
+    /// Store a new enrollment token.
+    async fn put_token(&self, token: &TokenRecord) -> Result<()>;
+    /// Atomically mark the token with `hash` used by `agent_id`, if it is usable at `now_ms`.
+    async fn consume_token(&self, hash: &str, now_ms: u64, agent_id: &str) -> Result<TokenUse>;
+    /// Record an enrollment (replaces any earlier identity of that agent).
+    async fn put_identity(&self, rec: &IdentityRecord) -> Result<()>;
+    async fn identity(&self, site: &str, agent_id: &str) -> Result<Option<IdentityRecord>>;
+    async fn identities(&self) -> Result<Vec<IdentityRecord>>;
+    /// Atomically swap in a renewed certificate unless the agent was revoked or its
+    /// current serial is no longer `old_serial`. Returns the new record on success.
+    async fn renew_identity(
+        &self,
+        site: &str,
+        agent_id: &str,
+        old_serial: &str,
+        new_serial: &str,
+        not_after_unix: i64,
+    ) -> Result<Option<IdentityRecord>>;
+    /// Atomically revoke; returns the revoked record, `None` if unknown.
+    async fn revoke_identity(
+        &self,
+        site: &str,
+        agent_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<IdentityRecord>>;
+    /// Store a sealed key. Returns false if that (epoch, recipient) is already stored
+    /// with the same key; a different key for a known epoch is a `KeyEpochConflict`.
+    async fn put_sealed_key(&self, rec: &SealedKeyRecord) -> Result<bool>;
+    async fn sealed_keys(&self, site: &str) -> Result<Vec<SealedKeyRecord>>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
 }

@@ -9,6 +9,8 @@
 //! | `snapshot_chunks` | site, 0, snapshot id | concatenated distinct chunk ids |
 //! | `agents` | site, 0, agent id | JSON [`AgentRecord`] |
 //! | `jobs` | job id | JSON [`JobRecord`] |
+//!
+//! Trust records live in further trees, see [`super::sled_trust`].
 
 use std::path::Path;
 
@@ -19,7 +21,11 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{AgentRecord, Catalog, CatalogError, JobRecord, NewSnapshot, Result, SnapshotRecord};
+use super::sled_trust::TrustTrees;
+use super::{
+    AgentRecord, Catalog, CatalogError, IdentityRecord, JobRecord, NewSnapshot, Result,
+    SealedKeyRecord, SnapshotRecord, TokenRecord, TokenUse,
+};
 
 const CHUNK_RECORD_V1: u8 = 1;
 
@@ -52,6 +58,7 @@ pub struct SledCatalog {
     snapshot_chunks: sled::Tree,
     agents: sled::Tree,
     jobs: sled::Tree,
+    trust: TrustTrees,
 }
 
 impl SledCatalog {
@@ -71,6 +78,7 @@ impl SledCatalog {
             snapshot_chunks: t("snapshot_chunks")?,
             agents: t("agents")?,
             jobs: t("jobs")?,
+            trust: TrustTrees::open(&db)?,
             db,
         })
     }
@@ -283,6 +291,55 @@ impl Catalog for SledCatalog {
 
     async fn jobs(&self) -> Result<Vec<JobRecord>> {
         Self::scan(&self.jobs, b"")
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        self.trust.put_token(token)
+    }
+
+    async fn consume_token(&self, hash: &str, now_ms: u64, agent_id: &str) -> Result<TokenUse> {
+        self.trust.consume_token(hash, now_ms, agent_id)
+    }
+
+    async fn put_identity(&self, rec: &IdentityRecord) -> Result<()> {
+        self.trust.put_identity(rec)
+    }
+
+    async fn identity(&self, site: &str, agent_id: &str) -> Result<Option<IdentityRecord>> {
+        self.trust.identity(site, agent_id)
+    }
+
+    async fn identities(&self) -> Result<Vec<IdentityRecord>> {
+        self.trust.identities()
+    }
+
+    async fn renew_identity(
+        &self,
+        site: &str,
+        agent_id: &str,
+        old_serial: &str,
+        new_serial: &str,
+        not_after_unix: i64,
+    ) -> Result<Option<IdentityRecord>> {
+        self.trust
+            .renew_identity(site, agent_id, old_serial, new_serial, not_after_unix)
+    }
+
+    async fn revoke_identity(
+        &self,
+        site: &str,
+        agent_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<IdentityRecord>> {
+        self.trust.revoke_identity(site, agent_id, now_ms)
+    }
+
+    async fn put_sealed_key(&self, rec: &SealedKeyRecord) -> Result<bool> {
+        self.trust.put_sealed_key(rec)
+    }
+
+    async fn sealed_keys(&self, site: &str) -> Result<Vec<SealedKeyRecord>> {
+        self.trust.sealed_keys(site)
     }
 
     async fn flush(&self) -> Result<()> {

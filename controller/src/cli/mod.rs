@@ -1,8 +1,10 @@
 //! The `nex-backup` command line: `serve` runs the controller, everything else is an
 //! operator command talking to a controller over gRPC.
 
+mod client;
 mod format;
 mod ops;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use nex_backup_shared::recovery::RecoveryPublicKey;
+
+use crate::pki::ServerCertSource;
 use crate::server::{self, ServeConfig};
 
 /// NEX Backup controller and operator CLI.
@@ -20,17 +25,24 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the operator CLI finds the controller.
+/// Where the operator CLI finds the controller and how it proves it is an operator.
 #[derive(Debug, Args, Clone)]
 pub struct ClientOpts {
-    /// Controller URL.
-    #[arg(
-        long,
-        env = "NEX_CONTROLLER",
-        default_value = "http://127.0.0.1:7420",
-        global = true
-    )]
-    pub controller: String,
+    /// CLI config file (`serve` writes one to <data dir>/cli.toml).
+    #[arg(long, env = "NEX_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Controller URL, e.g. https://backup.example.net:7420.
+    #[arg(long, env = "NEX_CONTROLLER", global = true)]
+    pub controller: Option<String>,
+    /// SHA-256 fingerprint of the controller CA (`nex-backup ca show`).
+    #[arg(long, env = "NEX_CA_FINGERPRINT", global = true)]
+    pub ca_fingerprint: Option<String>,
+    /// The admin credential itself (prefer the file or the config).
+    #[arg(long, env = "NEX_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin credential (<data dir>/admin.token).
+    #[arg(long, env = "NEX_ADMIN_TOKEN_FILE", global = true)]
+    pub admin_token_file: Option<PathBuf>,
     /// Print JSON for scripts instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -48,6 +60,18 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a snapshot into a database through the site's agent, and verify it.
     Restore(RestoreArgs),
+    /// The controller CA (what agents and the CLI pin).
+    #[command(subcommand)]
+    Ca(trust::CaCommand),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(trust::TokenCommand),
+    /// Enrolled agents: list, revoke.
+    #[command(subcommand)]
+    Agents(trust::AgentsCommand),
+    /// Offline recovery keys.
+    #[command(subcommand, name = "recovery-key")]
+    RecoveryKey(trust::RecoveryKeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +82,22 @@ pub struct ServeArgs {
     /// Address to listen on for agents and operators.
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
+    /// Recovery public key (`nexb-rk1:…`) every site key is sealed to; repeatable.
+    #[arg(long = "recovery-key", env = "NEX_RECOVERY_KEYS", value_delimiter = ',')]
+    pub recovery_keys: Vec<String>,
+    /// DNS name or IP the generated server certificate is valid for; repeatable.
+    /// Default: localhost, 127.0.0.1, ::1, this host's name and the listen address.
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
+    /// Operator-provided server certificate chain (PEM) instead of a generated one.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Lifetime of agent certificates, e.g. 30d, 12h, 90s.
+    #[arg(long, default_value = "30d", value_parser = trust::parse_duration)]
+    pub agent_cert_lifetime: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -112,13 +152,26 @@ pub struct RestoreArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => {
-            let cfg = ServeConfig {
-                data_dir: a.data_dir,
-                listen: a.listen,
+            let mut cfg = ServeConfig::new(a.data_dir, a.listen);
+            for k in &a.recovery_keys {
+                cfg.recovery_keys.push(
+                    RecoveryPublicKey::parse(k)
+                        .map_err(|e| anyhow::anyhow!("--recovery-key {k:?}: {e}"))?,
+                );
+            }
+            cfg.tls = ServerCertSource {
+                names: a.tls_names,
+                cert_file: a.tls_cert,
+                key_file: a.tls_key,
             };
+            cfg.agent_cert_lifetime = a.agent_cert_lifetime;
             server::run(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ca(c) => trust::ca(c),
+        Command::Token(c) => trust::token(c).await,
+        Command::Agents(c) => trust::agents(c).await,
+        Command::RecoveryKey(c) => trust::recovery_key(c),
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

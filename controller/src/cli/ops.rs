@@ -3,33 +3,18 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
-use nex_backup_shared::pb::{self, admin_service_client::AdminServiceClient, job_update::Update};
+use anyhow::anyhow;
+use nex_backup_shared::pb::{self, job_update::Update};
 use serde_json::json;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use super::format::{age, bytes, table, time};
 use super::{BackupArgs, ClientOpts, RestoreArgs, SnapshotsArgs};
 use crate::service::now_ms;
 
-async fn connect(opts: &ClientOpts) -> anyhow::Result<AdminServiceClient<Channel>> {
-    let ch = Channel::from_shared(opts.controller.clone())
-        .with_context(|| format!("controller URL {:?}", opts.controller))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "cannot reach controller at {}: {}",
-                opts.controller,
-                source_text(&e)
-            )
-        })?;
-    Ok(AdminServiceClient::new(ch).max_decoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES))
-}
+use super::client::connect;
 
-fn source_text(e: &dyn std::error::Error) -> String {
+pub(super) fn source_text(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

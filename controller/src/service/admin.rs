@@ -274,4 +274,29 @@ impl AdminService for AdminApi {
             self.dispatch(&req.site, &req.target, kind).await?,
         ))
     }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        Ok(Response::new(
+            self.create_token_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        Ok(Response::new(self.list_agents_impl().await?))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
+        Ok(Response::new(
+            self.revoke_agent_impl(request.into_inner()).await?,
+        ))
+    }
 }

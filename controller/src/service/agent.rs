@@ -1,5 +1,7 @@
-//! `AgentService`: the calls agents make. Until mutual TLS (next milestone) the site is
-//! taken from the request; all checks that do not depend on identity are already here.
+//! `AgentService`: the calls agents make. Every call is authorized by the client
+//! certificate (re-checked against the catalog, so revocation is immediate) and may only
+//! touch the caller's own site. Agents are append-only: nothing here deletes or
+//! overwrites a chunk, a snapshot or a sealed key.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,8 +23,10 @@ use super::{
     State, catalog_status, check_site, check_snapshot, check_target, chunk_ids, now_ms,
     store_status,
 };
+use crate::auth::{agent_identity, require_site};
 use crate::catalog::AgentRecord;
 use crate::store::chunk_key;
+use nex_backup_shared::identity::AgentIdentity;
 
 const MAX_IDS_PER_REQUEST: usize = 100_000;
 const MAX_CHUNKS_PER_GET: usize = 4096;
@@ -40,11 +44,26 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl AgentApi {
     async fn on_hello(
         &self,
+        who: &AgentIdentity,
         hello: pb::Hello,
         tx: super::super::hub::SessionTx,
-    ) -> Result<u64, Status> {
+    ) -> Result<(u64, tokio_util::sync::CancellationToken), Status> {
         check_site(&hello.site)?;
         validate_name("agent id", &hello.agent_id).map_err(super::bad_input)?;
+        require_site(who, &hello.site)?;
+        if hello.agent_id != who.agent_id {
+            warn!(site = %who.site, agent = %who.agent_id, claimed = %hello.agent_id, "hello with another agent id refused");
+            return Err(Status::permission_denied(
+                "hello names another agent than the certificate",
+            ));
+        }
+        tx.send(Ok(pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::Welcome(
+                super::keys::custody(&self.state, &who.site).await?,
+            )),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("session closed"))?;
         let mut targets = vec![];
         for t in hello.targets {
             check_target(&t.name)?;
@@ -67,12 +86,32 @@ impl AgentApi {
             self.state
                 .hub
                 .register(&hello.site, &hello.agent_id, &hello.version, targets, tx);
+        let cut = self
+            .state
+            .hub
+            .session(&hello.site)
+            .map(|s| s.cut)
+            .unwrap_or_default();
         info!(site = %hello.site, agent = %hello.agent_id, version = %hello.version, "agent connected");
-        Ok(conn)
+        Ok((conn, cut))
     }
 
-    async fn session_loop(self, site: String, conn: u64, mut inbound: Streaming<pb::AgentMessage>) {
-        while let Some(msg) = inbound.next().await {
+    async fn session_loop(
+        self,
+        site: String,
+        conn: u64,
+        cut: tokio_util::sync::CancellationToken,
+        mut inbound: Streaming<pb::AgentMessage>,
+    ) {
+        loop {
+            let msg = tokio::select! {
+                m = inbound.next() => m,
+                _ = cut.cancelled() => {
+                    info!(%site, "session cut (agent revoked or replaced)");
+                    break;
+                }
+            };
+            let Some(msg) = msg else { break };
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -110,8 +149,13 @@ impl AgentApi {
         }
     }
 
-    async fn store_chunk(&self, req: pb::PutChunkRequest) -> Result<Option<u64>, Status> {
+    async fn store_chunk(
+        &self,
+        who: &AgentIdentity,
+        req: pb::PutChunkRequest,
+    ) -> Result<Option<u64>, Status> {
         check_site(&req.site)?;
+        require_site(who, &req.site)?;
         let id = chunk_ids(std::slice::from_ref(&req.id), 1)?[0];
         if req.blob.len() > MAX_CHUNK_LEN + HEADER_LEN + TAG_LEN {
             return Err(Status::invalid_argument(format!(
@@ -181,6 +225,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(30), inbound.next())
             .await
@@ -193,11 +238,11 @@ impl AgentService for AgentApi {
         };
         let (tx, rx) = mpsc::channel(64);
         let site = hello.site.clone();
-        let conn = self.on_hello(hello, tx).await?;
-        let span = info_span!("session", site = %site, conn);
+        let (conn, cut) = self.on_hello(&who, hello, tx).await?;
+        let span = info_span!("session", site = %site, agent = %who.agent_id, conn);
         tokio::spawn(
             self.clone()
-                .session_loop(site, conn, inbound)
+                .session_loop(site, conn, cut, inbound)
                 .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -207,8 +252,10 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::FindMissingRequest>,
     ) -> Result<Response<pb::FindMissingResponse>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
         check_site(&req.site)?;
+        require_site(&who, &req.site)?;
         let ids = chunk_ids(&req.ids, MAX_IDS_PER_REQUEST)?;
         let missing = self
             .state
@@ -227,9 +274,11 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::PutChunksResponse>, Status> {
         // Several chunks are written at once so that their fsyncs overlap; each is
         // recorded in the catalog only after its own blob is durable.
+        let who = agent_identity(&self.state, request.extensions()).await?;
+        let who = &who;
         let inbound = request.into_inner();
         let mut stored = std::pin::pin!(futures::StreamExt::buffer_unordered(
-            inbound.map(|msg| async move { self.store_chunk(msg?).await }),
+            inbound.map(|msg| async move { self.store_chunk(who, msg?).await }),
             PUT_CONCURRENCY,
         ));
         let mut resp = pb::PutChunksResponse::default();
@@ -249,7 +298,8 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::CommitSnapshotRequest>,
     ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
-        let snap = self.validate_commit(request.into_inner())?;
+        let who = agent_identity(&self.state, request.extensions()).await?;
+        let snap = self.validate_commit(&who, request.into_inner())?;
         let r = &snap.record;
         let span = info_span!("commit", site = %r.site, target = %r.target, snapshot = %r.snapshot_id, job = %r.job_id);
         let rec = self.commit(snap).instrument(span).await?;
@@ -263,8 +313,10 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::GetManifestRequest>,
     ) -> Result<Response<pb::GetManifestResponse>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
         check_site(&req.site)?;
+        require_site(&who, &req.site)?;
         check_snapshot(&req.snapshot_id)?;
         let cat = &self.state.catalog;
         let not_found = || Status::not_found(format!("snapshot {} not found", req.snapshot_id));
@@ -288,8 +340,10 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::GetChunksRequest>,
     ) -> Result<Response<Self::GetChunksStream>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
         check_site(&req.site)?;
+        require_site(&who, &req.site)?;
         let ids = chunk_ids(&req.ids, MAX_CHUNKS_PER_GET)?;
         let store = self.state.store.clone();
         let site = req.site;
@@ -314,5 +368,48 @@ impl AgentService for AgentApi {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
+        let req = request.into_inner();
+        Ok(Response::new(
+            super::keys::renew(&self.state, &who, &req.csr_der).await?,
+        ))
+    }
+
+    async fn put_sealed_keys(
+        &self,
+        request: Request<pb::PutSealedKeysRequest>,
+    ) -> Result<Response<pb::PutSealedKeysResponse>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
+        let req = request.into_inner();
+        check_site(&req.site)?;
+        require_site(&who, &req.site)?;
+        let stored = super::keys::put_sealed(&self.state, &who, req.sealed).await?;
+        Ok(Response::new(pb::PutSealedKeysResponse { stored }))
+    }
+
+    async fn get_sealed_keys(
+        &self,
+        request: Request<pb::GetSealedKeysRequest>,
+    ) -> Result<Response<pb::GetSealedKeysResponse>, Status> {
+        let who = agent_identity(&self.state, request.extensions()).await?;
+        let req = request.into_inner();
+        check_site(&req.site)?;
+        require_site(&who, &req.site)?;
+        let sealed = self
+            .state
+            .catalog
+            .sealed_keys(&who.site)
+            .await
+            .map_err(catalog_status)?;
+        info!(site = %who.site, agent = %who.agent_id, count = sealed.len(), "sealed site keys fetched");
+        Ok(Response::new(pb::GetSealedKeysResponse {
+            sealed: sealed.into_iter().map(|s| s.blob).collect(),
+        }))
     }
 }

@@ -20,9 +20,11 @@ impl AgentApi {
     /// Turn a commit request into a [`NewSnapshot`], refusing anything malformed.
     pub(super) fn validate_commit(
         &self,
+        who: &nex_backup_shared::identity::AgentIdentity,
         req: pb::CommitSnapshotRequest,
     ) -> Result<NewSnapshot, Status> {
         check_site(&req.site)?;
+        crate::auth::require_site(who, &req.site)?;
         check_target(&req.target)?;
         check_snapshot(&req.snapshot_id)?;
         let what = format!("manifest of snapshot {}", req.snapshot_id);

@@ -2,8 +2,11 @@
 //! on receipt, and every failure becomes a `tonic::Status` that names the object.
 
 pub mod admin;
+mod admin_trust;
 pub mod agent;
 mod commit;
+pub mod enroll;
+mod keys;
 mod results;
 
 use std::sync::Arc;
@@ -21,6 +24,9 @@ pub struct State {
     pub catalog: Arc<dyn Catalog>,
     pub store: Arc<dyn BlobStore>,
     pub hub: Hub,
+    pub pki: Arc<crate::pki::Pki>,
+    pub recovery_keys: Vec<nex_backup_shared::recovery::RecoveryPublicKey>,
+    pub agent_cert_lifetime: std::time::Duration,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -37,7 +43,9 @@ pub(crate) fn bad_input(e: FormatError) -> Status {
 pub(crate) fn catalog_status(e: CatalogError) -> Status {
     match e {
         CatalogError::MissingChunks { .. } => Status::failed_precondition(e.to_string()),
-        CatalogError::Conflict { .. } => Status::already_exists(e.to_string()),
+        CatalogError::Conflict { .. } | CatalogError::KeyEpochConflict { .. } => {
+            Status::already_exists(e.to_string())
+        }
         other => {
             tracing::error!(error = %other, "catalog failure");
             Status::internal(other.to_string())

@@ -1,0 +1,70 @@
+//! Trust records: enrollment tokens, agent identities (certificates, revocation) and the
+//! sealed copies of site master keys. None of them holds a secret: tokens are stored as
+//! SHA-256 hashes, and sealed keys open only with an offline recovery key.
+
+use serde::{Deserialize, Serialize};
+
+/// An enrollment token, by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub v: u32,
+    /// Hex SHA-256 of the token text.
+    pub hash: String,
+    pub site: String,
+    pub created_unix_ms: u64,
+    pub expires_unix_ms: u64,
+    pub used_unix_ms: Option<u64>,
+    pub used_by: Option<String>,
+}
+
+impl TokenRecord {
+    /// A short public handle for logs (first 12 hex digits of the hash).
+    pub fn handle(&self) -> &str {
+        &self.hash[..12.min(self.hash.len())]
+    }
+}
+
+/// Why a token could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenUse {
+    Accepted(TokenRecord),
+    Unknown,
+    AlreadyUsed(TokenRecord),
+    Expired(TokenRecord),
+}
+
+/// An enrolled agent's certificate identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub v: u32,
+    pub site: String,
+    pub agent_id: String,
+    /// Serial (hex) of the newest certificate.
+    pub serial: String,
+    /// Serial of the certificate it replaced, accepted until that one expires.
+    pub prev_serial: Option<String>,
+    pub prev_not_after_unix: i64,
+    pub not_after_unix: i64,
+    pub enrolled_unix_ms: u64,
+    pub revoked_unix_ms: Option<u64>,
+}
+
+impl IdentityRecord {
+    /// Whether a certificate with `serial` is currently honoured for this agent.
+    pub fn accepts(&self, serial: &str, now_unix: i64) -> bool {
+        self.revoked_unix_ms.is_none()
+            && (self.serial == serial
+                || (self.prev_serial.as_deref() == Some(serial)
+                    && now_unix < self.prev_not_after_unix))
+    }
+}
+
+/// A site master key sealed to one recovery key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedKeyRecord {
+    pub site: String,
+    pub epoch: u32,
+    pub key_id: [u8; 8],
+    pub recipient: [u8; 8],
+    pub blob: Vec<u8>,
+}

@@ -1,0 +1,117 @@
+//! Key custody and certificate renewal for authenticated agents. Sealed master keys are
+//! append-only: an agent can add a sealed copy, never replace or delete one.
+
+use nex_backup_shared::identity::AgentIdentity;
+use nex_backup_shared::pb;
+use nex_backup_shared::recovery::sealed_info;
+use tonic::Status;
+use tracing::{info, warn};
+
+use super::{State, catalog_status};
+use crate::catalog::SealedKeyRecord;
+use crate::pki::Pki;
+
+/// At most this many sealed keys in one request.
+const MAX_SEALED_PER_REQUEST: usize = 256;
+
+/// The recovery keys and the sealed copies already held for `site`.
+pub(crate) async fn custody(st: &State, site: &str) -> Result<pb::KeyCustody, Status> {
+    let sealed = st.catalog.sealed_keys(site).await.map_err(catalog_status)?;
+    Ok(pb::KeyCustody {
+        recovery_keys: st.recovery_keys.iter().map(|k| k.to_string()).collect(),
+        sealed: sealed
+            .into_iter()
+            .map(|s| pb::SealedKeyInfo {
+                epoch: s.epoch,
+                key_id: s.key_id.to_vec(),
+                recipient: s.recipient.to_vec(),
+            })
+            .collect(),
+    })
+}
+
+pub(crate) async fn put_sealed(
+    st: &State,
+    who: &AgentIdentity,
+    blobs: Vec<Vec<u8>>,
+) -> Result<u32, Status> {
+    if blobs.len() > MAX_SEALED_PER_REQUEST {
+        return Err(Status::invalid_argument(format!(
+            "{} sealed keys in one request, at most {MAX_SEALED_PER_REQUEST}",
+            blobs.len()
+        )));
+    }
+    // Validate all before storing any.
+    let mut recs = vec![];
+    for (i, blob) in blobs.into_iter().enumerate() {
+        let info = sealed_info(&blob).map_err(|e| {
+            warn!(site = %who.site, agent = %who.agent_id, error = %e, "malformed sealed key refused");
+            Status::invalid_argument(format!("sealed key {i}: {e}"))
+        })?;
+        if !st.recovery_keys.iter().any(|k| k.tag() == info.recipient) {
+            warn!(site = %who.site, agent = %who.agent_id, "sealed key for an unknown recovery key refused");
+            return Err(Status::invalid_argument(format!(
+                "sealed key {i}: sealed to rk:{}, which is not a recovery key of this controller",
+                hex::encode(info.recipient)
+            )));
+        }
+        recs.push(SealedKeyRecord {
+            site: who.site.clone(),
+            epoch: info.epoch,
+            key_id: info.key_id,
+            recipient: info.recipient,
+            blob,
+        });
+    }
+    let mut stored = 0;
+    for r in &recs {
+        if st.catalog.put_sealed_key(r).await.map_err(|e| {
+            warn!(site = %who.site, agent = %who.agent_id, epoch = r.epoch, error = %e, "sealed key refused");
+            catalog_status(e)
+        })? {
+            info!(site = %who.site, agent = %who.agent_id, epoch = r.epoch,
+                key_id = %hex::encode(r.key_id), recipient = %hex::encode(r.recipient), "sealed site key stored");
+            stored += 1;
+        }
+    }
+    Ok(stored)
+}
+
+pub(crate) async fn renew(
+    st: &State,
+    who: &AgentIdentity,
+    csr_der: &[u8],
+) -> Result<pb::RenewResponse, Status> {
+    let csr = Pki::check_csr(csr_der).map_err(Status::invalid_argument)?;
+    let issued = st
+        .pki
+        .issue(csr, &who.site, &who.agent_id, st.agent_cert_lifetime)
+        .map_err(|e| {
+            tracing::error!(error = %e, "issue renewed certificate");
+            Status::internal("could not issue the certificate")
+        })?;
+    let id = &issued.identity;
+    let swapped = st
+        .catalog
+        .renew_identity(
+            &who.site,
+            &who.agent_id,
+            &who.serial,
+            &id.serial,
+            id.not_after_unix,
+        )
+        .await
+        .map_err(catalog_status)?;
+    if swapped.is_none() {
+        warn!(site = %who.site, agent = %who.agent_id, "renewal from a revoked or superseded certificate refused");
+        return Err(Status::permission_denied(
+            "certificate was revoked or superseded; enroll again",
+        ));
+    }
+    info!(site = %who.site, agent = %who.agent_id, old_serial = %who.serial, serial = %id.serial,
+        not_after = id.not_after_unix, "agent certificate renewed");
+    Ok(pb::RenewResponse {
+        chain_der: issued.chain_der,
+        not_after_unix: id.not_after_unix,
+    })
+}

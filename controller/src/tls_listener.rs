@@ -1,0 +1,129 @@
+//! The TLS accept loop. Each connection's handshake runs on its own task with a time
+//! limit, so a slow or hostile client never holds up others. Handshakes that fail (plain
+//! TCP, a certificate from another CA, a tampered certificate, TLS 1.2) are logged with
+//! the remote address and dropped. Accepted connections carry a [`PeerInfo`] that tonic
+//! puts into every request's extensions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use nex_backup_shared::identity::AgentIdentity;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tracing::{debug, warn};
+
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// Present when the client showed a certificate of our CA.
+    pub identity: Option<AgentIdentity>,
+}
+
+/// An accepted TLS connection.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accept on `listener` and hand out TLS connections until the receiver is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> ReceiverStream<io::Result<TlsConn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "accept connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match handshake(acceptor, tcp, remote).await {
+                    Ok(conn) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Err(reason) => warn!(%remote, %reason, "TLS connection refused"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+) -> Result<TlsConn, String> {
+    let tls = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| format!("no TLS handshake within {HANDSHAKE_LIMIT:?}"))?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => Some(
+            AgentIdentity::from_cert_der(cert)
+                .map_err(|e| format!("client certificate: {e}"))?,
+        ),
+        None => None,
+    };
+    debug!(%remote, agent = ?identity.as_ref().map(|i| &i.agent_id), "TLS connection");
+    Ok(TlsConn {
+        inner: tls,
+        info: PeerInfo { remote, identity },
+    })
+}
