@@ -23,14 +23,16 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Site this agent backs up for.
-    pub site: String,
-    /// This agent's id; defaults to the host name.
+    /// Site this agent backs up for. Optional: enrollment decides; if given it must match.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// This agent's id at enrollment; defaults to the host name.
     #[serde(default)]
     pub agent_id: Option<String>,
-    /// Controller URL, e.g. `http://backup.example.net:7420`.
-    pub controller: String,
-    /// Where the agent keeps its state (key file).
+    /// Controller URL, e.g. `https://backup.example.net:7420`. Optional after enrollment.
+    #[serde(default)]
+    pub controller: Option<String>,
+    /// Where the agent keeps its state: identity, certificate, key ring.
     pub state_dir: PathBuf,
     #[serde(default = "default_zstd")]
     pub zstd_level: i32,
@@ -126,15 +128,14 @@ impl AgentConfig {
             key: key.into(),
             reason,
         };
-        validate_name("site", &cfg.site).map_err(|e| err("site", e.to_string()))?;
+        if let Some(site) = &cfg.site {
+            validate_name("site", site).map_err(|e| err("site", e.to_string()))?;
+        }
         let agent_id = cfg.agent_id.clone().unwrap_or_else(default_agent_id);
         validate_name("agent id", &agent_id).map_err(|e| err("agent_id", e.to_string()))?;
         cfg.agent_id = Some(agent_id);
-        if !(cfg.controller.starts_with("http://") || cfg.controller.starts_with("https://")) {
-            return Err(err(
-                "controller",
-                format!("{:?} must be an http:// or https:// URL", cfg.controller),
-            ));
+        if let Some(url) = &cfg.controller {
+            nex_backup_shared::tls::host_port(url).map_err(|e| err("controller", e.to_string()))?;
         }
         if !(1..=19).contains(&cfg.zstd_level) {
             return Err(err(
@@ -172,12 +173,9 @@ impl AgentConfig {
         Ok(cfg)
     }
 
-    pub fn agent_id(&self) -> &str {
-        self.agent_id.as_deref().unwrap_or("agent")
-    }
-
-    pub fn key_file(&self) -> PathBuf {
-        self.state_dir.join("site.key")
+    /// The agent id to enroll with.
+    pub fn agent_id(&self) -> String {
+        self.agent_id.clone().unwrap_or_else(default_agent_id)
     }
 
     pub fn stall_timeout(&self) -> Duration {

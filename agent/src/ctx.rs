@@ -1,10 +1,11 @@
-//! The agent's shared context: config, keys, the controller channel, and the outbox of
-//! job events. Jobs report through it whether or not a session is currently up; final
+//! The agent's shared context: config, identity, keys, the controller channel, and the
+//! outbox of job events. Jobs report through it whether or not a session is currently up; final
 //! results stay in the outbox until the controller acknowledges them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nex_backup_shared::chunk::ChunkCodec;
@@ -16,13 +17,20 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use nex_backup_shared::keyring::KeyRing;
+
 use crate::config::AgentConfig;
+use crate::enrollment::{Enrollment, load_keyring};
 
 /// See module docs.
 pub struct Ctx {
     pub cfg: AgentConfig,
-    pub codec: ChunkCodec,
-    pub channel: Channel,
+    pub site: String,
+    pub agent_id: String,
+    channel: Mutex<Channel>,
+    pub enrollment: Mutex<Enrollment>,
+    /// Whether the current key epoch is known to be sealed to the recovery keys.
+    pub keys_sealed: AtomicBool,
     pub shutdown: CancellationToken,
     events: Mutex<Option<mpsc::Sender<pb::AgentMessage>>>,
     outbox: Mutex<BTreeMap<String, pb::JobResult>>,
@@ -55,14 +63,17 @@ pub fn jitter(d: Duration) -> Duration {
 impl Ctx {
     pub fn new(
         cfg: AgentConfig,
-        codec: ChunkCodec,
+        enrollment: Enrollment,
         channel: Channel,
         shutdown: CancellationToken,
     ) -> Self {
         Ctx {
             cfg,
-            codec,
-            channel,
+            site: enrollment.site.clone(),
+            agent_id: enrollment.agent_id.clone(),
+            enrollment: Mutex::new(enrollment),
+            channel: Mutex::new(channel),
+            keys_sealed: AtomicBool::new(false),
             shutdown,
             events: Mutex::new(None),
             outbox: Mutex::new(BTreeMap::new()),
@@ -71,11 +82,54 @@ impl Ctx {
     }
 
     pub fn site(&self) -> &str {
-        &self.cfg.site
+        &self.site
+    }
+
+    /// Use a new channel (after certificate renewal) for every later call.
+    pub fn set_channel(&self, ch: Channel) {
+        *lock(&self.channel) = ch;
+    }
+
+    /// The site key ring, read fresh so that `recover` and `rotate-key` take effect at once.
+    pub fn keyring(&self) -> Result<KeyRing, String> {
+        load_keyring(&self.cfg.state_dir, &self.site).map_err(|e| format!("{e:#}"))
+    }
+
+    /// The codec of the current key epoch, for a new snapshot.
+    pub fn backup_codec(&self) -> Result<ChunkCodec, String> {
+        let ring = self.keyring()?;
+        let (epoch, key) = ring
+            .current()
+            .ok_or_else(|| format!("the key ring of site {} is empty", self.site))?;
+        if !self.keys_sealed.load(Ordering::Acquire) {
+            return Err(format!(
+                "key epoch {epoch} of site {} is not yet sealed to a recovery key; refusing to \
+                 make a backup that only this host could decrypt",
+                self.site
+            ));
+        }
+        Ok(ChunkCodec::new(key.derive(), self.cfg.zstd_level))
+    }
+
+    /// The codec for objects sealed under `key_id`.
+    pub fn codec_for(&self, key_id: [u8; 8]) -> Result<ChunkCodec, String> {
+        let ring = self.keyring()?;
+        let key = ring.by_key_id(key_id).ok_or_else(|| {
+            format!(
+                "sealed with key {} which this agent does not hold (held: {}); run \
+                 `nex-backup-agent recover --recovery-key FILE`",
+                hex::encode(key_id),
+                ring.epochs()
+                    .map(|(e, k)| format!("epoch {e} = {}", k.derive().key_id_hex()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        Ok(ChunkCodec::new(key.derive(), self.cfg.zstd_level))
     }
 
     pub fn client(&self) -> AgentServiceClient<Channel> {
-        AgentServiceClient::new(self.channel.clone())
+        AgentServiceClient::new(lock(&self.channel).clone())
             .max_decoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES)
     }

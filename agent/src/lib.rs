@@ -2,6 +2,8 @@
 //!
 //! Module map:
 //! - [`config`]: the TOML config (what this host can back up); errors name file and key.
+//! - [`enrollment`]: identity files in the state dir (key + certificate, pinned CA, key ring).
+//! - [`trust`]: enroll, seal keys to recovery keys, recover, rotate keys, renew certificates.
 //! - [`ctx`]: shared context: keys, controller channel, job outbox, retry policy.
 //! - [`session`]: the dial-out session: hello, heartbeats, commands, reconnect with backoff.
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
@@ -13,34 +15,37 @@
 pub mod backup;
 pub mod config;
 pub mod ctx;
+pub mod enrollment;
 pub mod pg;
 pub mod pgtools;
 pub mod restore;
 pub mod session;
+pub mod trust;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use nex_backup_shared::chunk::ChunkCodec;
-use nex_backup_shared::keys::load_or_create_key_file;
 use tokio_util::sync::CancellationToken;
 
 /// Start the agent with `cfg` and run until `shutdown` is cancelled.
 pub async fn run(cfg: config::AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let key_path = cfg.key_file();
-    let (key, created) = load_or_create_key_file(&key_path).context("load site key")?;
-    if created {
-        tracing::warn!(path = %key_path.display(), "created a new site master key; back it up: without it no snapshot can be restored");
+    let e = enrollment::Enrollment::load(&cfg.state_dir)?;
+    if let Some(site) = &cfg.site
+        && *site != e.site
+    {
+        anyhow::bail!(
+            "config says site {site}, but this agent is enrolled for site {}",
+            e.site
+        );
     }
-    let codec = ChunkCodec::new(key.derive(), cfg.zstd_level);
-    let channel = tonic::transport::Endpoint::from_shared(cfg.controller.clone())
-        .with_context(|| format!("controller URL {:?}", cfg.controller))?
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .http2_keep_alive_interval(std::time::Duration::from_secs(15))
-        .keep_alive_timeout(std::time::Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
-    let ctx = Arc::new(ctx::Ctx::new(cfg, codec, channel, shutdown));
+    let url = cfg
+        .controller
+        .clone()
+        .unwrap_or_else(|| e.controller.clone());
+    let channel = nex_backup_shared::tls::channel(&url, e.tls(&cfg.state_dir)?)
+        .context("controller channel")?;
+    tracing::info!(site = %e.site, agent = %e.agent_id, controller = %url, "agent starting");
+    let ctx = Arc::new(ctx::Ctx::new(cfg, e, channel, shutdown));
     session::run(ctx).await;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nex_backup_agent::config::AgentConfig;
+use nex_backup_agent::trust::{self, EnrollArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,34 @@ enum Command {
         #[arg(long, env = "NEX_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Enroll this host with a controller: generate the agent key here, spend a
+    /// single-use token for a certificate, and (first agent of a site) the site key.
+    Enroll {
+        #[arg(long, env = "NEX_AGENT_CONFIG")]
+        config: PathBuf,
+        /// Controller URL (default: `controller` from the config).
+        #[arg(long)]
+        controller: Option<String>,
+        /// Enrollment token from `nex-backup token create`.
+        #[arg(long, env = "NEX_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Controller CA fingerprint from `nex-backup ca show` (SHA256:…).
+        #[arg(long)]
+        ca_fingerprint: String,
+    },
+    /// Unseal the site's keys with an offline recovery key (disaster restore).
+    Recover {
+        #[arg(long, env = "NEX_AGENT_CONFIG")]
+        config: PathBuf,
+        /// The recovery private key file from `nex-backup recovery-key create`.
+        #[arg(long)]
+        recovery_key: PathBuf,
+    },
+    /// Start a new key epoch for new snapshots; old snapshots stay restorable.
+    RotateKey {
+        #[arg(long, env = "NEX_AGENT_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +70,35 @@ fn main() -> ExitCode {
             .map(|_| println!("config {} is valid", config.display()))
             .map_err(anyhow::Error::from),
         Command::Run { config } => run(&config),
+        Command::Enroll {
+            config,
+            controller,
+            token,
+            ca_fingerprint,
+        } => one_shot(&config, |cfg| async move {
+            let controller = controller.or(cfg.controller.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no controller URL: pass --controller or set `controller` in the config"
+                )
+            })?;
+            let args = EnrollArgs {
+                state_dir: cfg.state_dir.clone(),
+                controller,
+                token,
+                ca_fingerprint,
+                agent_id: cfg.agent_id(),
+            };
+            trust::enroll(&args).await
+        }),
+        Command::Recover {
+            config,
+            recovery_key,
+        } => one_shot(&config, |cfg| async move {
+            trust::recover(&cfg.state_dir, &recovery_key).await
+        }),
+        Command::RotateKey { config } => one_shot(&config, |cfg| async move {
+            trust::rotate_key(&cfg.state_dir).await
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,6 +107,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Run one async operation with the config and print its summary.
+fn one_shot<F, Fut>(config: &std::path::Path, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(AgentConfig) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let cfg = AgentConfig::load(config)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let summary = rt.block_on(f(cfg))?;
+    println!("{summary}");
+    Ok(())
 }
 
 fn run(config: &std::path::Path) -> anyhow::Result<()> {

@@ -9,10 +9,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, info, info_span, warn};
 
+use std::sync::atomic::Ordering;
+
 use crate::ctx::{Ctx, jitter};
-use crate::{backup, restore};
+use crate::{backup, restore, trust};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
+const RENEW_CHECK: Duration = Duration::from_secs(5);
 
 /// Keep a session up until shutdown.
 pub async fn run(ctx: Arc<Ctx>) {
@@ -21,7 +24,7 @@ pub async fn run(ctx: Arc<Ctx>) {
         match session_once(&ctx).await {
             Ok(true) => delay = Duration::from_millis(500),
             Ok(false) => {}
-            Err(e) => warn!(controller = %ctx.cfg.controller, error = %e, "session failed"),
+            Err(e) => warn!(error = %e, "session failed"),
         }
         ctx.detach();
         tokio::select! {
@@ -37,7 +40,7 @@ fn hello(ctx: &Ctx) -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(Msg::Hello(pb::Hello {
             site: ctx.site().into(),
-            agent_id: ctx.cfg.agent_id().into(),
+            agent_id: ctx.agent_id.clone(),
             version: nex_backup_shared::VERSION.into(),
             targets: ctx
                 .cfg
@@ -64,7 +67,7 @@ async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
         .await
         .map_err(|s| format!("open session: {}", s.message()))?
         .into_inner();
-    info!(site = %ctx.site(), controller = %ctx.cfg.controller, "connected to controller");
+    info!(site = %ctx.site(), agent = %ctx.agent_id, "connected to controller");
     ctx.attach(tx.clone());
     let heartbeat = tokio::spawn(async move {
         loop {
@@ -79,12 +82,22 @@ async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
             }
         }
     });
+    let mut renew_check = tokio::time::interval(RENEW_CHECK);
     let res = loop {
         let msg = tokio::select! {
             m = inbound.message() => m,
+            _ = renew_check.tick() => {
+                if renew(ctx).await {
+                    break Ok(true);
+                }
+                continue;
+            }
             _ = ctx.shutdown.cancelled() => break Ok(true),
         };
         match msg {
+            Ok(Some(pb::ControllerMessage {
+                msg: Some(controller_message::Msg::Welcome(custody)),
+            })) => on_welcome(ctx, custody).await,
             Ok(Some(m)) => on_message(ctx, m),
             Ok(None) => break Ok(true),
             Err(s) => break Err(format!("session: {}", s.message())),
@@ -101,7 +114,59 @@ fn on_message(ctx: &Arc<Ctx>, m: pb::ControllerMessage) {
     match m.msg {
         Some(controller_message::Msg::AckJob(job_id)) => ctx.ack(&job_id),
         Some(controller_message::Msg::Command(cmd)) => start(ctx, cmd),
+        Some(controller_message::Msg::Welcome(_)) => warn!("repeated welcome ignored"),
         None => warn!("empty message from controller"),
+    }
+}
+
+/// Make sure every key epoch we hold is sealed to every recovery key before any command
+/// of this session runs (commands wait in the stream meanwhile).
+async fn on_welcome(ctx: &Arc<Ctx>, custody: pb::KeyCustody) {
+    let ring = match ctx.keyring() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "no site key: backups are refused until the key is recovered");
+            ctx.keys_sealed.store(false, Ordering::Release);
+            return;
+        }
+    };
+    let newest = custody.sealed.iter().map(|s| s.epoch).max().unwrap_or(0);
+    if let Some((current, _)) = ring.current()
+        && newest > current
+    {
+        warn!(
+            current,
+            newest,
+            "the site has a newer key epoch than this agent holds; run `nex-backup-agent recover` to use it"
+        );
+    }
+    match trust::ensure_sealed(&mut ctx.client(), &ring, &custody).await {
+        Ok(_) => ctx.keys_sealed.store(true, Ordering::Release),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "site key not sealed to the recovery keys; backups are refused");
+            ctx.keys_sealed.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Renew the certificate if due. True when the session must reconnect with it.
+async fn renew(ctx: &Arc<Ctx>) -> bool {
+    let current = ctx
+        .enrollment
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match trust::renew_if_due(&ctx.cfg.state_dir, &current, &mut ctx.client()).await {
+        Ok(Some((next, ch))) => {
+            ctx.set_channel(ch);
+            *ctx.enrollment.lock().unwrap_or_else(|p| p.into_inner()) = next;
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry");
+            false
+        }
     }
 }
 

@@ -20,8 +20,7 @@ use nex_backup_shared::keyring::write_private_file;
 use nex_backup_shared::tls::{certs_from_pem, fingerprint, key_from_pem, provider};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -115,8 +114,8 @@ impl Pki {
         let ca_key_pem = String::from_utf8(read(&ca_key_path)?).context("CA key is not PEM")?;
         let ca_key = KeyPair::from_pem(&ca_key_pem)
             .map_err(|e| anyhow!("{}: {e}", ca_key_path.display()))?;
-        let ca_der = certs_from_pem(&ca_crt_path.display().to_string(), &read(&ca_crt_path)?)?
-            .remove(0);
+        let ca_der =
+            certs_from_pem(&ca_crt_path.display().to_string(), &read(&ca_crt_path)?)?.remove(0);
         let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key)
             .map_err(|e| anyhow!("{}: {e}", ca_crt_path.display()))?;
         let (server_chain, server_key) = match (&src.cert_file, &src.key_file) {
@@ -174,9 +173,7 @@ impl Pki {
         dn.push(DnType::CommonName, agent_id);
         dn.push(DnType::OrganizationName, site);
         p.distinguished_name = dn;
-        p.subject_alt_names = vec![SanType::URI(
-            AgentIdentity::uri(site, agent_id).try_into()?,
-        )];
+        p.subject_alt_names = vec![SanType::URI(AgentIdentity::uri(site, agent_id).try_into()?)];
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -185,7 +182,9 @@ impl Pki {
         p.not_before = now - time::Duration::minutes(5);
         p.not_after = now + time::Duration::try_from(lifetime)?;
         csr.params = p;
-        let cert = csr.signed_by(&self.issuer).context("sign agent certificate")?;
+        let cert = csr
+            .signed_by(&self.issuer)
+            .context("sign agent certificate")?;
         let identity = AgentIdentity::from_cert_der(cert.der())?;
         Ok(Issued {
             chain_der: vec![cert.der().to_vec(), self.ca_der.to_vec()],
@@ -224,7 +223,9 @@ fn generated_server_cert(
         p.not_before = now - time::Duration::days(1);
         p.not_after = now + time::Duration::days(825);
         let key = KeyPair::generate().context("generate server key")?;
-        let cert = p.signed_by(&key, issuer).context("sign server certificate")?;
+        let cert = p
+            .signed_by(&key, issuer)
+            .context("sign server certificate")?;
         let chain_pem = format!(
             "{}{}",
             cert.pem(),

@@ -107,7 +107,9 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     let addr = listener.local_addr().context("local address")?;
     let cli_config = write_cli_config(cfg, addr, &tls_src.names, &ca_fingerprint)?;
     if cfg.recovery_keys.is_empty() {
-        warn!("no recovery public key configured (--recovery-key): enrollment is refused until one is");
+        warn!(
+            "no recovery public key configured (--recovery-key): enrollment is refused until one is"
+        );
     }
     info!(%addr, data_dir = %cfg.data_dir.display(), ca_fingerprint = %ca_fingerprint,
         recovery_keys = cfg.recovery_keys.len(), "controller listening (mutual TLS 1.3)");
@@ -140,7 +142,10 @@ fn gethostname_lossy() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .ok()
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
         .unwrap_or_default()
 }
 

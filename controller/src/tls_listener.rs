@@ -116,8 +116,7 @@ async fn handshake(
         .map_err(|e| format!("TLS handshake: {e}"))?;
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         Some(cert) => Some(
-            AgentIdentity::from_cert_der(cert)
-                .map_err(|e| format!("client certificate: {e}"))?,
+            AgentIdentity::from_cert_der(cert).map_err(|e| format!("client certificate: {e}"))?,
         ),
         None => None,
     };

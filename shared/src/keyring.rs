@@ -136,7 +136,10 @@ impl KeyRing {
                 .ok_or((n, format!("epoch {epoch}: key is not 32 bytes of base64")))?;
             let key = MasterKey::from_bytes(bytes);
             if key.derive().key_id_hex() != key_id {
-                return Err((n, format!("epoch {epoch}: key does not match key id {key_id}")));
+                return Err((
+                    n,
+                    format!("epoch {epoch}: key does not match key id {key_id}"),
+                ));
             }
             ring.insert(epoch, key);
         }

@@ -49,7 +49,9 @@ pub enum RecoveryError {
         "this recovery key ({have}) is not one the sealed key was made for ({sealed_to}); use the matching recovery key"
     )]
     NotForThisKey { have: String, sealed_to: String },
-    #[error("sealed key of epoch {epoch} failed authentication: tampered, corrupted or for another site")]
+    #[error(
+        "sealed key of epoch {epoch} failed authentication: tampered, corrupted or for another site"
+    )]
     Tampered { epoch: u32 },
     #[error("sealed key of epoch {epoch} decrypts to a key whose id is not {expected}")]
     KeyIdMismatch { epoch: u32, expected: String },
@@ -89,7 +91,11 @@ impl RecoveryPublicKey {
 
 impl fmt::Display for RecoveryPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PUB_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
+        write!(
+            f,
+            "{PUB_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+        )
     }
 }
 
@@ -138,7 +144,11 @@ impl RecoverySecret {
 
 impl fmt::Debug for RecoverySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecoverySecret(<redacted>, {})", self.public().fingerprint())
+        write!(
+            f,
+            "RecoverySecret(<redacted>, {})",
+            self.public().fingerprint()
+        )
     }
 }
 
@@ -165,12 +175,7 @@ fn wrap_key(shared: &[u8; 32], eph: &[u8; 32], recipient: &[u8; 32]) -> Aes256Gc
 }
 
 /// Seal `key` (epoch `epoch` of `site`) to `to`.
-pub fn seal_master_key(
-    site: &str,
-    epoch: u32,
-    key: &MasterKey,
-    to: &RecoveryPublicKey,
-) -> Vec<u8> {
+pub fn seal_master_key(site: &str, epoch: u32, key: &MasterKey, to: &RecoveryPublicKey) -> Vec<u8> {
     let eph = StaticSecret::from(rand::random::<[u8; 32]>());
     let eph_pub = PublicKey::from(&eph);
     let shared = eph.diffie_hellman(&to.0);

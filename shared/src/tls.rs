@@ -190,7 +190,10 @@ pub fn host_port(url: &str) -> Result<(String, u16), TlsError> {
         None => return Err(bad("missing https:// scheme")),
     }
     let host = uri.host().ok_or_else(|| bad("missing host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     Ok((host, uri.port_u16().unwrap_or(7420)))
 }
 

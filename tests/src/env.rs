@@ -1,16 +1,18 @@
-//! A complete test environment: a PostgreSQL cluster, a controller, and an agent of site
-//! `acme` whose target `main` is the database `invoices`, optionally behind a proxy.
+//! A complete test environment: a PostgreSQL cluster, a controller with a recovery key,
+//! and an enrolled agent of site `acme` whose target `main` is the database `invoices`,
+//! optionally behind a proxy. Everything runs over mutual TLS as in production.
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::pg::{PASSWORD, PgCluster};
-use crate::procs::{Agent, CliOut, Controller, cli};
+use crate::procs::{Agent, CliOut, Controller, agent_cmd, recovery_key};
 use crate::proxy::Proxy;
 use crate::wait_for;
 
 pub const SITE: &str = "acme";
+pub const AGENT_ID: &str = "acme-srv1";
 pub const PW_ENV: &str = "NEXT_PG_PASSWORD";
 
 /// Options for [`Env::start`].
@@ -43,6 +45,9 @@ pub struct Env {
     pub proxy: Option<Proxy>,
     pub agent: Option<Agent>,
     pub agent_config: PathBuf,
+    /// The offline recovery private key file and its public key.
+    pub recovery_key: PathBuf,
+    pub recovery_public: String,
     agent_env: Vec<(String, String)>,
 }
 
@@ -56,10 +61,13 @@ impl Env {
         let pg = PgCluster::start();
         pg.psql("postgres", "CREATE DATABASE invoices");
         pg.psql("invoices", setup_sql);
+        let recovery_key_file = dir.path().join("recovery.key");
+        let recovery_public = recovery_key(&recovery_key_file);
         let controller = Controller::start(
             &dir.path().join("controller"),
             0,
             &dir.path().join("controller.log"),
+            &["--recovery-key".into(), recovery_public.clone()],
         );
         let proxy = opts
             .via_proxy
@@ -67,7 +75,7 @@ impl Env {
         let url = proxy.as_ref().map_or_else(|| controller.url(), Proxy::url);
         let agent_config = dir.path().join("agent.toml");
         let config = format!(
-            "site = \"{SITE}\"\nagent_id = \"acme-srv1\"\ncontroller = \"{url}\"\nstate_dir = \"{state}\"\n\
+            "agent_id = \"{AGENT_ID}\"\ncontroller = \"{url}\"\nstate_dir = \"{state}\"\n\
              stall_timeout_secs = {stall}\nretry_budget_secs = 120\n\n\
              [[targets]]\nname = \"main\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\n\
              dbname = \"invoices\"\npassword_env = \"{PW_ENV}\"\npg_bin_dir = \"{bin}\"\n{extra}",
@@ -87,8 +95,12 @@ impl Env {
             proxy,
             agent: None,
             agent_config,
+            recovery_key: recovery_key_file,
+            recovery_public,
             agent_env,
         };
+        let out = env.enroll(&env.agent_config.clone(), SITE);
+        assert!(out.ok, "enroll: {}\n{}", out.stderr, env.logs());
         env.start_agent();
         env
     }
@@ -98,7 +110,35 @@ impl Env {
     }
 
     pub fn cli(&self, args: &[&str]) -> CliOut {
-        cli(&self.url(), args)
+        self.controller.cli(args)
+    }
+
+    /// A fresh single-use enrollment token for `site`.
+    pub fn token(&self, site: &str) -> String {
+        let out = self.cli(&["token", "create", "--site", site]);
+        assert!(out.ok, "token create: {}", out.stderr);
+        out.stdout.trim().to_string()
+    }
+
+    /// Enroll the agent configured in `config` for `site` with a new token.
+    pub fn enroll(&self, config: &std::path::Path, site: &str) -> CliOut {
+        let token = self.token(site);
+        self.enroll_with(config, &token)
+    }
+
+    /// `nex-backup-agent enroll` with the given token.
+    pub fn enroll_with(&self, config: &std::path::Path, token: &str) -> CliOut {
+        let config = config.display().to_string();
+        agent_cmd(
+            &[
+                "enroll",
+                "--config",
+                &config,
+                "--ca-fingerprint",
+                &self.controller.fingerprint,
+            ],
+            &[("NEX_ENROLL_TOKEN", token)],
+        )
     }
 
     /// (Re)start the agent and wait until the controller sees it online.
@@ -172,13 +212,7 @@ impl Env {
         if kill_agent_first && let Some(a) = self.agent.as_mut() {
             a.kill();
         }
-        self.controller.kill();
-        let port = self.controller.port();
-        self.controller = Controller::start(
-            &self.controller.data_dir.clone(),
-            port,
-            &self.controller.log.clone(),
-        );
+        self.controller.restart();
     }
 
     /// The tails of the controller and agent logs, for failure messages.

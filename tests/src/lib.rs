@@ -6,6 +6,8 @@
 //!   run as root), with password authentication on TCP.
 //! - [`procs`]: the `nex-backup` controller, the `nex-backup-agent`, and the operator CLI.
 //! - [`proxy`]: a TCP proxy that counts bytes and cuts every connection on demand.
+//! - [`inproc`]: an in-process controller on port 0 with enrolled mTLS clients, for edge
+//!   and attack tests.
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
@@ -13,6 +15,7 @@
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
 pub mod env;
+pub mod inproc;
 pub mod measure;
 pub mod pg;
 pub mod procs;

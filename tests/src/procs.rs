@@ -62,19 +62,64 @@ impl CliOut {
     }
 }
 
-/// Run `nex-backup ARGS --controller URL`.
-pub fn cli(url: &str, args: &[&str]) -> CliOut {
-    let out = Command::new(bin("nex-backup"))
-        .args(args)
-        .args(["--controller", url])
-        .env_remove("NEX_LOG")
-        .output()
-        .expect("run nex-backup");
+fn output(cmd: &mut Command) -> CliOut {
+    let out = cmd.output().expect("run command");
     CliOut {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Run `nex-backup ARGS --controller URL` with the CLI config `config` (NEX_CONFIG).
+pub fn cli(config: &Path, url: &str, args: &[&str]) -> CliOut {
+    output(
+        Command::new(bin("nex-backup"))
+            .args(args)
+            .args(["--controller", url])
+            .env("NEX_CONFIG", config)
+            .env_remove("NEX_ADMIN_TOKEN")
+            .env_remove("NEX_LOG"),
+    )
+}
+
+/// Run `nex-backup ARGS` with exactly the environment given (no CLI config).
+pub fn cli_bare(args: &[&str], env: &[(&str, &str)]) -> CliOut {
+    let mut cmd = Command::new(bin("nex-backup"));
+    cmd.args(args)
+        .env_remove("NEX_CONFIG")
+        .env_remove("NEX_ADMIN_TOKEN")
+        .env_remove("NEX_DATA_DIR")
+        .env_remove("NEX_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    output(&mut cmd)
+}
+
+/// Run a one-shot `nex-backup-agent ARGS` (enroll, recover, rotate-key) with `env`.
+pub fn agent_cmd(args: &[&str], env: &[(&str, &str)]) -> CliOut {
+    let mut cmd = Command::new(bin("nex-backup-agent"));
+    cmd.args(args).env("NEX_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    output(&mut cmd)
+}
+
+/// Create a recovery key pair in `file`; returns the public key.
+pub fn recovery_key(file: &Path) -> String {
+    let out = cli_bare(
+        &[
+            "recovery-key",
+            "create",
+            "--out",
+            &file.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(out.ok, "recovery-key create: {}", out.stderr);
+    out.stdout.trim().to_string()
 }
 
 /// A running `nex-backup serve`.
@@ -83,11 +128,14 @@ pub struct Controller {
     pub data_dir: PathBuf,
     pub addr: String,
     pub log: PathBuf,
+    pub fingerprint: String,
+    args: Vec<String>,
 }
 
 impl Controller {
-    /// Start on `port` (0 = any) with `data_dir`; waits until it listens.
-    pub fn start(data_dir: &Path, port: u16, log: &Path) -> Controller {
+    /// Start on `port` (0 = any) with `data_dir` and extra `serve` args; waits until it
+    /// listens.
+    pub fn start(data_dir: &Path, port: u16, log: &Path, args: &[String]) -> Controller {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -98,7 +146,9 @@ impl Controller {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("NEX_LOG", "info")
+            .env_remove("NEX_RECOVERY_KEYS")
             .stdout(Stdio::piped())
             .stderr(logf)
             .spawn()
@@ -106,13 +156,17 @@ impl Controller {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut fingerprint = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(f) = line.strip_prefix("CA fingerprint ") {
+                    fingerprint = f.to_string();
+                }
                 if let Some(a) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(a.to_string());
+                    let _ = tx.send((a.to_string(), fingerprint.clone()));
                 }
             }
         });
-        let addr = rx
+        let (addr, fingerprint) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| {
                 panic!(
@@ -125,11 +179,30 @@ impl Controller {
             data_dir: data_dir.to_path_buf(),
             addr,
             log: log.to_path_buf(),
+            fingerprint,
+            args: args.to_vec(),
         }
     }
 
+    /// Kill and start again on the same port, data dir and arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port();
+        *self = Controller::start(&self.data_dir.clone(), port, &self.log.clone(), &self.args);
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The CLI config `serve` wrote (URL, CA fingerprint, admin credential file).
+    pub fn cli_config(&self) -> PathBuf {
+        self.data_dir.join("cli.toml")
+    }
+
+    /// Run the operator CLI against this controller.
+    pub fn cli(&self, args: &[&str]) -> CliOut {
+        cli(&self.cli_config(), &self.url(), args)
     }
 
     pub fn port(&self) -> u16 {

@@ -70,9 +70,10 @@ fn controller_killed_mid_upload_leaves_no_partial_snapshot() {
         "UPDATE invoices SET note = md5(note) WHERE id % 3 = 0",
     );
 
-    let url = env.url();
+    let (config, url) = (env.controller.cli_config(), env.url());
     let running = std::thread::spawn(move || {
         nex_backup_tests::procs::cli(
+            &config,
             &url,
             &["backup", "--site", "acme", "--target", "main", "--json"],
         )

@@ -1,57 +1,30 @@
 //! The controller's gRPC edge, in process on port 0: malformed or hostile requests get a
 //! clear status, never a panic, and nothing is stored.
 
-use nex_backup::server::{ServeConfig, bind};
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
+use nex_backup_tests::inproc::InProc;
 use tonic::Code;
 use tonic::transport::Channel;
 
 struct Server {
     client: AgentServiceClient<Channel>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow_free::Result>,
-    dir: tempfile::TempDir,
-}
-
-mod anyhow_free {
-    pub type Result = std::result::Result<(), String>;
+    inproc: InProc,
 }
 
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ServeConfig {
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-    };
-    let bound = bind(&cfg).await.unwrap();
-    let addr = bound.addr;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        bound
-            .serve(async {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
-    let client = AgentServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-        .max_encoding_message_size(usize::MAX);
+    let inproc = nex_backup_tests::inproc::start().await;
+    let id = inproc.enroll("acme", "srv1").await;
     Server {
-        client,
-        stop: Some(tx),
-        task,
-        dir,
+        client: inproc.agent(&id),
+        inproc,
     }
 }
 
 impl Server {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+    async fn shutdown(self) {
+        self.inproc.shutdown().await;
     }
 }
 
@@ -269,7 +242,7 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "a refused commit is invisible");
-    let manifests = s.dir.path().join("data/blobs/manifests");
+    let manifests = s.inproc.data_dir().join("blobs/manifests");
     assert!(
         !manifests.exists() || std::fs::read_dir(&manifests).unwrap().next().is_none(),
         "nor in the store"
@@ -277,11 +250,27 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
 
     let mut wrong_site = commit.clone();
     wrong_site.site = "other".into();
-    let e = s.client.commit_snapshot(wrong_site).await.unwrap_err();
+    let e = s
+        .client
+        .commit_snapshot(wrong_site.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "a commit for another site is refused"
+    );
+    let other_agent = s.inproc.enroll("other", "srv9").await;
+    let e = s
+        .inproc
+        .agent(&other_agent)
+        .commit_snapshot(wrong_site)
+        .await
+        .unwrap_err();
     assert_eq!(
         e.code(),
         Code::InvalidArgument,
-        "a manifest sealed for another site is refused"
+        "a manifest sealed for another site is refused: {e:?}"
     );
 
     s.client

@@ -145,12 +145,16 @@ fn cli_reports_status_and_clear_errors() {
         "error: unknown target nosuch at site acme"
     );
     let port = nex_backup_tests::free_port();
-    let down = nex_backup_tests::procs::cli(&format!("http://127.0.0.1:{port}"), &["status"]);
+    let down = nex_backup_tests::procs::cli(
+        &env.controller.cli_config(),
+        &format!("https://127.0.0.1:{port}"),
+        &["status"],
+    );
     assert!(!down.ok);
     assert_eq!(down.stderr.trim().lines().count(), 1, "{}", down.stderr);
     assert!(
         down.stderr
-            .contains("cannot reach controller at http://127.0.0.1"),
+            .contains("cannot reach controller at https://127.0.0.1"),
         "{}",
         down.stderr
     );

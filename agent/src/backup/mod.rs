@@ -30,9 +30,19 @@ pub(crate) fn now_ms() -> u64 {
 pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::JobResult {
     let started = Instant::now();
     let started_ms = now_ms();
+    let codec = match ctx.backup_codec() {
+        Ok(c) => c,
+        Err(e) => {
+            return pb::JobResult {
+                error: e,
+                ..Default::default()
+            };
+        }
+    };
     let job = JobRef {
         job_id,
         snapshot_id: cmd.snapshot_id.clone(),
+        codec,
     };
     let outcome = match ctx.cfg.target(&cmd.target) {
         Some(t) => backup(&ctx, &job, t, started_ms).await,
@@ -95,7 +105,7 @@ async fn backup(
             pg_dump_version: pg_dump.version.clone(),
             database: t.dbname.clone(),
             agent_version: nex_backup_shared::VERSION.into(),
-            host: ctx.cfg.agent_id().into(),
+            host: ctx.agent_id.clone(),
         },
         duration_ms: started.elapsed().as_millis() as u64,
     };
@@ -207,7 +217,7 @@ async fn count_rows_in_snapshot(
 }
 
 async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> Result<(), String> {
-    let sealed = m.seal(ctx.codec.keys());
+    let sealed = m.seal(job.codec.keys());
     let mut ids: Vec<_> = m.chunk_ids().copied().collect();
     ids.sort_unstable();
     ids.dedup();

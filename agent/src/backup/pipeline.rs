@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
+use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::chunk::SealedChunk;
 use nex_backup_shared::chunker::StreamChunker;
 use nex_backup_shared::ids::ChunkId;
@@ -36,6 +37,8 @@ const UPLOAD_IN_FLIGHT: usize = 3;
 pub struct JobRef {
     pub job_id: String,
     pub snapshot_id: String,
+    /// The key epoch this snapshot is sealed with, fixed for the whole job.
+    pub codec: ChunkCodec,
 }
 
 type Batch = Arc<Vec<Vec<u8>>>;
@@ -145,7 +148,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
     };
     let (summary, (), chunks) = tokio::try_join!(
         chunk_stage,
-        seal_stage(ctx.clone(), batch_rx, sealed_tx),
+        seal_stage(ctx.clone(), job.codec.clone(), batch_rx, sealed_tx),
         upload_stage(ctx.clone(), job.clone(), name, sealed_rx)
     )?;
     Ok(StreamEntry {
@@ -168,6 +171,7 @@ struct Planned {
 /// round trip.
 async fn seal_stage(
     ctx: Arc<Ctx>,
+    job_codec: ChunkCodec,
     mut rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<SealedBatch>,
 ) -> Result<(), String> {
@@ -177,7 +181,7 @@ async fn seal_stage(
         // may not be recorded by the controller yet, but must not be sent twice.
         let mut queued = std::collections::HashSet::new();
         while let Some(batch) = rx.recv().await {
-            let codec = ctx.codec.clone();
+            let codec = job_codec.clone();
             let b = batch.clone();
             let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
             let wanted: std::collections::HashSet<ChunkId> =
@@ -195,7 +199,7 @@ async fn seal_stage(
     };
     let seal = async {
         let mut sealed = tokio_stream::wrappers::ReceiverStream::new(plan_rx)
-            .map(|p| seal_batch(ctx.clone(), p))
+            .map(|p| seal_batch(job_codec.clone(), p))
             .buffered(SEAL_IN_FLIGHT);
         while let Some(b) = sealed.next().await {
             tx.send(b?).await.map_err(closed)?;
@@ -206,8 +210,7 @@ async fn seal_stage(
     Ok(())
 }
 
-async fn seal_batch(ctx: Arc<Ctx>, p: Planned) -> Result<SealedBatch, String> {
-    let codec = ctx.codec.clone();
+async fn seal_batch(codec: ChunkCodec, p: Planned) -> Result<SealedBatch, String> {
     let (b, ids, todo) = (p.batch.clone(), Arc::new(p.ids), Arc::new(p.todo));
     let (ids_c, todo_c) = (ids.clone(), todo.clone());
     let sealed = par_map(todo.len(), workers(), move |k| {

@@ -3,7 +3,7 @@ use super::*;
 const GOOD: &str = r#"
 site = "acme"
 agent_id = "acme-srv1"
-controller = "http://127.0.0.1:7420"
+controller = "https://127.0.0.1:7420"
 state_dir = "/var/lib/nex"
 
 [[targets]]
@@ -16,7 +16,7 @@ password_env = "PG_PASS"
 #[test]
 fn good_config_parses_with_defaults() {
     let c = AgentConfig::parse("agent.toml", GOOD).unwrap();
-    assert_eq!(c.site, "acme");
+    assert_eq!(c.site.as_deref(), Some("acme"));
     assert_eq!(c.targets[0].port, 5432);
     assert_eq!(c.targets[0].kind, "postgres");
     assert_eq!(c.chunker(), ChunkerConfig::default());
@@ -28,7 +28,7 @@ fn errors_name_file_and_key() {
         (GOOD.replace("dbname = ", "dbnme = "), "targets"),
         (GOOD.replace("\"acme\"", "\"ac/me\""), "site"),
         (
-            GOOD.replace("http://127.0.0.1:7420", "127.0.0.1:7420"),
+            GOOD.replace("https://127.0.0.1:7420", "http://127.0.0.1:7420"),
             "controller",
         ),
         (

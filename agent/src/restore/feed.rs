@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::error::FormatError;
 use nex_backup_shared::ids::ChunkId;
 use nex_backup_shared::manifest::StreamEntry;
@@ -90,13 +91,14 @@ async fn fetch_all(
 /// Write stream `s` of a snapshot into `w`, verifying everything. Progress goes to `job_id`.
 pub async fn feed<W: AsyncWrite + Unpin>(
     ctx: &Arc<Ctx>,
+    codec: &ChunkCodec,
     job_id: &str,
     s: &StreamEntry,
     mut w: W,
 ) -> Result<(), FeedError> {
     let (tx, rx) = mpsc::channel::<Fetched>(8);
     let fetcher = tokio::spawn(fetch_all(ctx.clone(), s.chunks.clone(), tx));
-    let codec = ctx.codec.clone();
+    let codec = codec.clone();
     let mut decoded = ReceiverStream::new(rx)
         .map(|(id, len, blob)| {
             let codec = codec.clone();

@@ -6,8 +6,10 @@ pub mod feed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::manifest::{Manifest, STREAM_DATABASE, STREAM_GLOBALS, StreamEntry};
 use nex_backup_shared::pb;
+use nex_backup_shared::seal::Header;
 use tracing::info;
 
 use self::feed::{FeedError, feed};
@@ -51,13 +53,13 @@ async fn restore(
     cmd: &pb::RestoreCommand,
     result: &mut pb::JobResult,
 ) -> Result<(), String> {
-    let m = fetch_manifest(ctx, cmd).await?;
+    let (m, codec) = fetch_manifest(ctx, cmd).await?;
     result.logical_bytes = m.logical_bytes();
     let db = &cmd.to_database;
     let admin = pg::connect(t, &t.dbname).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
     prepare_database(&admin, db, cmd.clean, server_num).await?;
-    let loaded = load(ctx, job_id, t, cmd, &m, server_num, result).await;
+    let loaded = load(ctx, &codec, job_id, t, cmd, &m, server_num, result).await;
     if let Err(e) = loaded {
         // Nothing half-restored is left behind under the name the operator asked for.
         let dropped = admin
@@ -84,8 +86,10 @@ async fn restore(
 }
 
 /// Globals (if asked) and the database stream into the freshly created database.
+#[allow(clippy::too_many_arguments)]
 async fn load(
     ctx: &Arc<Ctx>,
+    codec: &ChunkCodec,
     job_id: &str,
     t: &TargetConfig,
     cmd: &pb::RestoreCommand,
@@ -110,7 +114,7 @@ async fn load(
             "-f".into(),
             "-".into(),
         ]);
-        pipe_into(ctx, job_id, &psql, args, password.as_deref(), g).await?;
+        pipe_into(ctx, codec, job_id, &psql, args, password.as_deref(), g).await?;
     }
     let stream = m
         .stream(STREAM_DATABASE)
@@ -118,13 +122,26 @@ async fn load(
     let pg_restore = pgtools::find("pg_restore", dir, major).await?;
     let mut args = dump::conn_args(t, db);
     args.push("--single-transaction".into());
-    pipe_into(ctx, job_id, &pg_restore, args, password.as_deref(), stream).await?;
+    pipe_into(
+        ctx,
+        codec,
+        job_id,
+        &pg_restore,
+        args,
+        password.as_deref(),
+        stream,
+    )
+    .await?;
     result.stream_hash_ok = true;
     Ok(())
 }
 
 /// Fetch and open the manifest; it must belong to this site, snapshot and target.
-async fn fetch_manifest(ctx: &Arc<Ctx>, cmd: &pb::RestoreCommand) -> Result<Manifest, String> {
+/// Returns the codec of the key epoch the snapshot was sealed with.
+async fn fetch_manifest(
+    ctx: &Arc<Ctx>,
+    cmd: &pb::RestoreCommand,
+) -> Result<(Manifest, ChunkCodec), String> {
     let req = pb::GetManifestRequest {
         site: ctx.site().into(),
         snapshot_id: cmd.snapshot_id.clone(),
@@ -137,7 +154,10 @@ async fn fetch_manifest(ctx: &Arc<Ctx>, cmd: &pb::RestoreCommand) -> Result<Mani
         .await?
         .into_inner()
         .manifest;
-    let m = Manifest::open(ctx.codec.keys(), ctx.site(), &cmd.snapshot_id, &blob)
+    let what = format!("manifest of snapshot {}", cmd.snapshot_id);
+    let header = Header::parse(&blob, &what).map_err(|e| e.to_string())?;
+    let codec = ctx.codec_for(header.key_id)?;
+    let m = Manifest::open(codec.keys(), ctx.site(), &cmd.snapshot_id, &blob)
         .map_err(|e| e.to_string())?;
     if m.target != cmd.target {
         return Err(format!(
@@ -145,7 +165,7 @@ async fn fetch_manifest(ctx: &Arc<Ctx>, cmd: &pb::RestoreCommand) -> Result<Mani
             m.target, cmd.target
         ));
     }
-    Ok(m)
+    Ok((m, codec))
 }
 
 async fn prepare_database(
@@ -185,6 +205,7 @@ async fn prepare_database(
 /// Run `tool` and feed stream `s` into its stdin; a tool failure is quoted.
 async fn pipe_into(
     ctx: &Arc<Ctx>,
+    codec: &ChunkCodec,
     job_id: &str,
     tool: &pgtools::Tool,
     args: Vec<String>,
@@ -193,7 +214,7 @@ async fn pipe_into(
 ) -> Result<(), String> {
     let mut proc = dump::spawn(tool, &args, password, true, false)?;
     let stdin = proc.child.stdin.take().expect("stdin piped");
-    match feed(ctx, job_id, s, stdin).await {
+    match feed(ctx, codec, job_id, s, stdin).await {
         Ok(()) => proc.finish().await.map(|_| ()),
         // The tool stopped reading: its own error says why.
         Err(FeedError::Write(e)) => Err(proc

@@ -100,7 +100,10 @@ async fn sealed_keys_are_append_only(cat: &dyn Catalog) {
     assert!(!cat.put_sealed_key(&rec(&k1, &r1, 1)).await.unwrap());
     assert!(cat.put_sealed_key(&rec(&k1, &r2, 1)).await.unwrap());
     let e = cat.put_sealed_key(&rec(&k2, &r1, 1)).await.unwrap_err();
-    assert!(matches!(e, CatalogError::KeyEpochConflict { epoch: 1, .. }), "{e}");
+    assert!(
+        matches!(e, CatalogError::KeyEpochConflict { epoch: 1, .. }),
+        "{e}"
+    );
     assert!(cat.put_sealed_key(&rec(&k2, &r1, 2)).await.unwrap());
     let all = cat.sealed_keys("s1").await.unwrap();
     assert_eq!(all.len(), 3);

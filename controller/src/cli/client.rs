@@ -64,7 +64,8 @@ fn resolve(opts: &ClientOpts) -> anyhow::Result<Resolved> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("read CLI config {}", p.display()))?;
-            toml::from_str(&text).map_err(|e| anyhow!("CLI config {}: {}", p.display(), e.message()))?
+            toml::from_str(&text)
+                .map_err(|e| anyhow!("CLI config {}: {}", p.display(), e.message()))?
         }
         None => FileConfig::default(),
     };
@@ -76,7 +77,11 @@ fn resolve(opts: &ClientOpts) -> anyhow::Result<Resolved> {
     let fingerprint = opts.ca_fingerprint.clone().or(file.ca_fingerprint).ok_or_else(|| {
         anyhow!("no CA fingerprint: pass --ca-fingerprint (see `nex-backup ca show`) or set NEX_CONFIG to the controller's cli.toml")
     })?;
-    let token = match (&opts.admin_token, &opts.admin_token_file, &file.admin_token_file) {
+    let token = match (
+        &opts.admin_token,
+        &opts.admin_token_file,
+        &file.admin_token_file,
+    ) {
         (Some(t), _, _) => t.trim().to_string(),
         (None, Some(p), _) | (None, None, Some(p)) => read_token(p)?,
         (None, None, None) => {

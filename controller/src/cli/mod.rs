@@ -83,7 +83,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
     /// Recovery public key (`nexb-rk1:…`) every site key is sealed to; repeatable.
-    #[arg(long = "recovery-key", env = "NEX_RECOVERY_KEYS", value_delimiter = ',')]
+    #[arg(
+        long = "recovery-key",
+        env = "NEX_RECOVERY_KEYS",
+        value_delimiter = ','
+    )]
     pub recovery_keys: Vec<String>,
     /// DNS name or IP the generated server certificate is valid for; repeatable.
     /// Default: localhost, 127.0.0.1, ::1, this host's name and the listen address.

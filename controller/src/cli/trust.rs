@@ -203,14 +203,25 @@ fn print_agents(agents: &[pb::AgentInfo], as_json: bool) {
                         "expired".into()
                     }
                 ),
-                if a.version.is_empty() { "-".into() } else { a.version.clone() },
+                if a.version.is_empty() {
+                    "-".into()
+                } else {
+                    a.version.clone()
+                },
             ]
         })
         .collect();
     println!(
         "{}",
         table(
-            &["SITE", "AGENT", "STATE", "LAST SEEN", "CERT EXPIRES", "VERSION"],
+            &[
+                "SITE",
+                "AGENT",
+                "STATE",
+                "LAST SEEN",
+                "CERT EXPIRES",
+                "VERSION"
+            ],
             &rows
         )
     );

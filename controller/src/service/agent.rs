@@ -410,6 +410,7 @@ impl AgentService for AgentApi {
         info!(site = %who.site, agent = %who.agent_id, count = sealed.len(), "sealed site keys fetched");
         Ok(Response::new(pb::GetSealedKeysResponse {
             sealed: sealed.into_iter().map(|s| s.blob).collect(),
+            custody: Some(super::keys::custody(&self.state, &who.site).await?),
         }))
     }
 }
