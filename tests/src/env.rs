@@ -48,6 +48,8 @@ pub struct Env {
     /// The offline recovery private key file and its public key.
     pub recovery_key: PathBuf,
     pub recovery_public: String,
+    /// Every enrollment token issued so far (for the secret scan).
+    pub issued_tokens: std::sync::Mutex<Vec<String>>,
     agent_env: Vec<(String, String)>,
 }
 
@@ -97,6 +99,7 @@ impl Env {
             agent_config,
             recovery_key: recovery_key_file,
             recovery_public,
+            issued_tokens: Default::default(),
             agent_env,
         };
         let out = env.enroll(&env.agent_config.clone(), SITE);
@@ -117,7 +120,9 @@ impl Env {
     pub fn token(&self, site: &str) -> String {
         let out = self.cli(&["token", "create", "--site", site]);
         assert!(out.ok, "token create: {}", out.stderr);
-        out.stdout.trim().to_string()
+        let token = out.stdout.trim().to_string();
+        self.issued_tokens.lock().unwrap().push(token.clone());
+        token
     }
 
     /// Enroll the agent configured in `config` for `site` with a new token.
@@ -143,17 +148,51 @@ impl Env {
 
     /// (Re)start the agent and wait until the controller sees it online.
     pub fn start_agent(&mut self) {
+        let config = self.agent_config.clone();
+        self.start_agent_with(&config);
+    }
+
+    /// Start the agent with another config (see [`Env::second_agent_config`]).
+    pub fn start_agent_with(&mut self, config: &std::path::Path) {
         let env: Vec<(&str, &str)> = self
             .agent_env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         self.agent = Some(Agent::start(
-            &self.agent_config,
+            config,
             &env,
             &self.dir.path().join("agent.log"),
         ));
         self.wait_online(true);
+    }
+
+    /// A copy of the agent config for another host of the same site: its own agent id
+    /// and state dir.
+    pub fn second_agent_config(&self, agent_id: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.agent_config).expect("agent config");
+        let state = self.dir.path().join(format!("{agent_id}-state"));
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("agent_id = ") {
+                    format!("agent_id = \"{agent_id}\"")
+                } else if l.starts_with("state_dir = ") {
+                    format!("state_dir = \"{}\"", state.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = self.dir.path().join(format!("{agent_id}.toml"));
+        std::fs::write(&path, text).expect("write agent config");
+        path
+    }
+
+    /// The state dir of the first agent.
+    pub fn agent_state_dir(&self) -> PathBuf {
+        self.dir.path().join("agent-state")
     }
 
     pub fn wait_online(&self, online: bool) {

@@ -201,15 +201,17 @@ fn corrupted_blob_and_wrong_key_fail_restore_clearly() {
     );
     assert_eq!(left, "0", "no half-restored database is left behind");
 
-    // A different key on the agent: the manifest says so plainly.
+    // A different key on the agent: the manifest names the key it needs.
     env.agent.as_mut().unwrap().kill();
-    std::fs::write(env.dir.path().join("agent-state/site.key"), [9u8; 32]).unwrap();
+    let mut ring = nex_backup_shared::keyring::KeyRing::new("acme");
+    ring.insert(1, nex_backup_shared::keys::MasterKey::from_bytes([9u8; 32]));
+    ring.save(&env.agent_state_dir().join("keyring")).unwrap();
     env.start_agent();
     let r = env.restore("main", "wrong_key", &[]).json_failed();
     assert_eq!(r["ok"], false);
     let err = r["error"].as_str().unwrap();
     assert!(
-        err.contains(&snap) && err.contains("sealed with a different key"),
+        err.contains(&snap) && err.contains("which this agent does not hold"),
         "{err}"
     );
 }

@@ -125,7 +125,24 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let cat = &self.state.catalog;
         let mut sites = vec![];
+        // One row per site: its connected agent, else the one seen last.
+        let mut by_site: std::collections::BTreeMap<String, AgentRecord> = Default::default();
         for a in cat.agents().await.map_err(catalog_status)? {
+            let live = |r: &AgentRecord| {
+                self.state
+                    .hub
+                    .session(&r.site)
+                    .is_some_and(|s| s.agent_id == r.agent_id)
+            };
+            match by_site.get(&a.site) {
+                Some(cur) if live(cur) => {}
+                Some(cur) if !live(&a) && cur.last_seen_unix_ms >= a.last_seen_unix_ms => {}
+                _ => {
+                    by_site.insert(a.site.clone(), a);
+                }
+            }
+        }
+        for a in by_site.into_values() {
             let snaps = cat
                 .snapshots(Some(&a.site), None)
                 .await
