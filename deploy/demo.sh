@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # NEX Backup quickstart: the main job end to end on the embedded default.
 #
-# Creates a throwaway PostgreSQL cluster with a sample invoice database, starts a
-# controller and an agent, takes a backup, restores it into a new database, and prints
-# the verification. Everything lives in one temp directory, removed on exit unless
+# Creates a throwaway PostgreSQL cluster with a sample invoice database, creates an
+# offline recovery key, starts a controller (mutual TLS, its own CA), enrolls an agent
+# with a single-use token pinned to the CA fingerprint, takes a backup, restores it into
+# a new database, and prints the verification. Everything lives in one temp directory, removed on exit unless
 # KEEP=1 is set (then it prints how to stop and remove it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +20,6 @@ WORK=$(mktemp -d /tmp/nexb-demo.XXXXXX)
 chmod 755 "$WORK"
 PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 55432)
 CPORT=$((PGPORT + 1))
-export NEX_CONTROLLER="http://127.0.0.1:$CPORT"
 export DEMO_PG_PASSWORD="demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -44,13 +44,21 @@ PSQL=("$PGBIN/psql" -X -q -h "$WORK/pg" -p "$PGPORT" -U postgres)
 "${PSQL[@]}" -d invoices -v ON_ERROR_STOP=1 -f deploy/sample-invoices.sql >/dev/null
 echo "   sample database 'invoices': $("${PSQL[@]}" -d invoices -tAc 'SELECT count(*) FROM invoices') invoices"
 
-echo ">> starting the controller on 127.0.0.1:$CPORT"
-"$BIN/nex-backup" serve --data-dir "$WORK/controller" --listen "127.0.0.1:$CPORT" >"$WORK/controller.out" 2>"$WORK/controller.log" &
+echo ">> creating the offline recovery key (kept in $WORK/recovery.key for the demo only)"
+RK_PUB=$("$BIN/nex-backup" recovery-key create --out "$WORK/recovery.key" 2>/dev/null)
+echo "   recovery public key: $RK_PUB"
+
+echo ">> starting the controller on 127.0.0.1:$CPORT (mutual TLS 1.3)"
+"$BIN/nex-backup" serve --data-dir "$WORK/controller" --listen "127.0.0.1:$CPORT" \
+  --recovery-key "$RK_PUB" >"$WORK/controller.out" 2>"$WORK/controller.log" &
 CTRL_PID=$!
+for _ in $(seq 1 100); do grep -q '^listening on' "$WORK/controller.out" 2>/dev/null && break; sleep 0.1; done
+export NEX_CONFIG="$WORK/controller/cli.toml"   # URL, CA fingerprint, admin credential file
+CA_FP=$("$BIN/nex-backup" ca show --data-dir "$WORK/controller")
+echo "   CA fingerprint: $CA_FP"
 cat > "$WORK/agent.toml" <<TOML
-site = "demo"
 agent_id = "demo-server"
-controller = "$NEX_CONTROLLER"
+controller = "https://127.0.0.1:$CPORT"
 state_dir = "$WORK/agent-state"
 
 [[targets]]
@@ -62,6 +70,10 @@ dbname = "invoices"
 password_env = "DEMO_PG_PASSWORD"
 pg_bin_dir = "$PGBIN"
 TOML
+echo ">> enrolling the agent for site demo with a single-use token"
+TOKEN=$("$BIN/nex-backup" token create --site demo --expires 1h 2>/dev/null)
+NEX_ENROLL_TOKEN="$TOKEN" "$BIN/nex-backup-agent" enroll --config "$WORK/agent.toml" \
+  --ca-fingerprint "$CA_FP" 2>>"$WORK/agent.log"
 echo ">> starting the agent (site demo, target invoices)"
 "$BIN/nex-backup-agent" run --config "$WORK/agent.toml" 2>"$WORK/agent.log" &
 AGENT_PID=$!
@@ -70,6 +82,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 "$BIN/nex-backup" status
+"$BIN/nex-backup" agents list
 
 echo ">> backup"
 "$BIN/nex-backup" backup --site demo --target invoices
@@ -82,7 +95,7 @@ cat <<MSG
 The backup was restored into 'invoices_restored' and verified (chunk tags and ids,
 stream SHA-256, per-table row counts). To look around while it runs, use KEEP=1:
   KEEP=1 bash deploy/demo.sh
-  export NEX_CONTROLLER=$NEX_CONTROLLER
+  export NEX_CONFIG=$NEX_CONFIG
   $BIN/nex-backup status
   $BIN/nex-backup snapshots --site demo --json
   ${PSQL[*]} -d invoices_restored -c 'SELECT status, count(*) FROM invoices GROUP BY 1'

@@ -115,10 +115,11 @@ pub async fn enroll(a: &EnrollArgs) -> anyhow::Result<String> {
     enrollment.save(&a.state_dir, &key, &resp.chain_der)?;
     let custody = resp.custody.unwrap_or_default();
     let mut summary = format!(
-        "enrolled as agent {} of site {} (certificate valid until unix {}, CA {})",
+        "enrolled as agent {} of site {} (certificate valid until {}, CA {})",
         id.agent_id,
         id.site,
-        id.not_after_unix,
+        jiff::Timestamp::from_second(id.not_after_unix)
+            .map_or_else(|_| id.not_after_unix.to_string(), |t| t.to_string()),
         fingerprint(&resp.chain_der[resp.chain_der.len() - 1])
     );
     let ring = match existing {

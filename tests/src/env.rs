@@ -27,6 +27,8 @@ pub struct EnvOpts {
     pub agent_env: Vec<(String, String)>,
     /// The agent's `stall_timeout_secs` (default 60).
     pub stall_timeout_secs: Option<u64>,
+    /// Extra `nex-backup serve` arguments.
+    pub controller_args: Vec<String>,
 }
 
 /// A `[[targets]]` entry on the test cluster, for [`EnvOpts::extra_targets`].
@@ -69,7 +71,11 @@ impl Env {
             &dir.path().join("controller"),
             0,
             &dir.path().join("controller.log"),
-            &["--recovery-key".into(), recovery_public.clone()],
+            &[
+                vec!["--recovery-key".into(), recovery_public.clone()],
+                opts.controller_args.clone(),
+            ]
+            .concat(),
         );
         let proxy = opts
             .via_proxy

@@ -535,3 +535,55 @@ async fn certificates_renew_and_the_old_one_cannot_renew_again() {
     assert_eq!(pin.len(), 32);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn operator_provided_server_certificates_work_and_are_pinned_by_their_root() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let root_key = KeyPair::generate().unwrap();
+    let mut root = CertificateParams::default();
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = Issuer::new(root, root_key);
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, format!("{}{}", server.pem(), root_cert.pem())).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (c, k) = (cert_file.clone(), key_file.clone());
+    let s = inproc::start_with(move |cfg| {
+        cfg.tls = nex_backup::pki::ServerCertSource {
+            names: vec![],
+            cert_file: Some(c),
+            key_file: Some(k),
+        };
+    })
+    .await;
+    let root_fp = nex_backup_shared::tls::fingerprint(root_cert.der());
+    assert_eq!(s.fingerprint, root_fp);
+    let a = s.enroll("acme", "a1").await;
+    s.agent(&a)
+        .find_missing(pb::FindMissingRequest {
+            site: "acme".into(),
+            ids: vec![],
+        })
+        .await
+        .unwrap();
+    let shown = nex_backup::pki::Pki::show(
+        &s.data_dir(),
+        &nex_backup::pki::ServerCertSource {
+            names: vec![],
+            cert_file: Some(cert_file),
+            key_file: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        shown, root_fp,
+        "`ca show --tls-cert` prints the pinned root"
+    );
+    s.shutdown().await;
+}

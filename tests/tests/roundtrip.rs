@@ -159,3 +159,142 @@ fn cli_reports_status_and_clear_errors() {
         down.stderr
     );
 }
+
+#[test]
+fn trust_commands_of_the_cli_and_their_errors() {
+    use nex_backup_tests::procs::cli_bare;
+    let env = Env::start("CREATE TABLE t (x int)", EnvOpts::default());
+    let data = env.controller.data_dir.display().to_string();
+    let shown = cli_bare(&["ca", "show", "--data-dir", &data], &[]);
+    assert!(shown.ok, "{}", shown.stderr);
+    assert_eq!(shown.stdout.trim(), env.controller.fingerprint);
+
+    let list = env.cli(&["agents", "list"]);
+    assert!(list.ok, "{}", list.stderr);
+    let row = list.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        row.contains(SITE)
+            && row.contains("acme-srv1")
+            && row.contains("online")
+            && (row.contains("(in 29d") || row.contains("(in 30d")),
+        "{}",
+        list.stdout
+    );
+
+    // Without the credential, or with a wrong pin, every admin command is refused clearly.
+    let url = env.url();
+    let no_cred = cli_bare(
+        &[
+            "status",
+            "--controller",
+            &url,
+            "--ca-fingerprint",
+            &env.controller.fingerprint,
+        ],
+        &[],
+    );
+    assert!(!no_cred.ok);
+    assert!(
+        no_cred.stderr.contains("no admin credential"),
+        "{}",
+        no_cred.stderr
+    );
+    let wrong = cli_bare(
+        &[
+            "status",
+            "--controller",
+            &url,
+            "--ca-fingerprint",
+            &env.controller.fingerprint,
+        ],
+        &[("NEX_ADMIN_TOKEN", "nexb-admin-wrong")],
+    );
+    assert_eq!(wrong.stderr.trim(), "error: admin credential rejected");
+    let bad_pin = format!("SHA256:{}", "00".repeat(32));
+    let token_file = env
+        .controller
+        .data_dir
+        .join("admin.token")
+        .display()
+        .to_string();
+    let pinned = cli_bare(
+        &[
+            "status",
+            "--controller",
+            &url,
+            "--ca-fingerprint",
+            &bad_pin,
+            "--admin-token-file",
+            &token_file,
+        ],
+        &[],
+    );
+    assert!(!pinned.ok);
+    assert!(pinned.stderr.contains("pinned CA"), "{}", pinned.stderr);
+    let ok = cli_bare(
+        &[
+            "status",
+            "--controller",
+            &url,
+            "--ca-fingerprint",
+            &env.controller.fingerprint,
+            "--admin-token-file",
+            &token_file,
+        ],
+        &[],
+    );
+    assert!(ok.ok, "{}", ok.stderr);
+
+    let bad_site = env.cli(&["token", "create", "--site", "no/pe"]);
+    assert!(
+        !bad_site.ok && bad_site.stderr.contains("site"),
+        "{}",
+        bad_site.stderr
+    );
+    let too_long = env.cli(&["token", "create", "--site", SITE, "--expires", "90d"]);
+    assert!(
+        !too_long.ok && too_long.stderr.contains("30 days"),
+        "{}",
+        too_long.stderr
+    );
+    let unknown = env.cli(&["agents", "revoke", "nosuch"]);
+    assert_eq!(unknown.stderr.trim(), "error: no enrolled agent nosuch");
+
+    let key = env.dir.path().join("rk-again").display().to_string();
+    assert!(cli_bare(&["recovery-key", "create", "--out", &key], &[]).ok);
+    let again = cli_bare(&["recovery-key", "create", "--out", &key], &[]);
+    assert!(
+        !again.ok && again.stderr.contains("refusing to overwrite"),
+        "{}",
+        again.stderr
+    );
+
+    // A controller without a recovery key refuses to enroll.
+    let bare = nex_backup_tests::procs::Controller::start(
+        &env.dir.path().join("bare-controller"),
+        0,
+        &env.dir.path().join("bare.log"),
+        &[],
+    );
+    let token = bare.cli(&["token", "create", "--site", "x"]);
+    assert!(token.ok, "{}", token.stderr);
+    let cfg = env.second_agent_config("x-agent");
+    let enroll = nex_backup_tests::procs::agent_cmd(
+        &[
+            "enroll",
+            "--config",
+            &cfg.display().to_string(),
+            "--controller",
+            &bare.url(),
+            "--ca-fingerprint",
+            &bare.fingerprint,
+        ],
+        &[("NEX_ENROLL_TOKEN", token.stdout.trim())],
+    );
+    assert!(!enroll.ok);
+    assert!(
+        enroll.stderr.contains("no recovery public key"),
+        "{}",
+        enroll.stderr
+    );
+}
