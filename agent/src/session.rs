@@ -122,6 +122,25 @@ fn on_message(ctx: &Arc<Ctx>, m: pb::ControllerMessage) {
 /// Make sure every key epoch we hold is sealed to every recovery key before any command
 /// of this session runs (commands wait in the stream meanwhile).
 async fn on_welcome(ctx: &Arc<Ctx>, custody: pb::KeyCustody) {
+    seal_keys(ctx, custody).await;
+}
+
+/// Before a backup: if the keys are not known to be sealed (say `recover` ran while the
+/// agent was up), ask the controller what it holds and seal what is missing.
+pub async fn ensure_keys_sealed(ctx: &Arc<Ctx>) {
+    if ctx.keys_sealed.load(Ordering::Acquire) {
+        return;
+    }
+    let req = pb::GetSealedKeysRequest {
+        site: ctx.site().into(),
+    };
+    match ctx.client().get_sealed_keys(req).await {
+        Ok(r) => seal_keys(ctx, r.into_inner().custody.unwrap_or_default()).await,
+        Err(s) => warn!(error = %s.message(), "fetch key custody"),
+    }
+}
+
+async fn seal_keys(ctx: &Arc<Ctx>, custody: pb::KeyCustody) {
     let ring = match ctx.keyring() {
         Ok(r) => r,
         Err(e) => {

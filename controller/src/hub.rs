@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nex_backup_shared::pb;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Outbound half of an agent session.
@@ -20,8 +21,8 @@ pub struct LiveSession {
     pub version: String,
     pub targets: Vec<(String, String)>,
     tx: SessionTx,
-    /// Cancelled to cut the session (agent revoked).
-    pub cut: tokio_util::sync::CancellationToken,
+    /// Cancelled to cut every session of this agent (revocation).
+    pub cut: CancellationToken,
 }
 
 #[derive(Default)]
@@ -29,6 +30,8 @@ struct Inner {
     sessions: HashMap<String, LiveSession>,
     watchers: HashMap<String, broadcast::Sender<pb::JobUpdate>>,
     upload_bytes: HashMap<(String, String), u64>,
+    /// One token per (site, agent), shared by all of that agent's sessions.
+    agent_cuts: HashMap<(String, String), CancellationToken>,
 }
 
 /// Counters reported by `nex-backup status --json`.
@@ -67,25 +70,33 @@ impl Hub {
             version: version.into(),
             targets,
             tx,
-            cut: tokio_util::sync::CancellationToken::new(),
+            cut: CancellationToken::new(),
         };
-        if let Some(old) = self.lock().sessions.insert(site.into(), s) {
-            old.cut.cancel();
-        }
+        let mut g = self.lock();
+        let cut = g
+            .agent_cuts
+            .entry((site.into(), agent_id.into()))
+            .or_default()
+            .clone();
+        g.sessions.insert(site.into(), LiveSession { cut, ..s });
         conn
     }
 
-    /// Cut the live session of `site` if it belongs to `agent_id`. Returns whether one was cut.
+    /// Cut every open session of `agent_id` at `site`, whether or not it is the site's
+    /// current one. Returns whether the site's current session was that agent's.
     pub fn cut(&self, site: &str, agent_id: &str) -> bool {
         let mut g = self.lock();
-        match g.sessions.get(site) {
-            Some(s) if s.agent_id == agent_id => {
-                s.cut.cancel();
-                g.sessions.remove(site);
-                true
-            }
-            _ => false,
+        if let Some(token) = g
+            .agent_cuts
+            .remove(&(site.to_string(), agent_id.to_string()))
+        {
+            token.cancel();
         }
+        let current = g.sessions.get(site).is_some_and(|s| s.agent_id == agent_id);
+        if current {
+            g.sessions.remove(site);
+        }
+        current
     }
 
     /// Drop the session of `site` if it is still connection `conn`.

@@ -107,7 +107,7 @@ impl AgentApi {
             let msg = tokio::select! {
                 m = inbound.next() => m,
                 _ = cut.cancelled() => {
-                    info!(%site, "session cut (agent revoked or replaced)");
+                    info!(%site, "session cut: agent revoked");
                     break;
                 }
             };
