@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use nex_backup_shared::keyring::{KeyRing, write_private_file};
-use nex_backup_shared::tls::{certs_from_pem, client_config, key_from_pem, parse_fingerprint};
+use nex_backup_shared::tls::{
+    cert_pem, certs_from_pem, client_config, key_from_pem, parse_fingerprint,
+};
 use serde::{Deserialize, Serialize};
 
 /// What `enrollment.toml` records.
@@ -49,21 +51,6 @@ pub fn new_key_and_csr() -> anyhow::Result<(rcgen::KeyPair, Vec<u8>)> {
         .serialize_request(&key)
         .context("make certificate request")?;
     Ok((key, csr.der().to_vec()))
-}
-
-/// PEM of a DER certificate.
-fn cert_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let body: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("ascii"))
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        body.join("\n")
-    )
 }
 
 impl Enrollment {

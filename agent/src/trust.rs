@@ -20,7 +20,9 @@ use nex_backup_shared::pb::{
 use nex_backup_shared::recovery::{
     RecoveryPublicKey, RecoverySecret, open_master_key, seal_master_key, sealed_info,
 };
-use nex_backup_shared::tls::{client_config, endpoint, fingerprint, parse_fingerprint};
+use nex_backup_shared::tls::{
+    client_config, endpoint, error_chain, fingerprint, parse_fingerprint,
+};
 use tonic::transport::Channel;
 use tracing::info;
 
@@ -36,16 +38,6 @@ pub struct EnrollArgs {
     pub agent_id: String,
 }
 
-fn chain_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
-}
-
 async fn dial(
     controller: &str,
     tls: std::sync::Arc<rustls::ClientConfig>,
@@ -54,7 +46,7 @@ async fn dial(
     ep.connect_with_connector(dialer).await.map_err(|e| {
         anyhow!(
             "cannot reach controller at {controller}: {}",
-            chain_text(&e)
+            error_chain(&e)
         )
     })
 }

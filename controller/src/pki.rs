@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow};
 use nex_backup_shared::identity::AgentIdentity;
 use nex_backup_shared::keyring::write_private_file;
-use nex_backup_shared::tls::{certs_from_pem, fingerprint, key_from_pem, provider};
+use nex_backup_shared::tls::{cert_pem, certs_from_pem, fingerprint, key_from_pem, provider};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -229,7 +229,7 @@ fn generated_server_cert(
         let chain_pem = format!(
             "{}{}",
             cert.pem(),
-            pem_of(ca_der.as_ref()) // CA second, so clients can find the pinned anchor
+            cert_pem(ca_der.as_ref()) // CA second, so clients can find the pinned anchor
         );
         write_private_file(&key_path, key.serialize_pem().as_bytes())
             .with_context(|| format!("write {}", key_path.display()))?;
@@ -242,20 +242,6 @@ fn generated_server_cert(
     let chain = certs_from_pem(&crt_path.display().to_string(), &read(&crt_path)?)?;
     let key = key_from_pem(&key_path.display().to_string(), &read(&key_path)?)?;
     Ok((chain, key))
-}
-
-fn pem_of(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
 }
 
 /// Seconds since the epoch, now.

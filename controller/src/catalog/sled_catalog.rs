@@ -29,7 +29,7 @@ use super::{
 
 const CHUNK_RECORD_V1: u8 = 1;
 
-fn storage(e: impl std::fmt::Display) -> CatalogError {
+pub(super) fn storage(e: impl std::fmt::Display) -> CatalogError {
     CatalogError::Storage(e.to_string())
 }
 
@@ -37,14 +37,14 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.join(&0u8)
 }
 
-fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T> {
     serde_json::from_slice(v).map_err(|e| CatalogError::Corrupt {
         key: String::from_utf8_lossy(k).into_owned(),
         reason: e.to_string(),
     })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("catalog records serialize")
 }
 

@@ -9,26 +9,9 @@
 //! Read-modify-write records (token use, renewal, revocation) go through compare-and-swap
 //! loops so that a renewal racing a revocation can never undo it.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
+use super::sled_catalog::{decode, encode, storage};
 use super::trust::{IdentityRecord, SealedKeyRecord, TokenRecord, TokenUse};
 use super::{CatalogError, Result};
-
-fn storage(e: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Storage(e.to_string())
-}
-
-fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T> {
-    serde_json::from_slice(v).map_err(|e| CatalogError::Corrupt {
-        key: String::from_utf8_lossy(k).into_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("catalog records serialize")
-}
 
 fn ident_key(site: &str, agent_id: &str) -> Vec<u8> {
     [site.as_bytes(), agent_id.as_bytes()].join(&0u8)

@@ -107,7 +107,7 @@ pub async fn connect(opts: &ClientOpts) -> anyhow::Result<AdminClient> {
         anyhow!(
             "cannot reach controller at {}: {}",
             r.controller,
-            super::ops::source_text(&e)
+            nex_backup_shared::tls::error_chain(&e)
         )
     })?;
     let value: MetadataValue<Ascii> = format!("Bearer {}", r.token)

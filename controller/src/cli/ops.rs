@@ -14,16 +14,6 @@ use crate::service::now_ms;
 
 use super::client::connect;
 
-pub(super) fn source_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
-}
-
 fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
 }
