@@ -68,11 +68,57 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn cert(uris: &[String]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = uris
+            .iter()
+            .map(|u| rcgen::SanType::URI(u.clone().try_into().unwrap()))
+            .collect();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn identity_round_trips_and_bad_uris_are_named() {
+        let der = cert(&[AgentIdentity::uri("acme", "db1")]);
+        let id = AgentIdentity::from_cert_der(&der).unwrap();
+        assert_eq!((id.site.as_str(), id.agent_id.as_str()), ("acme", "db1"));
+        assert!(!id.serial.is_empty() && id.not_after_unix > 0);
+        for (uris, err) in [
+            (vec![], "no subject alternative names"),
+            (vec!["https://x".to_string()], "no agent identity"),
+            (vec!["urn:nexb:agent:acme".into()], "lacks an agent id"),
+            (vec!["urn:nexb:agent:a/b:c".into()], "site"),
+            (
+                vec![AgentIdentity::uri("a", "b"), AgentIdentity::uri("c", "d")],
+                "more than one",
+            ),
+        ] {
+            let e = AgentIdentity::from_cert_der(&cert(&uris))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(err), "{uris:?}: {e}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = AgentIdentity::from_cert_der(&bytes);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn mutated_certificates_never_panic(pos in any::<usize>(), flip in 1u8..=255, cut in any::<bool>()) {
+            static DER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let der = DER.get_or_init(|| cert(&[AgentIdentity::uri("acme", "db1")]));
+            let mut d = der.clone();
+            let i = pos % d.len();
+            if cut { d.truncate(i) } else { d[i] ^= flip }
+            let _ = AgentIdentity::from_cert_der(&d);
         }
     }
 }

@@ -3,11 +3,12 @@
 //! certificates. Used by the gRPC edge and attack tests.
 
 use nex_backup::server::{ServeConfig, bind};
+use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb::{
     self, admin_service_client::AdminServiceClient, agent_service_client::AgentServiceClient,
     enroll_service_client::EnrollServiceClient,
 };
-use nex_backup_shared::recovery::RecoverySecret;
+use nex_backup_shared::recovery::{RecoverySecret, seal_master_key};
 use nex_backup_shared::tls::{channel, client_config, parse_fingerprint};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::transport::Channel;
@@ -158,6 +159,23 @@ impl InProc {
     pub async fn enroll(&self, site: &str, agent_id: &str) -> Identity {
         let token = self.token(site, 600).await;
         self.enroll_with(&token, agent_id).await.unwrap().0
+    }
+
+    /// Register `key` as epoch `epoch` of the identity's site (sealed to the recovery key),
+    /// as an enrolling agent does; only then does the controller accept objects under it.
+    pub async fn register_key(&self, id: &Identity, epoch: u32, key: &MasterKey) {
+        self.agent(id)
+            .put_sealed_keys(pb::PutSealedKeysRequest {
+                site: id.site.clone(),
+                sealed: vec![seal_master_key(
+                    &id.site,
+                    epoch,
+                    key,
+                    &self.recovery.public(),
+                )],
+            })
+            .await
+            .unwrap();
     }
 
     /// The controller's log lines are not captured in process; the data dir is.

@@ -65,7 +65,9 @@ async fn agent_count(s: &InProc) -> usize {
 #[tokio::test]
 async fn another_sites_data_is_denied_without_revealing_it() {
     let (s, a, b) = setup().await;
-    let codec = ChunkCodec::new(MasterKey::generate().derive(), 3);
+    let key = MasterKey::generate();
+    s.register_key(&a, 1, &key).await;
+    let codec = ChunkCodec::new(key.derive(), 3);
     let chunk = codec.encode(b"acme's private chunk");
     a_put(&s, &a, &chunk).await;
     let mut evil = s.agent(&b);
@@ -133,10 +135,13 @@ async fn a_put(s: &InProc, a: &Identity, chunk: &nex_backup_shared::chunk::Seale
 #[tokio::test]
 async fn commit_referencing_only_another_sites_chunks_is_refused() {
     let (s, a, b) = setup().await;
-    let keys = MasterKey::generate().derive();
-    let codec = ChunkCodec::new(keys.clone(), 3);
+    let (key_a, key_b) = (MasterKey::generate(), MasterKey::generate());
+    s.register_key(&a, 1, &key_a).await;
+    s.register_key(&b, 1, &key_b).await;
+    let codec = ChunkCodec::new(key_a.derive(), 3);
     let chunk = codec.encode(b"uploaded by acme only");
     a_put(&s, &a, &chunk).await;
+    let keys = key_b.derive();
     let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_760_000_000_000);
     let manifest = nex_backup_shared::manifest::Manifest {
         site: "other".into(),
@@ -148,23 +153,41 @@ async fn commit_referencing_only_another_sites_chunks_is_refused() {
         source: Default::default(),
         duration_ms: 1,
     };
+    let commit = pb::CommitSnapshotRequest {
+        site: "other".into(),
+        target: "main".into(),
+        snapshot_id: snapshot_id.clone(),
+        job_id: "job-1".into(),
+        manifest: manifest.seal(&keys),
+        chunk_ids: vec![chunk.id.0.to_vec()],
+        logical_bytes: 1,
+        started_unix_ms: 1,
+        duration_ms: 1,
+    };
     let e = s
         .agent(&b)
-        .commit_snapshot(pb::CommitSnapshotRequest {
-            site: "other".into(),
-            target: "main".into(),
-            snapshot_id: snapshot_id.clone(),
-            job_id: "job-1".into(),
-            manifest: manifest.seal(&keys),
-            chunk_ids: vec![chunk.id.0.to_vec()],
-            logical_bytes: 1,
-            started_unix_ms: 1,
-            duration_ms: 1,
-        })
+        .commit_snapshot(commit.clone())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("not stored"), "{}", e.message());
+
+    // A manifest sealed with acme's key, committed by site other: refused by key id.
+    let e = s
+        .agent(&b)
+        .commit_snapshot(pb::CommitSnapshotRequest {
+            manifest: manifest.seal(&key_a.derive()),
+            ..commit
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("not a registered key of site other"),
+        "{}",
+        e.message()
+    );
+    assert_logged("object sealed with a key the site has not registered; refused");
     let e = s
         .agent(&b)
         .get_manifest(pb::GetManifestRequest {

@@ -13,9 +13,17 @@ struct Server {
     inproc: InProc,
 }
 
+/// A controller with agent `srv1` of site `acme`, whose keys `[5; 32]` (epoch 1) and
+/// `[6; 32]` (epoch 2) are registered.
 async fn start() -> Server {
     let inproc = nex_backup_tests::inproc::start().await;
     let id = inproc.enroll("acme", "srv1").await;
+    inproc
+        .register_key(&id, 1, &MasterKey::from_bytes([5; 32]))
+        .await;
+    inproc
+        .register_key(&id, 2, &MasterKey::from_bytes([6; 32]))
+        .await;
     Server {
         client: inproc.agent(&id),
         inproc,
@@ -93,6 +101,25 @@ async fn malformed_requests_get_clear_statuses() {
         e.code(),
         Code::InvalidArgument,
         "a blob stored under another chunk's name is refused"
+    );
+
+    let unregistered = ChunkCodec::new(MasterKey::from_bytes([7; 32]).derive(), 3);
+    let foreign = unregistered.encode(b"sealed under a key acme never registered");
+    let e = s
+        .client
+        .put_chunks(tokio_stream::iter(vec![put(
+            "acme",
+            "",
+            foreign.id.0.to_vec(),
+            foreign.blob.clone(),
+        )]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("not a registered key of site acme"),
+        "{}",
+        e.message()
     );
 
     let huge = vec![0u8; nex_backup_shared::MAX_MESSAGE_BYTES + 1024];
@@ -261,6 +288,9 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
         "a commit for another site is refused"
     );
     let other_agent = s.inproc.enroll("other", "srv9").await;
+    s.inproc
+        .register_key(&other_agent, 1, &MasterKey::from_bytes([6; 32]))
+        .await;
     let e = s
         .inproc
         .agent(&other_agent)

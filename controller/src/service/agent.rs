@@ -3,6 +3,7 @@
 //! touch the caller's own site. Agents are append-only: nothing here deletes or
 //! overwrites a chunk, a snapshot or a sealed key.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +153,7 @@ impl AgentApi {
     async fn store_chunk(
         &self,
         who: &AgentIdentity,
+        keys: &HashSet<[u8; 8]>,
         req: pb::PutChunkRequest,
     ) -> Result<Option<u64>, Status> {
         check_site(&req.site)?;
@@ -171,6 +173,7 @@ impl AgentApi {
                 "{what}: blob header does not name this chunk"
             )));
         }
+        super::keys::check_key_id(keys, who, &what, h.key_id)?;
         let cat = &self.state.catalog;
         let stats = &self.state.hub.stats;
         let duplicate = || {
@@ -275,10 +278,11 @@ impl AgentService for AgentApi {
         // Several chunks are written at once so that their fsyncs overlap; each is
         // recorded in the catalog only after its own blob is durable.
         let who = agent_identity(&self.state, request.extensions()).await?;
-        let who = &who;
+        let keys = super::keys::site_key_ids(&self.state, &who.site).await?;
+        let (who, keys) = (&who, &keys);
         let inbound = request.into_inner();
         let mut stored = std::pin::pin!(futures::StreamExt::buffer_unordered(
-            inbound.map(|msg| async move { self.store_chunk(who, msg?).await }),
+            inbound.map(|msg| async move { self.store_chunk(who, keys, msg?).await }),
             PUT_CONCURRENCY,
         ));
         let mut resp = pb::PutChunksResponse::default();
@@ -299,7 +303,8 @@ impl AgentService for AgentApi {
         request: Request<pb::CommitSnapshotRequest>,
     ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
-        let snap = self.validate_commit(&who, request.into_inner())?;
+        let keys = super::keys::site_key_ids(&self.state, &who.site).await?;
+        let snap = self.validate_commit(&who, &keys, request.into_inner())?;
         let r = &snap.record;
         let span = info_span!("commit", site = %r.site, target = %r.target, snapshot = %r.snapshot_id, job = %r.job_id);
         let rec = self.commit(snap).instrument(span).await?;

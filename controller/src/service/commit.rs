@@ -21,6 +21,7 @@ impl AgentApi {
     pub(super) fn validate_commit(
         &self,
         who: &nex_backup_shared::identity::AgentIdentity,
+        keys: &std::collections::HashSet<[u8; 8]>,
         req: pb::CommitSnapshotRequest,
     ) -> Result<NewSnapshot, Status> {
         check_site(&req.site)?;
@@ -36,6 +37,7 @@ impl AgentApi {
                 "{what}: header does not name this snapshot"
             )));
         }
+        super::keys::check_key_id(keys, who, &what, h.key_id)?;
         let chunk_ids = chunk_ids(&req.chunk_ids, usize::MAX)?;
         let new_bytes = self.state.hub.upload_bytes(&req.site, &req.snapshot_id);
         Ok(NewSnapshot {

@@ -1,6 +1,8 @@
 //! Key custody and certificate renewal for authenticated agents. Sealed master keys are
 //! append-only: an agent can add a sealed copy, never replace or delete one.
 
+use std::collections::HashSet;
+
 use nex_backup_shared::identity::AgentIdentity;
 use nex_backup_shared::pb;
 use nex_backup_shared::recovery::sealed_info;
@@ -13,6 +15,34 @@ use crate::pki::Pki;
 
 /// At most this many sealed keys in one request.
 const MAX_SEALED_PER_REQUEST: usize = 256;
+
+/// Key ids of `site`: those of the epochs its agents sealed to the recovery keys. Every
+/// chunk and manifest the site stores must be sealed under one of them, so nothing is
+/// stored under a key nobody can recover, nor under another site's key.
+pub(crate) async fn site_key_ids(st: &State, site: &str) -> Result<HashSet<[u8; 8]>, Status> {
+    let sealed = st.catalog.sealed_keys(site).await.map_err(catalog_status)?;
+    Ok(sealed.into_iter().map(|s| s.key_id).collect())
+}
+
+/// Refuse an object of `site` sealed under a key id the site has not registered.
+pub(crate) fn check_key_id(
+    keys: &HashSet<[u8; 8]>,
+    who: &AgentIdentity,
+    what: &str,
+    key_id: [u8; 8],
+) -> Result<(), Status> {
+    if keys.contains(&key_id) {
+        return Ok(());
+    }
+    warn!(site = %who.site, agent = %who.agent_id, key_id = %hex::encode(key_id), what,
+        "object sealed with a key the site has not registered; refused");
+    Err(Status::invalid_argument(format!(
+        "{what}: sealed with key {}, which is not a registered key of site {} \
+         (a key is registered by sealing it to the recovery keys)",
+        hex::encode(key_id),
+        who.site
+    )))
+}
 
 /// The recovery keys and the sealed copies already held for `site`.
 pub(crate) async fn custody(st: &State, site: &str) -> Result<pb::KeyCustody, Status> {
