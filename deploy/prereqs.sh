@@ -18,7 +18,7 @@ nexb_prereqs() {
     fi
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "cargo not found: install a Rust toolchain (1.85 or newer, e.g. with rustup)" >&2
+    echo "cargo not found: install a Rust toolchain (1.88 or newer, e.g. with rustup)" >&2
     return 1
   fi
 }
