@@ -22,6 +22,9 @@ use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; beyond this new connections are dropped at once, so a
+/// flood of idle TCP connections cannot exhaust memory.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -77,6 +80,7 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -90,10 +94,16 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                warn!(%remote, "too many TLS handshakes in progress; connection dropped");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match handshake(acceptor, tcp, remote).await {
+                let done = handshake(acceptor, tcp, remote).await;
+                drop(permit);
+                match done {
                     Ok(conn) => {
                         let _ = tx.send(Ok(conn)).await;
                     }
