@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod cli;
 pub mod hub;
 pub mod pki;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;
