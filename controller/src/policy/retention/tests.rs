@@ -37,11 +37,8 @@ fn reference(snaps: &[Snap], r: &Retention, tz: &Tz) -> BTreeSet<String> {
     keep.extend(rule(snaps, r.keep_daily, |s| periods(tz, s.unix_ms).0));
     keep.extend(rule(snaps, r.keep_weekly, |s| periods(tz, s.unix_ms).1));
     keep.extend(rule(snaps, r.keep_monthly, |s| periods(tz, s.unix_ms).2));
-    match all.iter().find(|s| s.good).or(all.first()) {
-        Some(s) => {
-            keep.insert(s.id.clone());
-        }
-        None => {}
+    if let Some(s) = all.iter().find(|s| s.good).or(all.first()) {
+        keep.insert(s.id.clone());
     }
     keep
 }
