@@ -39,6 +39,7 @@ pub async fn run_all(cat: &dyn Catalog) {
     sites_are_isolated(cat).await;
     agents_and_jobs(cat).await;
     super::conformance_trust::run_all(cat).await;
+    super::conformance_gc::run_all(cat).await;
 }
 
 async fn chunks_and_missing(cat: &dyn Catalog) {

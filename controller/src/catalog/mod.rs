@@ -5,8 +5,10 @@
 //! Records are versioned (`v` field) JSON so they can evolve on disk.
 
 pub mod conformance;
+mod conformance_gc;
 mod conformance_trust;
 pub mod sled_catalog;
+mod sled_gc;
 mod sled_trust;
 pub mod trust;
 
@@ -93,6 +95,27 @@ pub struct JobRecord {
     pub snapshot_id: Option<String>,
 }
 
+/// What garbage collection needs to know of a site, read consistently.
+#[derive(Debug, Clone)]
+pub struct GcView {
+    /// The site's commit sequence number when this was read.
+    pub seq: u64,
+    /// Chunks some snapshot references.
+    pub referenced: std::collections::HashSet<ChunkId>,
+    /// Every recorded chunk with its stored length.
+    pub chunks: Vec<(ChunkId, u32)>,
+}
+
+/// The stored policy of a (site, target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub v: u32,
+    pub site: String,
+    pub target: String,
+    pub policy: crate::policy::Policy,
+    pub updated_unix_ms: u64,
+}
+
 /// A snapshot about to be committed.
 #[derive(Debug, Clone)]
 pub struct NewSnapshot {
@@ -156,6 +179,20 @@ pub trait Catalog: Send + Sync + 'static {
     /// with the same key; a different key for a known epoch is a `KeyEpochConflict`.
     async fn put_sealed_key(&self, rec: &SealedKeyRecord) -> Result<bool>;
     async fn sealed_keys(&self, site: &str) -> Result<Vec<SealedKeyRecord>>;
+    /// Atomically remove a snapshot (record, manifest, chunk references). Its chunks stay
+    /// until garbage collection. Returns the removed record.
+    async fn delete_snapshot(
+        &self,
+        site: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<SnapshotRecord>>;
+    /// Referenced and recorded chunks of `site`, with the commit sequence they belong to.
+    async fn gc_view(&self, site: &str) -> Result<GcView>;
+    /// Delete chunk records of `site` in one transaction, only if no commit happened since
+    /// `seq`. Returns false (nothing deleted) if one did.
+    async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool>;
+    async fn put_policy(&self, rec: &PolicyRecord) -> Result<()>;
+    async fn policies(&self) -> Result<Vec<PolicyRecord>>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
 }

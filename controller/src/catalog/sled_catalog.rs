@@ -23,8 +23,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::sled_trust::TrustTrees;
 use super::{
-    AgentRecord, Catalog, CatalogError, IdentityRecord, JobRecord, NewSnapshot, Result,
-    SealedKeyRecord, SnapshotRecord, TokenRecord, TokenUse,
+    AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, NewSnapshot,
+    PolicyRecord, Result, SealedKeyRecord, SnapshotRecord, TokenRecord, TokenUse,
 };
 
 const CHUNK_RECORD_V1: u8 = 1;
@@ -33,7 +33,7 @@ pub(super) fn storage(e: impl std::fmt::Display) -> CatalogError {
     CatalogError::Storage(e.to_string())
 }
 
-fn key(parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.join(&0u8)
 }
 
@@ -50,14 +50,17 @@ pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// sled-backed [`Catalog`].
 pub struct SledCatalog {
-    db: sled::Db,
-    chunks: sled::Tree,
-    snapshots: sled::Tree,
-    snapshot_target: sled::Tree,
-    manifests: sled::Tree,
-    snapshot_chunks: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) chunks: sled::Tree,
+    pub(super) snapshots: sled::Tree,
+    pub(super) snapshot_target: sled::Tree,
+    pub(super) manifests: sled::Tree,
+    pub(super) snapshot_chunks: sled::Tree,
     agents: sled::Tree,
     jobs: sled::Tree,
+    /// `commit_seq/<site>`: bumped by every commit, read by garbage collection.
+    pub(super) meta: sled::Tree,
+    pub(super) policies: sled::Tree,
     trust: TrustTrees,
 }
 
@@ -78,6 +81,8 @@ impl SledCatalog {
             snapshot_chunks: t("snapshot_chunks")?,
             agents: t("agents")?,
             jobs: t("jobs")?,
+            meta: t("meta")?,
+            policies: t("policies")?,
             trust: TrustTrees::open(&db)?,
             db,
         })
@@ -88,7 +93,7 @@ impl SledCatalog {
         self.db.size_on_disk().unwrap_or(0)
     }
 
-    fn chunk_key(site: &str, id: &ChunkId) -> Vec<u8> {
+    pub(super) fn chunk_key(site: &str, id: &ChunkId) -> Vec<u8> {
         key(&[site.as_bytes(), id.as_bytes()])
     }
 
@@ -199,22 +204,40 @@ impl Catalog for SledCatalog {
         ]);
         let ids: Vec<u8> = distinct.iter().flat_map(|i| i.0).collect();
         let value = encode(&record);
+        let seq_key = super::sled_gc::seq_key(&r.site);
         let trees = (
             &self.snapshots,
             &self.snapshot_target,
             &self.manifests,
             &self.snapshot_chunks,
+            &self.chunks,
+            &self.meta,
         );
         trees
-            .transaction(|(snaps, targets, manifests, refs)| {
+            .transaction(|(snaps, targets, manifests, refs, chunks, meta)| {
+                // Re-checked inside the transaction: garbage collection deletes chunks in
+                // transactions too, so a commit can never reference a deleted chunk.
+                for id in &distinct {
+                    if chunks.get(Self::chunk_key(&r.site, id))?.is_none() {
+                        return Err(ConflictableTransactionError::Abort(*id));
+                    }
+                }
                 snaps.insert(snap_key.as_slice(), value.as_slice())?;
                 targets.insert(id_key.as_slice(), r.target.as_bytes())?;
                 manifests.insert(id_key.as_slice(), snap.manifest.as_slice())?;
                 refs.insert(id_key.as_slice(), ids.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
+                super::sled_gc::bump_seq(meta, &seq_key)?;
+                Ok(())
             })
-            .map_err(|e: TransactionError<()>| {
-                storage(format!("commit snapshot {}: {e:?}", r.snapshot_id))
+            .map_err(|e: TransactionError<ChunkId>| match e {
+                TransactionError::Abort(id) => CatalogError::MissingChunks {
+                    snapshot: r.snapshot_id.clone(),
+                    missing: 1,
+                    first: id.short(),
+                },
+                TransactionError::Storage(e) => {
+                    storage(format!("commit snapshot {}: {e}", r.snapshot_id))
+                }
             })?;
         self.db.flush_async().await.map_err(storage)?;
         Ok(record)
@@ -340,6 +363,30 @@ impl Catalog for SledCatalog {
 
     async fn sealed_keys(&self, site: &str) -> Result<Vec<SealedKeyRecord>> {
         self.trust.sealed_keys(site)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        site: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<SnapshotRecord>> {
+        self.delete_snapshot_sync(site, snapshot_id)
+    }
+
+    async fn gc_view(&self, site: &str) -> Result<GcView> {
+        self.gc_view_sync(site)
+    }
+
+    async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool> {
+        self.delete_chunks_sync(site, ids, seq)
+    }
+
+    async fn put_policy(&self, rec: &PolicyRecord) -> Result<()> {
+        self.put_policy_sync(rec)
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        self.policies_sync()
     }
 
     async fn flush(&self) -> Result<()> {

@@ -1,0 +1,108 @@
+//! Conformance checks for deletion, garbage collection and policies.
+
+use nex_backup_shared::ids::ChunkId;
+
+use super::conformance::sample_snapshot;
+use super::{Catalog, CatalogError, PolicyRecord};
+
+pub(super) async fn run_all(cat: &dyn Catalog) {
+    delete_and_collect(cat).await;
+    policies_round_trip(cat).await;
+}
+
+async fn delete_and_collect(cat: &dyn Catalog) {
+    let site = "gcsite";
+    let (a, b) = (
+        sample_snapshot(site, "t", 41),
+        sample_snapshot(site, "t", 42),
+    );
+    for s in [&a, &b] {
+        for id in &s.chunk_ids {
+            cat.record_chunk(site, id, 10).await.unwrap();
+        }
+        cat.commit_snapshot(s.clone()).await.unwrap();
+    }
+    let orphan = ChunkId([250; 32]);
+    cat.record_chunk(site, &orphan, 7).await.unwrap();
+    let view = cat.gc_view(site).await.unwrap();
+    assert_eq!(view.chunks.len(), 5);
+    assert_eq!(view.referenced.len(), 4);
+    assert!(!view.referenced.contains(&orphan));
+
+    let gone = cat
+        .delete_snapshot(site, &a.record.snapshot_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.snapshot_id, a.record.snapshot_id);
+    assert!(
+        cat.snapshot(site, &a.record.snapshot_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        cat.manifest(site, &a.record.snapshot_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        cat.delete_snapshot(site, &a.record.snapshot_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(cat.snapshots(Some(site), None).await.unwrap().len(), 1);
+
+    // A commit after the view was read fences the deletion off.
+    let stale = cat.gc_view(site).await.unwrap();
+    let c = sample_snapshot(site, "t", 43);
+    for id in &c.chunk_ids {
+        cat.record_chunk(site, id, 10).await.unwrap();
+    }
+    cat.commit_snapshot(c).await.unwrap();
+    assert!(!cat.delete_chunks(site, &[orphan], stale.seq).await.unwrap());
+    assert!(
+        cat.chunk_len(site, &orphan).await.unwrap().is_some(),
+        "nothing deleted"
+    );
+    let fresh = cat.gc_view(site).await.unwrap();
+    assert!(cat.delete_chunks(site, &[orphan], fresh.seq).await.unwrap());
+    assert!(cat.chunk_len(site, &orphan).await.unwrap().is_none());
+
+    // A commit referencing a deleted chunk is refused, atomically.
+    let d = sample_snapshot(site, "t", 44);
+    for id in &d.chunk_ids {
+        cat.record_chunk(site, id, 10).await.unwrap();
+    }
+    let view = cat.gc_view(site).await.unwrap();
+    assert!(
+        cat.delete_chunks(site, &[d.chunk_ids[1]], view.seq)
+            .await
+            .unwrap()
+    );
+    let e = cat.commit_snapshot(d.clone()).await.unwrap_err();
+    assert!(matches!(e, CatalogError::MissingChunks { .. }), "{e}");
+    assert!(
+        cat.snapshot(site, &d.record.snapshot_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn policies_round_trip(cat: &dyn Catalog) {
+    let rec = PolicyRecord {
+        v: 1,
+        site: "s".into(),
+        target: "t".into(),
+        policy: crate::policy::Policy::default(),
+        updated_unix_ms: 5,
+    };
+    cat.put_policy(&rec).await.unwrap();
+    let mut changed = rec.clone();
+    changed.policy.rpo_secs = 7200;
+    cat.put_policy(&changed).await.unwrap();
+    assert_eq!(cat.policies().await.unwrap(), vec![changed]);
+}

@@ -1,0 +1,141 @@
+//! Snapshot deletion, garbage collection and policies on sled. Every commit bumps a
+//! per-site sequence number (`meta` tree, `commit_seq/<site>`) in its transaction; GC
+//! reads the sequence with the set of referenced chunks, and deletes chunks in a
+//! transaction that aborts if the sequence moved. Together with the in-transaction chunk
+//! check of `commit_snapshot`, a commit and a GC pass are serializable: no committed
+//! snapshot can reference a deleted chunk.
+
+use std::collections::HashSet;
+
+use nex_backup_shared::ids::ChunkId;
+use sled::Transactional;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+
+use super::sled_catalog::{SledCatalog, decode, encode, key, storage};
+use super::{GcView, PolicyRecord, Result, SnapshotRecord};
+
+pub(super) fn seq_key(site: &str) -> Vec<u8> {
+    [b"commit_seq/".as_slice(), site.as_bytes()].concat()
+}
+
+fn read_seq(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| v.as_ref().try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+pub(super) fn bump_seq(
+    meta: &TransactionalTree,
+    k: &[u8],
+) -> std::result::Result<(), UnabortableTransactionError> {
+    let next = read_seq(meta.get(k)?) + 1;
+    meta.insert(k, &next.to_le_bytes())?;
+    Ok(())
+}
+
+impl SledCatalog {
+    pub(super) fn delete_snapshot_sync(
+        &self,
+        site: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<SnapshotRecord>> {
+        let id_key = key(&[site.as_bytes(), snapshot_id.as_bytes()]);
+        let Some(target) = self.snapshot_target.get(&id_key).map_err(storage)? else {
+            return Ok(None);
+        };
+        let snap_key = key(&[site.as_bytes(), &target, snapshot_id.as_bytes()]);
+        let Some(v) = self.snapshots.get(&snap_key).map_err(storage)? else {
+            return Ok(None);
+        };
+        let rec: SnapshotRecord = decode(&snap_key, &v)?;
+        let trees = (
+            &self.snapshots,
+            &self.snapshot_target,
+            &self.manifests,
+            &self.snapshot_chunks,
+        );
+        trees
+            .transaction(|(snaps, targets, manifests, refs)| {
+                snaps.remove(snap_key.as_slice())?;
+                targets.remove(id_key.as_slice())?;
+                manifests.remove(id_key.as_slice())?;
+                refs.remove(id_key.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| {
+                storage(format!("delete snapshot {snapshot_id}: {e:?}"))
+            })?;
+        Ok(Some(rec))
+    }
+
+    pub(super) fn gc_view_sync(&self, site: &str) -> Result<GcView> {
+        loop {
+            let seq = read_seq(self.meta.get(seq_key(site)).map_err(storage)?);
+            let prefix = key(&[site.as_bytes(), b""]);
+            let mut referenced = HashSet::new();
+            for kv in self.snapshot_chunks.scan_prefix(&prefix) {
+                let (_, ids) = kv.map_err(storage)?;
+                for c in ids.chunks_exact(32) {
+                    referenced.insert(ChunkId(c.try_into().expect("32 bytes")));
+                }
+            }
+            let mut chunks = vec![];
+            for kv in self.chunks.scan_prefix(&prefix) {
+                let (k, v) = kv.map_err(storage)?;
+                let id =
+                    ChunkId(k[prefix.len()..].try_into().map_err(|_| {
+                        storage(format!("chunk key of site {site} has a bad length"))
+                    })?);
+                let len = v
+                    .get(1..5)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
+                chunks.push((id, len));
+            }
+            // A commit between the reads would make the view inconsistent: read again.
+            if read_seq(self.meta.get(seq_key(site)).map_err(storage)?) == seq {
+                return Ok(GcView {
+                    seq,
+                    referenced,
+                    chunks,
+                });
+            }
+        }
+    }
+
+    pub(super) fn delete_chunks_sync(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool> {
+        let sk = seq_key(site);
+        (&self.chunks, &self.meta)
+            .transaction(|(chunks, meta)| {
+                if read_seq(meta.get(&sk)?) != seq {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+                for id in ids {
+                    chunks.remove(Self::chunk_key(site, id))?;
+                }
+                Ok(())
+            })
+            .map(|()| true)
+            .or_else(|e: TransactionError<()>| match e {
+                TransactionError::Abort(()) => Ok(false),
+                TransactionError::Storage(e) => Err(storage(format!("delete chunks: {e}"))),
+            })
+    }
+
+    pub(super) fn put_policy_sync(&self, rec: &PolicyRecord) -> Result<()> {
+        let k = key(&[rec.site.as_bytes(), rec.target.as_bytes()]);
+        self.policies.insert(k, encode(rec)).map_err(storage)?;
+        Ok(())
+    }
+
+    pub(super) fn policies_sync(&self) -> Result<Vec<PolicyRecord>> {
+        self.policies
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+}
