@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nex_backup_shared::ids::ChunkId;
 use nex_backup_shared::pb;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,9 @@ struct Inner {
     upload_bytes: HashMap<(String, String), u64>,
     /// One token per (site, agent), shared by all of that agent's sessions.
     agent_cuts: HashMap<(String, String), CancellationToken>,
+    /// Chunks an agent was told exist (FindMissing) or just uploaded, with the time until
+    /// which garbage collection must leave them alone.
+    pins: HashMap<(String, ChunkId), u64>,
 }
 
 /// Counters reported by `nex-backup status --json`.
@@ -155,6 +159,28 @@ impl Hub {
     pub fn upload_bytes(&self, site: &str, snapshot_id: &str) -> u64 {
         let key = (site.to_string(), snapshot_id.to_string());
         self.lock().upload_bytes.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Protect `ids` of `site` from garbage collection until `until_ms`.
+    pub fn pin(&self, site: &str, ids: impl IntoIterator<Item = ChunkId>, until_ms: u64) {
+        let mut g = self.lock();
+        for id in ids {
+            let e = g.pins.entry((site.to_string(), id)).or_default();
+            *e = (*e).max(until_ms);
+        }
+    }
+
+    /// Whether a chunk is protected at `now_ms`; forgets expired pins of `site`.
+    pub fn pinned(&self, site: &str, id: &ChunkId, now_ms: u64) -> bool {
+        self.lock()
+            .pins
+            .get(&(site.to_string(), *id))
+            .is_some_and(|until| *until > now_ms)
+    }
+
+    /// Drop expired pins.
+    pub fn expire_pins(&self, now_ms: u64) {
+        self.lock().pins.retain(|_, until| *until > now_ms);
     }
 
     /// Forget the counter of a committed snapshot.

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod hub;
 pub mod pki;
 pub mod policy;
+pub mod prune;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -38,6 +38,10 @@ pub struct ServeConfig {
     pub recovery_keys: Vec<RecoveryPublicKey>,
     /// Lifetime of agent certificates.
     pub agent_cert_lifetime: Duration,
+    /// Policy of targets without their own.
+    pub default_policy: crate::policy::Policy,
+    /// Garbage-collection grace (see [`State::gc_grace_ms`]).
+    pub gc_grace: Duration,
 }
 
 impl ServeConfig {
@@ -49,6 +53,8 @@ impl ServeConfig {
             tls: ServerCertSource::default(),
             recovery_keys: vec![],
             agent_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
+            default_policy: crate::policy::Policy::default(),
+            gc_grace: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -67,6 +73,9 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         pki,
         recovery_keys: cfg.recovery_keys.clone(),
         agent_cert_lifetime: cfg.agent_cert_lifetime,
+        default_policy: cfg.default_policy.clone(),
+        gc_grace_ms: cfg.gc_grace.as_millis() as u64,
+        started_ms: crate::service::now_ms(),
     })
 }
 

@@ -100,10 +100,24 @@ pub struct JobRecord {
 pub struct GcView {
     /// The site's commit sequence number when this was read.
     pub seq: u64,
-    /// Chunks some snapshot references.
-    pub referenced: std::collections::HashSet<ChunkId>,
+    /// Chunks each snapshot references, by snapshot id.
+    pub refs: std::collections::HashMap<String, Vec<ChunkId>>,
     /// Every recorded chunk with its stored length.
     pub chunks: Vec<(ChunkId, u32)>,
+}
+
+impl GcView {
+    /// Chunks referenced by any snapshot except those in `except`.
+    pub fn referenced_without(
+        &self,
+        except: &std::collections::HashSet<String>,
+    ) -> std::collections::HashSet<ChunkId> {
+        self.refs
+            .iter()
+            .filter(|(id, _)| !except.contains(*id))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect()
+    }
 }
 
 /// The stored policy of a (site, target).

@@ -5,7 +5,7 @@
 //! check of `commit_snapshot`, a commit and a GC pass are serializable: no committed
 //! snapshot can reference a deleted chunk.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use nex_backup_shared::ids::ChunkId;
 use sled::Transactional;
@@ -74,12 +74,15 @@ impl SledCatalog {
         loop {
             let seq = read_seq(self.meta.get(seq_key(site)).map_err(storage)?);
             let prefix = key(&[site.as_bytes(), b""]);
-            let mut referenced = HashSet::new();
+            let mut refs = HashMap::new();
             for kv in self.snapshot_chunks.scan_prefix(&prefix) {
-                let (_, ids) = kv.map_err(storage)?;
-                for c in ids.chunks_exact(32) {
-                    referenced.insert(ChunkId(c.try_into().expect("32 bytes")));
-                }
+                let (k, ids) = kv.map_err(storage)?;
+                let snap = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let ids = ids
+                    .chunks_exact(32)
+                    .map(|c| ChunkId(c.try_into().expect("32 bytes")))
+                    .collect();
+                refs.insert(snap, ids);
             }
             let mut chunks = vec![];
             for kv in self.chunks.scan_prefix(&prefix) {
@@ -95,11 +98,7 @@ impl SledCatalog {
             }
             // A commit between the reads would make the view inconsistent: read again.
             if read_seq(self.meta.get(seq_key(site)).map_err(storage)?) == seq {
-                return Ok(GcView {
-                    seq,
-                    referenced,
-                    chunks,
-                });
+                return Ok(GcView { seq, refs, chunks });
             }
         }
     }

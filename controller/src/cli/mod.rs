@@ -4,6 +4,7 @@
 mod client;
 mod format;
 mod ops;
+mod policy;
 mod trust;
 
 use std::net::SocketAddr;
@@ -72,6 +73,11 @@ pub enum Command {
     /// Offline recovery keys.
     #[command(subcommand, name = "recovery-key")]
     RecoveryKey(trust::RecoveryKeyCommand),
+    /// Backup policies: schedule, RPO/RTO, retention, drill cadence.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Apply retention and free unreferenced chunks (`--dry-run` shows the plan).
+    Prune(policy::PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +108,15 @@ pub struct ServeArgs {
     /// Lifetime of agent certificates, e.g. 30d, 12h, 90s.
     #[arg(long, default_value = "30d", value_parser = trust::parse_duration)]
     pub agent_cert_lifetime: std::time::Duration,
+    /// Default schedule (cron) of targets without a policy of their own.
+    #[arg(long, default_value = "0 1 * * *")]
+    pub default_schedule: String,
+    /// Default time zone of targets without a policy of their own.
+    #[arg(long, default_value = "UTC")]
+    pub default_timezone: String,
+    /// How long chunks an agent was told about stay safe from garbage collection.
+    #[arg(long, default_value = "6h", value_parser = trust::parse_duration)]
+    pub gc_grace: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +184,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 key_file: a.tls_key,
             };
             cfg.agent_cert_lifetime = a.agent_cert_lifetime;
+            cfg.gc_grace = a.gc_grace;
+            cfg.default_policy.schedule = a.default_schedule;
+            cfg.default_policy.timezone = a.default_timezone;
+            cfg.default_policy
+                .validate(crate::service::now_ms(), false)
+                .map_err(|e| anyhow::anyhow!("default {e}"))?;
             server::run(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -176,6 +197,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => trust::token(c).await,
         Command::Agents(c) => trust::agents(c).await,
         Command::RecoveryKey(c) => trust::recovery_key(c),
+        Command::Policy(c) => policy::policy(c).await,
+        Command::Prune(a) => policy::prune(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

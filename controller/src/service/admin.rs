@@ -316,4 +316,36 @@ impl AdminService for AdminApi {
             self.revoke_agent_impl(request.into_inner()).await?,
         ))
     }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        Ok(Response::new(
+            self.set_policy_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        Ok(Response::new(
+            self.get_policy_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_policies(
+        &self,
+        _request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        Ok(Response::new(self.list_policies_impl().await?))
+    }
+
+    async fn prune(
+        &self,
+        request: Request<pb::PruneRequest>,
+    ) -> Result<Response<pb::PruneResponse>, Status> {
+        Ok(Response::new(self.prune_impl(request.into_inner()).await?))
+    }
 }

@@ -28,6 +28,7 @@ use crate::auth::{agent_identity, require_site};
 use crate::catalog::AgentRecord;
 use crate::store::chunk_key;
 use nex_backup_shared::identity::AgentIdentity;
+use nex_backup_shared::ids::ChunkId;
 
 const MAX_IDS_PER_REQUEST: usize = 100_000;
 const MAX_CHUNKS_PER_GET: usize = 4096;
@@ -176,6 +177,9 @@ impl AgentApi {
         super::keys::check_key_id(keys, who, &what, h.key_id)?;
         let cat = &self.state.catalog;
         let stats = &self.state.hub.stats;
+        self.state
+            .hub
+            .pin(&req.site, [id], now_ms() + self.state.gc_grace_ms);
         let duplicate = || {
             stats
                 .duplicate_chunks_received
@@ -266,6 +270,13 @@ impl AgentService for AgentApi {
             .missing_chunks(&req.site, &ids)
             .await
             .map_err(catalog_status)?;
+        // What we say exists must still exist when the agent commits.
+        let absent: HashSet<ChunkId> = missing.iter().copied().collect();
+        self.state.hub.pin(
+            &req.site,
+            ids.iter().copied().filter(|i| !absent.contains(i)),
+            now_ms() + self.state.gc_grace_ms,
+        );
         Ok(Response::new(pb::FindMissingResponse {
             missing: missing.iter().map(|i| i.0.to_vec()).collect(),
         }))

@@ -2,6 +2,7 @@
 //! on receipt, and every failure becomes a `tonic::Status` that names the object.
 
 pub mod admin;
+mod admin_policy;
 mod admin_trust;
 pub mod agent;
 mod commit;
@@ -27,6 +28,12 @@ pub struct State {
     pub pki: Arc<crate::pki::Pki>,
     pub recovery_keys: Vec<nex_backup_shared::recovery::RecoveryPublicKey>,
     pub agent_cert_lifetime: std::time::Duration,
+    /// Policy of targets without one of their own.
+    pub default_policy: crate::policy::Policy,
+    /// How long a chunk an agent was told about stays safe from garbage collection; also
+    /// how long after start GC waits (pins are in memory).
+    pub gc_grace_ms: u64,
+    pub started_ms: u64,
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -1,0 +1,281 @@
+//! Policy and retention commands: `policy set|show|list`, `prune`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use nex_backup_shared::pb;
+use serde_json::json;
+
+use super::ClientOpts;
+use super::client::connect;
+use super::format::{bytes, table, time};
+use super::trust::parse_duration;
+use crate::policy::human_secs;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Change a target's policy; fields not given keep their current value.
+    Set(PolicySetArgs),
+    /// A target's effective policy and its next run.
+    Show {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        target: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Every known target's effective policy.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    #[arg(long)]
+    pub site: String,
+    #[arg(long)]
+    pub target: String,
+    /// Cron expression, five fields, e.g. "30 1 * * *".
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// IANA time zone, e.g. Europe/Bratislava.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub rpo: Option<Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub rto: Option<Duration>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    /// Rehearse a restore this often (e.g. 7d); 0 disables drills.
+    #[arg(long, value_parser = parse_drill)]
+    pub drill_every: Option<Duration>,
+    /// Accept an RPO shorter than the schedule's interval.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+fn parse_drill(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[arg(long)]
+    pub site: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Show the plan and what it would free; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}
+
+fn apply(a: &PolicySetArgs, p: &mut pb::PolicyMsg) {
+    let secs = |d: Duration| d.as_secs();
+    if let Some(v) = &a.schedule {
+        p.schedule = v.clone();
+    }
+    if let Some(v) = &a.timezone {
+        p.timezone = v.clone();
+    }
+    p.rpo_secs = a.rpo.map_or(p.rpo_secs, secs);
+    p.rto_secs = a.rto.map_or(p.rto_secs, secs);
+    p.keep_daily = a.keep_daily.unwrap_or(p.keep_daily);
+    p.keep_weekly = a.keep_weekly.unwrap_or(p.keep_weekly);
+    p.keep_monthly = a.keep_monthly.unwrap_or(p.keep_monthly);
+    p.keep_last = a.keep_last.unwrap_or(p.keep_last);
+    p.drill_every_secs = a.drill_every.map_or(p.drill_every_secs, secs);
+}
+
+fn policy_json(i: &pb::PolicyInfo) -> serde_json::Value {
+    let p = i.policy.clone().unwrap_or_default();
+    json!({
+        "site": i.site, "target": i.target, "is_default": i.is_default,
+        "schedule": p.schedule, "timezone": p.timezone, "rpo_secs": p.rpo_secs,
+        "rto_secs": p.rto_secs, "keep_daily": p.keep_daily, "keep_weekly": p.keep_weekly,
+        "keep_monthly": p.keep_monthly, "keep_last": p.keep_last,
+        "drill_every_secs": p.drill_every_secs, "next_run_unix_ms": i.next_run_unix_ms,
+    })
+}
+
+fn print_policies(list: &[pb::PolicyInfo], as_json: bool) {
+    if as_json {
+        let v: Vec<_> = list.iter().map(policy_json).collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            let p = i.policy.clone().unwrap_or_default();
+            vec![
+                i.site.clone(),
+                i.target.clone(),
+                format!("{} {}", p.schedule, p.timezone),
+                human_secs(p.rpo_secs),
+                human_secs(p.rto_secs),
+                format!(
+                    "d{} w{} m{} last{}",
+                    p.keep_daily, p.keep_weekly, p.keep_monthly, p.keep_last
+                ),
+                if p.drill_every_secs == 0 {
+                    "never".into()
+                } else {
+                    human_secs(p.drill_every_secs)
+                },
+                time(i.next_run_unix_ms),
+                if i.is_default { "default" } else { "own" }.into(),
+            ]
+        })
+        .collect();
+    let header = [
+        "SITE", "TARGET", "SCHEDULE", "RPO", "RTO", "KEEP", "DRILL", "NEXT RUN", "POLICY",
+    ];
+    println!("{}", table(&header, &rows));
+}
+
+pub async fn policy(c: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        PolicyCommand::Set(a) => {
+            let mut client = connect(&a.client).await?;
+            let current = client
+                .get_policy(pb::GetPolicyRequest {
+                    site: a.site.clone(),
+                    target: a.target.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut p = current.policy.unwrap_or_default();
+            apply(&a, &mut p);
+            let set = client
+                .set_policy(pb::SetPolicyRequest {
+                    site: a.site.clone(),
+                    target: a.target.clone(),
+                    policy: Some(p),
+                    force: a.force,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_policies(&[set], a.client.json);
+        }
+        PolicyCommand::Show {
+            site,
+            target,
+            client,
+        } => {
+            let i = connect(&client)
+                .await?
+                .get_policy(pb::GetPolicyRequest { site, target })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_policies(&[i], client.json);
+        }
+        PolicyCommand::List { client } => {
+            let r = connect(&client)
+                .await?
+                .list_policies(pb::ListPoliciesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_policies(&r.policies, client.json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
+    let r = connect(&a.client)
+        .await?
+        .prune(pb::PruneRequest {
+            site: a.site.unwrap_or_default(),
+            target: a.target.unwrap_or_default(),
+            dry_run: a.dry_run,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if a.client.json {
+        let targets: Vec<_> = r
+            .targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "site": t.site, "target": t.target, "keep": t.keep, "delete": t.delete,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"dry_run": r.dry_run, "targets": targets, "deleted_snapshots": r.deleted_snapshots,
+                "deleted_chunks": r.deleted_chunks, "freed_bytes": r.freed_bytes,
+                "pinned_chunks": r.pinned_chunks})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![];
+    for t in &r.targets {
+        for id in &t.keep {
+            rows.push(vec![
+                t.site.clone(),
+                t.target.clone(),
+                id.clone(),
+                "keep".into(),
+            ]);
+        }
+        for id in &t.delete {
+            let what = if r.dry_run { "would delete" } else { "deleted" };
+            rows.push(vec![
+                t.site.clone(),
+                t.target.clone(),
+                id.clone(),
+                what.into(),
+            ]);
+        }
+    }
+    println!(
+        "{}",
+        table(&["SITE", "TARGET", "SNAPSHOT", "ACTION"], &rows)
+    );
+    let verb = if r.dry_run { "would free" } else { "freed" };
+    println!(
+        "{} snapshot(s), {} chunk(s): {verb} {}{}",
+        r.deleted_snapshots,
+        r.deleted_chunks,
+        bytes(r.freed_bytes),
+        if r.pinned_chunks > 0 {
+            format!(
+                " ({} unreferenced chunk(s) kept for uploads in flight)",
+                r.pinned_chunks
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

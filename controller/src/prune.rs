@@ -1,0 +1,225 @@
+//! Rotation and garbage collection.
+//!
+//! 1. **Plan**: for every (site, target) in scope, the policy's keep set
+//!    ([`crate::policy::retention::keep_set`]) over its committed snapshots; the rest are
+//!    to be deleted. The newest good snapshot is always kept.
+//! 2. **Delete** those snapshots from the catalog (atomically each), then their manifest
+//!    copies from the blob store.
+//! 3. **Collect** every chunk of the site that no snapshot references, except chunks
+//!    *pinned* because an agent was recently told they exist (FindMissing) or uploaded
+//!    them: an upload in flight never loses a chunk it relies on. Chunk records are
+//!    deleted in a transaction fenced by the site's commit sequence (a commit in between
+//!    makes the pass start over), then the blobs. Pins live in memory, so no chunk is
+//!    collected during the grace period after a controller start.
+//!
+//! A dry run does step 1 and reports what steps 2 and 3 would free.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono_tz::Tz;
+use nex_backup_shared::ids::ChunkId;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::catalog::{CatalogError, SnapshotRecord};
+use crate::policy::Policy;
+use crate::policy::retention::{Snap, keep_set};
+use crate::service::State;
+use crate::store::{chunk_key, manifest_key};
+
+/// What to prune.
+#[derive(Debug, Clone, Default)]
+pub struct PruneScope {
+    pub site: Option<String>,
+    pub target: Option<String>,
+    pub dry_run: bool,
+}
+
+/// The plan and outcome for one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPrune {
+    pub site: String,
+    pub target: String,
+    pub keep: Vec<String>,
+    pub delete: Vec<String>,
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub targets: Vec<TargetPrune>,
+    pub deleted_snapshots: u64,
+    pub deleted_chunks: u64,
+    /// Sealed bytes freed (or that would be freed) in the blob store.
+    pub freed_bytes: u64,
+    /// Unreferenced chunks left alone because an upload may rely on them.
+    pub pinned_chunks: u64,
+}
+
+/// Prune failures, naming the site or snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error("prune: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("prune site {site}: {reason}")]
+    Site { site: String, reason: String },
+}
+
+/// The effective policy of a target.
+pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy, CatalogError> {
+    Ok(state
+        .catalog
+        .policies()
+        .await?
+        .into_iter()
+        .find(|p| p.site == site && p.target == target)
+        .map_or_else(|| state.default_policy.clone(), |p| p.policy))
+}
+
+fn plan_target(snaps: &[SnapshotRecord], policy: &Policy) -> (Vec<String>, Vec<String>) {
+    let tz: Tz = policy.timezone.parse().unwrap_or(Tz::UTC);
+    let view: Vec<Snap> = snaps
+        .iter()
+        .map(|s| Snap {
+            id: s.snapshot_id.clone(),
+            unix_ms: s.created_unix_ms,
+            good: true,
+        })
+        .collect();
+    let keep = keep_set(&view, &policy.retention, &tz);
+    let (k, d): (Vec<_>, Vec<_>) = snaps
+        .iter()
+        .map(|s| s.snapshot_id.clone())
+        .partition(|id| keep.contains(id));
+    (k, d)
+}
+
+/// Plan, and unless dry, delete and collect. See module docs.
+pub async fn prune(
+    state: &State,
+    scope: &PruneScope,
+    now_ms: u64,
+) -> Result<PruneReport, PruneError> {
+    let mut report = PruneReport {
+        dry_run: scope.dry_run,
+        ..Default::default()
+    };
+    let all = state
+        .catalog
+        .snapshots(scope.site.as_deref(), scope.target.as_deref())
+        .await?;
+    let mut by_target: BTreeMap<(String, String), Vec<SnapshotRecord>> = BTreeMap::new();
+    for s in all {
+        by_target
+            .entry((s.site.clone(), s.target.clone()))
+            .or_default()
+            .push(s);
+    }
+    let mut doomed: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for ((site, target), snaps) in &by_target {
+        let policy = policy_of(state, site, target).await?;
+        let (keep, delete) = plan_target(snaps, &policy);
+        doomed
+            .entry(site.clone())
+            .or_default()
+            .extend(delete.iter().cloned());
+        report.targets.push(TargetPrune {
+            site: site.clone(),
+            target: target.clone(),
+            keep,
+            delete,
+        });
+    }
+    for (site, delete) in &doomed {
+        collect_site(state, site, delete, now_ms, &mut report).await?;
+    }
+    if !scope.dry_run {
+        info!(
+            snapshots = report.deleted_snapshots,
+            chunks = report.deleted_chunks,
+            freed_bytes = report.freed_bytes,
+            pinned = report.pinned_chunks,
+            "prune finished"
+        );
+    }
+    Ok(report)
+}
+
+/// Delete `delete` snapshots of `site` (unless dry), then its unreferenced chunks.
+async fn collect_site(
+    state: &State,
+    site: &str,
+    delete: &HashSet<String>,
+    now_ms: u64,
+    report: &mut PruneReport,
+) -> Result<(), PruneError> {
+    let site_err = |reason: String| PruneError::Site {
+        site: site.into(),
+        reason,
+    };
+    if report.dry_run {
+        let view = state.catalog.gc_view(site).await?;
+        let still = view.referenced_without(delete);
+        for (id, len) in &view.chunks {
+            if !still.contains(id) && !state.hub.pinned(site, id, now_ms) {
+                report.freed_bytes += u64::from(*len);
+                report.deleted_chunks += 1;
+            }
+        }
+        report.deleted_snapshots += delete.len() as u64;
+        return Ok(());
+    }
+    for snap in delete {
+        if state.catalog.delete_snapshot(site, snap).await?.is_some() {
+            report.deleted_snapshots += 1;
+            info!(%site, snapshot = %snap, "snapshot deleted by retention");
+        }
+        let key = manifest_key(site, snap);
+        if let Err(e) = state.store.delete(&key).await {
+            warn!(%site, snapshot = %snap, error = %e, "delete manifest copy");
+        }
+    }
+    if now_ms < state.started_ms + state.gc_grace_ms {
+        info!(%site, "garbage collection skipped: within the grace period after start");
+        return Ok(());
+    }
+    state.hub.expire_pins(now_ms);
+    for _attempt in 0..10 {
+        let view = state.catalog.gc_view(site).await?;
+        let referenced = view.referenced_without(&HashSet::new());
+        let (mut victims, mut bytes, mut pinned) = (Vec::<ChunkId>::new(), 0u64, 0u64);
+        for (id, len) in &view.chunks {
+            if referenced.contains(id) {
+                continue;
+            }
+            if state.hub.pinned(site, id, now_ms) {
+                pinned += 1;
+                continue;
+            }
+            victims.push(*id);
+            bytes += u64::from(*len);
+        }
+        if !state
+            .catalog
+            .delete_chunks(site, &victims, view.seq)
+            .await?
+        {
+            continue; // a commit slipped in: look again
+        }
+        for id in &victims {
+            state
+                .store
+                .delete(&chunk_key(site, id))
+                .await
+                .map_err(|e| site_err(format!("delete chunk {}: {e}", id.short())))?;
+        }
+        report.deleted_chunks += victims.len() as u64;
+        report.freed_bytes += bytes;
+        report.pinned_chunks += pinned;
+        return Ok(());
+    }
+    Err(site_err(
+        "commits kept arriving; garbage collection gave up for now".into(),
+    ))
+}

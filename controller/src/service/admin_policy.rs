@@ -1,0 +1,177 @@
+//! Admin calls about policy and retention: set, show and list policies; prune.
+
+use nex_backup_shared::pb;
+use tonic::Status;
+use tracing::info;
+
+use super::admin::AdminApi;
+use super::{catalog_status, check_site, check_target, now_ms};
+use crate::catalog::PolicyRecord;
+use crate::policy::{Policy, Retention, Schedule};
+use crate::prune::{PruneScope, policy_of, prune};
+
+impl From<&Policy> for pb::PolicyMsg {
+    fn from(p: &Policy) -> Self {
+        pb::PolicyMsg {
+            schedule: p.schedule.clone(),
+            timezone: p.timezone.clone(),
+            rpo_secs: p.rpo_secs,
+            rto_secs: p.rto_secs,
+            keep_daily: p.retention.keep_daily,
+            keep_weekly: p.retention.keep_weekly,
+            keep_monthly: p.retention.keep_monthly,
+            keep_last: p.retention.keep_last,
+            drill_every_secs: p.drill_every_secs,
+        }
+    }
+}
+
+impl From<pb::PolicyMsg> for Policy {
+    fn from(m: pb::PolicyMsg) -> Self {
+        Policy {
+            v: 1,
+            schedule: m.schedule,
+            timezone: m.timezone,
+            rpo_secs: m.rpo_secs,
+            rto_secs: m.rto_secs,
+            retention: Retention {
+                keep_daily: m.keep_daily,
+                keep_weekly: m.keep_weekly,
+                keep_monthly: m.keep_monthly,
+                keep_last: m.keep_last,
+            },
+            drill_every_secs: m.drill_every_secs,
+        }
+    }
+}
+
+fn info_of(site: &str, target: &str, p: &Policy, is_default: bool) -> pb::PolicyInfo {
+    let next = Schedule::parse(&p.schedule, &p.timezone)
+        .ok()
+        .and_then(|s| s.next_after(now_ms()))
+        .unwrap_or(0);
+    pb::PolicyInfo {
+        site: site.into(),
+        target: target.into(),
+        policy: Some(p.into()),
+        is_default,
+        next_run_unix_ms: next,
+    }
+}
+
+impl AdminApi {
+    pub(super) async fn set_policy_impl(
+        &self,
+        req: pb::SetPolicyRequest,
+    ) -> Result<pb::PolicyInfo, Status> {
+        check_site(&req.site)?;
+        check_target(&req.target)?;
+        let policy: Policy = req
+            .policy
+            .ok_or_else(|| Status::invalid_argument("policy missing"))?
+            .into();
+        policy
+            .validate(now_ms(), req.force)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rec = PolicyRecord {
+            v: 1,
+            site: req.site.clone(),
+            target: req.target.clone(),
+            policy: policy.clone(),
+            updated_unix_ms: now_ms(),
+        };
+        self.state
+            .catalog
+            .put_policy(&rec)
+            .await
+            .map_err(catalog_status)?;
+        info!(site = %req.site, target = %req.target, schedule = %policy.schedule,
+            timezone = %policy.timezone, rpo_secs = policy.rpo_secs, forced = req.force, "policy set");
+        Ok(info_of(&req.site, &req.target, &policy, false))
+    }
+
+    pub(super) async fn get_policy_impl(
+        &self,
+        req: pb::GetPolicyRequest,
+    ) -> Result<pb::PolicyInfo, Status> {
+        check_site(&req.site)?;
+        check_target(&req.target)?;
+        let own = self
+            .state
+            .catalog
+            .policies()
+            .await
+            .map_err(catalog_status)?
+            .into_iter()
+            .any(|p| p.site == req.site && p.target == req.target);
+        let p = policy_of(&self.state, &req.site, &req.target)
+            .await
+            .map_err(catalog_status)?;
+        Ok(info_of(&req.site, &req.target, &p, !own))
+    }
+
+    /// Every target with a policy of its own, plus every target agents report, with its
+    /// effective policy.
+    pub(super) async fn list_policies_impl(&self) -> Result<pb::ListPoliciesResponse, Status> {
+        let cat = &self.state.catalog;
+        let stored = cat.policies().await.map_err(catalog_status)?;
+        let mut out: std::collections::BTreeMap<(String, String), pb::PolicyInfo> =
+            Default::default();
+        for a in cat.agents().await.map_err(catalog_status)? {
+            for (t, _) in &a.targets {
+                out.insert(
+                    (a.site.clone(), t.clone()),
+                    info_of(&a.site, t, &self.state.default_policy, true),
+                );
+            }
+        }
+        for p in stored {
+            out.insert(
+                (p.site.clone(), p.target.clone()),
+                info_of(&p.site, &p.target, &p.policy, false),
+            );
+        }
+        Ok(pb::ListPoliciesResponse {
+            policies: out.into_values().collect(),
+        })
+    }
+
+    pub(super) async fn prune_impl(
+        &self,
+        req: pb::PruneRequest,
+    ) -> Result<pb::PruneResponse, Status> {
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        let scope = PruneScope {
+            site: opt(req.site),
+            target: opt(req.target),
+            dry_run: req.dry_run,
+        };
+        if let Some(s) = &scope.site {
+            check_site(s)?;
+        }
+        if let Some(t) = &scope.target {
+            check_target(t)?;
+        }
+        let r = prune(&self.state, &scope, now_ms()).await.map_err(|e| {
+            tracing::error!(error = %e, "prune");
+            Status::internal(e.to_string())
+        })?;
+        Ok(pb::PruneResponse {
+            dry_run: r.dry_run,
+            targets: r
+                .targets
+                .into_iter()
+                .map(|t| pb::TargetPrune {
+                    site: t.site,
+                    target: t.target,
+                    keep: t.keep,
+                    delete: t.delete,
+                })
+                .collect(),
+            deleted_snapshots: r.deleted_snapshots,
+            deleted_chunks: r.deleted_chunks,
+            freed_bytes: r.freed_bytes,
+            pinned_chunks: r.pinned_chunks,
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! Rotation and garbage collection against an in-process controller over mTLS: the plan,
+//! the space freed, and uploads in flight that never lose a chunk they were told exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nex_backup_shared::chunk::{ChunkCodec, SealedChunk};
+use nex_backup_shared::keys::MasterKey;
+use nex_backup_shared::manifest::Manifest;
+use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
+use nex_backup_tests::inproc::{self, Identity, InProc};
+use tonic::transport::Channel;
+
+struct Site {
+    s: InProc,
+    client: AgentServiceClient<Channel>,
+    codec: ChunkCodec,
+    keys: nex_backup_shared::keys::SiteKeys,
+    _id: Identity,
+}
+
+/// Site acme with keep-last `keep_last` on a controller whose GC grace is `grace`.
+async fn site(keep_last: u32, grace: Duration) -> Site {
+    let s = inproc::start_with(|c| c.gc_grace = grace).await;
+    let id = s.enroll("acme", "a1").await;
+    let key = MasterKey::generate();
+    s.register_key(&id, 1, &key).await;
+    let mut policy = pb::PolicyMsg::from(&nex_backup::policy::Policy::default());
+    policy.keep_daily = 0;
+    policy.keep_weekly = 0;
+    policy.keep_last = keep_last;
+    s.admin()
+        .set_policy(s.admin_request(pb::SetPolicyRequest {
+            site: "acme".into(),
+            target: "main".into(),
+            policy: Some(policy),
+            force: false,
+        }))
+        .await
+        .unwrap();
+    // GC waits one grace period after start (pins are in memory).
+    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    Site {
+        client: s.agent(&id),
+        codec: ChunkCodec::new(key.derive(), 1),
+        keys: key.derive(),
+        s,
+        _id: id,
+    }
+}
+
+impl Site {
+    async fn put(&self, chunks: &[&SealedChunk]) {
+        let reqs: Vec<_> = chunks
+            .iter()
+            .map(|c| pb::PutChunkRequest {
+                site: "acme".into(),
+                snapshot_id: String::new(),
+                id: c.id.0.to_vec(),
+                blob: c.blob.clone(),
+            })
+            .collect();
+        self.client
+            .clone()
+            .put_chunks(tokio_stream::iter(reqs))
+            .await
+            .unwrap();
+    }
+
+    async fn commit(&self, n: u64, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
+        let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_760_000_000_000 + n * 1000);
+        let m = Manifest {
+            site: "acme".into(),
+            target: "main".into(),
+            snapshot_id: snapshot_id.clone(),
+            created_unix_ms: 1,
+            streams: vec![],
+            row_counts: vec![],
+            source: Default::default(),
+            duration_ms: 1,
+        };
+        self.client
+            .clone()
+            .commit_snapshot(pb::CommitSnapshotRequest {
+                site: "acme".into(),
+                target: "main".into(),
+                snapshot_id: snapshot_id.clone(),
+                job_id: format!("job-{n}"),
+                manifest: m.seal(&self.keys),
+                chunk_ids: chunks.iter().map(|c| c.id.0.to_vec()).collect(),
+                logical_bytes: 1,
+                started_unix_ms: 1_760_000_000_000 + n * 1000,
+                duration_ms: 1,
+            })
+            .await
+            .map(|_| snapshot_id)
+    }
+
+    /// The chunks of `chunks` the controller says it lacks.
+    async fn missing<'a>(&self, chunks: &[&'a SealedChunk]) -> Vec<&'a SealedChunk> {
+        let missing = self
+            .client
+            .clone()
+            .find_missing(pb::FindMissingRequest {
+                site: "acme".into(),
+                ids: chunks.iter().map(|c| c.id.0.to_vec()).collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .missing;
+        chunks
+            .iter()
+            .copied()
+            .filter(|c| missing.contains(&c.id.0.to_vec()))
+            .collect()
+    }
+
+    async fn find_missing(&self, chunks: &[&SealedChunk]) -> usize {
+        self.missing(chunks).await.len()
+    }
+
+    async fn prune(&self, dry_run: bool) -> pb::PruneResponse {
+        self.s
+            .admin()
+            .prune(self.s.admin_request(pb::PruneRequest {
+                site: String::new(),
+                target: String::new(),
+                dry_run,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+#[tokio::test]
+async fn prune_plans_frees_and_spares_chunks_an_upload_was_told_exist() {
+    let grace = Duration::from_millis(1500);
+    let st = site(1, grace).await;
+    let c = |s: &str| st.codec.encode(s.as_bytes());
+    let (a, b, cc, d) = (c("chunk a"), c("chunk b"), c("chunk c"), c("chunk d"));
+    st.put(&[&a, &b]).await;
+    let s1 = st.commit(1, &[&a, &b]).await.unwrap();
+    st.put(&[&cc]).await;
+    let s2 = st.commit(2, &[&cc]).await.unwrap();
+    // Just-uploaded chunks are pinned for the grace period.
+    assert_eq!(
+        st.prune(true).await.pinned_chunks,
+        0,
+        "dry runs report no pins"
+    );
+    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+
+    let dry = st.prune(true).await;
+    assert!(dry.dry_run);
+    assert_eq!(dry.targets[0].keep, vec![s2.clone()]);
+    assert_eq!(dry.targets[0].delete, vec![s1.clone()]);
+    assert_eq!(dry.deleted_chunks, 2, "a and b would go");
+    assert_eq!(dry.freed_bytes, (a.blob.len() + b.blob.len()) as u64);
+    let b_blob =
+        st.s.data_dir()
+            .join("blobs/chunks/acme")
+            .join(&b.id.to_hex()[..2])
+            .join(b.id.to_hex());
+    assert!(b_blob.exists(), "a dry run changes nothing");
+
+    // A new backup is told that a exists (and pins it) ...
+    assert_eq!(st.find_missing(&[&a, &d]).await, 1);
+    let done = st.prune(false).await;
+    assert_eq!(done.deleted_snapshots, 1);
+    assert_eq!(done.deleted_chunks, 1, "only b");
+    assert_eq!(done.freed_bytes, b.blob.len() as u64);
+    assert_eq!(done.pinned_chunks, 1, "a is kept for the upload");
+    // ... and can still commit a snapshot that uses it.
+    st.put(&[&d]).await;
+    let s3 = st.commit(3, &[&a, &d]).await.unwrap();
+    assert_eq!(st.find_missing(&[&b]).await, 1, "b is gone");
+    assert!(!b_blob.exists(), "b's blob is deleted too");
+    let m = st.s.data_dir().join("blobs/manifests/acme").join(&s1);
+    assert!(!m.exists(), "s1's manifest copy is deleted");
+    let after = st.prune(false).await;
+    assert_eq!(after.targets[0].keep, vec![s3]);
+    st.s.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_collection_concurrent_with_uploads_loses_nothing() {
+    let st = Arc::new(site(2, Duration::from_millis(300)).await);
+    let pool: Vec<SealedChunk> = (0..24)
+        .map(|i| st.codec.encode(format!("shared chunk {i}").as_bytes()))
+        .collect();
+    let pool = Arc::new(pool);
+    let pruner = {
+        let st = st.clone();
+        tokio::spawn(async move {
+            let mut freed = 0;
+            for _ in 0..60 {
+                freed += st.prune(false).await.deleted_chunks;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            freed
+        })
+    };
+    let mut committed = vec![];
+    for n in 0..40u64 {
+        // Each snapshot: 6 chunks from a sliding window, so old ones become garbage.
+        let picked: Vec<&SealedChunk> = (0..6)
+            .map(|k| &pool[((n as usize) * 2 + k) % pool.len()])
+            .collect();
+        // Exactly what an agent does: ask, send only what is missing, commit.
+        let to_send = st.missing(&picked).await;
+        st.put(&to_send).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let id = st
+            .commit(n + 10, &picked)
+            .await
+            .unwrap_or_else(|e| panic!("commit {n} lost a chunk it was told exists: {e:?}"));
+        committed.push((id, picked.iter().map(|c| c.id).collect::<Vec<_>>()));
+    }
+    let freed = pruner.await.unwrap();
+    assert!(freed > 0, "garbage collection really ran alongside");
+    // Every snapshot still listed has every chunk, in the catalog and the store.
+    let plan = st.prune(true).await;
+    let listed = &plan.targets[0].keep;
+    assert_eq!(listed.len(), 2, "keep-last 2");
+    assert!(plan.targets[0].delete.is_empty());
+    for snap in listed {
+        let (_, ids) = committed
+            .iter()
+            .find(|(id, _)| id == snap)
+            .expect("a committed snapshot");
+        let mut stream = st
+            .client
+            .clone()
+            .get_chunks(pb::GetChunksRequest {
+                site: "acme".into(),
+                ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while let Some(b) = stream.message().await.unwrap() {
+            assert!(!b.blob.is_empty());
+            n += 1;
+        }
+        assert_eq!(n, ids.len(), "snapshot {snap} is whole");
+    }
+    Arc::try_unwrap(st).ok().unwrap().s.shutdown().await;
+}
