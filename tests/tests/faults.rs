@@ -157,6 +157,21 @@ fn failing_dumps_name_target_and_commit_nothing() {
     for t in ["badpw", "ghost", "limited"] {
         assert!(env.snapshots(t).is_empty(), "nothing committed for {t}");
     }
+    // The history keeps each failure with its error; --failed shows only those.
+    let failed = env.cli(&["jobs", "--failed", "--json"]).json();
+    let failed = failed.as_array().unwrap();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    for (j, t) in failed.iter().zip(["limited", "ghost", "badpw"]) {
+        assert_eq!(j["target"], t);
+        assert_eq!(j["state"], "failed");
+        assert!(
+            j["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("target {t}")),
+            "{j}"
+        );
+    }
     let snaps = env.snapshots("main");
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["snapshot_id"], good["snapshot_id"]);

@@ -93,4 +93,25 @@ fn policies_are_validated_whole_and_prune_shows_its_plan() {
     assert_eq!(left[0]["snapshot_id"], second_id, "the newest stays");
     let r = env.restore("main", "after_prune", &[]).json();
     assert_eq!(r["ok"], true, "{r}");
+
+    // The history: two backups and a restore, newest first, with bytes and outcome.
+    let failed = env.backup("nosuchtarget");
+    assert!(!failed.ok);
+    let jobs = env.cli(&["jobs", "--site", SITE, "--json"]).json();
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert_eq!(jobs[0]["kind"], "restore");
+    assert_eq!(jobs[0]["state"], "succeeded");
+    assert_eq!(jobs[2]["snapshot_id"], first_id);
+    assert!(jobs[2]["logical_bytes"].as_u64().unwrap() > 0);
+    assert!(jobs[2]["new_bytes"].as_u64().unwrap() > 0);
+    assert!(jobs[2]["ended_unix_ms"].as_u64() >= jobs[2]["started_unix_ms"].as_u64());
+    let table = env.cli(&["jobs"]);
+    assert!(
+        table.stdout.contains("backup (manual)") && table.stdout.contains("succeeded"),
+        "{}",
+        table.stdout
+    );
+    let none_failed = env.cli(&["jobs", "--failed", "--json"]).json();
+    assert_eq!(none_failed.as_array().unwrap().len(), 0, "{none_failed}");
 }

@@ -167,6 +167,9 @@ async fn agents_and_jobs(cat: &dyn Catalog) {
         ended_unix_ms: None,
         error: None,
         snapshot_id: None,
+        trigger: "manual".into(),
+        logical_bytes: 0,
+        new_bytes: 0,
     };
     cat.put_job(&job).await.unwrap();
     job.state = JobState::Failed;

@@ -93,6 +93,15 @@ pub struct JobRecord {
     pub ended_unix_ms: Option<u64>,
     pub error: Option<String>,
     pub snapshot_id: Option<String>,
+    /// What started it: `manual` (operator), later `schedule`, `retry`, `drill`.
+    #[serde(default)]
+    pub trigger: String,
+    /// Logical bytes the job read or restored, as the agent reported.
+    #[serde(default)]
+    pub logical_bytes: u64,
+    /// Sealed bytes a backup added to the store.
+    #[serde(default)]
+    pub new_bytes: u64,
 }
 
 /// What garbage collection needs to know of a site, read consistently.

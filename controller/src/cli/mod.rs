@@ -3,6 +3,7 @@
 
 mod client;
 mod format;
+mod jobs;
 mod ops;
 mod policy;
 mod trust;
@@ -78,6 +79,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Apply retention and free unreferenced chunks (`--dry-run` shows the plan).
     Prune(policy::PruneArgs),
+    /// Job history: start, end, outcome, error, bytes and duration of each job.
+    Jobs(jobs::JobsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RecoveryKey(c) => trust::recovery_key(c),
         Command::Policy(c) => policy::policy(c).await,
         Command::Prune(a) => policy::prune(a).await,
+        Command::Jobs(a) => jobs::jobs(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

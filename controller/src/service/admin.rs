@@ -69,6 +69,9 @@ impl AdminApi {
             ended_unix_ms: None,
             error: None,
             snapshot_id: None,
+            trigger: "manual".into(),
+            logical_bytes: 0,
+            new_bytes: 0,
         };
         self.state
             .catalog
@@ -347,5 +350,14 @@ impl AdminService for AdminApi {
         request: Request<pb::PruneRequest>,
     ) -> Result<Response<pb::PruneResponse>, Status> {
         Ok(Response::new(self.prune_impl(request.into_inner()).await?))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Ok(Response::new(
+            self.list_jobs_impl(request.into_inner()).await?,
+        ))
     }
 }

@@ -1,4 +1,4 @@
-//! Admin calls about policy and retention: set, show and list policies; prune.
+//! Admin calls about policy, retention and history: policies, prune, jobs.
 
 use nex_backup_shared::pb;
 use tonic::Status;
@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::admin::AdminApi;
 use super::{catalog_status, check_site, check_target, now_ms};
-use crate::catalog::PolicyRecord;
+use crate::catalog::{JobState, PolicyRecord};
 use crate::policy::{Policy, Retention, Schedule};
 use crate::prune::{PruneScope, policy_of, prune};
 
@@ -172,6 +172,49 @@ impl AdminApi {
             deleted_chunks: r.deleted_chunks,
             freed_bytes: r.freed_bytes,
             pinned_chunks: r.pinned_chunks,
+        })
+    }
+
+    pub(super) async fn list_jobs_impl(
+        &self,
+        req: pb::ListJobsRequest,
+    ) -> Result<pb::ListJobsResponse, Status> {
+        let mut jobs = self.state.catalog.jobs().await.map_err(catalog_status)?;
+        jobs.retain(|j| {
+            (req.site.is_empty() || j.site == req.site)
+                && (req.target.is_empty() || j.target == req.target)
+                && (!req.failed_only || j.state == JobState::Failed)
+        });
+        jobs.sort_by(|a, b| (b.started_unix_ms, &b.job_id).cmp(&(a.started_unix_ms, &a.job_id)));
+        let limit = if req.limit == 0 {
+            50
+        } else {
+            req.limit as usize
+        };
+        jobs.truncate(limit);
+        Ok(pb::ListJobsResponse {
+            jobs: jobs
+                .into_iter()
+                .map(|j| pb::JobInfo {
+                    state: match j.state {
+                        JobState::Running => "running",
+                        JobState::Succeeded => "succeeded",
+                        JobState::Failed => "failed",
+                    }
+                    .into(),
+                    job_id: j.job_id,
+                    site: j.site,
+                    target: j.target,
+                    kind: j.kind,
+                    started_unix_ms: j.started_unix_ms,
+                    ended_unix_ms: j.ended_unix_ms.unwrap_or(0),
+                    error: j.error.unwrap_or_default(),
+                    snapshot_id: j.snapshot_id.unwrap_or_default(),
+                    trigger: j.trigger,
+                    logical_bytes: j.logical_bytes,
+                    new_bytes: j.new_bytes,
+                })
+                .collect(),
         })
     }
 }

@@ -45,6 +45,9 @@ impl AgentApi {
                 ended_unix_ms: None,
                 error: None,
                 snapshot_id: None,
+                trigger: "unknown".into(),
+                logical_bytes: 0,
+                new_bytes: 0,
             },
             Err(e) => {
                 warn!(site, job = %job_id, error = %e, "load job; result will be re-sent by the agent");
@@ -59,23 +62,23 @@ impl AgentApi {
         job.ended_unix_ms = Some(now_ms());
         job.error = (!r.error.is_empty()).then(|| r.error.clone());
         job.snapshot_id = (!r.snapshot_id.is_empty()).then(|| r.snapshot_id.clone());
+        job.logical_bytes = r.logical_bytes;
+        if let (Some(s), "backup") = (&job.snapshot_id, job.kind.as_str()) {
+            job.new_bytes = cat
+                .snapshot(site, s)
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.new_bytes);
+        }
         if let Err(e) = cat.put_job(&job).await.and(cat.flush().await) {
             warn!(site, job = %job_id, error = %e, "record job result; the agent will re-send it");
             return;
         }
         info!(site, job = %job_id, target = %job.target, ok = r.ok, error = %r.error, "job finished");
-        let new_bytes = match (&job.snapshot_id, job.kind.as_str()) {
-            (Some(s), "backup") => cat
-                .snapshot(site, s)
-                .await
-                .ok()
-                .flatten()
-                .map_or(0, |s| s.new_bytes),
-            _ => 0,
-        };
         self.state.hub.publish(pb::JobUpdate {
             job_id: job_id.clone(),
-            update: Some(Update::Outcome(outcome(r, new_bytes))),
+            update: Some(Update::Outcome(outcome(r, job.new_bytes))),
         });
         let ack = pb::ControllerMessage {
             msg: Some(pb::controller_message::Msg::AckJob(job_id)),

@@ -1,0 +1,88 @@
+//! `nex-backup jobs`: the job history, newest first.
+
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Args;
+use nex_backup_shared::pb;
+use serde_json::json;
+
+use super::ClientOpts;
+use super::client::connect;
+use super::format::{bytes, table, time};
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[arg(long)]
+    pub site: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only failed jobs.
+    #[arg(long)]
+    pub failed: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+fn duration(j: &pb::JobInfo) -> String {
+    if j.ended_unix_ms == 0 {
+        return "-".into();
+    }
+    let ms = j.ended_unix_ms.saturating_sub(j.started_unix_ms);
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
+    let r = connect(&a.client)
+        .await?
+        .list_jobs(pb::ListJobsRequest {
+            site: a.site.unwrap_or_default(),
+            target: a.target.unwrap_or_default(),
+            failed_only: a.failed,
+            limit: a.limit,
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+        .into_inner();
+    if a.client.json {
+        let v: Vec<_> = r.jobs.iter().map(|j| json!({
+            "job_id": j.job_id, "site": j.site, "target": j.target, "kind": j.kind,
+            "state": j.state, "trigger": j.trigger, "started_unix_ms": j.started_unix_ms,
+            "ended_unix_ms": j.ended_unix_ms, "error": j.error, "snapshot_id": j.snapshot_id,
+            "logical_bytes": j.logical_bytes, "new_bytes": j.new_bytes,
+        })).collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = r
+        .jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.clone(),
+                j.site.clone(),
+                j.target.clone(),
+                format!("{} ({})", j.kind, j.trigger),
+                time(j.started_unix_ms),
+                time(j.ended_unix_ms),
+                j.state.clone(),
+                duration(j),
+                if j.logical_bytes > 0 {
+                    format!("{} / {} new", bytes(j.logical_bytes), bytes(j.new_bytes))
+                } else {
+                    "-".into()
+                },
+                j.error.chars().take(80).collect(),
+            ]
+        })
+        .collect();
+    let header = [
+        "JOB", "SITE", "TARGET", "KIND", "STARTED", "ENDED", "OUTCOME", "DURATION", "BYTES",
+        "ERROR",
+    ];
+    println!("{}", table(&header, &rows));
+    Ok(ExitCode::SUCCESS)
+}
