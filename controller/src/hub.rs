@@ -33,6 +33,8 @@ struct Inner {
     upload_bytes: HashMap<(String, String), u64>,
     /// One token per (site, agent), shared by all of that agent's sessions.
     agent_cuts: HashMap<(String, String), CancellationToken>,
+    /// Progress events seen per running job (for stall detection).
+    progress: HashMap<String, u64>,
     /// Chunks an agent was told exist (FindMissing) or just uploaded, with the time until
     /// which garbage collection must leave them alone.
     pins: HashMap<(String, ChunkId), u64>,
@@ -139,6 +141,11 @@ impl Hub {
     pub fn publish(&self, update: pb::JobUpdate) {
         let final_update = matches!(update.update, Some(pb::job_update::Update::Outcome(_)));
         let mut g = self.lock();
+        if final_update {
+            g.progress.remove(&update.job_id);
+        } else {
+            *g.progress.entry(update.job_id.clone()).or_default() += 1;
+        }
         if let Some(tx) = g.watchers.get(&update.job_id) {
             let _ = tx.send(update.clone());
         }
@@ -159,6 +166,11 @@ impl Hub {
     pub fn upload_bytes(&self, site: &str, snapshot_id: &str) -> u64 {
         let key = (site.to_string(), snapshot_id.to_string());
         self.lock().upload_bytes.get(&key).copied().unwrap_or(0)
+    }
+
+    /// How many progress events a job has sent so far.
+    pub fn progress_count(&self, job_id: &str) -> u64 {
+        self.lock().progress.get(job_id).copied().unwrap_or(0)
     }
 
     /// Protect `ids` of `site` from garbage collection until `until_ms`.

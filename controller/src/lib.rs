@@ -10,6 +10,9 @@
 //! - [`pki`]: the controller CA, server certificate, agent certificate issuance.
 //! - [`auth`]: who is calling: the admin credential, and agents by client certificate.
 //! - [`tls_listener`]: TLS 1.3 accept loop that hands tonic connections with peer identity.
+//! - [`policy`]: per-target policies (schedule, RPO/RTO, retention) and the keep set.
+//! - [`prune`]: retention and garbage collection.
+//! - [`scheduler`]: starts scheduled backups, retries, fails stalled jobs.
 //! - [`cli`]: the operator CLI (`status`, `snapshots`, `backup`, `restore`).
 
 pub mod auth;
@@ -19,6 +22,7 @@ pub mod hub;
 pub mod pki;
 pub mod policy;
 pub mod prune;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;

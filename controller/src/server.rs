@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub default_policy: crate::policy::Policy,
     /// Garbage-collection grace (see [`State::gc_grace_ms`]).
     pub gc_grace: Duration,
+    /// The scheduler's tunables; `None` runs no scheduler (jobs start only by hand).
+    pub scheduler: Option<crate::scheduler::decide::SchedConfig>,
 }
 
 impl ServeConfig {
@@ -55,6 +57,7 @@ impl ServeConfig {
             agent_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
             default_policy: crate::policy::Policy::default(),
             gc_grace: Duration::from_secs(6 * 3600),
+            scheduler: Some(Default::default()),
         }
     }
 }
@@ -82,6 +85,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
 /// A controller bound to its address, ready to serve.
 pub struct Bound {
     state: Arc<State>,
+    scheduler: Option<crate::scheduler::decide::SchedConfig>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin: AdminGuard,
@@ -124,6 +128,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         recovery_keys = cfg.recovery_keys.len(), "controller listening (mutual TLS 1.3)");
     Ok(Bound {
         state,
+        scheduler: cfg.scheduler.clone(),
         listener,
         tls,
         admin,
@@ -213,6 +218,11 @@ async fn mark_interrupted_jobs(state: &State) -> anyhow::Result<()> {
 }
 
 impl Bound {
+    /// The controller's shared state (for in-process tests that drive a scheduler).
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
     /// Serve until `shutdown` resolves, then flush the catalog.
     pub async fn serve(
         self,
@@ -235,6 +245,15 @@ impl Bound {
         })
         .max_decoding_message_size(1024 * 1024);
         let incoming = crate::tls_listener::incoming(self.listener, self.tls);
+        let stop_scheduler = tokio_util::sync::CancellationToken::new();
+        if let Some(cfg) = self.scheduler {
+            let s = crate::scheduler::Scheduler::new(
+                state.clone(),
+                Arc::new(crate::scheduler::SystemClock),
+                cfg,
+            );
+            tokio::spawn(s.run(stop_scheduler.clone()));
+        }
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .add_service(agent)
@@ -243,6 +262,7 @@ impl Bound {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("serve gRPC")?;
+        stop_scheduler.cancel();
         state.catalog.flush().await.context("flush catalog")?;
         info!("controller stopped");
         Ok(())

@@ -29,6 +29,8 @@ pub struct EnvOpts {
     pub stall_timeout_secs: Option<u64>,
     /// Extra `nex-backup serve` arguments.
     pub controller_args: Vec<String>,
+    /// Run the controller's scheduler (off by default: tests start jobs themselves).
+    pub scheduler: bool,
 }
 
 /// A `[[targets]]` entry on the test cluster, for [`EnvOpts::extra_targets`].
@@ -73,6 +75,11 @@ impl Env {
             &dir.path().join("controller.log"),
             &[
                 vec!["--recovery-key".into(), recovery_public.clone()],
+                if opts.scheduler {
+                    vec![]
+                } else {
+                    vec!["--no-scheduler".into()]
+                },
                 opts.controller_args.clone(),
             ]
             .concat(),

@@ -49,6 +49,8 @@ pub async fn start_with(f: impl FnOnce(&mut ServeConfig)) -> InProc {
     let recovery = RecoverySecret::generate();
     let mut cfg = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
     cfg.recovery_keys = vec![recovery.public()];
+    // Deterministic by default: jobs start only when a test starts them.
+    cfg.scheduler = None;
     f(&mut cfg);
     let bound = bind(&cfg).await.unwrap();
     let (addr, fingerprint) = (bound.addr, bound.ca_fingerprint.clone());

@@ -108,4 +108,15 @@ async fn policies_round_trip(cat: &dyn Catalog) {
     changed.policy.rpo_secs = 7200;
     cat.put_policy(&changed).await.unwrap();
     assert_eq!(cat.policies().await.unwrap(), vec![changed]);
+    let mut sched = super::ScheduleRecord {
+        v: 1,
+        site: "s".into(),
+        target: "t".into(),
+        next_due_unix_ms: 10,
+        ..Default::default()
+    };
+    cat.put_schedule(&sched).await.unwrap();
+    sched.pending_since_unix_ms = Some(10);
+    cat.put_schedule(&sched).await.unwrap();
+    assert_eq!(cat.schedules().await.unwrap(), vec![sched]);
 }

@@ -139,6 +139,24 @@ pub struct PolicyRecord {
     pub updated_unix_ms: u64,
 }
 
+/// The scheduler's durable state for one (site, target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScheduleRecord {
+    pub v: u32,
+    pub site: String,
+    pub target: String,
+    /// Next scheduled slot.
+    pub next_due_unix_ms: u64,
+    /// A slot came due and no job has been started for it yet (missed slots coalesce).
+    pub pending_since_unix_ms: Option<u64>,
+    /// The last job the scheduler started, and whether its outcome was handled.
+    pub last_job: Option<String>,
+    pub last_job_handled: bool,
+    /// Consecutive failures of scheduled jobs; retries back off with it.
+    pub failures: u32,
+    pub retry_at_unix_ms: Option<u64>,
+}
+
 /// A snapshot about to be committed.
 #[derive(Debug, Clone)]
 pub struct NewSnapshot {
@@ -215,6 +233,8 @@ pub trait Catalog: Send + Sync + 'static {
     /// `seq`. Returns false (nothing deleted) if one did.
     async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool>;
     async fn put_policy(&self, rec: &PolicyRecord) -> Result<()>;
+    async fn put_schedule(&self, rec: &ScheduleRecord) -> Result<()>;
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
     async fn policies(&self) -> Result<Vec<PolicyRecord>>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;

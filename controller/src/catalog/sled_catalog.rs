@@ -24,7 +24,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::sled_trust::TrustTrees;
 use super::{
     AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, NewSnapshot,
-    PolicyRecord, Result, SealedKeyRecord, SnapshotRecord, TokenRecord, TokenUse,
+    PolicyRecord, Result, ScheduleRecord, SealedKeyRecord, SnapshotRecord, TokenRecord, TokenUse,
 };
 
 const CHUNK_RECORD_V1: u8 = 1;
@@ -61,6 +61,7 @@ pub struct SledCatalog {
     /// `commit_seq/<site>`: bumped by every commit, read by garbage collection.
     pub(super) meta: sled::Tree,
     pub(super) policies: sled::Tree,
+    pub(super) schedules: sled::Tree,
     trust: TrustTrees,
 }
 
@@ -83,6 +84,7 @@ impl SledCatalog {
             jobs: t("jobs")?,
             meta: t("meta")?,
             policies: t("policies")?,
+            schedules: t("schedules")?,
             trust: TrustTrees::open(&db)?,
             db,
         })
@@ -387,6 +389,14 @@ impl Catalog for SledCatalog {
 
     async fn policies(&self) -> Result<Vec<PolicyRecord>> {
         self.policies_sync()
+    }
+
+    async fn put_schedule(&self, rec: &ScheduleRecord) -> Result<()> {
+        self.put_schedule_sync(rec)
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        self.schedules_sync()
     }
 
     async fn flush(&self) -> Result<()> {

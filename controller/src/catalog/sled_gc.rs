@@ -1,4 +1,4 @@
-//! Snapshot deletion, garbage collection and policies on sled. Every commit bumps a
+//! Snapshot deletion, garbage collection, policies and schedule state on sled. Every commit bumps a
 //! per-site sequence number (`meta` tree, `commit_seq/<site>`) in its transaction; GC
 //! reads the sequence with the set of referenced chunks, and deletes chunks in a
 //! transaction that aborts if the sequence moved. Together with the in-transaction chunk
@@ -14,7 +14,7 @@ use sled::transaction::{
 };
 
 use super::sled_catalog::{SledCatalog, decode, encode, key, storage};
-use super::{GcView, PolicyRecord, Result, SnapshotRecord};
+use super::{GcView, PolicyRecord, Result, ScheduleRecord, SnapshotRecord};
 
 pub(super) fn seq_key(site: &str) -> Vec<u8> {
     [b"commit_seq/".as_slice(), site.as_bytes()].concat()
@@ -130,6 +130,22 @@ impl SledCatalog {
 
     pub(super) fn policies_sync(&self) -> Result<Vec<PolicyRecord>> {
         self.policies
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub(super) fn put_schedule_sync(&self, rec: &ScheduleRecord) -> Result<()> {
+        let k = key(&[rec.site.as_bytes(), rec.target.as_bytes()]);
+        self.schedules.insert(k, encode(rec)).map_err(storage)?;
+        Ok(())
+    }
+
+    pub(super) fn schedules_sync(&self) -> Result<Vec<ScheduleRecord>> {
+        self.schedules
             .iter()
             .map(|kv| {
                 let (k, v) = kv.map_err(storage)?;

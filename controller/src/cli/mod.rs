@@ -120,6 +120,15 @@ pub struct ServeArgs {
     /// How long chunks an agent was told about stay safe from garbage collection.
     #[arg(long, default_value = "6h", value_parser = trust::parse_duration)]
     pub gc_grace: std::time::Duration,
+    /// Run no scheduler: jobs start only by hand.
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Fail a running job that reports no progress for this long.
+    #[arg(long, default_value = "30m", value_parser = trust::parse_duration)]
+    pub stall_limit: std::time::Duration,
+    /// First retry delay of a failed scheduled job (doubles each time, 3 retries).
+    #[arg(long, default_value = "1m", value_parser = trust::parse_duration)]
+    pub retry_base: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +197,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             cfg.agent_cert_lifetime = a.agent_cert_lifetime;
             cfg.gc_grace = a.gc_grace;
+            cfg.scheduler = (!a.no_scheduler).then(|| crate::scheduler::decide::SchedConfig {
+                stall_limit_ms: a.stall_limit.as_millis() as u64,
+                retry_base_ms: a.retry_base.as_millis() as u64,
+                ..Default::default()
+            });
             cfg.default_policy.schedule = a.default_schedule;
             cfg.default_policy.timezone = a.default_timezone;
             cfg.default_policy

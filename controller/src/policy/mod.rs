@@ -56,7 +56,7 @@ impl Default for Retention {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub v: u32,
-    /// Five-field cron expression, e.g. `30 1 * * *`.
+    /// Cron expression, e.g. `30 1 * * *` (a sixth, leading field gives seconds).
     pub schedule: String,
     /// IANA time zone the schedule and the retention days are read in.
     pub timezone: String,
@@ -92,10 +92,12 @@ impl Schedule {
     pub fn parse(expr: &str, timezone: &str) -> Result<Self, PolicyError> {
         let tz = Tz::from_str(timezone)
             .map_err(|_| err("timezone", format!("unknown time zone {timezone:?}")))?;
-        if expr.split_whitespace().count() != 5 {
+        if !(5..=6).contains(&expr.split_whitespace().count()) {
             return Err(err(
                 "schedule",
-                format!("{expr:?}: expected five fields (minute hour day month weekday)"),
+                format!(
+                    "{expr:?}: expected five fields (minute hour day month weekday), or six with seconds first"
+                ),
             ));
         }
         let cron = Cron::from_str(expr).map_err(|e| err("schedule", format!("{expr:?}: {e}")))?;

@@ -8,10 +8,10 @@ use nex_backup_shared::pb::{self, command::Kind, job_update::Update};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{State, catalog_status, check_site, check_snapshot, check_target, now_ms};
-use crate::catalog::{AgentRecord, JobRecord, JobState};
+use crate::catalog::AgentRecord;
 
 /// The operator-facing service.
 #[derive(Clone)]
@@ -53,49 +53,8 @@ impl AdminApi {
         target: &str,
         kind: Kind,
     ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
-        let job_id = format!("job-{}", new_snapshot_id(now_ms()));
-        let kind_name = match kind {
-            Kind::Backup(_) => "backup",
-            Kind::Restore(_) => "restore",
-        };
-        let job = JobRecord {
-            v: 1,
-            job_id: job_id.clone(),
-            site: site.into(),
-            target: target.into(),
-            kind: kind_name.into(),
-            state: JobState::Running,
-            started_unix_ms: now_ms(),
-            ended_unix_ms: None,
-            error: None,
-            snapshot_id: None,
-            trigger: "manual".into(),
-            logical_bytes: 0,
-            new_bytes: 0,
-        };
-        self.state
-            .catalog
-            .put_job(&job)
-            .await
-            .map_err(catalog_status)?;
-        let mut updates = self.state.hub.watch(&job_id);
-        let cmd = pb::ControllerMessage {
-            msg: Some(pb::controller_message::Msg::Command(pb::Command {
-                job_id: job_id.clone(),
-                kind: Some(kind),
-            })),
-        };
-        if let Err(e) = self.state.hub.send(site, cmd).await {
-            let mut failed = job.clone();
-            failed.state = JobState::Failed;
-            failed.error = Some(e.clone());
-            failed.ended_unix_ms = Some(now_ms());
-            if let Err(ce) = self.state.catalog.put_job(&failed).await {
-                warn!(job = %job_id, error = %ce, "record undeliverable job");
-            }
-            return Err(Status::unavailable(e));
-        }
-        info!(site, target, job = %job_id, kind = kind_name, "job dispatched");
+        let (job_id, mut updates) =
+            super::jobs::start_job(&self.state, site, target, kind, "manual").await?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             loop {

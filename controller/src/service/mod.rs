@@ -7,6 +7,7 @@ mod admin_trust;
 pub mod agent;
 mod commit;
 pub mod enroll;
+pub mod jobs;
 mod keys;
 mod results;
 

@@ -1,0 +1,154 @@
+use super::*;
+
+const MIN: u64 = 60_000;
+/// 2026-11-28T00:00:00Z
+const T0: u64 = 1_795_824_000_000;
+
+fn hourly() -> Schedule {
+    Schedule::parse("0 * * * *", "UTC").unwrap()
+}
+
+fn live(now: u64, online: bool) -> Live {
+    Live {
+        now_ms: now,
+        agent_online: online,
+        ..Default::default()
+    }
+}
+
+fn cfg() -> SchedConfig {
+    SchedConfig {
+        stall_limit_ms: 10 * MIN,
+        max_retries: 2,
+        retry_base_ms: MIN,
+    }
+}
+
+/// Run the scheduler at `now`, recording a started job as `job`.
+fn step(rec: ScheduleRecord, l: &Live, job: &str) -> (ScheduleRecord, Vec<Action>) {
+    let (mut rec, actions) = decide(rec, &hourly(), l, &cfg());
+    if actions.iter().any(|a| matches!(a, Action::Start { .. })) {
+        rec.last_job = Some(job.into());
+        rec.last_job_handled = false;
+    }
+    (rec, actions)
+}
+
+#[test]
+fn fires_on_time_and_not_before() {
+    let (rec, a) = step(ScheduleRecord::default(), &live(T0 + 5 * MIN, true), "j");
+    assert!(a.is_empty());
+    assert_eq!(rec.next_due_unix_ms, T0 + 60 * MIN);
+    let (rec, a) = step(rec, &live(T0 + 59 * MIN, true), "j");
+    assert!(a.is_empty());
+    let (rec, a) = step(rec, &live(T0 + 60 * MIN, true), "j1");
+    assert_eq!(
+        a,
+        [Action::Start {
+            trigger: "schedule"
+        }]
+    );
+    assert_eq!(rec.next_due_unix_ms, T0 + 120 * MIN);
+}
+
+#[test]
+fn an_offline_agent_gets_one_job_for_all_missed_slots() {
+    let (mut rec, _) = step(ScheduleRecord::default(), &live(T0, false), "j");
+    for h in 1..=5 {
+        let (r, a) = step(rec, &live(T0 + h * 60 * MIN + 1, false), "j");
+        assert!(a.is_empty(), "offline: nothing starts");
+        rec = r;
+    }
+    assert_eq!(
+        rec.pending_since_unix_ms,
+        Some(T0 + 60 * MIN),
+        "first missed slot"
+    );
+    let (rec, a) = step(rec, &live(T0 + 5 * 60 * MIN + 2 * MIN, true), "j1");
+    assert_eq!(
+        a,
+        [Action::Start {
+            trigger: "schedule"
+        }],
+        "exactly one"
+    );
+    let (_, a) = step(rec, &live(T0 + 5 * 60 * MIN + 3 * MIN, true), "j2");
+    assert!(a.is_empty(), "and not again until the next slot");
+}
+
+#[test]
+fn never_two_backups_of_one_target_and_stalls_are_failed() {
+    let (rec, _) = step(ScheduleRecord::default(), &live(T0, true), "j");
+    let (rec, a) = step(rec, &live(T0 + 60 * MIN, true), "j1");
+    assert_eq!(a.len(), 1);
+    // The next slot comes while j1 still runs (busy 2 min ago): nothing starts.
+    let busy = Live {
+        running: Some(("j1".into(), 2 * MIN)),
+        ..live(T0 + 120 * MIN, true)
+    };
+    let (rec, a) = step(rec, &busy, "j2");
+    assert!(a.is_empty(), "{a:?}");
+    assert!(rec.pending_since_unix_ms.is_some(), "the slot waits");
+    let stuck = Live {
+        running: Some(("j1".into(), 11 * MIN)),
+        ..live(T0 + 130 * MIN, true)
+    };
+    let (rec, a) = step(rec, &stuck, "j2");
+    assert_eq!(
+        a,
+        [Action::Stalled {
+            job_id: "j1".into(),
+            idle_ms: 11 * MIN
+        }]
+    );
+    // Once j1 is failed, the pending slot runs.
+    let done = Live {
+        last_outcome: Some(false),
+        ..live(T0 + 131 * MIN, true)
+    };
+    let (_, a) = step(rec, &done, "j2");
+    assert_eq!(
+        a,
+        [Action::Start {
+            trigger: "schedule"
+        }]
+    );
+}
+
+#[test]
+fn failures_retry_with_backoff_up_to_the_limit() {
+    let (rec, _) = step(ScheduleRecord::default(), &live(T0, true), "j");
+    let (mut rec, _) = step(rec, &live(T0 + 60 * MIN, true), "j1");
+    let mut t = T0 + 61 * MIN;
+    let mut delays = vec![];
+    for attempt in 2..=4 {
+        let failed = Live {
+            last_outcome: Some(false),
+            ..live(t, true)
+        };
+        let (r, a) = step(rec, &failed, "x");
+        assert!(a.is_empty(), "no immediate retry");
+        rec = r;
+        match rec.retry_at_unix_ms {
+            Some(at) => {
+                delays.push((at - t) / MIN);
+                let (r, a) = step(rec, &live(at, true), &format!("j{attempt}"));
+                assert_eq!(a, [Action::Start { trigger: "retry" }]);
+                rec = r;
+                t = at + MIN;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(delays, [1, 2], "doubling, then giving up after max_retries");
+    assert_eq!(rec.failures, 3);
+    let (rec, a) = step(rec, &live(T0 + 120 * MIN, true), "j9");
+    assert_eq!(
+        a,
+        [Action::Start {
+            trigger: "schedule"
+        }],
+        "the next slot starts afresh"
+    );
+    assert_eq!(rec.failures, 0);
+}

@@ -1,0 +1,207 @@
+//! The scheduler: once a second it brings every known target's durable
+//! [`ScheduleRecord`] up to the clock ([`decide::decide`]) and carries out what that says —
+//! start a backup down the agent's session, or fail a stalled job. Its state lives in the
+//! catalog, so a restart loses no schedule and, since the job record is written before
+//! the command is sent and a running job blocks a new one, runs nothing twice.
+//!
+//! - [`decide`]: the pure decision function and its tunables.
+
+pub mod decide;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nex_backup_shared::ids::new_snapshot_id;
+use nex_backup_shared::pb::{self, command::Kind};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
+use crate::policy::Schedule;
+use crate::prune::policy_of;
+use crate::service::State;
+use crate::service::jobs::start_job;
+use decide::{Action, Live, SchedConfig, decide};
+
+/// Where the scheduler reads the time; tests drive a manual one.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        crate::service::now_ms()
+    }
+}
+
+/// See module docs.
+pub struct Scheduler {
+    state: Arc<State>,
+    clock: Arc<dyn Clock>,
+    cfg: SchedConfig,
+    /// job id -> (progress count last seen, clock time it last changed).
+    progress: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl Scheduler {
+    pub fn new(state: Arc<State>, clock: Arc<dyn Clock>, cfg: SchedConfig) -> Self {
+        Scheduler {
+            state,
+            clock,
+            cfg,
+            progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Tick once a second until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = self.tick().await {
+                warn!(error = %e, "scheduler tick");
+            }
+        }
+    }
+
+    /// Milliseconds since a running job last made progress, on the scheduler's clock.
+    fn idle_ms(&self, job_id: &str, now: u64) -> u64 {
+        let seen = self.state.hub.progress_count(job_id);
+        let mut g = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let e = g.entry(job_id.to_string()).or_insert((seen, now));
+        if e.0 != seen {
+            *e = (seen, now);
+        }
+        now.saturating_sub(e.1)
+    }
+
+    /// Bring every target up to the clock. Returns the jobs started.
+    pub async fn tick(&self) -> Result<Vec<String>, CatalogError> {
+        let now = self.clock.now_ms();
+        let cat = &self.state.catalog;
+        let mut records: HashMap<(String, String), ScheduleRecord> = cat
+            .schedules()
+            .await?
+            .into_iter()
+            .map(|r| ((r.site.clone(), r.target.clone()), r))
+            .collect();
+        let mut targets = std::collections::BTreeSet::new();
+        for a in cat.agents().await? {
+            for (t, _) in a.targets {
+                targets.insert((a.site.clone(), t));
+            }
+        }
+        let jobs = cat.jobs().await?;
+        let mut started = vec![];
+        for (site, target) in targets {
+            let policy = policy_of(&self.state, &site, &target).await?;
+            let Ok(schedule) = Schedule::parse(&policy.schedule, &policy.timezone) else {
+                warn!(%site, %target, "policy schedule no longer parses; not scheduled");
+                continue;
+            };
+            let key = (site.clone(), target.clone());
+            let before = records.remove(&key).unwrap_or_else(|| ScheduleRecord {
+                v: 1,
+                site: site.clone(),
+                target: target.clone(),
+                ..Default::default()
+            });
+            let running = jobs
+                .iter()
+                .find(|j| {
+                    j.site == site
+                        && j.target == target
+                        && j.kind == "backup"
+                        && j.state == JobState::Running
+                })
+                .map(|j| (j.job_id.clone(), self.idle_ms(&j.job_id, now)));
+            let last_outcome = before.last_job.as_ref().and_then(|id| {
+                match jobs.iter().find(|j| &j.job_id == id).map(|j| j.state) {
+                    Some(JobState::Succeeded) => Some(true),
+                    Some(JobState::Failed) | None => Some(false),
+                    Some(JobState::Running) => None,
+                }
+            });
+            let live = Live {
+                now_ms: now,
+                agent_online: self.state.hub.session(&site).is_some(),
+                running,
+                last_outcome,
+            };
+            let (mut rec, actions) = decide(before.clone(), &schedule, &live, &self.cfg);
+            for a in actions {
+                match a {
+                    Action::Stalled { job_id, idle_ms } => {
+                        self.fail_stalled(&jobs, &job_id, idle_ms).await?
+                    }
+                    Action::Start { trigger } => {
+                        if let Some(id) = self.start(&site, &target, trigger, &mut rec).await {
+                            started.push(id);
+                        }
+                    }
+                }
+            }
+            if rec != before {
+                cat.put_schedule(&rec).await?;
+            }
+        }
+        Ok(started)
+    }
+
+    async fn start(
+        &self,
+        site: &str,
+        target: &str,
+        trigger: &'static str,
+        rec: &mut ScheduleRecord,
+    ) -> Option<String> {
+        let kind = Kind::Backup(pb::BackupCommand {
+            target: target.into(),
+            snapshot_id: new_snapshot_id(crate::service::now_ms()),
+        });
+        match start_job(&self.state, site, target, kind, trigger).await {
+            Ok((job_id, _)) => {
+                rec.last_job = Some(job_id.clone());
+                rec.last_job_handled = false;
+                Some(job_id)
+            }
+            Err(e) => {
+                // The agent went away between the check and the send: try again later.
+                warn!(%site, %target, error = %e.message(), "scheduled job not delivered; it stays pending");
+                rec.pending_since_unix_ms.get_or_insert(self.clock.now_ms());
+                None
+            }
+        }
+    }
+
+    async fn fail_stalled(
+        &self,
+        jobs: &[JobRecord],
+        job_id: &str,
+        idle_ms: u64,
+    ) -> Result<(), CatalogError> {
+        let Some(job) = jobs.iter().find(|j| j.job_id == job_id) else {
+            return Ok(());
+        };
+        let mut job = job.clone();
+        job.state = JobState::Failed;
+        job.ended_unix_ms = Some(crate::service::now_ms());
+        job.error = Some(format!(
+            "stalled: no progress for {} (limit {})",
+            crate::policy::human_secs(idle_ms / 1000),
+            crate::policy::human_secs(self.cfg.stall_limit_ms / 1000)
+        ));
+        warn!(site = %job.site, target = %job.target, job = %job_id, idle_ms, "job stalled; failed");
+        self.state.catalog.put_job(&job).await?;
+        info!(job = %job_id, "a late result from the agent will still be recorded");
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! The scheduler with a real controller, agent and PostgreSQL: a schedule every few
+//! seconds produces backups; an offline agent catches up with exactly one job.
+
+use std::time::{Duration, Instant};
+
+use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::wait_for;
+use serde_json::Value;
+
+fn scheduled_jobs(env: &Env) -> Vec<Value> {
+    let v = env.cli(&["jobs", "--site", SITE, "--json"]).json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["trigger"] == "schedule")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn schedules_fire_and_an_offline_agent_catches_up_once() {
+    let mut env = Env::start(
+        "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);",
+        EnvOpts {
+            scheduler: true,
+            ..Default::default()
+        },
+    );
+    let out = env.cli(&[
+        "policy",
+        "set",
+        "--site",
+        SITE,
+        "--target",
+        "main",
+        "--schedule",
+        "*/6 * * * * *",
+        "--rpo",
+        "1m",
+        "--keep-last",
+        "100",
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_for("two scheduled backups", 60, || {
+        let ok = scheduled_jobs(&env)
+            .iter()
+            .filter(|j| j["state"] == "succeeded")
+            .count();
+        (ok >= 2).then_some(())
+    });
+    assert!(env.snapshots("main").len() >= 2);
+
+    // The agent goes away for three slots ...
+    env.agent.as_mut().unwrap().kill();
+    env.wait_online(false);
+    let before = scheduled_jobs(&env).len();
+    std::thread::sleep(Duration::from_secs(19));
+    assert_eq!(
+        scheduled_jobs(&env).len(),
+        before,
+        "nothing starts while it is away"
+    );
+    // ... and gets one job for all of them when it returns.
+    env.start_agent();
+    let back = Instant::now();
+    wait_for("the catch-up job", 30, || {
+        (scheduled_jobs(&env).len() > before).then_some(())
+    });
+    let caught_up = scheduled_jobs(&env).len() - before;
+    assert!(back.elapsed() < Duration::from_secs(5), "caught up at once");
+    assert_eq!(caught_up, 1, "one job for three missed slots");
+    wait_for("the catch-up job succeeds", 60, || {
+        (scheduled_jobs(&env)[0]["state"] == "succeeded").then_some(())
+    });
+}
