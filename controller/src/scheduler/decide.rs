@@ -68,20 +68,20 @@ pub fn decide(
         rec.failures = 0;
         rec.retry_at_unix_ms = None;
     }
-    if rec.last_job.is_some() && !rec.last_job_handled {
-        if let Some(ok) = live.last_outcome {
-            rec.last_job_handled = true;
-            if ok {
-                rec.failures = 0;
-                rec.retry_at_unix_ms = None;
-            } else {
-                rec.failures += 1;
-                rec.retry_at_unix_ms = (rec.failures <= cfg.max_retries).then(|| {
-                    now + cfg
-                        .retry_base_ms
-                        .saturating_mul(1 << (rec.failures - 1).min(20))
-                });
-            }
+    if rec.last_job.is_some()
+        && !rec.last_job_handled
+        && let Some(ok) = live.last_outcome
+    {
+        rec.last_job_handled = true;
+        if ok {
+            rec.failures = 0;
+            rec.retry_at_unix_ms = None;
+        } else {
+            rec.failures += 1;
+            let backoff = cfg
+                .retry_base_ms
+                .saturating_mul(1 << (rec.failures - 1).min(20));
+            rec.retry_at_unix_ms = (rec.failures <= cfg.max_retries).then_some(now + backoff);
         }
     }
     if let Some((job_id, idle_ms)) = &live.running {
