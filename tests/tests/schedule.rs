@@ -48,7 +48,16 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
             .count();
         (ok >= 2).then_some(())
     });
-    assert!(env.snapshots("main").len() >= 2);
+    // Rotation after each backup: keep-last 2, the newest always among them.
+    wait_for("rotation", 30, || {
+        let jobs = scheduled_jobs(&env);
+        let snaps = env.snapshots("main");
+        let newest_job_snap = jobs
+            .iter()
+            .find(|j| j["state"] == "succeeded")
+            .map(|j| j["snapshot_id"].clone());
+        (snaps.len() == 2 && newest_job_snap == Some(snaps[1]["snapshot_id"].clone())).then_some(())
+    });
 
     // The agent goes away for three slots ...
     env.agent.as_mut().unwrap().kill();

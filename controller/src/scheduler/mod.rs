@@ -1,6 +1,7 @@
 //! The scheduler: once a second it brings every known target's durable
 //! [`ScheduleRecord`] up to the clock ([`decide::decide`]) and carries out what that says —
-//! start a backup down the agent's session, or fail a stalled job. Its state lives in the
+//! start a backup down the agent's session, or fail a stalled job. Rotation runs after
+//! each successful scheduled backup (for that target) and once a day (for everything). Its state lives in the
 //! catalog, so a restart loses no schedule and, since the job record is written before
 //! the command is sent and a running job blocks a new one, runs nothing twice.
 //!
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
 use crate::policy::Schedule;
-use crate::prune::policy_of;
+use crate::prune::{PruneScope, policy_of, prune};
 use crate::service::State;
 use crate::service::jobs::start_job;
 use decide::{Action, Live, SchedConfig, decide};
@@ -46,6 +47,8 @@ pub struct Scheduler {
     cfg: SchedConfig,
     /// job id -> (progress count last seen, clock time it last changed).
     progress: Mutex<HashMap<String, (u64, u64)>>,
+    /// UTC day of the last tick, for the daily rotation.
+    last_daily: std::sync::atomic::AtomicU64,
 }
 
 impl Scheduler {
@@ -55,6 +58,7 @@ impl Scheduler {
             clock,
             cfg,
             progress: Mutex::new(HashMap::new()),
+            last_daily: Default::default(),
         }
     }
 
@@ -83,9 +87,33 @@ impl Scheduler {
         now.saturating_sub(e.1)
     }
 
+    /// Apply retention (and collect garbage) after a backup, or daily for everything.
+    async fn rotate(&self, site: Option<&str>, target: Option<&str>, now: u64) {
+        let scope = PruneScope {
+            site: site.map(str::to_string),
+            target: target.map(str::to_string),
+            dry_run: false,
+        };
+        match prune(&self.state, &scope, now).await {
+            Ok(r) if r.deleted_snapshots > 0 || r.deleted_chunks > 0 => {
+                info!(site = ?site, target = ?target, snapshots = r.deleted_snapshots,
+                    chunks = r.deleted_chunks, freed_bytes = r.freed_bytes, "rotation")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(site = ?site, target = ?target, error = %e, "rotation"),
+        }
+    }
+
     /// Bring every target up to the clock. Returns the jobs started.
     pub async fn tick(&self) -> Result<Vec<String>, CatalogError> {
         let now = self.clock.now_ms();
+        let day = now / 86_400_000;
+        let last_day = self
+            .last_daily
+            .swap(day, std::sync::atomic::Ordering::Relaxed);
+        if last_day != 0 && last_day != day {
+            self.rotate(None, None, now).await;
+        }
         let cat = &self.state.catalog;
         let mut records: HashMap<(String, String), ScheduleRecord> = cat
             .schedules()
@@ -137,6 +165,9 @@ impl Scheduler {
                 last_outcome,
             };
             let (mut rec, actions) = decide(before.clone(), &schedule, &live, &self.cfg);
+            if !before.last_job_handled && rec.last_job_handled && last_outcome == Some(true) {
+                self.rotate(Some(&site), Some(&target), now).await;
+            }
             for a in actions {
                 match a {
                     Action::Stalled { job_id, idle_ms } => {
