@@ -180,6 +180,13 @@ impl Ctx {
         }
     }
 
+    /// Jobs running or awaiting acknowledgement (sent in every hello).
+    pub fn known_jobs(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.running).iter().cloned().collect();
+        v.extend(lock(&self.outbox).keys().cloned());
+        v
+    }
+
     pub fn ack(&self, job_id: &str) {
         lock(&self.outbox).remove(job_id);
     }

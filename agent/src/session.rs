@@ -51,6 +51,7 @@ fn hello(ctx: &Ctx) -> pb::AgentMessage {
                     kind: t.kind.clone(),
                 })
                 .collect(),
+            known_jobs: ctx.known_jobs(),
         })),
     }
 }

@@ -22,6 +22,7 @@ pub mod hub;
 pub mod pki;
 pub mod policy;
 pub mod prune;
+pub mod rpo;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -241,6 +241,7 @@ async fn a_revoked_agent_is_cut_off_at_once() {
             agent_id: "a1".into(),
             version: "t".into(),
             targets: vec![],
+            known_jobs: vec![],
         })),
     })
     .await

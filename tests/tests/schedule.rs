@@ -36,9 +36,13 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         "--schedule",
         "*/6 * * * * *",
         "--rpo",
-        "1m",
+        "15s",
         "--keep-last",
-        "100",
+        "2",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
     ]);
     assert!(out.ok, "{}", out.stderr);
     wait_for("two scheduled backups", 60, || {
@@ -59,11 +63,23 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         (snaps.len() == 2 && newest_job_snap == Some(snaps[1]["snapshot_id"].clone())).then_some(())
     });
 
-    // The agent goes away for three slots ...
+    wait_for("more backups, still two snapshots", 60, || {
+        let n = scheduled_jobs(&env).len();
+        (n >= 4 && env.snapshots("main").len() == 2).then_some(())
+    });
+    wait_for("RPO OK", 30, || (rpo_state(&env) == "OK").then_some(()));
+
+    // The agent goes away for three slots: AGENT OFFLINE, then VIOLATED past the RPO ...
     env.agent.as_mut().unwrap().kill();
     env.wait_online(false);
     let before = scheduled_jobs(&env).len();
-    std::thread::sleep(Duration::from_secs(19));
+    wait_for("AGENT OFFLINE", 10, || {
+        (rpo_state(&env) == "AGENT OFFLINE").then_some(())
+    });
+    wait_for("VIOLATED", 30, || {
+        (rpo_state(&env) == "VIOLATED").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         scheduled_jobs(&env).len(),
         before,
@@ -81,4 +97,32 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
     wait_for("the catch-up job succeeds", 60, || {
         (scheduled_jobs(&env)[0]["state"] == "succeeded").then_some(())
     });
+    wait_for("back to OK", 30, || (rpo_state(&env) == "OK").then_some(()));
+    let report = env.cli(&["rpo", "--days", "1", "--json"]).json();
+    let t = &report["targets"][0];
+    let pct = t["compliance_pct"].as_f64().unwrap();
+    assert!(pct > 0.0 && pct < 100.0, "{report}");
+    // Two periods out of compliance: never backed up (before the first backup), and
+    // the outage, now closed.
+    let v = t["violations"].as_array().unwrap();
+    assert_eq!(v.len(), 2, "{report}");
+    let outage = &v[1];
+    assert!(outage["to_unix_ms"].as_u64().unwrap() > outage["from_unix_ms"].as_u64().unwrap());
+    assert_eq!(report["sites"][0]["violations"], 2);
+    let table = env.cli(&["rpo"]);
+    eprintln!("{}", table.stdout);
+    eprintln!("{}", env.cli(&["jobs", "--limit", "6"]).stdout);
+    assert!(
+        table.stdout.contains("OK") && table.stdout.contains("per site"),
+        "{}",
+        table.stdout
+    );
+}
+
+fn rpo_state(env: &Env) -> String {
+    let v = env.cli(&["rpo", "--json"]).json();
+    v["targets"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }

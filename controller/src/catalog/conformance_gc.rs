@@ -119,4 +119,23 @@ async fn policies_round_trip(cat: &dyn Catalog) {
     sched.pending_since_unix_ms = Some(10);
     cat.put_schedule(&sched).await.unwrap();
     assert_eq!(cat.schedules().await.unwrap(), vec![sched]);
+    let ev = |site: &str, at: u64, state| crate::rpo::RpoEvent {
+        v: 1,
+        site: site.into(),
+        target: "t".into(),
+        at_unix_ms: at,
+        state,
+        reason: "r".into(),
+    };
+    use crate::rpo::RpoState::*;
+    for e in [ev("s", 300, Violated), ev("s", 2, Ok), ev("s2", 1, AtRisk)] {
+        cat.put_rpo_event(&e).await.unwrap();
+    }
+    let mine = cat.rpo_events(Some("s")).await.unwrap();
+    assert_eq!(
+        mine,
+        vec![ev("s", 2, Ok), ev("s", 300, Violated)],
+        "oldest first"
+    );
+    assert_eq!(cat.rpo_events(None).await.unwrap().len(), 3);
 }

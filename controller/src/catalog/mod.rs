@@ -234,6 +234,9 @@ pub trait Catalog: Send + Sync + 'static {
     async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool>;
     async fn put_policy(&self, rec: &PolicyRecord) -> Result<()>;
     async fn put_schedule(&self, rec: &ScheduleRecord) -> Result<()>;
+    async fn put_rpo_event(&self, ev: &crate::rpo::RpoEvent) -> Result<()>;
+    /// RPO events of `site` (or all), oldest first within each target.
+    async fn rpo_events(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>>;
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
     async fn policies(&self) -> Result<Vec<PolicyRecord>>;
     /// Make everything written so far durable.

@@ -62,6 +62,7 @@ pub struct SledCatalog {
     pub(super) meta: sled::Tree,
     pub(super) policies: sled::Tree,
     pub(super) schedules: sled::Tree,
+    pub(super) rpo_events: sled::Tree,
     trust: TrustTrees,
 }
 
@@ -85,6 +86,7 @@ impl SledCatalog {
             meta: t("meta")?,
             policies: t("policies")?,
             schedules: t("schedules")?,
+            rpo_events: t("rpo_events")?,
             trust: TrustTrees::open(&db)?,
             db,
         })
@@ -397,6 +399,14 @@ impl Catalog for SledCatalog {
 
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
         self.schedules_sync()
+    }
+
+    async fn put_rpo_event(&self, ev: &crate::rpo::RpoEvent) -> Result<()> {
+        self.put_rpo_event_sync(ev)
+    }
+
+    async fn rpo_events(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>> {
+        self.rpo_events_sync(site)
     }
 
     async fn flush(&self) -> Result<()> {

@@ -153,4 +153,25 @@ impl SledCatalog {
             })
             .collect()
     }
+
+    pub(super) fn put_rpo_event_sync(&self, ev: &crate::rpo::RpoEvent) -> Result<()> {
+        let k = key(&[
+            ev.site.as_bytes(),
+            ev.target.as_bytes(),
+            &ev.at_unix_ms.to_be_bytes(),
+        ]);
+        self.rpo_events.insert(k, encode(ev)).map_err(storage)?;
+        Ok(())
+    }
+
+    pub(super) fn rpo_events_sync(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>> {
+        let prefix = site.map_or_else(Vec::new, |s| key(&[s.as_bytes(), b""]));
+        self.rpo_events
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
 }

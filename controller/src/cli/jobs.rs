@@ -1,4 +1,4 @@
-//! `nex-backup jobs`: the job history, newest first.
+//! `nex-backup jobs` (the job history, newest first) and `nex-backup rpo` (compliance).
 
 use std::process::ExitCode;
 
@@ -84,5 +84,112 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
         "ERROR",
     ];
     println!("{}", table(&header, &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct RpoArgs {
+    /// Window for the compliance figures, in days.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    #[arg(long)]
+    pub site: Option<String>,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// `nex-backup rpo`: per target and per site, state, age, compliance, violations.
+pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
+    let r = connect(&a.client)
+        .await?
+        .rpo(pb::RpoRequest {
+            days: a.days,
+            site: a.site.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+        .into_inner();
+    let now = crate::service::now_ms();
+    if a.client.json {
+        let targets: Vec<_> = r.targets.iter().map(|t| json!({
+            "site": t.site, "target": t.target, "state": t.state, "reason": t.reason,
+            "newest_good_unix_ms": t.newest_good_unix_ms, "rpo_secs": t.rpo_secs,
+            "compliance_pct": t.compliance_pct,
+            "violations": t.violations.iter().map(|v| json!({
+                "from_unix_ms": v.from_unix_ms, "to_unix_ms": v.to_unix_ms})).collect::<Vec<_>>(),
+        })).collect();
+        let sites: Vec<_> = r
+            .sites
+            .iter()
+            .map(|s| {
+                json!({
+            "site": s.site, "state": s.state, "compliance_pct": s.compliance_pct,
+            "violations": s.violations})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"days": a.days, "targets": targets, "sites": sites})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = r
+        .targets
+        .iter()
+        .map(|t| {
+            let violations: Vec<String> = t
+                .violations
+                .iter()
+                .map(|v| {
+                    let to = if v.to_unix_ms == 0 {
+                        "now".to_string()
+                    } else {
+                        time(v.to_unix_ms)
+                    };
+                    format!("{} - {to}", time(v.from_unix_ms))
+                })
+                .collect();
+            vec![
+                t.site.clone(),
+                t.target.clone(),
+                t.state.clone(),
+                super::format::age(now, t.newest_good_unix_ms),
+                crate::policy::human_secs(t.rpo_secs),
+                format!("{:.2} %", t.compliance_pct),
+                if violations.is_empty() {
+                    "-".into()
+                } else {
+                    violations.join("; ")
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "SITE",
+        "TARGET",
+        "STATE",
+        "NEWEST AGE",
+        "RPO",
+        "COMPLIANCE",
+        "VIOLATIONS",
+    ];
+    println!("{}", table(&header, &rows));
+    println!("\nper site, last {} days:", a.days);
+    let rows: Vec<Vec<String>> = r
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                s.site.clone(),
+                s.state.clone(),
+                format!("{:.2} %", s.compliance_pct),
+                s.violations.to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["SITE", "STATE", "COMPLIANCE", "VIOLATIONS"], &rows)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -81,6 +81,8 @@ pub enum Command {
     Prune(policy::PruneArgs),
     /// Job history: start, end, outcome, error, bytes and duration of each job.
     Jobs(jobs::JobsArgs),
+    /// RPO compliance per target and site: state, newest age, % in compliance, violations.
+    Rpo(jobs::RpoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +219,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(c) => policy::policy(c).await,
         Command::Prune(a) => policy::prune(a).await,
         Command::Jobs(a) => jobs::jobs(a).await,
+        Command::Rpo(a) => jobs::rpo(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

@@ -6,7 +6,9 @@
 //! the command is sent and a running job blocks a new one, runs nothing twice.
 //!
 //! - [`decide`]: the pure decision function and its tunables.
+//! - [`compliance`]: every target's RPO state now; changes are recorded each tick.
 
+pub mod compliance;
 pub mod decide;
 
 use std::collections::HashMap;
@@ -49,6 +51,8 @@ pub struct Scheduler {
     progress: Mutex<HashMap<String, (u64, u64)>>,
     /// UTC day of the last tick, for the daily rotation.
     last_daily: std::sync::atomic::AtomicU64,
+    /// Last recorded RPO state per target (loaded from the catalog on first use).
+    rpo_last: tokio::sync::Mutex<Option<HashMap<(String, String), crate::rpo::RpoState>>>,
 }
 
 impl Scheduler {
@@ -59,6 +63,7 @@ impl Scheduler {
             cfg,
             progress: Mutex::new(HashMap::new()),
             last_daily: Default::default(),
+            rpo_last: Default::default(),
         }
     }
 
@@ -184,7 +189,43 @@ impl Scheduler {
                 cat.put_schedule(&rec).await?;
             }
         }
+        self.record_rpo(now).await?;
         Ok(started)
+    }
+
+    /// Record every change of a target's RPO state.
+    async fn record_rpo(&self, now: u64) -> Result<(), CatalogError> {
+        let mut guard = self.rpo_last.lock().await;
+        if guard.is_none() {
+            let mut m = HashMap::new();
+            for e in self.state.catalog.rpo_events(None).await? {
+                m.insert((e.site, e.target), e.state);
+            }
+            *guard = Some(m);
+        }
+        let last = guard.as_mut().expect("loaded above");
+        for t in compliance::current(&self.state, now).await? {
+            let key = (t.site.clone(), t.target.clone());
+            if last.get(&key) == Some(&t.state) {
+                continue;
+            }
+            let ev = crate::rpo::RpoEvent {
+                v: 1,
+                site: t.site.clone(),
+                target: t.target.clone(),
+                at_unix_ms: now,
+                state: t.state,
+                reason: t.reason.clone(),
+            };
+            self.state.catalog.put_rpo_event(&ev).await?;
+            if t.state.complies() {
+                info!(site = %t.site, target = %t.target, state = t.state.label(), reason = %t.reason, "RPO state");
+            } else {
+                warn!(site = %t.site, target = %t.target, state = t.state.label(), reason = %t.reason, "RPO state");
+            }
+            last.insert(key, t.state);
+        }
+        Ok(())
     }
 
     async fn start(

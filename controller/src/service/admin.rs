@@ -319,4 +319,11 @@ impl AdminService for AdminApi {
             self.list_jobs_impl(request.into_inner()).await?,
         ))
     }
+
+    async fn rpo(
+        &self,
+        request: Request<pb::RpoRequest>,
+    ) -> Result<Response<pb::RpoResponse>, Status> {
+        Ok(Response::new(self.rpo_impl(request.into_inner()).await?))
+    }
 }

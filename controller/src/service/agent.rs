@@ -84,6 +84,8 @@ impl AgentApi {
             .put_agent(&rec)
             .await
             .map_err(super::catalog_status)?;
+        self.interrupt_lost_jobs(&hello.site, &hello.known_jobs)
+            .await;
         let conn =
             self.state
                 .hub
@@ -96,6 +98,34 @@ impl AgentApi {
             .unwrap_or_default();
         info!(site = %hello.site, agent = %hello.agent_id, version = %hello.version, "agent connected");
         Ok((conn, cut))
+    }
+
+    /// Jobs of `site` still marked running that the connecting agent does not know were
+    /// lost with an earlier agent process: record them as failed so that nothing waits on
+    /// them (a result that still arrives replaces this).
+    async fn interrupt_lost_jobs(&self, site: &str, known: &[String]) {
+        let jobs = match self.state.catalog.jobs().await {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(%site, error = %e, "load jobs to find lost ones");
+                return;
+            }
+        };
+        for mut job in jobs {
+            if job.site != site
+                || job.state != crate::catalog::JobState::Running
+                || known.contains(&job.job_id)
+            {
+                continue;
+            }
+            job.state = crate::catalog::JobState::Failed;
+            job.ended_unix_ms = Some(now_ms());
+            job.error = Some("interrupted: the agent restarted before reporting".into());
+            warn!(%site, job = %job.job_id, target = %job.target, "job lost with an agent restart");
+            if let Err(e) = self.state.catalog.put_job(&job).await {
+                warn!(%site, job = %job.job_id, error = %e, "record lost job");
+            }
+        }
     }
 
     async fn session_loop(

@@ -1,0 +1,91 @@
+//! The current RPO state of every target, from the catalog and what is live; recorded by
+//! the scheduler on every change and reported by `nex-backup rpo`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::catalog::{CatalogError, JobState};
+use crate::prune::policy_of;
+use crate::rpo::{RpoInput, RpoState, evaluate};
+use crate::service::State;
+
+/// One target's state now.
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub site: String,
+    pub target: String,
+    pub state: RpoState,
+    pub reason: String,
+    pub newest_good_ms: Option<u64>,
+    pub rpo_ms: u64,
+}
+
+/// Every target an agent reports, that has snapshots, or that has a policy.
+pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, CatalogError> {
+    let cat = &state.catalog;
+    let snaps = cat.snapshots(None, None).await?;
+    let mut targets: BTreeSet<(String, String)> = snaps
+        .iter()
+        .map(|s| (s.site.clone(), s.target.clone()))
+        .collect();
+    for a in cat.agents().await? {
+        targets.extend(a.targets.into_iter().map(|(t, _)| (a.site.clone(), t)));
+    }
+    targets.extend(
+        cat.policies()
+            .await?
+            .into_iter()
+            .map(|p| (p.site, p.target)),
+    );
+    let schedules: HashMap<(String, String), _> = cat
+        .schedules()
+        .await?
+        .into_iter()
+        .map(|r| ((r.site.clone(), r.target.clone()), r))
+        .collect();
+    let jobs = cat.jobs().await?;
+    let mut out = vec![];
+    for (site, target) in targets {
+        let policy = policy_of(state, &site, &target).await?;
+        let newest = snaps
+            .iter()
+            .filter(|s| s.site == site && s.target == target)
+            .map(|s| s.created_unix_ms)
+            .max();
+        let next_run = schedules.get(&(site.clone(), target.clone())).map(|r| {
+            if r.pending_since_unix_ms.is_some() {
+                now
+            } else {
+                r.next_due_unix_ms
+            }
+        });
+        let expected = jobs
+            .iter()
+            .filter(|j| {
+                j.site == site
+                    && j.target == target
+                    && j.kind == "backup"
+                    && j.state == JobState::Succeeded
+            })
+            .max_by_key(|j| j.started_unix_ms)
+            .and_then(|j| j.ended_unix_ms.map(|e| e.saturating_sub(j.started_unix_ms)))
+            .unwrap_or(0);
+        let input = RpoInput {
+            now_ms: now,
+            newest_good_ms: newest,
+            rpo_ms: policy.rpo_secs * 1000,
+            agent_online: state.hub.session(&site).is_some(),
+            next_run_ms: next_run,
+            expected_duration_ms: expected,
+        };
+        let (st, reason) = evaluate(&input);
+        out.push(TargetStatus {
+            site,
+            target,
+            state: st,
+            reason,
+            newest_good_ms: newest,
+            rpo_ms: input.rpo_ms,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,93 @@
+//! `Rpo`: compliance per target and per site.
+
+use std::collections::BTreeMap;
+
+use nex_backup_shared::pb;
+use tonic::Status;
+
+use super::admin::AdminApi;
+use super::{catalog_status, check_site, now_ms};
+use crate::rpo::{RpoState, compliance};
+use crate::scheduler::compliance::current;
+
+/// Worse first: the order a site's state is chosen by.
+fn severity(s: RpoState) -> u8 {
+    match s {
+        RpoState::Violated => 4,
+        RpoState::NeverBackedUp => 3,
+        RpoState::AgentOffline => 2,
+        RpoState::AtRisk => 1,
+        RpoState::Ok => 0,
+    }
+}
+
+impl AdminApi {
+    pub(super) async fn rpo_impl(&self, req: pb::RpoRequest) -> Result<pb::RpoResponse, Status> {
+        if !req.site.is_empty() {
+            check_site(&req.site)?;
+        }
+        let now = now_ms();
+        let days = if req.days == 0 {
+            30
+        } else {
+            req.days.min(3650)
+        };
+        let from = now.saturating_sub(u64::from(days) * 86_400_000);
+        let site_filter = (!req.site.is_empty()).then_some(req.site.as_str());
+        let events = self
+            .state
+            .catalog
+            .rpo_events(site_filter)
+            .await
+            .map_err(catalog_status)?;
+        let mut targets = vec![];
+        let mut sites: BTreeMap<String, (RpoState, f64, u32)> = BTreeMap::new();
+        for t in current(&self.state, now).await.map_err(catalog_status)? {
+            if site_filter.is_some_and(|s| s != t.site) {
+                continue;
+            }
+            let mine: Vec<_> = events
+                .iter()
+                .filter(|e| e.site == t.site && e.target == t.target)
+                .cloned()
+                .collect();
+            let (pct, violations) = compliance(&mine, from, now);
+            let site = sites
+                .entry(t.site.clone())
+                .or_insert((RpoState::Ok, 100.0, 0));
+            if severity(t.state) > severity(site.0) {
+                site.0 = t.state;
+            }
+            site.1 = site.1.min(pct);
+            site.2 += violations.len() as u32;
+            targets.push(pb::RpoTarget {
+                site: t.site,
+                target: t.target,
+                state: t.state.label().into(),
+                reason: t.reason,
+                newest_good_unix_ms: t.newest_good_ms.unwrap_or(0),
+                rpo_secs: t.rpo_ms / 1000,
+                compliance_pct: pct,
+                violations: violations
+                    .into_iter()
+                    .map(|v| pb::RpoViolation {
+                        from_unix_ms: v.from_ms,
+                        to_unix_ms: v.to_ms.unwrap_or(0),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(pb::RpoResponse {
+            targets,
+            sites: sites
+                .into_iter()
+                .map(|(site, (st, pct, n))| pb::RpoSite {
+                    site,
+                    state: st.label().into(),
+                    compliance_pct: pct,
+                    violations: n,
+                })
+                .collect(),
+        })
+    }
+}
