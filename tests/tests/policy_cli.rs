@@ -114,4 +114,23 @@ fn policies_are_validated_whole_and_prune_shows_its_plan() {
     );
     let none_failed = env.cli(&["jobs", "--failed", "--json"]).json();
     assert_eq!(none_failed.as_array().unwrap().len(), 0, "{none_failed}");
+
+    // A drill restores into a scratch database, verifies, drops it, reports the RTO.
+    let drill = env.cli(&["drill", "--site", SITE, "--target", "main"]);
+    assert!(drill.ok, "{}\n{}", drill.stdout, drill.stderr);
+    assert!(
+        drill.stdout.contains("into a scratch database ok")
+            && drill.stdout.contains("measured RTO")
+            && drill.stdout.contains("within the RTO"),
+        "{}",
+        drill.stdout
+    );
+    let left = env.pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'nexb_drill_%'",
+    );
+    assert_eq!(left, "0", "the scratch database is dropped");
+    let jobs = env.cli(&["jobs", "--json"]).json();
+    assert_eq!(jobs[0]["trigger"], "drill");
+    assert_eq!(jobs[0]["state"], "succeeded");
 }

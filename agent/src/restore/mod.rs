@@ -53,15 +53,21 @@ async fn restore(
     cmd: &pb::RestoreCommand,
     result: &mut pb::JobResult,
 ) -> Result<(), String> {
+    let db = &cmd.to_database;
+    if cmd.drill && !db.starts_with("nexb_drill_") {
+        return Err(format!(
+            "drill into {db:?} refused: drills restore only into nexb_drill_ databases"
+        ));
+    }
     let (m, codec) = fetch_manifest(ctx, cmd).await?;
     result.logical_bytes = m.logical_bytes();
-    let db = &cmd.to_database;
     let admin = pg::connect(t, &t.dbname).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
     prepare_database(&admin, db, cmd.clean, server_num).await?;
     let loaded = load(ctx, &codec, job_id, t, cmd, &m, server_num, result).await;
     if let Err(e) = loaded {
-        // Nothing half-restored is left behind under the name the operator asked for.
+        // Nothing half-restored is left behind under the name the operator asked for
+        // (for a drill, that is the scratch database).
         let dropped = admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {}", pg::quote_ident(db)))
             .await;
@@ -81,7 +87,30 @@ async fn restore(
         0,
         "counting rows".into(),
     );
-    result.tables = verify_counts(t, db, &m).await?;
+    let verified = verify_counts(t, db, &m).await;
+    if cmd.drill {
+        drop_drill_database(t, db, server_num).await?;
+    }
+    result.tables = verified?;
+    Ok(())
+}
+
+/// A drill leaves nothing behind, whatever its outcome.
+async fn drop_drill_database(t: &TargetConfig, db: &str, server_num: i32) -> Result<(), String> {
+    let admin = pg::connect(t, &t.dbname).await?;
+    let force = if server_num >= 130_000 {
+        " WITH (FORCE)"
+    } else {
+        ""
+    };
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {}{force}",
+            pg::quote_ident(db)
+        ))
+        .await
+        .map_err(|e| format!("drop drill database {db}: {}", pg::db_error_text(&e)))?;
+    info!(database = %db, "drill database dropped");
     Ok(())
 }
 

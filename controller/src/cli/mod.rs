@@ -83,6 +83,22 @@ pub enum Command {
     Jobs(jobs::JobsArgs),
     /// RPO compliance per target and site: state, newest age, % in compliance, violations.
     Rpo(jobs::RpoArgs),
+    /// Rehearse a restore now: into a scratch nexb_drill_ database, verified, dropped;
+    /// prints the measured RTO against the target's.
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[arg(long)]
+    pub site: String,
+    #[arg(long)]
+    pub target: String,
+    /// Snapshot id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => policy::prune(a).await,
         Command::Jobs(a) => jobs::jobs(a).await,
         Command::Rpo(a) => jobs::rpo(a).await,
+        Command::Drill(a) => ops::drill(&a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

@@ -245,16 +245,65 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         to_database: a.to_database.clone(),
         clean: a.clean,
         restore_globals: a.globals,
+        drill: false,
     };
-    let stream = connect(&a.client)
+    let (ok, _) = run_restore(&a.client, req, &a.to_database).await?;
+    Ok(exit(ok))
+}
+
+/// `nex-backup drill`: restore the newest snapshot into a scratch database, verify it,
+/// drop it, and compare the measured time with the target's RTO.
+pub async fn drill(a: &super::DrillArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::RunRestoreRequest {
+        site: a.site.clone(),
+        target: a.target.clone(),
+        snapshot_id: a.snapshot.clone(),
+        drill: true,
+        ..Default::default()
+    };
+    let (ok, duration_ms) = run_restore(&a.client, req, "a scratch database").await?;
+    let policy = connect(&a.client)
+        .await?
+        .get_policy(pb::GetPolicyRequest {
+            site: a.site.clone(),
+            target: a.target.clone(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .policy
+        .unwrap_or_default();
+    let within = duration_ms <= policy.rto_secs * 1000;
+    if !a.client.json {
+        println!(
+            "measured RTO {:.1}s (target RTO {}): {}",
+            duration_ms as f64 / 1000.0,
+            crate::policy::human_secs(policy.rto_secs),
+            if within {
+                "within the RTO"
+            } else {
+                "SLOWER than the RTO"
+            }
+        );
+    }
+    Ok(exit(ok && within))
+}
+
+/// Run a restore (or drill) and print its verification. Returns (ok, duration ms).
+async fn run_restore(
+    client: &ClientOpts,
+    req: pb::RunRestoreRequest,
+    into: &str,
+) -> anyhow::Result<(bool, u64)> {
+    let stream = connect(client)
         .await?
         .run_restore(req)
         .await
         .map_err(status_err)?
         .into_inner();
-    let (job_id, o) = follow(stream, a.client.json).await?;
-    if print_json(a.client.json, &job_id, &o)? {
-        return Ok(exit(o.ok));
+    let (job_id, o) = follow(stream, client.json).await?;
+    if print_json(client.json, &job_id, &o)? {
+        return Ok((o.ok, o.duration_ms));
     }
     let rows: Vec<Vec<String>> = o
         .tables
@@ -282,16 +331,15 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
     };
     if o.ok {
         println!(
-            "restore of {} into {} ok: {hash}, {} tables verified",
+            "restore of {} into {into} ok: {hash}, {} tables verified",
             o.snapshot_id,
-            a.to_database,
             o.tables.len()
         );
     } else {
         println!(
-            "restore of {} into {} FAILED ({job_id}): {}",
-            o.snapshot_id, a.to_database, o.error
+            "restore of {} into {into} FAILED ({job_id}): {}",
+            o.snapshot_id, o.error
         );
     }
-    Ok(exit(o.ok))
+    Ok((o.ok, o.duration_ms))
 }

@@ -52,9 +52,10 @@ impl AdminApi {
         site: &str,
         target: &str,
         kind: Kind,
+        trigger: &str,
     ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
         let (job_id, mut updates) =
-            super::jobs::start_job(&self.state, site, target, kind, "manual").await?;
+            super::jobs::start_job(&self.state, site, target, kind, trigger).await?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             loop {
@@ -201,7 +202,8 @@ impl AdminService for AdminApi {
             snapshot_id: new_snapshot_id(now_ms()),
         });
         Ok(Response::new(
-            self.dispatch(&req.site, &req.target, kind).await?,
+            self.dispatch(&req.site, &req.target, kind, "manual")
+                .await?,
         ))
     }
 
@@ -209,8 +211,16 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RunRestoreRequest>,
     ) -> Result<Response<Self::RunRestoreStream>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         self.check_dispatch(&req.site, &req.target).await?;
+        if req.drill {
+            req.to_database = format!(
+                "nexb_drill_{}",
+                new_snapshot_id(now_ms()).to_lowercase().replace('-', "_")
+            );
+            req.clean = false;
+            req.restore_globals = false;
+        }
         let db = &req.to_database;
         if db.is_empty() || db.len() > 63 || db.contains('\0') {
             return Err(Status::invalid_argument(format!(
@@ -248,9 +258,11 @@ impl AdminService for AdminApi {
             to_database: req.to_database.clone(),
             clean: req.clean,
             restore_globals: req.restore_globals,
+            drill: req.drill,
         });
+        let trigger = if req.drill { "drill" } else { "manual" };
         Ok(Response::new(
-            self.dispatch(&req.site, &req.target, kind).await?,
+            self.dispatch(&req.site, &req.target, kind, trigger).await?,
         ))
     }
 
