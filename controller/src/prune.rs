@@ -2,7 +2,8 @@
 //!
 //! 1. **Plan**: for every (site, target) in scope, the policy's keep set
 //!    ([`crate::policy::retention::keep_set`]) over its committed snapshots; the rest are
-//!    to be deleted. The newest good snapshot is always kept.
+//!    to be deleted. The newest good snapshot (not made suspect by a failed drill) is
+//!    always kept.
 //! 2. **Delete** those snapshots from the catalog (atomically each), then their manifest
 //!    copies from the blob store.
 //! 3. **Collect** every chunk of the site that no snapshot references, except chunks
@@ -77,14 +78,18 @@ pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy
         .map_or_else(|| state.default_policy.clone(), |p| p.policy))
 }
 
-fn plan_target(snaps: &[SnapshotRecord], policy: &Policy) -> (Vec<String>, Vec<String>) {
+fn plan_target(
+    snaps: &[SnapshotRecord],
+    policy: &Policy,
+    suspect: &HashSet<String>,
+) -> (Vec<String>, Vec<String>) {
     let tz: Tz = policy.timezone.parse().unwrap_or(Tz::UTC);
     let view: Vec<Snap> = snaps
         .iter()
         .map(|s| Snap {
             id: s.snapshot_id.clone(),
             unix_ms: s.created_unix_ms,
-            good: true,
+            good: !suspect.contains(&s.snapshot_id),
         })
         .collect();
     let keep = keep_set(&view, &policy.retention, &tz);
@@ -117,9 +122,11 @@ pub async fn prune(
             .push(s);
     }
     let mut doomed: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    let jobs = state.catalog.jobs().await?;
     for ((site, target), snaps) in &by_target {
         let policy = policy_of(state, site, target).await?;
-        let (keep, delete) = plan_target(snaps, &policy);
+        let suspect = crate::scheduler::drills::facts(&jobs, site, target).suspect;
+        let (keep, delete) = plan_target(snaps, &policy, &suspect);
         doomed
             .entry(site.clone())
             .or_default()

@@ -68,6 +68,37 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         (n >= 4 && env.snapshots("main").len() == 2).then_some(())
     });
     wait_for("RPO OK", 30, || (rpo_state(&env) == "OK").then_some(()));
+    // Never drilled: the scheduler rehearses a restore of the newest snapshot and the
+    // measured duration becomes the target's RTO.
+    wait_for("a passed drill", 60, || {
+        let r = env.cli(&["rpo", "--json"]).json();
+        let t = &r["targets"][0];
+        (t["drilled"] == true && t["last_drill_ok"] == true).then_some(())
+    });
+    let r = env.cli(&["rpo", "--json"]).json();
+    assert!(
+        r["targets"][0]["measured_rto_ms"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    let drills: Vec<Value> = env
+        .cli(&["jobs", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["trigger"] == "drill")
+        .cloned()
+        .collect();
+    assert_eq!(
+        drills.len(),
+        1,
+        "once per cadence (7 days by default): {drills:?}"
+    );
+    let left = env.pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'nexb_drill_%'",
+    );
+    assert_eq!(left, "0", "the drill's scratch database is dropped");
 
     // The agent goes away for three slots: AGENT OFFLINE, then VIOLATED past the RPO ...
     env.agent.as_mut().unwrap().kill();
@@ -114,8 +145,9 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
     eprintln!("{}", env.cli(&["jobs", "--limit", "6"]).stdout);
     assert!(
         table.stdout.contains("OK") && table.stdout.contains("per site"),
-        "{}",
-        table.stdout
+        "{}{}",
+        table.stdout,
+        table.stderr
     );
 }
 

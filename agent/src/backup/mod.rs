@@ -171,8 +171,13 @@ async fn dump_database(
     let out = proc.child.stdout.take().expect("stdout piped");
     let what = format!("pg_dump of target {}", t.name);
     let upload = upload_stream(ctx, job, STREAM_DATABASE, what, out);
-    let counts = tokio::spawn(count_rows_in_snapshot(t.clone(), snapshot));
+    let (imported_tx, imported_rx) = tokio::sync::oneshot::channel();
+    let counts = tokio::spawn(count_rows_in_snapshot(t.clone(), snapshot, imported_tx));
     let uploaded = upload.await;
+    // The exported snapshot lives only as long as this transaction: keep it open until
+    // the counting connection has imported it (or given up). A small database can be
+    // dumped before the second connection is even up.
+    let _ = imported_rx.await;
     let _ = client.batch_execute("ROLLBACK").await;
     let entry = match uploaded {
         Ok(entry) => entry,
@@ -203,6 +208,7 @@ async fn dump_database(
 async fn count_rows_in_snapshot(
     t: TargetConfig,
     snapshot: String,
+    imported: tokio::sync::oneshot::Sender<()>,
 ) -> Result<Vec<(String, i64)>, String> {
     let sql_err = |e: tokio_postgres::Error| {
         format!("target {}: count rows: {}", t.name, pg::db_error_text(&e))
@@ -214,6 +220,7 @@ async fn count_rows_in_snapshot(
         .map_err(sql_err)?;
     let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
     counter.batch_execute(&set).await.map_err(sql_err)?;
+    let _ = imported.send(());
     pg::row_counts(&counter).await.map_err(sql_err)
 }
 

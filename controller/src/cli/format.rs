@@ -42,6 +42,7 @@ pub fn age(now_ms: u64, then_ms: u64) -> String {
 
 /// Render rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    debug_assert!(rows.iter().all(|r| r.len() == header.len()), "ragged table");
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

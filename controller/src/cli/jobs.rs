@@ -114,7 +114,8 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         let targets: Vec<_> = r.targets.iter().map(|t| json!({
             "site": t.site, "target": t.target, "state": t.state, "reason": t.reason,
             "newest_good_unix_ms": t.newest_good_unix_ms, "rpo_secs": t.rpo_secs,
-            "compliance_pct": t.compliance_pct,
+            "compliance_pct": t.compliance_pct, "rto_secs": t.rto_secs, "drilled": t.drilled,
+            "measured_rto_ms": t.measured_rto_ms, "last_drill_ok": t.last_drill_ok,
             "violations": t.violations.iter().map(|v| json!({
                 "from_unix_ms": v.from_unix_ms, "to_unix_ms": v.to_unix_ms})).collect::<Vec<_>>(),
         })).collect();
@@ -155,6 +156,16 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
                 t.state.clone(),
                 super::format::age(now, t.newest_good_unix_ms),
                 crate::policy::human_secs(t.rpo_secs),
+                if t.drilled {
+                    format!(
+                        "{:.1}s{} / {}",
+                        t.measured_rto_ms as f64 / 1000.0,
+                        if t.last_drill_ok { "" } else { " FAILED" },
+                        crate::policy::human_secs(t.rto_secs)
+                    )
+                } else {
+                    format!("not drilled / {}", crate::policy::human_secs(t.rto_secs))
+                },
                 format!("{:.2} %", t.compliance_pct),
                 if violations.is_empty() {
                     "-".into()
@@ -170,6 +181,7 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         "STATE",
         "NEWEST AGE",
         "RPO",
+        "RTO MEASURED / TARGET",
         "COMPLIANCE",
         "VIOLATIONS",
     ];

@@ -11,12 +11,15 @@ use crate::service::State;
 /// One target's state now.
 #[derive(Debug, Clone)]
 pub struct TargetStatus {
+    /// The newest drill's measured duration (ms) and whether it passed.
+    pub last_drill: Option<(u64, bool)>,
     pub site: String,
     pub target: String,
     pub state: RpoState,
     pub reason: String,
     pub newest_good_ms: Option<u64>,
     pub rpo_ms: u64,
+    pub rto_ms: u64,
 }
 
 /// Every target an agent reports, that has snapshots, or that has a policy.
@@ -46,9 +49,12 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
     let mut out = vec![];
     for (site, target) in targets {
         let policy = policy_of(state, &site, &target).await?;
+        let drills = super::drills::facts(&jobs, &site, &target);
+        // Only snapshots that committed whole count, and none whose drill failed.
         let newest = snaps
             .iter()
             .filter(|s| s.site == site && s.target == target)
+            .filter(|s| !drills.suspect.contains(&s.snapshot_id))
             .map(|s| s.created_unix_ms)
             .max();
         let next_run = schedules.get(&(site.clone(), target.clone())).map(|r| {
@@ -77,14 +83,32 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
             next_run_ms: next_run,
             expected_duration_ms: expected,
         };
-        let (st, reason) = evaluate(&input);
+        let (mut st, mut reason) = evaluate(&input);
+        if st == RpoState::Ok
+            && let Some((_, ok, took, err)) = &drills.last
+        {
+            let rto = policy.rto_secs * 1000;
+            if !ok {
+                st = RpoState::AtRisk;
+                reason = format!("the last restore drill failed: {err}");
+            } else if *took > rto {
+                st = RpoState::AtRisk;
+                reason = format!(
+                    "the last restore drill took {}, over the RTO of {}",
+                    crate::policy::human_secs(took / 1000),
+                    crate::policy::human_secs(policy.rto_secs)
+                );
+            }
+        }
         out.push(TargetStatus {
+            last_drill: drills.last.as_ref().map(|(_, ok, took, _)| (*took, *ok)),
             site,
             target,
             state: st,
             reason,
             newest_good_ms: newest,
             rpo_ms: input.rpo_ms,
+            rto_ms: policy.rto_secs * 1000,
         });
     }
     Ok(out)

@@ -7,9 +7,11 @@
 //!
 //! - [`decide`]: the pure decision function and its tunables.
 //! - [`compliance`]: every target's RPO state now; changes are recorded each tick.
+//! - [`drills`]: suspect snapshots and the measured RTO, from the drill history.
 
 pub mod compliance;
 pub mod decide;
+pub mod drills;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -188,9 +190,74 @@ impl Scheduler {
             if rec != before {
                 cat.put_schedule(&rec).await?;
             }
+            if let Some(id) = self
+                .maybe_drill(&site, &target, &policy, &jobs, now)
+                .await?
+            {
+                started.push(id);
+            }
         }
         self.record_rpo(now).await?;
         Ok(started)
+    }
+
+    /// Start a restore drill when the target's cadence says so: never drilled, or the last
+    /// drill started a cadence ago; only while its agent is online and no job of the
+    /// target runs.
+    async fn maybe_drill(
+        &self,
+        site: &str,
+        target: &str,
+        policy: &crate::policy::Policy,
+        jobs: &[JobRecord],
+        now: u64,
+    ) -> Result<Option<String>, CatalogError> {
+        if policy.drill_every_secs == 0 || self.state.hub.session(site).is_none() {
+            return Ok(None);
+        }
+        let busy = jobs
+            .iter()
+            .any(|j| j.site == site && j.target == target && j.state == JobState::Running);
+        let facts = drills::facts(jobs, site, target);
+        let due = facts
+            .last_started_ms
+            .is_none_or(|t| now.saturating_sub(t) >= policy.drill_every_secs * 1000);
+        if busy || !due {
+            return Ok(None);
+        }
+        let snaps = self
+            .state
+            .catalog
+            .snapshots(Some(site), Some(target))
+            .await?;
+        let Some(newest) = snaps
+            .iter()
+            .rev()
+            .find(|s| !facts.suspect.contains(&s.snapshot_id))
+        else {
+            return Ok(None);
+        };
+        let db = format!(
+            "nexb_drill_{}",
+            new_snapshot_id(crate::service::now_ms())
+                .to_lowercase()
+                .replace('-', "_")
+        );
+        let kind = Kind::Restore(pb::RestoreCommand {
+            target: target.into(),
+            snapshot_id: newest.snapshot_id.clone(),
+            to_database: db,
+            clean: false,
+            restore_globals: false,
+            drill: true,
+        });
+        match start_job(&self.state, site, target, kind, "drill").await {
+            Ok((id, _)) => Ok(Some(id)),
+            Err(e) => {
+                warn!(%site, %target, error = %e.message(), "drill not delivered");
+                Ok(None)
+            }
+        }
     }
 
     /// Record every change of a target's RPO state.

@@ -67,6 +67,10 @@ impl AdminApi {
                 reason: t.reason,
                 newest_good_unix_ms: t.newest_good_ms.unwrap_or(0),
                 rpo_secs: t.rpo_ms / 1000,
+                rto_secs: t.rto_ms / 1000,
+                drilled: t.last_drill.is_some(),
+                measured_rto_ms: t.last_drill.map_or(0, |d| d.0),
+                last_drill_ok: t.last_drill.is_some_and(|d| d.1),
                 compliance_pct: pct,
                 violations: violations
                     .into_iter()
