@@ -4,6 +4,7 @@
 
 pub mod dump;
 pub mod pipeline;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,10 +41,18 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
             };
         }
     };
+    let throttle = (cmd.upload_bytes_per_sec > 0).then(|| {
+        info!(
+            bytes_per_sec = cmd.upload_bytes_per_sec,
+            "upload bandwidth limited"
+        );
+        Arc::new(throttle::Throttle::new(cmd.upload_bytes_per_sec))
+    });
     let job = JobRef {
         job_id,
         snapshot_id: cmd.snapshot_id.clone(),
         codec,
+        throttle,
     };
     let outcome = match ctx.cfg.target(&cmd.target) {
         Some(t) => backup(&ctx, &job, t, started_ms).await,

@@ -39,6 +39,8 @@ pub struct JobRef {
     pub snapshot_id: String,
     /// The key epoch this snapshot is sealed with, fixed for the whole job.
     pub codec: ChunkCodec,
+    /// Upload bandwidth limit, if the controller set one.
+    pub throttle: Option<Arc<super::throttle::Throttle>>,
 }
 
 type Batch = Arc<Vec<Vec<u8>>>;
@@ -239,6 +241,10 @@ async fn upload_stage(
         .map(|b| {
             let (ctx, job) = (ctx.clone(), job.clone());
             async move {
+                if let Some(t) = &job.throttle {
+                    t.take(b.sealed.iter().map(|c| c.blob.len() as u64).sum())
+                        .await;
+                }
                 put_chunks(&ctx, &job, Arc::new(b.sealed))
                     .await
                     .map(|n| (b.refs, n))

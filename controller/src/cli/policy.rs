@@ -61,11 +61,32 @@ pub struct PolicySetArgs {
     /// Rehearse a restore this often (e.g. 7d); 0 disables drills.
     #[arg(long, value_parser = parse_drill)]
     pub drill_every: Option<Duration>,
+    /// Upload bandwidth limit, e.g. 512KiB, 2MiB (per second); 0 = none.
+    #[arg(long, value_parser = parse_rate)]
+    pub bandwidth: Option<u64>,
     /// Accept an RPO shorter than the schedule's interval.
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+/// "512KiB", "2MiB", "100000" (bytes per second).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s");
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?}: expected a rate such as 512KiB or 2MiB"))
 }
 
 fn parse_drill(s: &str) -> Result<Duration, String> {
@@ -108,6 +129,7 @@ fn apply(a: &PolicySetArgs, p: &mut pb::PolicyMsg) {
     p.keep_monthly = a.keep_monthly.unwrap_or(p.keep_monthly);
     p.keep_last = a.keep_last.unwrap_or(p.keep_last);
     p.drill_every_secs = a.drill_every.map_or(p.drill_every_secs, secs);
+    p.bandwidth_bytes_per_sec = a.bandwidth.unwrap_or(p.bandwidth_bytes_per_sec);
 }
 
 fn policy_json(i: &pb::PolicyInfo) -> serde_json::Value {
@@ -118,6 +140,7 @@ fn policy_json(i: &pb::PolicyInfo) -> serde_json::Value {
         "rto_secs": p.rto_secs, "keep_daily": p.keep_daily, "keep_weekly": p.keep_weekly,
         "keep_monthly": p.keep_monthly, "keep_last": p.keep_last,
         "drill_every_secs": p.drill_every_secs, "next_run_unix_ms": i.next_run_unix_ms,
+        "bandwidth_bytes_per_sec": p.bandwidth_bytes_per_sec,
     })
 }
 

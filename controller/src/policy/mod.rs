@@ -65,6 +65,9 @@ pub struct Policy {
     pub retention: Retention,
     /// Rehearse a restore this often; 0 = never.
     pub drill_every_secs: u64,
+    /// Upload bandwidth limit for this target's backups, bytes per second; 0 = none.
+    #[serde(default)]
+    pub bandwidth_bytes_per_sec: u64,
 }
 
 impl Default for Policy {
@@ -77,6 +80,7 @@ impl Default for Policy {
             rto_secs: 3600,
             retention: Retention::default(),
             drill_every_secs: 7 * 24 * 3600,
+            bandwidth_bytes_per_sec: 0,
         }
     }
 }

@@ -302,9 +302,13 @@ impl Scheduler {
         trigger: &'static str,
         rec: &mut ScheduleRecord,
     ) -> Option<String> {
+        let limit = policy_of(&self.state, site, target)
+            .await
+            .map_or(0, |p| p.bandwidth_bytes_per_sec);
         let kind = Kind::Backup(pb::BackupCommand {
             target: target.into(),
             snapshot_id: new_snapshot_id(crate::service::now_ms()),
+            upload_bytes_per_sec: limit,
         });
         match start_job(&self.state, site, target, kind, trigger).await {
             Ok((job_id, _)) => {

@@ -197,9 +197,14 @@ impl AdminService for AdminApi {
     ) -> Result<Response<Self::RunBackupStream>, Status> {
         let req = request.into_inner();
         self.check_dispatch(&req.site, &req.target).await?;
+        let limit = crate::prune::policy_of(&self.state, &req.site, &req.target)
+            .await
+            .map_err(catalog_status)?
+            .bandwidth_bytes_per_sec;
         let kind = Kind::Backup(pb::BackupCommand {
             target: req.target.clone(),
             snapshot_id: new_snapshot_id(now_ms()),
+            upload_bytes_per_sec: limit,
         });
         Ok(Response::new(
             self.dispatch(&req.site, &req.target, kind, "manual")

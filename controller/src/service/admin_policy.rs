@@ -22,6 +22,7 @@ impl From<&Policy> for pb::PolicyMsg {
             keep_monthly: p.retention.keep_monthly,
             keep_last: p.retention.keep_last,
             drill_every_secs: p.drill_every_secs,
+            bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
         }
     }
 }
@@ -41,6 +42,7 @@ impl From<pb::PolicyMsg> for Policy {
                 keep_last: m.keep_last,
             },
             drill_every_secs: m.drill_every_secs,
+            bandwidth_bytes_per_sec: m.bandwidth_bytes_per_sec,
         }
     }
 }
