@@ -140,6 +140,26 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
     let outage = &v[1];
     assert!(outage["to_unix_ms"].as_u64().unwrap() > outage["from_unix_ms"].as_u64().unwrap());
     assert_eq!(report["sites"][0]["violations"], 2);
+    // A controller restart (SIGKILL) loses no schedule and runs nothing twice.
+    let done_before = scheduled_jobs(&env).len();
+    env.restart_controller(false);
+    env.wait_online(true);
+    wait_for("scheduled backups after the restart", 60, || {
+        let ok = scheduled_jobs(&env)
+            .iter()
+            .take(2)
+            .filter(|j| j["state"] == "succeeded")
+            .count();
+        (scheduled_jobs(&env).len() >= done_before + 2 && ok == 2).then_some(())
+    });
+    let mut starts: Vec<u64> = scheduled_jobs(&env)
+        .iter()
+        .map(|j| j["started_unix_ms"].as_u64().unwrap())
+        .collect();
+    starts.sort_unstable();
+    for w in starts.windows(2) {
+        assert!(w[1] - w[0] >= 2_000, "two jobs for one slot: {starts:?}");
+    }
     let table = env.cli(&["rpo"]);
     eprintln!("{}", table.stdout);
     eprintln!("{}", env.cli(&["jobs", "--limit", "6"]).stdout);
