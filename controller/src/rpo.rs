@@ -130,7 +130,8 @@ pub fn compliance(events: &[RpoEvent], from_ms: u64, now_ms: u64) -> (f64, Vec<V
         } else {
             violations.push(Violation {
                 from_ms: start,
-                to_ms: (end < now_ms).then_some(end),
+                // Ongoing only if no later event closed it.
+                to_ms: (i + 1 < events.len()).then_some(end),
             });
         }
     }

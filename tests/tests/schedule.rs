@@ -138,7 +138,10 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
     let v = t["violations"].as_array().unwrap();
     assert_eq!(v.len(), 2, "{report}");
     let outage = &v[1];
-    assert!(outage["to_unix_ms"].as_u64().unwrap() > outage["from_unix_ms"].as_u64().unwrap());
+    assert!(
+        outage["to_unix_ms"].as_u64().unwrap() > outage["from_unix_ms"].as_u64().unwrap(),
+        "{report}"
+    );
     assert_eq!(report["sites"][0]["violations"], 2);
     // A controller restart (SIGKILL) loses no schedule and runs nothing twice.
     let done_before = scheduled_jobs(&env).len();

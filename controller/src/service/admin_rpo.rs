@@ -46,11 +46,22 @@ impl AdminApi {
             if site_filter.is_some_and(|s| s != t.site) {
                 continue;
             }
-            let mine: Vec<_> = events
+            let mut mine: Vec<_> = events
                 .iter()
                 .filter(|e| e.site == t.site && e.target == t.target)
                 .cloned()
                 .collect();
+            // The scheduler records changes once a second; the report shows the present.
+            if mine.last().map(|e| e.state) != Some(t.state) {
+                mine.push(crate::rpo::RpoEvent {
+                    v: 1,
+                    site: t.site.clone(),
+                    target: t.target.clone(),
+                    at_unix_ms: now,
+                    state: t.state,
+                    reason: t.reason.clone(),
+                });
+            }
             let (pct, violations) = compliance(&mine, from, now);
             let site = sites
                 .entry(t.site.clone())
