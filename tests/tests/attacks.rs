@@ -8,7 +8,7 @@ use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb;
 use nex_backup_shared::recovery::{RecoverySecret, seal_master_key};
-use nex_backup_shared::tls::{channel, client_config, parse_fingerprint};
+use nex_backup_shared::tls::{channel, client_config};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::Code;
 
@@ -555,8 +555,6 @@ async fn certificates_renew_and_the_old_one_cannot_renew_again() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_logged("agent certificate renewed");
-    let pin = parse_fingerprint(&s.fingerprint).unwrap();
-    assert_eq!(pin.len(), 32);
     s.shutdown().await;
 }
 

@@ -22,6 +22,20 @@ pub struct TargetStatus {
     pub rto_ms: u64,
 }
 
+impl TargetStatus {
+    /// This state as a recorded event at `now`.
+    pub fn event(&self, now: u64) -> crate::rpo::RpoEvent {
+        crate::rpo::RpoEvent {
+            v: 1,
+            site: self.site.clone(),
+            target: self.target.clone(),
+            at_unix_ms: now,
+            state: self.state,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 /// Every target an agent reports, that has snapshots, or that has a policy.
 pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, CatalogError> {
     let cat = &state.catalog;

@@ -181,7 +181,16 @@ impl Scheduler {
                         self.fail_stalled(&jobs, &job_id, idle_ms).await?
                     }
                     Action::Start { trigger } => {
-                        if let Some(id) = self.start(&site, &target, trigger, &mut rec).await {
+                        if let Some(id) = self
+                            .start(
+                                &site,
+                                &target,
+                                trigger,
+                                policy.bandwidth_bytes_per_sec,
+                                &mut rec,
+                            )
+                            .await
+                        {
                             started.push(id);
                         }
                     }
@@ -237,12 +246,7 @@ impl Scheduler {
         else {
             return Ok(None);
         };
-        let db = format!(
-            "nexb_drill_{}",
-            new_snapshot_id(crate::service::now_ms())
-                .to_lowercase()
-                .replace('-', "_")
-        );
+        let db = crate::service::jobs::drill_database(crate::service::now_ms());
         let kind = Kind::Restore(pb::RestoreCommand {
             target: target.into(),
             snapshot_id: newest.snapshot_id.clone(),
@@ -276,15 +280,7 @@ impl Scheduler {
             if last.get(&key) == Some(&t.state) {
                 continue;
             }
-            let ev = crate::rpo::RpoEvent {
-                v: 1,
-                site: t.site.clone(),
-                target: t.target.clone(),
-                at_unix_ms: now,
-                state: t.state,
-                reason: t.reason.clone(),
-            };
-            self.state.catalog.put_rpo_event(&ev).await?;
+            self.state.catalog.put_rpo_event(&t.event(now)).await?;
             if t.state.complies() {
                 info!(site = %t.site, target = %t.target, state = t.state.label(), reason = %t.reason, "RPO state");
             } else {
@@ -300,11 +296,9 @@ impl Scheduler {
         site: &str,
         target: &str,
         trigger: &'static str,
+        limit: u64,
         rec: &mut ScheduleRecord,
     ) -> Option<String> {
-        let limit = policy_of(&self.state, site, target)
-            .await
-            .map_or(0, |p| p.bandwidth_bytes_per_sec);
         let kind = Kind::Backup(pb::BackupCommand {
             target: target.into(),
             snapshot_id: new_snapshot_id(crate::service::now_ms()),

@@ -219,10 +219,7 @@ impl AdminService for AdminApi {
         let mut req = request.into_inner();
         self.check_dispatch(&req.site, &req.target).await?;
         if req.drill {
-            req.to_database = format!(
-                "nexb_drill_{}",
-                new_snapshot_id(now_ms()).to_lowercase().replace('-', "_")
-            );
+            req.to_database = super::jobs::drill_database(now_ms());
             req.clean = false;
             req.restore_globals = false;
         }

@@ -53,14 +53,7 @@ impl AdminApi {
                 .collect();
             // The scheduler records changes once a second; the report shows the present.
             if mine.last().map(|e| e.state) != Some(t.state) {
-                mine.push(crate::rpo::RpoEvent {
-                    v: 1,
-                    site: t.site.clone(),
-                    target: t.target.clone(),
-                    at_unix_ms: now,
-                    state: t.state,
-                    reason: t.reason.clone(),
-                });
+                mine.push(t.event(now));
             }
             let (pct, violations) = compliance(&mine, from, now);
             let site = sites

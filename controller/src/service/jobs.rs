@@ -10,6 +10,14 @@ use tracing::{info, warn};
 use super::{State, catalog_status, now_ms};
 use crate::catalog::{JobRecord, JobState};
 
+/// The scratch database of a drill started at `now_ms` (agents accept only this prefix).
+pub fn drill_database(now_ms: u64) -> String {
+    format!(
+        "nexb_drill_{}",
+        new_snapshot_id(now_ms).to_lowercase().replace('-', "_")
+    )
+}
+
 /// Record and dispatch a job; returns its id and a receiver of its updates (subscribed
 /// before the command leaves, so no update is missed).
 pub async fn start_job(
