@@ -46,6 +46,35 @@ pub struct AgentConfig {
     pub chunking: Option<ChunkingConfig>,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// A PostgreSQL server for restore drills. With it, this agent rehearses restores of
+    /// any target there (an operator may make it the site's drill agent); without it,
+    /// drills of a target restore into that target's own server.
+    #[serde(default)]
+    pub drill: Option<DrillConfig>,
+}
+
+/// Where restore drills run (scratch `nexb_drill_` databases, always dropped).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub user: String,
+    /// A database to connect to for creating and dropping the scratch databases.
+    #[serde(default = "default_drill_db")]
+    pub dbname: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub passfile: Option<PathBuf>,
+    #[serde(default)]
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+fn default_drill_db() -> String {
+    "postgres".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +199,15 @@ impl AgentConfig {
                 ));
             }
         }
+        if let Some(d) = &cfg.drill
+            && d.password_env.is_some()
+            && d.passfile.is_some()
+        {
+            return Err(err(
+                "drill.password_env",
+                "give password_env or passfile, not both".into(),
+            ));
+        }
         Ok(cfg)
     }
 
@@ -195,6 +233,26 @@ impl AgentConfig {
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// Where a restore drill of target `name` runs: the `[drill]` server if configured,
+    /// else the target's own server.
+    pub fn drill_target(&self, name: &str) -> Option<TargetConfig> {
+        let Some(d) = &self.drill else {
+            return self.target(name).cloned();
+        };
+        Some(TargetConfig {
+            name: name.into(),
+            kind: default_kind(),
+            host: d.host.clone(),
+            port: d.port,
+            user: d.user.clone(),
+            dbname: d.dbname.clone(),
+            password_env: d.password_env.clone(),
+            passfile: d.passfile.clone(),
+            pg_bin_dir: d.pg_bin_dir.clone(),
+            include_role_passwords: false,
+        })
     }
 }
 

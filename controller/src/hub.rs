@@ -1,5 +1,6 @@
 //! Live state shared by the gRPC services: which agents are connected (one session per
-//! site), who is watching which job, and bytes uploaded per snapshot in flight.
+//! agent; a site may have several), who is watching which job, and bytes uploaded per
+//! snapshot in flight.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,7 +29,8 @@ pub struct LiveSession {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<String, LiveSession>,
+    /// (site, agent id) -> that agent's newest session.
+    sessions: HashMap<(String, String), LiveSession>,
     watchers: HashMap<String, broadcast::Sender<pb::JobUpdate>>,
     upload_bytes: HashMap<(String, String), u64>,
     /// One token per (site, agent), shared by all of that agent's sessions.
@@ -60,7 +62,8 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a session for `site`, replacing any older one. Returns its connection id.
+    /// Register a session of `agent_id` at `site`, replacing that agent's older one.
+    /// Returns its connection id and the token that cuts it.
     pub fn register(
         &self,
         site: &str,
@@ -68,7 +71,7 @@ impl Hub {
         version: &str,
         targets: Vec<(String, String)>,
         tx: SessionTx,
-    ) -> u64 {
+    ) -> (u64, CancellationToken) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let s = LiveSession {
             conn,
@@ -84,48 +87,67 @@ impl Hub {
             .entry((site.into(), agent_id.into()))
             .or_default()
             .clone();
-        g.sessions.insert(site.into(), LiveSession { cut, ..s });
-        conn
+        g.sessions.insert(
+            (site.into(), agent_id.into()),
+            LiveSession {
+                cut: cut.clone(),
+                ..s
+            },
+        );
+        (conn, cut)
     }
 
-    /// Cut every open session of `agent_id` at `site`, whether or not it is the site's
-    /// current one. Returns whether the site's current session was that agent's.
+    /// Cut every open session of `agent_id` at `site`. Returns whether it had one.
     pub fn cut(&self, site: &str, agent_id: &str) -> bool {
+        let key = (site.to_string(), agent_id.to_string());
         let mut g = self.lock();
-        if let Some(token) = g
-            .agent_cuts
-            .remove(&(site.to_string(), agent_id.to_string()))
-        {
+        if let Some(token) = g.agent_cuts.remove(&key) {
             token.cancel();
         }
-        let current = g.sessions.get(site).is_some_and(|s| s.agent_id == agent_id);
-        if current {
-            g.sessions.remove(site);
-        }
-        current
+        g.sessions.remove(&key).is_some()
     }
 
-    /// Drop the session of `site` if it is still connection `conn`.
-    pub fn unregister(&self, site: &str, conn: u64) {
+    /// Drop the session of `agent_id` at `site` if it is still connection `conn`.
+    pub fn unregister(&self, site: &str, agent_id: &str, conn: u64) {
+        let key = (site.to_string(), agent_id.to_string());
         let mut g = self.lock();
-        if g.sessions.get(site).is_some_and(|s| s.conn == conn) {
-            g.sessions.remove(site);
+        if g.sessions.get(&key).is_some_and(|s| s.conn == conn) {
+            g.sessions.remove(&key);
         }
     }
 
-    pub fn session(&self, site: &str) -> Option<LiveSession> {
-        self.lock().sessions.get(site).cloned()
+    /// The live session of one agent.
+    pub fn session(&self, site: &str, agent_id: &str) -> Option<LiveSession> {
+        let key = (site.to_string(), agent_id.to_string());
+        self.lock().sessions.get(&key).cloned()
     }
 
-    /// Send a message down the session of `site`.
-    pub async fn send(&self, site: &str, msg: pb::ControllerMessage) -> Result<(), String> {
+    /// The online agent that backs up `target` at `site` (the newest connection if
+    /// several declare it).
+    pub fn agent_for(&self, site: &str, target: &str) -> Option<LiveSession> {
+        self.lock()
+            .sessions
+            .iter()
+            .filter(|((s, _), live)| s == site && live.targets.iter().any(|(t, _)| t == target))
+            .map(|(_, live)| live)
+            .max_by_key(|live| live.conn)
+            .cloned()
+    }
+
+    /// Send a message down the session of `agent_id` at `site`.
+    pub async fn send(
+        &self,
+        site: &str,
+        agent_id: &str,
+        msg: pb::ControllerMessage,
+    ) -> Result<(), String> {
         let tx = self
-            .session(site)
+            .session(site, agent_id)
             .map(|s| s.tx)
-            .ok_or_else(|| format!("agent of site {site} is offline"))?;
+            .ok_or_else(|| format!("agent {agent_id} of site {site} is offline"))?;
         tx.send(Ok(msg))
             .await
-            .map_err(|_| format!("agent of site {site} disconnected"))
+            .map_err(|_| format!("agent {agent_id} of site {site} disconnected"))
     }
 
     /// Subscribe to a job's updates. Call before dispatching the job.

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::catalog::{CatalogError, SnapshotRecord};
 use crate::policy::Policy;
 use crate::policy::retention::{Snap, keep_set};
+use crate::policy::site::SitePolicy;
 use crate::service::State;
 use crate::store::{chunk_key, manifest_key};
 
@@ -76,6 +77,23 @@ pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy
         .into_iter()
         .find(|p| p.site == site && p.target == target)
         .map_or_else(|| state.default_policy.clone(), |p| p.policy))
+}
+
+/// The effective settings of a site: its own, or none with the controller's default zone.
+pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, CatalogError> {
+    Ok(state
+        .catalog
+        .site_policies()
+        .await?
+        .into_iter()
+        .find(|p| p.site == site)
+        .map_or_else(
+            || SitePolicy {
+                timezone: state.default_policy.timezone.clone(),
+                ..SitePolicy::default()
+            },
+            |p| p.policy,
+        ))
 }
 
 fn plan_target(

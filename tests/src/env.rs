@@ -208,17 +208,38 @@ impl Env {
         self.dir.path().join("agent-state")
     }
 
+    /// Wait until some agent of the site is online (`true`) or none is (`false`).
     pub fn wait_online(&self, online: bool) {
         wait_for(&format!("agent online={online}"), 60, || {
             let out = self.cli(&["status", "--json"]);
             let v: Value = serde_json::from_str(&out.stdout).ok()?;
-            let site = v["sites"]
+            let any = v["sites"]
                 .as_array()?
                 .iter()
-                .find(|s| s["site"] == SITE)?
-                .clone();
-            (site["online"] == online).then_some(())
+                .any(|s| s["site"] == SITE && s["online"] == true);
+            (any == online).then_some(())
         });
+    }
+
+    /// Wait until agent `agent_id` of the site is online.
+    pub fn wait_agent_online(&self, agent_id: &str) {
+        wait_for(&format!("agent {agent_id} online"), 60, || {
+            let out = self.cli(&["status", "--json"]);
+            let v: Value = serde_json::from_str(&out.stdout).ok()?;
+            v["sites"]
+                .as_array()?
+                .iter()
+                .any(|s| s["site"] == SITE && s["agent_id"] == agent_id && s["online"] == true)
+                .then_some(())
+        });
+    }
+
+    /// The environment the agent processes run with (the PostgreSQL password).
+    pub fn agent_env(&self) -> Vec<(&str, &str)> {
+        self.agent_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     pub fn status(&self) -> Value {

@@ -1,6 +1,7 @@
 //! A PostgreSQL backup job: globals, then the database dumped from an exported snapshot
 //! with exact row counts taken in that same snapshot; committed only if every step
-//! succeeded.
+//! succeeded. A backup still running when the site's backup window closes is stopped
+//! (pg_dump killed, nothing committed); the chunks it uploaded are reused by the next run.
 
 pub mod dump;
 pub mod pipeline;
@@ -55,7 +56,7 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
         throttle,
     };
     let outcome = match ctx.cfg.target(&cmd.target) {
-        Some(t) => backup(&ctx, &job, t, started_ms).await,
+        Some(t) => within_window(cmd.window_remaining_ms, backup(&ctx, &job, t, started_ms)).await,
         None => Err(format!("unknown target {}", cmd.target)),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -75,6 +76,30 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
             ..Default::default()
         },
     }
+}
+
+/// Run `work`, giving up when the backup window closes `remaining_ms` from now (0 = no
+/// window). Dropping the work kills pg_dump and ends the exporting transaction.
+async fn within_window<T>(
+    remaining_ms: u64,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    if remaining_ms == 0 {
+        return work.await;
+    }
+    info!(
+        closes_in_secs = remaining_ms / 1000,
+        "backup window closes in {} s",
+        remaining_ms / 1000
+    );
+    let limit = std::time::Duration::from_millis(remaining_ms);
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        tracing::warn!(after_ms = remaining_ms, "backup window closed; backup stopped");
+        Err(format!(
+            "the site's backup window closed {:.0} s after the backup started; stopped before commit (uploaded chunks are reused by the next run)",
+            limit.as_secs_f64()
+        ))
+    })
 }
 
 async fn backup(
@@ -258,4 +283,28 @@ async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> 
     let r = resp.into_inner();
     info!(snapshot = %m.snapshot_id, stored = r.stored_bytes, new = r.new_bytes, "snapshot committed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::within_window;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backup_stops_when_the_window_closes() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, String>(1)
+        };
+        let e = within_window(90_000, slow).await.unwrap_err();
+        assert!(e.contains("window closed 90 s after"), "{e}");
+        // No window: the work runs to its end; a window longer than the work: too.
+        let quick = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, String>(2)
+        };
+        assert_eq!(within_window(0, quick()).await, Ok(2));
+        assert_eq!(within_window(10_000, quick()).await, Ok(2));
+    }
 }

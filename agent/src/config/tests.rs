@@ -63,3 +63,27 @@ fn missing_file_is_named() {
         .to_string();
     assert!(e.contains("/nonexistent/agent.toml"), "{e}");
 }
+
+#[test]
+fn drills_use_the_drill_server_when_one_is_configured() {
+    let c = AgentConfig::parse("agent.toml", GOOD).unwrap();
+    let own = c.drill_target("main").unwrap();
+    assert_eq!((own.dbname.as_str(), own.port), ("invoices", 5432));
+    assert!(c.drill_target("other").is_none());
+
+    let text = format!("{GOOD}\n[drill]\nhost = \"10.0.0.9\"\nport = 5433\nuser = \"drill\"\n");
+    let c = AgentConfig::parse("agent.toml", &text).unwrap();
+    for name in ["main", "other"] {
+        let t = c.drill_target(name).unwrap();
+        assert_eq!(t.name, name);
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str(), t.dbname.as_str()),
+            ("10.0.0.9", 5433, "drill", "postgres")
+        );
+    }
+    let both = format!("{text}password_env = \"X\"\npassfile = \"/p\"\n");
+    let e = AgentConfig::parse("agent.toml", &both)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("drill.password_env"), "{e}");
+}

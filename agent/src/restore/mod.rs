@@ -25,8 +25,17 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::
         snapshot_id: cmd.snapshot_id.clone(),
         ..Default::default()
     };
-    let outcome = match ctx.cfg.target(&cmd.target) {
+    let t = if cmd.drill {
+        ctx.cfg.drill_target(&cmd.target)
+    } else {
+        ctx.cfg.target(&cmd.target).cloned()
+    };
+    let outcome = match &t {
         Some(t) => restore(&ctx, &job_id, t, &cmd, &mut result).await,
+        None if cmd.drill => Err(format!(
+            "unknown target {} and no [drill] server configured on this agent",
+            cmd.target
+        )),
         None => Err(format!("unknown target {}", cmd.target)),
     };
     result.duration_ms = started.elapsed().as_millis() as u64;

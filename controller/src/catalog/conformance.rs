@@ -170,6 +170,7 @@ async fn agents_and_jobs(cat: &dyn Catalog) {
         trigger: "manual".into(),
         logical_bytes: 0,
         new_bytes: 0,
+        agent_id: "a1".into(),
     };
     cat.put_job(&job).await.unwrap();
     job.state = JobState::Failed;

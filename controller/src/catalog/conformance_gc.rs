@@ -108,6 +108,20 @@ async fn policies_round_trip(cat: &dyn Catalog) {
     changed.policy.rpo_secs = 7200;
     cat.put_policy(&changed).await.unwrap();
     assert_eq!(cat.policies().await.unwrap(), vec![changed]);
+    let site = super::SitePolicyRecord {
+        v: 1,
+        site: "s".into(),
+        policy: crate::policy::site::SitePolicy::default(),
+        updated_unix_ms: 5,
+    };
+    cat.put_site_policy(&site).await.unwrap();
+    let mut site2 = site.clone();
+    site2.policy.window = Some("22:00-06:00".into());
+    cat.put_site_policy(&site2).await.unwrap();
+    let mut other = site.clone();
+    other.site = "s2".into();
+    cat.put_site_policy(&other).await.unwrap();
+    assert_eq!(cat.site_policies().await.unwrap(), vec![site2, other]);
     let mut sched = super::ScheduleRecord {
         v: 1,
         site: "s".into(),

@@ -102,6 +102,9 @@ pub struct JobRecord {
     /// Sealed bytes a backup added to the store.
     #[serde(default)]
     pub new_bytes: u64,
+    /// The agent the job was sent to.
+    #[serde(default)]
+    pub agent_id: String,
 }
 
 /// What garbage collection needs to know of a site, read consistently.
@@ -136,6 +139,15 @@ pub struct PolicyRecord {
     pub site: String,
     pub target: String,
     pub policy: crate::policy::Policy,
+    pub updated_unix_ms: u64,
+}
+
+/// The stored settings of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePolicyRecord {
+    pub v: u32,
+    pub site: String,
+    pub policy: crate::policy::site::SitePolicy,
     pub updated_unix_ms: u64,
 }
 
@@ -239,6 +251,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn rpo_events(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>>;
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
     async fn policies(&self) -> Result<Vec<PolicyRecord>>;
+    async fn put_site_policy(&self, rec: &SitePolicyRecord) -> Result<()>;
+    async fn site_policies(&self) -> Result<Vec<SitePolicyRecord>>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
 }

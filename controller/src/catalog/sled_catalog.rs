@@ -24,7 +24,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::sled_trust::TrustTrees;
 use super::{
     AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, NewSnapshot,
-    PolicyRecord, Result, ScheduleRecord, SealedKeyRecord, SnapshotRecord, TokenRecord, TokenUse,
+    PolicyRecord, Result, ScheduleRecord, SealedKeyRecord, SitePolicyRecord, SnapshotRecord,
+    TokenRecord, TokenUse,
 };
 
 const CHUNK_RECORD_V1: u8 = 1;
@@ -61,6 +62,7 @@ pub struct SledCatalog {
     /// `commit_seq/<site>`: bumped by every commit, read by garbage collection.
     pub(super) meta: sled::Tree,
     pub(super) policies: sled::Tree,
+    pub(super) site_policies: sled::Tree,
     pub(super) schedules: sled::Tree,
     pub(super) rpo_events: sled::Tree,
     trust: TrustTrees,
@@ -85,6 +87,7 @@ impl SledCatalog {
             jobs: t("jobs")?,
             meta: t("meta")?,
             policies: t("policies")?,
+            site_policies: t("site_policies")?,
             schedules: t("schedules")?,
             rpo_events: t("rpo_events")?,
             trust: TrustTrees::open(&db)?,
@@ -391,6 +394,14 @@ impl Catalog for SledCatalog {
 
     async fn policies(&self) -> Result<Vec<PolicyRecord>> {
         self.policies_sync()
+    }
+
+    async fn put_site_policy(&self, rec: &SitePolicyRecord) -> Result<()> {
+        self.put_site_policy_sync(rec)
+    }
+
+    async fn site_policies(&self) -> Result<Vec<SitePolicyRecord>> {
+        self.site_policies_sync()
     }
 
     async fn put_schedule(&self, rec: &ScheduleRecord) -> Result<()> {

@@ -14,7 +14,7 @@ use sled::transaction::{
 };
 
 use super::sled_catalog::{SledCatalog, decode, encode, key, storage};
-use super::{GcView, PolicyRecord, Result, ScheduleRecord, SnapshotRecord};
+use super::{GcView, PolicyRecord, Result, ScheduleRecord, SitePolicyRecord, SnapshotRecord};
 
 pub(super) fn seq_key(site: &str) -> Vec<u8> {
     [b"commit_seq/".as_slice(), site.as_bytes()].concat()
@@ -130,6 +130,22 @@ impl SledCatalog {
 
     pub(super) fn policies_sync(&self) -> Result<Vec<PolicyRecord>> {
         self.policies
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub(super) fn put_site_policy_sync(&self, rec: &SitePolicyRecord) -> Result<()> {
+        let k = key(&[rec.site.as_bytes()]);
+        self.site_policies.insert(k, encode(rec)).map_err(storage)?;
+        Ok(())
+    }
+
+    pub(super) fn site_policies_sync(&self) -> Result<Vec<SitePolicyRecord>> {
+        self.site_policies
             .iter()
             .map(|kv| {
                 let (k, v) = kv.map_err(storage)?;

@@ -52,7 +52,7 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
             "job_id": j.job_id, "site": j.site, "target": j.target, "kind": j.kind,
             "state": j.state, "trigger": j.trigger, "started_unix_ms": j.started_unix_ms,
             "ended_unix_ms": j.ended_unix_ms, "error": j.error, "snapshot_id": j.snapshot_id,
-            "logical_bytes": j.logical_bytes, "new_bytes": j.new_bytes,
+            "logical_bytes": j.logical_bytes, "new_bytes": j.new_bytes, "agent_id": j.agent_id,
         })).collect();
         println!("{}", serde_json::Value::Array(v));
         return Ok(ExitCode::SUCCESS);
@@ -65,6 +65,7 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
                 j.job_id.clone(),
                 j.site.clone(),
                 j.target.clone(),
+                j.agent_id.clone(),
                 format!("{} ({})", j.kind, j.trigger),
                 time(j.started_unix_ms),
                 time(j.ended_unix_ms),
@@ -80,8 +81,8 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let header = [
-        "JOB", "SITE", "TARGET", "KIND", "STARTED", "ENDED", "OUTCOME", "DURATION", "BYTES",
-        "ERROR",
+        "JOB", "SITE", "TARGET", "AGENT", "KIND", "STARTED", "ENDED", "OUTCOME", "DURATION",
+        "BYTES", "ERROR",
     ];
     println!("{}", table(&header, &rows));
     Ok(ExitCode::SUCCESS)

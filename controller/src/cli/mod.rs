@@ -6,6 +6,7 @@ mod format;
 mod jobs;
 mod ops;
 mod policy;
+mod site_policy;
 mod trust;
 
 use std::net::SocketAddr;
@@ -171,6 +172,9 @@ pub struct BackupArgs {
     pub site: String,
     #[arg(long)]
     pub target: String,
+    /// Back up now even if the site's backup window is closed.
+    #[arg(long)]
+    pub outside_window: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }

@@ -207,6 +207,7 @@ pub async fn backup(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     let req = pb::RunBackupRequest {
         site: a.site.clone(),
         target: a.target.clone(),
+        outside_window: a.outside_window,
     };
     let stream = connect(&a.client)
         .await?

@@ -1,4 +1,6 @@
-//! Policy and retention commands: `policy set|show|list`, `prune`.
+//! Policy and retention commands: `policy set|show|list`, `prune`. With `--target` a
+//! policy command is about that target; without, about the site's own settings
+//! (see [`super::site_policy`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,18 +18,20 @@ use crate::policy::human_secs;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Change a target's policy; fields not given keep their current value.
+    /// Change a target's policy (with --target) or the site's settings (without);
+    /// fields not given keep their current value.
     Set(PolicySetArgs),
-    /// A target's effective policy and its next run.
+    /// A target's effective policy and its next run, or (without --target) the site's
+    /// settings and its window's state.
     Show {
         #[arg(long)]
         site: String,
         #[arg(long)]
-        target: String,
+        target: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Every known target's effective policy.
+    /// Every known target's effective policy, and every site's settings.
     List {
         #[command(flatten)]
         client: ClientOpts,
@@ -38,14 +42,25 @@ pub enum PolicyCommand {
 pub struct PolicySetArgs {
     #[arg(long)]
     pub site: String,
+    /// The target; without it the command sets the site's own settings.
     #[arg(long)]
-    pub target: String,
+    pub target: Option<String>,
     /// Cron expression, five fields, e.g. "30 1 * * *".
     #[arg(long)]
     pub schedule: Option<String>,
-    /// IANA time zone, e.g. Europe/Bratislava.
+    /// IANA time zone, e.g. Europe/Bratislava: of the schedule and retention days (with
+    /// --target), or of the backup window (without).
     #[arg(long)]
     pub timezone: Option<String>,
+    /// Site: daily backup window in its time zone, e.g. 22:00-06:00; "none" removes it.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Site: the agent that runs its restore drills; "none" = each target's own agent.
+    #[arg(long)]
+    pub drill_agent: Option<String>,
+    /// Site: upload bandwidth limit, e.g. 512KiB, 2MiB (per second); 0 = none.
+    #[arg(long, value_parser = parse_rate)]
+    pub bandwidth: Option<u64>,
     #[arg(long, value_parser = parse_duration)]
     pub rpo: Option<Duration>,
     #[arg(long, value_parser = parse_duration)]
@@ -61,9 +76,6 @@ pub struct PolicySetArgs {
     /// Rehearse a restore this often (e.g. 7d); 0 disables drills.
     #[arg(long, value_parser = parse_drill)]
     pub drill_every: Option<Duration>,
-    /// Upload bandwidth limit, e.g. 512KiB, 2MiB (per second); 0 = none.
-    #[arg(long, value_parser = parse_rate)]
-    pub bandwidth: Option<u64>,
     /// Accept an RPO shorter than the schedule's interval.
     #[arg(long)]
     pub force: bool,
@@ -72,7 +84,7 @@ pub struct PolicySetArgs {
 }
 
 /// "512KiB", "2MiB", "100000" (bytes per second).
-fn parse_rate(s: &str) -> Result<u64, String> {
+pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("/s");
     let (num, mult) = [
         ("GiB", 1u64 << 30),
@@ -110,7 +122,7 @@ pub struct PruneArgs {
     pub client: ClientOpts,
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
 }
 
@@ -129,7 +141,6 @@ fn apply(a: &PolicySetArgs, p: &mut pb::PolicyMsg) {
     p.keep_monthly = a.keep_monthly.unwrap_or(p.keep_monthly);
     p.keep_last = a.keep_last.unwrap_or(p.keep_last);
     p.drill_every_secs = a.drill_every.map_or(p.drill_every_secs, secs);
-    p.bandwidth_bytes_per_sec = a.bandwidth.unwrap_or(p.bandwidth_bytes_per_sec);
 }
 
 fn policy_json(i: &pb::PolicyInfo) -> serde_json::Value {
@@ -140,7 +151,6 @@ fn policy_json(i: &pb::PolicyInfo) -> serde_json::Value {
         "rto_secs": p.rto_secs, "keep_daily": p.keep_daily, "keep_weekly": p.keep_weekly,
         "keep_monthly": p.keep_monthly, "keep_last": p.keep_last,
         "drill_every_secs": p.drill_every_secs, "next_run_unix_ms": i.next_run_unix_ms,
-        "bandwidth_bytes_per_sec": p.bandwidth_bytes_per_sec,
     })
 }
 
@@ -182,33 +192,13 @@ fn print_policies(list: &[pb::PolicyInfo], as_json: bool) {
 
 pub async fn policy(c: PolicyCommand) -> anyhow::Result<ExitCode> {
     match c {
-        PolicyCommand::Set(a) => {
-            let mut client = connect(&a.client).await?;
-            let current = client
-                .get_policy(pb::GetPolicyRequest {
-                    site: a.site.clone(),
-                    target: a.target.clone(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut p = current.policy.unwrap_or_default();
-            apply(&a, &mut p);
-            let set = client
-                .set_policy(pb::SetPolicyRequest {
-                    site: a.site.clone(),
-                    target: a.target.clone(),
-                    policy: Some(p),
-                    force: a.force,
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_policies(&[set], a.client.json);
-        }
+        PolicyCommand::Set(a) => match a.target.clone() {
+            Some(target) => set_target(&a, target).await?,
+            None => super::site_policy::set(&a).await?,
+        },
         PolicyCommand::Show {
             site,
-            target,
+            target: Some(target),
             client,
         } => {
             let i = connect(&client)
@@ -219,6 +209,11 @@ pub async fn policy(c: PolicyCommand) -> anyhow::Result<ExitCode> {
                 .into_inner();
             print_policies(&[i], client.json);
         }
+        PolicyCommand::Show {
+            site,
+            target: None,
+            client,
+        } => super::site_policy::show(site, &client).await?,
         PolicyCommand::List { client } => {
             let r = connect(&client)
                 .await?
@@ -226,10 +221,61 @@ pub async fn policy(c: PolicyCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            print_policies(&r.policies, client.json);
+            if client.json {
+                let targets: Vec<_> = r.policies.iter().map(policy_json).collect();
+                let sites: Vec<_> = r.sites.iter().map(super::site_policy::site_json).collect();
+                println!("{}", json!({"targets": targets, "sites": sites}));
+            } else {
+                print_policies(&r.policies, false);
+                println!();
+                super::site_policy::print_sites(&r.sites);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn set_target(a: &PolicySetArgs, target: String) -> anyhow::Result<()> {
+    let site_flags: Vec<&str> = [
+        ("--window", a.window.is_some()),
+        ("--bandwidth", a.bandwidth.is_some()),
+        ("--drill-agent", a.drill_agent.is_some()),
+    ]
+    .iter()
+    .filter(|(_, given)| *given)
+    .map(|(f, _)| *f)
+    .collect();
+    if !site_flags.is_empty() {
+        return Err(anyhow!(
+            "{} {} the site's, not a target's: run `nex-backup policy set --site {}` without --target",
+            site_flags.join(", "),
+            if site_flags.len() == 1 { "is" } else { "are" },
+            a.site
+        ));
+    }
+    let mut client = connect(&a.client).await?;
+    let current = client
+        .get_policy(pb::GetPolicyRequest {
+            site: a.site.clone(),
+            target: target.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut p = current.policy.unwrap_or_default();
+    apply(a, &mut p);
+    let set = client
+        .set_policy(pb::SetPolicyRequest {
+            site: a.site.clone(),
+            target,
+            policy: Some(p),
+            force: a.force,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    print_policies(&[set], a.client.json);
+    Ok(())
 }
 
 pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {

@@ -7,8 +7,11 @@
 //! the first valid time after the gap, a repeated one fires once.
 //!
 //! - [`retention`]: the keep set of a snapshot history (GFS: daily/weekly/monthly/last).
+//! - [`site`]: per-site settings: the backup window, the upload bandwidth limit and the
+//!   designated drill agent.
 
 pub mod retention;
+pub mod site;
 
 use std::str::FromStr;
 
@@ -65,9 +68,6 @@ pub struct Policy {
     pub retention: Retention,
     /// Rehearse a restore this often; 0 = never.
     pub drill_every_secs: u64,
-    /// Upload bandwidth limit for this target's backups, bytes per second; 0 = none.
-    #[serde(default)]
-    pub bandwidth_bytes_per_sec: u64,
 }
 
 impl Default for Policy {
@@ -80,7 +80,6 @@ impl Default for Policy {
             rto_secs: 3600,
             retention: Retention::default(),
             drill_every_secs: 7 * 24 * 3600,
-            bandwidth_bytes_per_sec: 0,
         }
     }
 }

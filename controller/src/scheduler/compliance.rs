@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::catalog::{CatalogError, JobState};
+use crate::policy::site::Window;
 use crate::prune::policy_of;
 use crate::rpo::{RpoInput, RpoState, evaluate};
 use crate::service::State;
@@ -60,6 +61,12 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
         .map(|r| ((r.site.clone(), r.target.clone()), r))
         .collect();
     let jobs = cat.jobs().await?;
+    let windows: HashMap<String, Window> = cat
+        .site_policies()
+        .await?
+        .into_iter()
+        .filter_map(|p| Some((p.site, p.policy.window()?)))
+        .collect();
     let mut out = vec![];
     for (site, target) in targets {
         let policy = policy_of(state, &site, &target).await?;
@@ -71,12 +78,14 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
             .filter(|s| !drills.suspect.contains(&s.snapshot_id))
             .map(|s| s.created_unix_ms)
             .max();
+        // The next run starts at its slot, or when the site's window next opens after it.
         let next_run = schedules.get(&(site.clone(), target.clone())).map(|r| {
-            if r.pending_since_unix_ms.is_some() {
+            let due = if r.pending_since_unix_ms.is_some() {
                 now
             } else {
                 r.next_due_unix_ms
-            }
+            };
+            windows.get(&site).map_or(due, |w| w.next_open(due))
         });
         let expected = jobs
             .iter()
@@ -93,7 +102,7 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
             now_ms: now,
             newest_good_ms: newest,
             rpo_ms: policy.rpo_secs * 1000,
-            agent_online: state.hub.session(&site).is_some(),
+            agent_online: state.hub.agent_for(&site, &target).is_some(),
             next_run_ms: next_run,
             expected_duration_ms: expected,
         };

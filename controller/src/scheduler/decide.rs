@@ -31,6 +31,8 @@ impl Default for SchedConfig {
 pub struct Live {
     pub now_ms: u64,
     pub agent_online: bool,
+    /// The site's backup window is closed: nothing new starts.
+    pub outside_window: bool,
     /// The target's running backup: job id and milliseconds since its last progress.
     pub running: Option<(String, u64)>,
     /// Outcome of `last_job` if it has ended: true = succeeded.
@@ -48,7 +50,8 @@ pub enum Action {
 
 /// Advance `rec` to `live.now_ms` and say what to do. Missed slots coalesce into one
 /// pending run; a failed scheduled job is retried with exponential backoff up to
-/// `max_retries`; nothing starts while a backup of the target runs or its agent is away.
+/// `max_retries`; nothing starts while a backup of the target runs, its agent is away or
+/// the site's backup window is closed (a due run waits for the window to open).
 pub fn decide(
     mut rec: ScheduleRecord,
     schedule: &Schedule,
@@ -93,7 +96,7 @@ pub fn decide(
         }
         return (rec, actions);
     }
-    if !live.agent_online {
+    if !live.agent_online || live.outside_window {
         return (rec, actions);
     }
     let retry_due = rec.retry_at_unix_ms.is_some_and(|t| t <= now);

@@ -1,7 +1,8 @@
 //! The scheduler: once a second it brings every known target's durable
 //! [`ScheduleRecord`] up to the clock ([`decide::decide`]) and carries out what that says —
 //! start a backup down the agent's session, or fail a stalled job. Rotation runs after
-//! each successful scheduled backup (for that target) and once a day (for everything). Its state lives in the
+//! each successful scheduled backup (for that target) and once a day (for everything).
+//! Backups and drills start only inside the site's backup window. Its state lives in the
 //! catalog, so a restart loses no schedule and, since the job record is written before
 //! the command is sent and a running job blocks a new one, runs nothing twice.
 //!
@@ -17,16 +18,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nex_backup_shared::ids::new_snapshot_id;
 use nex_backup_shared::pb::{self, command::Kind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
 use crate::policy::Schedule;
-use crate::prune::{PruneScope, policy_of, prune};
+use crate::policy::site::SitePolicy;
+use crate::prune::{PruneScope, policy_of, prune, site_policy_of};
 use crate::service::State;
-use crate::service::jobs::start_job;
+use crate::service::jobs::{backup_command, start_job};
 use decide::{Action, Live, SchedConfig, decide};
 
 /// Where the scheduler reads the time; tests drive a manual one.
@@ -135,9 +136,15 @@ impl Scheduler {
             }
         }
         let jobs = cat.jobs().await?;
+        let mut sites: HashMap<String, SitePolicy> = HashMap::new();
         let mut started = vec![];
         for (site, target) in targets {
             let policy = policy_of(&self.state, &site, &target).await?;
+            if !sites.contains_key(&site) {
+                sites.insert(site.clone(), site_policy_of(&self.state, &site).await?);
+            }
+            let sp = &sites[&site];
+            let outside_window = sp.window().is_some_and(|w| w.open_until(now).is_none());
             let Ok(schedule) = Schedule::parse(&policy.schedule, &policy.timezone) else {
                 warn!(%site, %target, "policy schedule no longer parses; not scheduled");
                 continue;
@@ -167,7 +174,8 @@ impl Scheduler {
             });
             let live = Live {
                 now_ms: now,
-                agent_online: self.state.hub.session(&site).is_some(),
+                agent_online: self.state.hub.agent_for(&site, &target).is_some(),
+                outside_window,
                 running,
                 last_outcome,
             };
@@ -181,16 +189,7 @@ impl Scheduler {
                         self.fail_stalled(&jobs, &job_id, idle_ms).await?
                     }
                     Action::Start { trigger } => {
-                        if let Some(id) = self
-                            .start(
-                                &site,
-                                &target,
-                                trigger,
-                                policy.bandwidth_bytes_per_sec,
-                                &mut rec,
-                            )
-                            .await
-                        {
+                        if let Some(id) = self.start(&site, &target, trigger, sp, &mut rec).await {
                             started.push(id);
                         }
                     }
@@ -199,9 +198,10 @@ impl Scheduler {
             if rec != before {
                 cat.put_schedule(&rec).await?;
             }
-            if let Some(id) = self
-                .maybe_drill(&site, &target, &policy, &jobs, now)
-                .await?
+            if !outside_window
+                && let Some(id) = self
+                    .maybe_drill(&site, &target, &policy, sp, &jobs, now)
+                    .await?
             {
                 started.push(id);
             }
@@ -211,17 +211,23 @@ impl Scheduler {
     }
 
     /// Start a restore drill when the target's cadence says so: never drilled, or the last
-    /// drill started a cadence ago; only while its agent is online and no job of the
-    /// target runs.
+    /// drill started a cadence ago; only while the agent that runs it (the site's drill
+    /// agent, else the target's) is online and no job of the target runs.
     async fn maybe_drill(
         &self,
         site: &str,
         target: &str,
         policy: &crate::policy::Policy,
+        sp: &SitePolicy,
         jobs: &[JobRecord],
         now: u64,
     ) -> Result<Option<String>, CatalogError> {
-        if policy.drill_every_secs == 0 || self.state.hub.session(site).is_none() {
+        let hub = &self.state.hub;
+        let online = match &sp.drill_agent {
+            Some(a) => hub.session(site, a).is_some(),
+            None => hub.agent_for(site, target).is_some(),
+        };
+        if policy.drill_every_secs == 0 || !online {
             return Ok(None);
         }
         let busy = jobs
@@ -296,14 +302,17 @@ impl Scheduler {
         site: &str,
         target: &str,
         trigger: &'static str,
-        limit: u64,
+        sp: &SitePolicy,
         rec: &mut ScheduleRecord,
     ) -> Option<String> {
-        let kind = Kind::Backup(pb::BackupCommand {
-            target: target.into(),
-            snapshot_id: new_snapshot_id(crate::service::now_ms()),
-            upload_bytes_per_sec: limit,
-        });
+        let kind = match backup_command(sp, target, self.clock.now_ms(), false) {
+            Ok(k) => k,
+            Err(e) => {
+                info!(%site, %target, reason = %e, "scheduled backup waits for the window");
+                rec.pending_since_unix_ms.get_or_insert(self.clock.now_ms());
+                return None;
+            }
+        };
         match start_job(&self.state, site, target, kind, trigger).await {
             Ok((job_id, _)) => {
                 rec.last_job = Some(job_id.clone());

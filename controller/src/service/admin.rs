@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use nex_backup_shared::ids::new_snapshot_id;
 use nex_backup_shared::pb::admin_service_server::AdminService;
 use nex_backup_shared::pb::{self, command::Kind, job_update::Update};
 use tokio::sync::mpsc;
@@ -20,30 +19,36 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
-    async fn known_agent(&self, site: &str) -> Result<AgentRecord, Status> {
-        let agents = self.state.catalog.agents().await.map_err(catalog_status)?;
-        agents
+    /// Whether some agent of `site` declares `target`; NotFound names what is unknown.
+    async fn check_target_known(&self, site: &str, target: Option<&str>) -> Result<(), Status> {
+        let agents: Vec<AgentRecord> = self
+            .state
+            .catalog
+            .agents()
+            .await
+            .map_err(catalog_status)?
             .into_iter()
             .filter(|a| a.site == site)
-            .max_by_key(|a| a.last_seen_unix_ms)
-            .ok_or_else(|| Status::not_found(format!("unknown site {site}")))
+            .collect();
+        if agents.is_empty() {
+            return Err(Status::not_found(format!("unknown site {site}")));
+        }
+        match target {
+            Some(t) if !agents.iter().any(|a| a.targets.iter().any(|(n, _)| n == t)) => Err(
+                Status::not_found(format!("unknown target {t} at site {site}")),
+            ),
+            _ => Ok(()),
+        }
     }
 
-    async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
+    /// The site and target exist and an agent that can run the job is online.
+    async fn check_dispatch(&self, site: &str, target: &str, drill: bool) -> Result<(), Status> {
         check_site(site)?;
         check_target(target)?;
-        let agent = self.known_agent(site).await?;
-        if !agent.targets.iter().any(|(t, _)| t == target) {
-            return Err(Status::not_found(format!(
-                "unknown target {target} at site {site}"
-            )));
-        }
-        if self.state.hub.session(site).is_none() {
-            return Err(Status::failed_precondition(format!(
-                "agent of site {site} is offline"
-            )));
-        }
-        Ok(())
+        self.check_target_known(site, Some(target)).await?;
+        super::jobs::pick_agent(&self.state, site, target, drill)
+            .await
+            .map(|_| ())
     }
 
     /// Record, watch and dispatch a job; stream its updates until its outcome.
@@ -88,33 +93,15 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let cat = &self.state.catalog;
         let mut sites = vec![];
-        // One row per site: its connected agent, else the one seen last.
-        let mut by_site: std::collections::BTreeMap<String, AgentRecord> = Default::default();
-        for a in cat.agents().await.map_err(catalog_status)? {
-            let live = |r: &AgentRecord| {
-                self.state
-                    .hub
-                    .session(&r.site)
-                    .is_some_and(|s| s.agent_id == r.agent_id)
-            };
-            match by_site.get(&a.site) {
-                Some(cur) if live(cur) => {}
-                Some(cur) if !live(&a) && cur.last_seen_unix_ms >= a.last_seen_unix_ms => {}
-                _ => {
-                    by_site.insert(a.site.clone(), a);
-                }
-            }
-        }
-        for a in by_site.into_values() {
+        // One row per agent (a site may have several), by site.
+        let mut agents = cat.agents().await.map_err(catalog_status)?;
+        agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
+        for a in agents {
             let snaps = cat
                 .snapshots(Some(&a.site), None)
                 .await
                 .map_err(catalog_status)?;
-            let live = self
-                .state
-                .hub
-                .session(&a.site)
-                .filter(|s| s.agent_id == a.agent_id);
+            let live = self.state.hub.session(&a.site, &a.agent_id);
             let targets = a
                 .targets
                 .iter()
@@ -162,10 +149,7 @@ impl AdminService for AdminApi {
         let target = (!req.target.is_empty()).then_some(req.target.as_str());
         if let Some(s) = site {
             check_site(s)?;
-            let agent = self.known_agent(s).await?;
-            if let Some(t) = target.filter(|t| !agent.targets.iter().any(|(n, _)| n == t)) {
-                return Err(Status::not_found(format!("unknown target {t} at site {s}")));
-            }
+            self.check_target_known(s, target).await?;
         }
         let snaps = self
             .state
@@ -196,16 +180,17 @@ impl AdminService for AdminApi {
         request: Request<pb::RunBackupRequest>,
     ) -> Result<Response<Self::RunBackupStream>, Status> {
         let req = request.into_inner();
-        self.check_dispatch(&req.site, &req.target).await?;
-        let limit = crate::prune::policy_of(&self.state, &req.site, &req.target)
+        self.check_dispatch(&req.site, &req.target, false).await?;
+        let sp = crate::prune::site_policy_of(&self.state, &req.site)
             .await
-            .map_err(catalog_status)?
-            .bandwidth_bytes_per_sec;
-        let kind = Kind::Backup(pb::BackupCommand {
-            target: req.target.clone(),
-            snapshot_id: new_snapshot_id(now_ms()),
-            upload_bytes_per_sec: limit,
-        });
+            .map_err(catalog_status)?;
+        let kind = super::jobs::backup_command(&sp, &req.target, now_ms(), req.outside_window)
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "site {}: {e} (use --outside-window to back up now)",
+                    req.site
+                ))
+            })?;
         Ok(Response::new(
             self.dispatch(&req.site, &req.target, kind, "manual")
                 .await?,
@@ -217,7 +202,8 @@ impl AdminService for AdminApi {
         request: Request<pb::RunRestoreRequest>,
     ) -> Result<Response<Self::RunRestoreStream>, Status> {
         let mut req = request.into_inner();
-        self.check_dispatch(&req.site, &req.target).await?;
+        self.check_dispatch(&req.site, &req.target, req.drill)
+            .await?;
         if req.drill {
             req.to_database = super::jobs::drill_database(now_ms());
             req.clean = false;
@@ -316,6 +302,24 @@ impl AdminService for AdminApi {
         _request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
         Ok(Response::new(self.list_policies_impl().await?))
+    }
+
+    async fn set_site_policy(
+        &self,
+        request: Request<pb::SetSitePolicyRequest>,
+    ) -> Result<Response<pb::SitePolicyInfo>, Status> {
+        Ok(Response::new(
+            self.set_site_policy_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_site_policy(
+        &self,
+        request: Request<pb::GetSitePolicyRequest>,
+    ) -> Result<Response<pb::SitePolicyInfo>, Status> {
+        Ok(Response::new(
+            self.get_site_policy_impl(request.into_inner()).await?,
+        ))
     }
 
     async fn prune(

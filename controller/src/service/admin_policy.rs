@@ -22,7 +22,6 @@ impl From<&Policy> for pb::PolicyMsg {
             keep_monthly: p.retention.keep_monthly,
             keep_last: p.retention.keep_last,
             drill_every_secs: p.drill_every_secs,
-            bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
         }
     }
 }
@@ -42,7 +41,6 @@ impl From<pb::PolicyMsg> for Policy {
                 keep_last: m.keep_last,
             },
             drill_every_secs: m.drill_every_secs,
-            bandwidth_bytes_per_sec: m.bandwidth_bytes_per_sec,
         }
     }
 }
@@ -135,6 +133,7 @@ impl AdminApi {
         }
         Ok(pb::ListPoliciesResponse {
             policies: out.into_values().collect(),
+            sites: self.list_site_policies().await?,
         })
     }
 
@@ -215,6 +214,7 @@ impl AdminApi {
                     trigger: j.trigger,
                     logical_bytes: j.logical_bytes,
                     new_bytes: j.new_bytes,
+                    agent_id: j.agent_id,
                 })
                 .collect(),
         })

@@ -67,11 +67,7 @@ impl AdminApi {
             let last = seen
                 .iter()
                 .find(|a| a.site == id.site && a.agent_id == id.agent_id);
-            let online = self
-                .state
-                .hub
-                .session(&id.site)
-                .is_some_and(|s| s.agent_id == id.agent_id);
+            let online = self.state.hub.session(&id.site, &id.agent_id).is_some();
             agents.push(pb::AgentInfo {
                 site: id.site.clone(),
                 agent_id: id.agent_id.clone(),

@@ -84,26 +84,21 @@ impl AgentApi {
             .put_agent(&rec)
             .await
             .map_err(super::catalog_status)?;
-        self.interrupt_lost_jobs(&hello.site, &hello.known_jobs)
+        self.interrupt_lost_jobs(&hello.site, &hello.agent_id, &hello.known_jobs)
             .await;
-        let conn =
+        let (conn, cut) =
             self.state
                 .hub
                 .register(&hello.site, &hello.agent_id, &hello.version, targets, tx);
-        let cut = self
-            .state
-            .hub
-            .session(&hello.site)
-            .map(|s| s.cut)
-            .unwrap_or_default();
         info!(site = %hello.site, agent = %hello.agent_id, version = %hello.version, "agent connected");
         Ok((conn, cut))
     }
 
-    /// Jobs of `site` still marked running that the connecting agent does not know were
-    /// lost with an earlier agent process: record them as failed so that nothing waits on
-    /// them (a result that still arrives replaces this).
-    async fn interrupt_lost_jobs(&self, site: &str, known: &[String]) {
+    /// Jobs sent to this agent and still marked running that it does not know were lost
+    /// with an earlier agent process: record them as failed so that nothing waits on them
+    /// (a result that still arrives replaces this). Jobs of the site's other agents are
+    /// not this agent's to judge.
+    async fn interrupt_lost_jobs(&self, site: &str, agent: &str, known: &[String]) {
         let jobs = match self.state.catalog.jobs().await {
             Ok(j) => j,
             Err(e) => {
@@ -113,6 +108,7 @@ impl AgentApi {
         };
         for mut job in jobs {
             if job.site != site
+                || (job.agent_id != agent && !job.agent_id.is_empty())
                 || job.state != crate::catalog::JobState::Running
                 || known.contains(&job.job_id)
             {
@@ -131,6 +127,7 @@ impl AgentApi {
     async fn session_loop(
         self,
         site: String,
+        agent: String,
         conn: u64,
         cut: tokio_util::sync::CancellationToken,
         mut inbound: Streaming<pb::AgentMessage>,
@@ -152,20 +149,20 @@ impl AgentApi {
                 }
             };
             match msg.msg {
-                Some(Msg::Heartbeat(_)) => self.touch(&site).await,
-                Some(Msg::JobEvent(ev)) => self.on_job_event(&site, ev).await,
+                Some(Msg::Heartbeat(_)) => self.touch(&site, &agent).await,
+                Some(Msg::JobEvent(ev)) => self.on_job_event(&site, &agent, ev).await,
                 Some(Msg::Hello(_)) | None => {
                     warn!(%site, "unexpected message on established session")
                 }
             }
         }
-        self.touch(&site).await;
-        self.state.hub.unregister(&site, conn);
+        self.touch(&site, &agent).await;
+        self.state.hub.unregister(&site, &agent, conn);
         info!(%site, "agent disconnected");
     }
 
-    async fn touch(&self, site: &str) {
-        let Some(s) = self.state.hub.session(site) else {
+    async fn touch(&self, site: &str, agent: &str) {
+        let Some(s) = self.state.hub.session(site, agent) else {
             return;
         };
         let rec = AgentRecord {
@@ -279,7 +276,7 @@ impl AgentService for AgentApi {
         let span = info_span!("session", site = %site, agent = %who.agent_id, conn);
         tokio::spawn(
             self.clone()
-                .session_loop(site, conn, cut, inbound)
+                .session_loop(site, who.agent_id.clone(), conn, cut, inbound)
                 .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))

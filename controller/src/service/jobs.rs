@@ -1,5 +1,9 @@
 //! Starting a job on a site's agent: recorded first (so a crash never loses it), watched,
 //! then sent down the session. Used by operator calls and by the scheduler.
+//!
+//! A backup goes to the online agent that declares the target; a drill goes to the site's
+//! designated drill agent if it has one, else to the same agent. A backup command carries
+//! the site's bandwidth limit and how long its backup window stays open.
 
 use nex_backup_shared::ids::new_snapshot_id;
 use nex_backup_shared::pb::{self, command::Kind};
@@ -9,6 +13,95 @@ use tracing::{info, warn};
 
 use super::{State, catalog_status, now_ms};
 use crate::catalog::{JobRecord, JobState};
+use crate::policy::site::SitePolicy;
+use crate::prune::site_policy_of;
+
+/// The online agent that should run a job of `target` at `site` (see module docs).
+pub async fn pick_agent(
+    state: &State,
+    site: &str,
+    target: &str,
+    drill: bool,
+) -> Result<String, Status> {
+    if drill {
+        let sp = site_policy_of(state, site).await.map_err(catalog_status)?;
+        if let Some(agent) = sp.drill_agent {
+            return state
+                .hub
+                .session(site, &agent)
+                .map(|s| s.agent_id)
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "drill agent {agent} of site {site} is offline"
+                    ))
+                });
+        }
+    }
+    state
+        .hub
+        .agent_for(site, target)
+        .map(|s| s.agent_id)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no agent of site {site} that backs up target {target} is online"
+            ))
+        })
+}
+
+/// The backup window is closed; it opens at `opens_at_ms`.
+#[derive(Debug, Clone)]
+pub struct WindowClosed {
+    pub window: String,
+    pub timezone: String,
+    pub opens_at_ms: u64,
+}
+
+impl std::fmt::Display for WindowClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opens = chrono::DateTime::from_timestamp_millis(self.opens_at_ms as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%MZ").to_string())
+            .unwrap_or_default();
+        write!(
+            f,
+            "the backup window {} ({}) is closed; it opens at {opens}",
+            self.window, self.timezone
+        )
+    }
+}
+
+/// A backup command for `target` under the site's settings at `now`: its bandwidth limit
+/// and the time left in its window. Outside the window it is refused unless `anytime`
+/// (then it runs without a deadline).
+pub fn backup_command(
+    sp: &SitePolicy,
+    target: &str,
+    now: u64,
+    anytime: bool,
+) -> Result<Kind, WindowClosed> {
+    let mut remaining = 0;
+    if let Some(w) = sp.window() {
+        match w.open_until(now) {
+            Some(close) => remaining = close - now,
+            None if anytime => {}
+            None => {
+                return Err(WindowClosed {
+                    window: sp.window.clone().unwrap_or_default(),
+                    timezone: sp.timezone.clone(),
+                    opens_at_ms: w.next_open(now),
+                });
+            }
+        }
+        if anytime {
+            remaining = 0;
+        }
+    }
+    Ok(Kind::Backup(pb::BackupCommand {
+        target: target.into(),
+        snapshot_id: new_snapshot_id(now_ms()),
+        upload_bytes_per_sec: sp.bandwidth_bytes_per_sec,
+        window_remaining_ms: remaining,
+    }))
+}
 
 /// The scratch database of a drill started at `now_ms` (agents accept only this prefix).
 pub fn drill_database(now_ms: u64) -> String {
@@ -28,10 +121,11 @@ pub async fn start_job(
     trigger: &str,
 ) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), Status> {
     let job_id = format!("job-{}", new_snapshot_id(now_ms()));
-    let kind_name = match kind {
-        Kind::Backup(_) => "backup",
-        Kind::Restore(_) => "restore",
+    let (kind_name, drill) = match &kind {
+        Kind::Backup(_) => ("backup", false),
+        Kind::Restore(r) => ("restore", r.drill),
     };
+    let agent = pick_agent(state, site, target, drill).await?;
     let job = JobRecord {
         v: 1,
         job_id: job_id.clone(),
@@ -46,6 +140,7 @@ pub async fn start_job(
         trigger: trigger.into(),
         logical_bytes: 0,
         new_bytes: 0,
+        agent_id: agent.clone(),
     };
     state.catalog.put_job(&job).await.map_err(catalog_status)?;
     let updates = state.hub.watch(&job_id);
@@ -55,7 +150,7 @@ pub async fn start_job(
             kind: Some(kind),
         })),
     };
-    if let Err(e) = state.hub.send(site, cmd).await {
+    if let Err(e) = state.hub.send(site, &agent, cmd).await {
         let mut failed = job.clone();
         failed.state = JobState::Failed;
         failed.error = Some(e.clone());
@@ -65,6 +160,6 @@ pub async fn start_job(
         }
         return Err(Status::unavailable(e));
     }
-    info!(site, target, job = %job_id, kind = kind_name, trigger, "job dispatched");
+    info!(site, target, agent = %agent, job = %job_id, kind = kind_name, trigger, "job dispatched");
     Ok((job_id, updates))
 }

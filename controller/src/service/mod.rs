@@ -4,6 +4,7 @@
 pub mod admin;
 mod admin_policy;
 mod admin_rpo;
+mod admin_site;
 mod admin_trust;
 pub mod agent;
 mod commit;

@@ -9,7 +9,7 @@ use super::now_ms;
 use crate::catalog::{JobRecord, JobState};
 
 impl AgentApi {
-    pub(super) async fn on_job_event(&self, site: &str, ev: pb::JobEvent) {
+    pub(super) async fn on_job_event(&self, site: &str, agent: &str, ev: pb::JobEvent) {
         let job_id = ev.job_id.clone();
         match ev.event {
             Some(Event::Progress(p)) => self.state.hub.publish(pb::JobUpdate {
@@ -21,12 +21,12 @@ impl AgentApi {
                     detail: p.detail,
                 })),
             }),
-            Some(Event::Result(r)) => self.on_result(site, job_id, r).await,
+            Some(Event::Result(r)) => self.on_result(site, agent, job_id, r).await,
             None => warn!(site, job = %job_id, "empty job event"),
         }
     }
 
-    async fn on_result(&self, site: &str, job_id: String, r: pb::JobResult) {
+    async fn on_result(&self, site: &str, agent: &str, job_id: String, r: pb::JobResult) {
         let cat = &self.state.catalog;
         let mut job = match cat.job(&job_id).await {
             Ok(Some(j)) if j.site == site => j,
@@ -38,6 +38,7 @@ impl AgentApi {
                 v: 1,
                 job_id: job_id.clone(),
                 site: site.into(),
+                agent_id: agent.into(),
                 target: String::new(),
                 kind: "unknown".into(),
                 state: JobState::Running,
@@ -83,7 +84,7 @@ impl AgentApi {
         let ack = pb::ControllerMessage {
             msg: Some(pb::controller_message::Msg::AckJob(job_id)),
         };
-        if let Err(e) = self.state.hub.send(site, ack).await {
+        if let Err(e) = self.state.hub.send(site, agent, ack).await {
             warn!(site, error = %e, "acknowledge job result");
         }
     }

@@ -152,3 +152,45 @@ fn failures_retry_with_backoff_up_to_the_limit() {
     );
     assert_eq!(rec.failures, 0);
 }
+
+/// A window 02:00-04:00 UTC on an hourly schedule: slots outside it coalesce into one run
+/// at the opening, and nothing starts once it has closed.
+#[test]
+fn runs_wait_for_the_backup_window() {
+    let w = crate::policy::site::Window::parse("02:00-04:00", chrono_tz::Tz::UTC).unwrap();
+    let at = |now: u64, rec: ScheduleRecord, job: &str| {
+        let l = Live {
+            outside_window: w.open_until(now).is_none(),
+            ..live(now, true)
+        };
+        step(rec, &l, job)
+    };
+    let mut rec = ScheduleRecord::default();
+    let mut starts = vec![];
+    // Every minute from 00:00 to 06:00; each started job succeeds a minute later.
+    for m in 0..=360 {
+        let now = T0 + m * MIN;
+        rec.last_job_handled = false;
+        let l = Live {
+            outside_window: w.open_until(now).is_none(),
+            last_outcome: rec.last_job.as_ref().map(|_| true),
+            ..live(now, true)
+        };
+        let (r, a) = step(rec, &l, &format!("j{m}"));
+        rec = r;
+        if !a.is_empty() {
+            starts.push(m);
+        }
+    }
+    // 01:00 and 02:00 slots: one run at 02:00 (01:00 waited); 03:00 in the window; the
+    // 04:00 and 05:00 slots fall outside it and wait (pending) for tomorrow.
+    assert_eq!(starts, [120, 180]);
+    assert!(rec.pending_since_unix_ms.is_some());
+    let (_, a) = at(T0 + 26 * 60 * MIN, rec, "next-day");
+    assert_eq!(
+        a,
+        [Action::Start {
+            trigger: "schedule"
+        }]
+    );
+}

@@ -1,0 +1,146 @@
+//! Admin calls about a site's own settings: the backup window, the upload bandwidth limit
+//! and the designated drill agent.
+
+use nex_backup_shared::pb;
+use tonic::Status;
+use tracing::info;
+
+use super::admin::AdminApi;
+use super::{catalog_status, check_site, now_ms};
+use crate::catalog::SitePolicyRecord;
+use crate::policy::site::SitePolicy;
+use crate::prune::site_policy_of;
+
+impl From<&SitePolicy> for pb::SitePolicyMsg {
+    fn from(p: &SitePolicy) -> Self {
+        pb::SitePolicyMsg {
+            window: p.window.clone().unwrap_or_default(),
+            timezone: p.timezone.clone(),
+            bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
+            drill_agent: p.drill_agent.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<pb::SitePolicyMsg> for SitePolicy {
+    fn from(m: pb::SitePolicyMsg) -> Self {
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        SitePolicy {
+            v: 1,
+            window: opt(m.window),
+            timezone: m.timezone,
+            bandwidth_bytes_per_sec: m.bandwidth_bytes_per_sec,
+            drill_agent: opt(m.drill_agent),
+        }
+    }
+}
+
+/// A site's settings as reported, with the window's state now.
+pub(super) fn site_info(site: &str, p: &SitePolicy, is_default: bool) -> pb::SitePolicyInfo {
+    let now = now_ms();
+    let (open, changes) = match p.window() {
+        None => (true, 0),
+        Some(w) => match w.open_until(now) {
+            Some(close) => (true, close),
+            None => (false, w.next_open(now)),
+        },
+    };
+    pb::SitePolicyInfo {
+        site: site.into(),
+        policy: Some(p.into()),
+        is_default,
+        window_open: open,
+        window_changes_unix_ms: changes,
+    }
+}
+
+impl AdminApi {
+    pub(super) async fn set_site_policy_impl(
+        &self,
+        req: pb::SetSitePolicyRequest,
+    ) -> Result<pb::SitePolicyInfo, Status> {
+        check_site(&req.site)?;
+        let policy: SitePolicy = req
+            .policy
+            .ok_or_else(|| Status::invalid_argument("site policy missing"))?
+            .into();
+        policy
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(agent) = &policy.drill_agent {
+            let known = self
+                .state
+                .catalog
+                .identities()
+                .await
+                .map_err(catalog_status)?
+                .into_iter()
+                .any(|i| i.site == req.site && &i.agent_id == agent && i.revoked_unix_ms.is_none());
+            if !known {
+                return Err(Status::invalid_argument(format!(
+                    "policy drill-agent: no enrolled agent {agent} at site {}",
+                    req.site
+                )));
+            }
+        }
+        let rec = SitePolicyRecord {
+            v: 1,
+            site: req.site.clone(),
+            policy: policy.clone(),
+            updated_unix_ms: now_ms(),
+        };
+        self.state
+            .catalog
+            .put_site_policy(&rec)
+            .await
+            .map_err(catalog_status)?;
+        info!(site = %req.site, window = ?policy.window, timezone = %policy.timezone,
+            bandwidth = policy.bandwidth_bytes_per_sec, drill_agent = ?policy.drill_agent, "site policy set");
+        Ok(site_info(&req.site, &policy, false))
+    }
+
+    pub(super) async fn get_site_policy_impl(
+        &self,
+        req: pb::GetSitePolicyRequest,
+    ) -> Result<pb::SitePolicyInfo, Status> {
+        check_site(&req.site)?;
+        let own = self
+            .state
+            .catalog
+            .site_policies()
+            .await
+            .map_err(catalog_status)?
+            .into_iter()
+            .any(|p| p.site == req.site);
+        let p = site_policy_of(&self.state, &req.site)
+            .await
+            .map_err(catalog_status)?;
+        Ok(site_info(&req.site, &p, !own))
+    }
+
+    /// Every site with agents or settings of its own, with its effective settings.
+    pub(super) async fn list_site_policies(&self) -> Result<Vec<pb::SitePolicyInfo>, Status> {
+        let cat = &self.state.catalog;
+        let mut sites: std::collections::BTreeSet<String> = cat
+            .agents()
+            .await
+            .map_err(catalog_status)?
+            .into_iter()
+            .map(|a| a.site)
+            .collect();
+        let stored = cat.site_policies().await.map_err(catalog_status)?;
+        sites.extend(stored.iter().map(|p| p.site.clone()));
+        let mut out = vec![];
+        for site in sites {
+            let own = stored.iter().find(|p| p.site == site);
+            let p = match own {
+                Some(r) => r.policy.clone(),
+                None => site_policy_of(&self.state, &site)
+                    .await
+                    .map_err(catalog_status)?,
+            };
+            out.push(site_info(&site, &p, own.is_none()));
+        }
+        Ok(out)
+    }
+}
