@@ -2,7 +2,7 @@
 //! outbox of job events. Jobs report through it whether or not a session is currently up; final
 //! results stay in the outbox until the controller acknowledges them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,8 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     events: Mutex<Option<mpsc::Sender<pb::AgentMessage>>>,
     outbox: Mutex<BTreeMap<String, pb::JobResult>>,
-    running: Mutex<HashSet<String>>,
+    /// Running jobs, with the handle that stops each (once its task is spawned).
+    running: Mutex<HashMap<String, Option<tokio::task::AbortHandle>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,7 +78,7 @@ impl Ctx {
             shutdown,
             events: Mutex::new(None),
             outbox: Mutex::new(BTreeMap::new()),
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
         }
     }
 
@@ -172,8 +173,16 @@ impl Ctx {
     }
 
     /// Record a job's final result; it is sent now and after every reconnect until acked.
+    /// A job that is no longer running (cancelled meanwhile) reports nothing more.
     pub fn finish(&self, job_id: &str, result: pb::JobResult) {
-        lock(&self.running).remove(job_id);
+        if lock(&self.running).remove(job_id).is_none() {
+            return;
+        }
+        self.report(job_id, result);
+    }
+
+    /// Keep a final result until acknowledged, and send it now if connected.
+    fn report(&self, job_id: &str, result: pb::JobResult) {
         lock(&self.outbox).insert(job_id.into(), result.clone());
         if let Some(tx) = lock(&self.events).as_ref() {
             let _ = tx.try_send(result_msg(job_id, result));
@@ -182,7 +191,7 @@ impl Ctx {
 
     /// Jobs running or awaiting acknowledgement (sent in every hello).
     pub fn known_jobs(&self) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.running).iter().cloned().collect();
+        let mut v: Vec<String> = lock(&self.running).keys().cloned().collect();
         v.extend(lock(&self.outbox).keys().cloned());
         v
     }
@@ -193,7 +202,39 @@ impl Ctx {
 
     /// Mark a job as running; false if it already is (a re-sent command).
     pub fn start_job(&self, job_id: &str) -> bool {
-        !lock(&self.outbox).contains_key(job_id) && lock(&self.running).insert(job_id.into())
+        if lock(&self.outbox).contains_key(job_id) {
+            return false;
+        }
+        let mut running = lock(&self.running);
+        if running.contains_key(job_id) {
+            return false;
+        }
+        running.insert(job_id.into(), None);
+        true
+    }
+
+    /// Remember how to stop a running job.
+    pub fn set_abort(&self, job_id: &str, handle: tokio::task::AbortHandle) {
+        if let Some(slot) = lock(&self.running).get_mut(job_id) {
+            *slot = Some(handle);
+        }
+    }
+
+    /// Stop a running job (dropping its work kills pg_dump/pg_restore) and report it
+    /// failed with `reason`. Unknown or finished jobs are left alone.
+    pub fn cancel(&self, job_id: &str, reason: &str) -> bool {
+        let Some(handle) = lock(&self.running).remove(job_id) else {
+            return false;
+        };
+        if let Some(h) = handle {
+            h.abort();
+        }
+        let result = pb::JobResult {
+            error: format!("cancelled by the controller: {reason}"),
+            ..Default::default()
+        };
+        self.report(job_id, result);
+        true
     }
 
     /// Run `f` until it succeeds, retrying transient failures with jittered backoff

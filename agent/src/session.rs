@@ -116,6 +116,11 @@ fn on_message(ctx: &Arc<Ctx>, m: pb::ControllerMessage) {
         Some(controller_message::Msg::AckJob(job_id)) => ctx.ack(&job_id),
         Some(controller_message::Msg::Command(cmd)) => start(ctx, cmd),
         Some(controller_message::Msg::Welcome(_)) => warn!("repeated welcome ignored"),
+        Some(controller_message::Msg::CancelJob(c)) => {
+            if ctx.cancel(&c.job_id, &c.reason) {
+                warn!(job = %c.job_id, reason = %c.reason, "job cancelled by the controller");
+            }
+        }
         None => warn!("empty message from controller"),
     }
 }
@@ -195,12 +200,16 @@ fn start(ctx: &Arc<Ctx>, cmd: pb::Command) {
         info!(job = %cmd.job_id, "job already running or finished; ignoring repeated command");
         return;
     }
+    let owner = ctx.clone();
+    let abort_with = |id: &str, task: tokio::task::JoinHandle<()>| {
+        owner.set_abort(id, task.abort_handle());
+    };
     let ctx = ctx.clone();
     let job_id = cmd.job_id.clone();
     match cmd.kind {
         Some(Kind::Backup(b)) => {
             let span = info_span!("backup", site = %ctx.site(), target = %b.target, snapshot = %b.snapshot_id, job = %job_id);
-            tokio::spawn(
+            let task = tokio::spawn(
                 async move {
                     info!("backup started");
                     let r = backup::run(ctx.clone(), job_id.clone(), b).await;
@@ -209,10 +218,11 @@ fn start(ctx: &Arc<Ctx>, cmd: pb::Command) {
                 }
                 .instrument(span),
             );
+            abort_with(&cmd.job_id, task);
         }
         Some(Kind::Restore(r)) => {
             let span = info_span!("restore", site = %ctx.site(), target = %r.target, snapshot = %r.snapshot_id, job = %job_id);
-            tokio::spawn(
+            let task = tokio::spawn(
                 async move {
                     info!(database = %r.to_database, "restore started");
                     let res = restore::run(ctx.clone(), job_id.clone(), r).await;
@@ -221,6 +231,7 @@ fn start(ctx: &Arc<Ctx>, cmd: pb::Command) {
                 }
                 .instrument(span),
             );
+            abort_with(&cmd.job_id, task);
         }
         None => ctx.finish(
             &job_id,

@@ -111,7 +111,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     let tls = pki.server_config()?;
     let ca_fingerprint = pki.pin_fingerprint.clone();
     let state = Arc::new(open_state(cfg, pki)?);
-    mark_interrupted_jobs(&state)
+    note_running_jobs(&state)
         .await
         .context("recover job records")?;
     let listener = TcpListener::bind(cfg.listen)
@@ -199,19 +199,15 @@ fn write_cli_config(
     Ok(path)
 }
 
-/// Jobs still `running` in the catalog were cut off by a crash or restart. Their agent
-/// may still report a result (it is kept until acknowledged), which then replaces this.
-async fn mark_interrupted_jobs(state: &State) -> anyhow::Result<()> {
-    for mut job in state.catalog.jobs().await? {
+/// Jobs still `running` in the catalog may well still be running: the agent keeps a job
+/// through a controller restart and re-sends its result until acknowledged. They stay
+/// running; the agent's next hello fails those it does not know (lost with an agent
+/// restart), and the scheduler fails a backup that makes no progress as stalled.
+async fn note_running_jobs(state: &State) -> anyhow::Result<()> {
+    for job in state.catalog.jobs().await? {
         if job.state == JobState::Running {
-            job.state = JobState::Failed;
-            job.error = Some(
-                "interrupted by a controller restart; the agent may still report its outcome"
-                    .into(),
-            );
-            job.ended_unix_ms = Some(crate::service::now_ms());
-            warn!(job = %job.job_id, site = %job.site, target = %job.target, "job interrupted by restart");
-            state.catalog.put_job(&job).await?;
+            info!(job = %job.job_id, site = %job.site, target = %job.target, agent = %job.agent_id,
+                "job was running before the restart; waiting for its agent to report");
         }
     }
     Ok(())

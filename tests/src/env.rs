@@ -257,6 +257,19 @@ impl Env {
         self.cli(&["backup", "--site", SITE, "--target", target, "--json"])
     }
 
+    /// Start `backup` of `target` on a thread; join it for the CLI's output.
+    pub fn backup_in_background(&self, target: &str) -> std::thread::JoinHandle<CliOut> {
+        let (config, url) = (self.controller.cli_config(), self.url());
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            crate::procs::cli(
+                &config,
+                &url,
+                &["backup", "--site", SITE, "--target", &target, "--json"],
+            )
+        })
+    }
+
     /// A backup that must succeed; returns its JSON outcome.
     pub fn backup_ok(&self, target: &str) -> Value {
         let out = self.backup(target);

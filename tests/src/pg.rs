@@ -136,6 +136,36 @@ impl PgCluster {
     }
 
     /// Run SQL through psql over the socket (trusted) as postgres; panics on error.
+    /// A session holding an ACCESS EXCLUSIVE lock on `table` until the child is killed:
+    /// pg_dump then waits on it and produces nothing.
+    pub fn hold_exclusive_lock(&self, db: &str, table: &str) -> Child {
+        let mut locker = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args(["-X", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start psql");
+        use std::io::Write;
+        let sql = format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n");
+        locker
+            .stdin
+            .as_mut()
+            .expect("psql stdin")
+            .write_all(sql.as_bytes())
+            .expect("send LOCK");
+        wait_for("the lock", 30, || {
+            let n = self.psql(
+                db,
+                &format!("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = '{table}'::regclass"),
+            );
+            (n == "1").then_some(())
+        });
+        locker
+    }
+
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .arg("-h")

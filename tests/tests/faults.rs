@@ -70,14 +70,7 @@ fn controller_killed_mid_upload_leaves_no_partial_snapshot() {
         "UPDATE invoices SET note = md5(note) WHERE id % 3 = 0",
     );
 
-    let (config, url) = (env.controller.cli_config(), env.url());
-    let running = std::thread::spawn(move || {
-        nex_backup_tests::procs::cli(
-            &config,
-            &url,
-            &["backup", "--site", "acme", "--target", "main", "--json"],
-        )
-    });
+    let running = env.backup_in_background("main");
     let proxy = env.proxy.as_ref().unwrap();
     let start = proxy.upstream_bytes();
     wait_for("upload in progress", 120, || {
@@ -101,6 +94,44 @@ fn controller_killed_mid_upload_leaves_no_partial_snapshot() {
     let next = env.backup_ok("main");
     assert_ne!(next["snapshot_id"], first["snapshot_id"]);
     assert_eq!(env.snapshots("main").len(), 2);
+}
+
+/// The controller dies while a backup runs and the agent lives on: the agent finishes
+/// the job once the controller is back (uploads resume) and its outcome is recorded
+/// under the same job.
+#[test]
+fn a_controller_restart_forgets_no_running_job() {
+    let mut env = Env::start(&invoices_sql(60_000), EnvOpts::default());
+    // Slow enough to be caught running.
+    let out = env.cli(&["policy", "set", "--site", "acme", "--bandwidth", "512KiB"]);
+    assert!(out.ok, "{}", out.stderr);
+    let running = env.backup_in_background("main");
+    let job = wait_for("a running backup job", 60, || {
+        let v = env.cli(&["jobs", "--json"]).json();
+        let j = v.as_array()?.first()?.clone();
+        (j["state"] == "running").then_some(j["job_id"].as_str()?.to_string())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    env.restart_controller(false);
+    let out = running.join().unwrap();
+    assert!(!out.ok, "the CLI lost its controller: {}", out.stdout);
+    let done = wait_for("the job's outcome after the restart", 180, || {
+        let v = env.cli(&["jobs", "--json"]).json();
+        let j = v
+            .as_array()?
+            .iter()
+            .find(|j| j["job_id"] == job.as_str())?
+            .clone();
+        (j["state"] != "running").then_some(j)
+    });
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", env.logs());
+    let snaps = env.snapshots("main");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["snapshot_id"], done["snapshot_id"]);
+    let jobs = env.cli(&["jobs", "--json"]).json();
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "no second job: {jobs}");
+    let r = env.restore("main", "after_controller_restart", &[]).json();
+    assert_eq!(r["ok"], true, "{r}");
 }
 
 #[test]
@@ -241,34 +272,7 @@ fn stalled_pg_dump_is_killed_and_nothing_committed() {
         },
     );
     // A session holding an exclusive lock: pg_dump waits for it and produces nothing.
-    let mut locker = std::process::Command::new(env.pg.bin.join("psql"))
-        .arg("-h")
-        .arg(env.pg.socket_dir())
-        .args([
-            "-p",
-            &env.pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "invoices",
-            "-X",
-            "-q",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    locker
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"BEGIN; LOCK TABLE busy IN ACCESS EXCLUSIVE MODE;\n")
-        .unwrap();
-    wait_for("the lock", 30, || {
-        let n = env.pg.psql("invoices", "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'busy'::regclass");
-        (n == "1").then_some(())
-    });
+    let mut locker = env.pg.hold_exclusive_lock("invoices", "busy");
     let out = env.backup("main").json_failed();
     let err = out["error"].as_str().unwrap();
     assert!(

@@ -181,3 +181,72 @@ fn rpo_state(env: &Env) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A scheduled backup that stops making progress is failed by the controller with the
+/// reason and cancelled on the agent (its pg_dump killed, so the next run is never a
+/// second backup beside it); once the database is free again a run succeeds.
+#[test]
+fn a_stalled_scheduled_job_is_failed_and_cancelled_on_the_agent() {
+    let env = Env::start(
+        "CREATE TABLE busy (x int); INSERT INTO busy SELECT generate_series(1, 1000);",
+        EnvOpts {
+            scheduler: true,
+            controller_args: ["--stall-limit", "3s"].map(String::from).to_vec(),
+            ..Default::default()
+        },
+    );
+    let mut locker = env.pg.hold_exclusive_lock("invoices", "busy");
+    // Every second: while a job runs no other starts; each stalled one is followed by
+    // a new one at once, which stalls too until the lock is gone.
+    let out = env.cli(&[
+        "policy",
+        "set",
+        "--site",
+        SITE,
+        "--target",
+        "main",
+        "--schedule",
+        "* * * * * *",
+        "--rpo",
+        "2h",
+        "--drill-every",
+        "0",
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    let failed = wait_for("a stalled job", 60, || {
+        let v = env.cli(&["jobs", "--failed", "--json"]).json();
+        v.as_array()?
+            .iter()
+            .find(|j| j["error"].as_str().unwrap_or("").contains("stalled"))
+            .cloned()
+    });
+    let err = failed["error"].as_str().unwrap();
+    assert!(
+        err.contains("no progress for") && err.contains("(limit 3s)"),
+        "{err}"
+    );
+    wait_for("the agent cancelled it", 30, || {
+        let log = std::fs::read_to_string(env.dir.path().join("agent.log")).ok()?;
+        log.contains("job cancelled by the controller")
+            .then_some(())
+    });
+    // Never two backups at once: one pg_dump at most while the lock holds.
+    let pattern = format!("pg_dump -h 127.0.0.1 -p {} ", env.pg.port);
+    for _ in 0..10 {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        let n = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert!(n <= 1, "{n} pg_dumps at once");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = locker.kill();
+    let _ = locker.wait();
+    wait_for("a scheduled backup after the stall", 60, || {
+        scheduled_jobs(&env)
+            .iter()
+            .any(|j| j["state"] == "succeeded")
+            .then_some(())
+    });
+}

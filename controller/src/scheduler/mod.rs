@@ -27,7 +27,7 @@ use crate::policy::Schedule;
 use crate::policy::site::SitePolicy;
 use crate::prune::{PruneScope, policy_of, prune, site_policy_of};
 use crate::service::State;
-use crate::service::jobs::{backup_command, start_job};
+use crate::service::jobs::{backup_command, new_job_id, start_job, start_job_as};
 use decide::{Action, Live, SchedConfig, decide};
 
 /// Where the scheduler reads the time; tests drive a manual one.
@@ -189,7 +189,7 @@ impl Scheduler {
                         self.fail_stalled(&jobs, &job_id, idle_ms).await?
                     }
                     Action::Start { trigger } => {
-                        if let Some(id) = self.start(&site, &target, trigger, sp, &mut rec).await {
+                        if let Some(id) = self.start(&site, &target, trigger, sp, &mut rec).await? {
                             started.push(id);
                         }
                     }
@@ -304,26 +304,32 @@ impl Scheduler {
         trigger: &'static str,
         sp: &SitePolicy,
         rec: &mut ScheduleRecord,
-    ) -> Option<String> {
-        let kind = match backup_command(sp, target, self.clock.now_ms(), false) {
+    ) -> Result<Option<String>, CatalogError> {
+        let now = self.clock.now_ms();
+        let kind = match backup_command(sp, target, now, false) {
             Ok(k) => k,
             Err(e) => {
                 info!(%site, %target, reason = %e, "scheduled backup waits for the window");
-                rec.pending_since_unix_ms.get_or_insert(self.clock.now_ms());
-                return None;
+                rec.pending_since_unix_ms.get_or_insert(now);
+                return Ok(None);
             }
         };
-        match start_job(&self.state, site, target, kind, trigger).await {
-            Ok((job_id, _)) => {
-                rec.last_job = Some(job_id.clone());
-                rec.last_job_handled = false;
-                Some(job_id)
-            }
+        // The schedule names the job durably before the job exists: a crash between the
+        // two can never start a second job for the same slot (a named job that was never
+        // recorded counts as failed and is retried).
+        let job_id = new_job_id();
+        let before = (rec.last_job.clone(), rec.last_job_handled);
+        rec.last_job = Some(job_id.clone());
+        rec.last_job_handled = false;
+        self.state.catalog.put_schedule(rec).await?;
+        match start_job_as(&self.state, job_id, site, target, kind, trigger).await {
+            Ok((job_id, _)) => Ok(Some(job_id)),
             Err(e) => {
                 // The agent went away between the check and the send: try again later.
                 warn!(%site, %target, error = %e.message(), "scheduled job not delivered; it stays pending");
-                rec.pending_since_unix_ms.get_or_insert(self.clock.now_ms());
-                None
+                (rec.last_job, rec.last_job_handled) = before;
+                rec.pending_since_unix_ms.get_or_insert(now);
+                Ok(None)
             }
         }
     }
@@ -347,7 +353,17 @@ impl Scheduler {
         ));
         warn!(site = %job.site, target = %job.target, job = %job_id, idle_ms, "job stalled; failed");
         self.state.catalog.put_job(&job).await?;
-        info!(job = %job_id, "a late result from the agent will still be recorded");
+        // Stop it on the agent too, so that the next run is never a second backup
+        // alongside it; the agent's "cancelled" result then replaces this record.
+        let cancel = pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::CancelJob(pb::CancelJob {
+                job_id: job_id.into(),
+                reason: job.error.clone().unwrap_or_default(),
+            })),
+        };
+        if let Err(e) = self.state.hub.send(&job.site, &job.agent_id, cancel).await {
+            info!(job = %job_id, error = %e, "stalled job not cancelled on its agent; its agent will report it when back");
+        }
         Ok(())
     }
 }

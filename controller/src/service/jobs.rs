@@ -111,6 +111,11 @@ pub fn drill_database(now_ms: u64) -> String {
     )
 }
 
+/// A new job id.
+pub fn new_job_id() -> String {
+    format!("job-{}", new_snapshot_id(now_ms()))
+}
+
 /// Record and dispatch a job; returns its id and a receiver of its updates (subscribed
 /// before the command leaves, so no update is missed).
 pub async fn start_job(
@@ -120,7 +125,18 @@ pub async fn start_job(
     kind: Kind,
     trigger: &str,
 ) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), Status> {
-    let job_id = format!("job-{}", new_snapshot_id(now_ms()));
+    start_job_as(state, new_job_id(), site, target, kind, trigger).await
+}
+
+/// [`start_job`] under a job id the caller chose (and may have recorded already).
+pub async fn start_job_as(
+    state: &State,
+    job_id: String,
+    site: &str,
+    target: &str,
+    kind: Kind,
+    trigger: &str,
+) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), Status> {
     let (kind_name, drill) = match &kind {
         Kind::Backup(_) => ("backup", false),
         Kind::Restore(r) => ("restore", r.drill),
