@@ -200,6 +200,8 @@ async fn collect_site(
             report.deleted_snapshots += 1;
             info!(%site, snapshot = %snap, "snapshot deleted by retention");
         }
+        // The record's deletion is durable before its manifest copy goes.
+        state.catalog.flush().await?;
         let key = manifest_key(site, snap);
         if let Err(e) = state.store.delete(&key).await {
             warn!(%site, snapshot = %snap, error = %e, "delete manifest copy");
@@ -232,6 +234,9 @@ async fn collect_site(
         {
             continue; // a commit slipped in: look again
         }
+        // Durable before any blob goes: a crash must never leave a chunk record whose
+        // blob is gone (FindMissing would then call a lost chunk present).
+        state.catalog.flush().await?;
         for id in &victims {
             state
                 .store

@@ -111,6 +111,16 @@ fn backups_start_only_inside_the_site_window() {
     std::thread::sleep(Duration::from_secs(7));
     let triggers: Vec<Value> = jobs(&env).iter().map(|j| j["trigger"].clone()).collect();
     assert_eq!(triggers, ["manual"], "only the manual backup ran");
+    // The next run waits two hours for the window, past the 1 h RPO: AT RISK already.
+    let rpo = env.cli(&["rpo", "--json"]).json();
+    assert_eq!(rpo["targets"][0]["state"], "AT RISK", "{rpo}");
+    assert!(
+        rpo["targets"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot finish inside the RPO"),
+        "{rpo}"
+    );
 
     // Open it: the pending slot runs, and the agent is told when the window closes.
     let open = window(-10, 20);

@@ -1,7 +1,7 @@
 //! The scheduler: once a second it brings every known target's durable
 //! [`ScheduleRecord`] up to the clock ([`decide::decide`]) and carries out what that says —
 //! start a backup down the agent's session, or fail a stalled job. Rotation runs after
-//! each successful scheduled backup (for that target) and once a day (for everything).
+//! each new snapshot of a target (scheduled or manual) and once a day (for everything).
 //! Backups and drills start only inside the site's backup window. Its state lives in the
 //! catalog, so a restart loses no schedule and, since the job record is written before
 //! the command is sent and a running job blocks a new one, runs nothing twice.
@@ -52,6 +52,8 @@ pub struct Scheduler {
     cfg: SchedConfig,
     /// job id -> (progress count last seen, clock time it last changed).
     progress: Mutex<HashMap<String, (u64, u64)>>,
+    /// Newest snapshot of each target at its last rotation.
+    rotated: Mutex<HashMap<(String, String), String>>,
     /// UTC day of the last tick, for the daily rotation.
     last_daily: std::sync::atomic::AtomicU64,
     /// Last recorded RPO state per target (loaded from the catalog on first use).
@@ -65,6 +67,7 @@ impl Scheduler {
             clock,
             cfg,
             progress: Mutex::new(HashMap::new()),
+            rotated: Mutex::new(HashMap::new()),
             last_daily: Default::default(),
             rpo_last: Default::default(),
         }
@@ -135,78 +138,115 @@ impl Scheduler {
                 targets.insert((a.site.clone(), t));
             }
         }
+        let mut newest: HashMap<(String, String), (u64, String)> = HashMap::new();
+        for s in cat.snapshots(None, None).await? {
+            let e = newest.entry((s.site, s.target)).or_default();
+            *e = (*e).clone().max((s.created_unix_ms, s.snapshot_id));
+        }
         let jobs = cat.jobs().await?;
         let mut sites: HashMap<String, SitePolicy> = HashMap::new();
         let mut started = vec![];
-        for (site, target) in targets {
-            let policy = policy_of(&self.state, &site, &target).await?;
-            if !sites.contains_key(&site) {
-                sites.insert(site.clone(), site_policy_of(&self.state, &site).await?);
+        for key in targets {
+            if !sites.contains_key(&key.0) {
+                sites.insert(key.0.clone(), site_policy_of(&self.state, &key.0).await?);
             }
-            let sp = &sites[&site];
-            let outside_window = sp.window().is_some_and(|w| w.open_until(now).is_none());
-            let Ok(schedule) = Schedule::parse(&policy.schedule, &policy.timezone) else {
-                warn!(%site, %target, "policy schedule no longer parses; not scheduled");
-                continue;
-            };
-            let key = (site.clone(), target.clone());
             let before = records.remove(&key).unwrap_or_else(|| ScheduleRecord {
                 v: 1,
-                site: site.clone(),
-                target: target.clone(),
+                site: key.0.clone(),
+                target: key.1.clone(),
                 ..Default::default()
             });
-            let running = jobs
-                .iter()
-                .find(|j| {
-                    j.site == site
-                        && j.target == target
-                        && j.kind == "backup"
-                        && j.state == JobState::Running
-                })
-                .map(|j| (j.job_id.clone(), self.idle_ms(&j.job_id, now)));
-            let last_outcome = before.last_job.as_ref().and_then(|id| {
-                match jobs.iter().find(|j| &j.job_id == id).map(|j| j.state) {
-                    Some(JobState::Succeeded) => Some(true),
-                    Some(JobState::Failed) | None => Some(false),
-                    Some(JobState::Running) => None,
-                }
-            });
-            let live = Live {
-                now_ms: now,
-                agent_online: self.state.hub.agent_for(&site, &target).is_some(),
-                outside_window,
-                running,
-                last_outcome,
-            };
-            let (mut rec, actions) = decide(before.clone(), &schedule, &live, &self.cfg);
-            if !before.last_job_handled && rec.last_job_handled && last_outcome == Some(true) {
-                self.rotate(Some(&site), Some(&target), now).await;
-            }
-            for a in actions {
-                match a {
-                    Action::Stalled { job_id, idle_ms } => {
-                        self.fail_stalled(&jobs, &job_id, idle_ms).await?
-                    }
-                    Action::Start { trigger } => {
-                        if let Some(id) = self.start(&site, &target, trigger, sp, &mut rec).await? {
-                            started.push(id);
-                        }
-                    }
-                }
-            }
-            if rec != before {
-                cat.put_schedule(&rec).await?;
-            }
-            if !outside_window
-                && let Some(id) = self
-                    .maybe_drill(&site, &target, &policy, sp, &jobs, now)
-                    .await?
-            {
-                started.push(id);
-            }
+            let sp = &sites[&key.0];
+            started.extend(self.tick_target(before, sp, &jobs, now).await?);
+            self.rotate_if_new(&key, newest.get(&key).map(|n| &n.1), now)
+                .await;
         }
         self.record_rpo(now).await?;
+        Ok(started)
+    }
+
+    /// Rotation after each backup, scheduled or not: when a target's newest snapshot is
+    /// not the one it had at its last rotation (every target once after a start).
+    async fn rotate_if_new(&self, key: &(String, String), newest: Option<&String>, now: u64) {
+        let Some(newest) = newest else { return };
+        let seen = self
+            .rotated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        if seen.as_ref() == Some(newest) {
+            return;
+        }
+        self.rotate(Some(&key.0), Some(&key.1), now).await;
+        self.rotated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), newest.clone());
+    }
+
+    /// One target's tick: advance its schedule record, act on it, maybe start a drill.
+    async fn tick_target(
+        &self,
+        before: ScheduleRecord,
+        sp: &SitePolicy,
+        jobs: &[JobRecord],
+        now: u64,
+    ) -> Result<Vec<String>, CatalogError> {
+        let (site, target) = (before.site.clone(), before.target.clone());
+        let policy = policy_of(&self.state, &site, &target).await?;
+        let outside_window = sp.window().is_some_and(|w| w.open_until(now).is_none());
+        let Ok(schedule) = Schedule::parse(&policy.schedule, &policy.timezone) else {
+            warn!(%site, %target, "policy schedule no longer parses; not scheduled");
+            return Ok(vec![]);
+        };
+        let running = jobs
+            .iter()
+            .find(|j| {
+                j.site == site
+                    && j.target == target
+                    && j.kind == "backup"
+                    && j.state == JobState::Running
+            })
+            .map(|j| (j.job_id.clone(), self.idle_ms(&j.job_id, now)));
+        let last_outcome = before.last_job.as_ref().and_then(|id| {
+            match jobs.iter().find(|j| &j.job_id == id).map(|j| j.state) {
+                Some(JobState::Succeeded) => Some(true),
+                Some(JobState::Failed) | None => Some(false),
+                Some(JobState::Running) => None,
+            }
+        });
+        let live = Live {
+            now_ms: now,
+            agent_online: self.state.hub.agent_for(&site, &target).is_some(),
+            outside_window,
+            running,
+            last_outcome,
+        };
+        let (mut rec, actions) = decide(before.clone(), &schedule, &live, &self.cfg);
+        let mut started = vec![];
+        for a in actions {
+            match a {
+                Action::Stalled { job_id, idle_ms } => {
+                    self.fail_stalled(jobs, &job_id, idle_ms).await?
+                }
+                Action::Start { trigger } => {
+                    if let Some(id) = self.start(&site, &target, trigger, sp, &mut rec).await? {
+                        started.push(id);
+                    }
+                }
+            }
+        }
+        if rec != before {
+            self.state.catalog.put_schedule(&rec).await?;
+        }
+        if !outside_window
+            && let Some(id) = self
+                .maybe_drill(&site, &target, &policy, sp, jobs, now)
+                .await?
+        {
+            started.push(id);
+        }
         Ok(started)
     }
 

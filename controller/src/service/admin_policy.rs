@@ -85,6 +85,7 @@ impl AdminApi {
             .put_policy(&rec)
             .await
             .map_err(catalog_status)?;
+        super::durable(&self.state).await?;
         info!(site = %req.site, target = %req.target, schedule = %policy.schedule,
             timezone = %policy.timezone, rpo_secs = policy.rpo_secs, forced = req.force, "policy set");
         Ok(info_of(&req.site, &req.target, &policy, false))

@@ -94,6 +94,7 @@ impl AdminApi {
             .put_site_policy(&rec)
             .await
             .map_err(catalog_status)?;
+        super::durable(&self.state).await?;
         info!(site = %req.site, window = ?policy.window, timezone = %policy.timezone,
             bandwidth = policy.bandwidth_bytes_per_sec, drill_agent = ?policy.drill_agent, "site policy set");
         Ok(site_info(&req.site, &policy, false))

@@ -52,6 +52,7 @@ impl AdminApi {
             .put_token(&rec)
             .await
             .map_err(catalog_status)?;
+        super::durable(&self.state).await?;
         info!(site = %req.site, token = rec.handle(), ttl_secs = ttl, "enrollment token created");
         Ok(pb::CreateTokenResponse {
             token,
@@ -116,6 +117,7 @@ impl AdminApi {
         cat.revoke_identity(&site, &req.agent_id, now_ms())
             .await
             .map_err(catalog_status)?;
+        super::durable(&self.state).await?;
         let cut = self.state.hub.cut(&site, &req.agent_id);
         warn!(%site, agent = %req.agent_id, session_cut = cut, "agent revoked");
         Ok(pb::RevokeAgentResponse {

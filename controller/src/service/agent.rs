@@ -333,6 +333,9 @@ impl AgentService for AgentApi {
                 None => resp.already_present += 1,
             }
         }
+        if resp.stored > 0 {
+            super::durable(&self.state).await?;
+        }
         Ok(Response::new(resp))
     }
 

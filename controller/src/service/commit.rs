@@ -91,6 +91,7 @@ impl AgentApi {
             warn!(error = %e, "commit refused");
             catalog_status(e)
         })?;
+        super::durable(state).await?;
         state.hub.clear_upload_bytes(&site, &snapshot_id);
         info!(
             stored = rec.stored_bytes,

@@ -110,6 +110,7 @@ impl EnrollService for EnrollApi {
             })
             .await
             .map_err(catalog_status)?;
+        super::durable(st).await?;
         info!(?remote, site = %id.site, agent = %id.agent_id, serial = %id.serial,
             token = token.handle(), version = %req.version.escape_debug(), "agent enrolled");
         Ok(Response::new(pb::EnrollResponse {

@@ -104,6 +104,9 @@ pub(crate) async fn put_sealed(
             stored += 1;
         }
     }
+    if stored > 0 {
+        super::durable(st).await?;
+    }
     Ok(stored)
 }
 
@@ -132,6 +135,7 @@ pub(crate) async fn renew(
         )
         .await
         .map_err(catalog_status)?;
+    super::durable(st).await?;
     if swapped.is_none() {
         warn!(site = %who.site, agent = %who.agent_id, "renewal from a revoked or superseded certificate refused");
         return Err(Status::permission_denied(

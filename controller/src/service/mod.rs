@@ -50,6 +50,12 @@ pub(crate) fn bad_input(e: FormatError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Make every catalog write so far durable before answering: an acknowledgement (chunk
+/// stored, snapshot committed, key held, agent enrolled) must survive a crash.
+pub(crate) async fn durable(state: &State) -> Result<(), Status> {
+    state.catalog.flush().await.map_err(catalog_status)
+}
+
 pub(crate) fn catalog_status(e: CatalogError) -> Status {
     match e {
         CatalogError::MissingChunks { .. } => Status::failed_precondition(e.to_string()),
