@@ -135,6 +135,7 @@ fn backups_start_only_inside_the_site_window() {
     });
     let log = std::fs::read_to_string(env.dir.path().join("agent.log")).unwrap();
     assert!(log.contains("backup window closes in"), "{log}");
+    eprintln!("{}", env.cli(&["policy", "list"]).stdout);
     let shown = env.cli(&["policy", "show", "--site", SITE]);
     assert!(
         shown.ok && shown.stdout.contains(&format!("{open} UTC (open, closes")),

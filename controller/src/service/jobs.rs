@@ -159,6 +159,8 @@ pub async fn start_job_as(
         agent_id: agent.clone(),
     };
     state.catalog.put_job(&job).await.map_err(catalog_status)?;
+    // Durable before the command leaves (with the schedule record naming it, if any).
+    super::durable(state).await?;
     let updates = state.hub.watch(&job_id);
     let cmd = pb::ControllerMessage {
         msg: Some(pb::controller_message::Msg::Command(pb::Command {
