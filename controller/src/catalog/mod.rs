@@ -167,6 +167,10 @@ pub struct ScheduleRecord {
     /// Consecutive failures of scheduled jobs; retries back off with it.
     pub failures: u32,
     pub retry_at_unix_ms: Option<u64>,
+    /// The schedule (cron and zone) `next_due_unix_ms` was computed from; a changed
+    /// policy recomputes it.
+    #[serde(default)]
+    pub schedule: String,
 }
 
 /// A snapshot about to be committed.

@@ -89,6 +89,8 @@ impl Default for Policy {
 pub struct Schedule {
     cron: Cron,
     pub tz: Tz,
+    /// `<cron> <zone>`, as written in the policy.
+    pub key: String,
 }
 
 impl Schedule {
@@ -104,12 +106,19 @@ impl Schedule {
             ));
         }
         let cron = Cron::from_str(expr).map_err(|e| err("schedule", format!("{expr:?}: {e}")))?;
-        Ok(Schedule { cron, tz })
+        Ok(Schedule {
+            cron,
+            tz,
+            key: format!("{expr} {timezone}"),
+        })
     }
 
-    /// The first run strictly after `after_ms` (unix milliseconds).
+    /// The first run strictly after `after_ms` (unix milliseconds), on a whole second
+    /// (croner would carry the milliseconds of `after_ms` into the slot).
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
-        let t = Utc.timestamp_millis_opt(after_ms as i64).single()?;
+        let t = Utc
+            .timestamp_millis_opt((after_ms - after_ms % 1000) as i64)
+            .single()?;
         let local: DateTime<Tz> = t.with_timezone(&self.tz);
         let next = self.cron.find_next_occurrence(&local, false).ok()?;
         u64::try_from(next.timestamp_millis()).ok()

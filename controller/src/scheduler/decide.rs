@@ -60,8 +60,11 @@ pub fn decide(
 ) -> (ScheduleRecord, Vec<Action>) {
     let now = live.now_ms;
     let mut actions = vec![];
-    if rec.next_due_unix_ms == 0 {
+    if rec.next_due_unix_ms == 0 || rec.schedule != schedule.key {
+        // First sight, or the policy's schedule changed: the next slot of the new one
+        // (a slot already pending stays pending).
         rec.next_due_unix_ms = schedule.next_after(now).unwrap_or(u64::MAX);
+        rec.schedule = schedule.key.clone();
     }
     if now >= rec.next_due_unix_ms {
         rec.pending_since_unix_ms

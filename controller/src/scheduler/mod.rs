@@ -30,6 +30,9 @@ use crate::service::State;
 use crate::service::jobs::{backup_command, new_job_id, start_job, start_job_as};
 use decide::{Action, Live, SchedConfig, decide};
 
+/// How long after a whole second the scheduler ticks.
+const TICK_OFFSET_MS: u64 = 20;
+
 /// Where the scheduler reads the time; tests drive a manual one.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
@@ -73,12 +76,14 @@ impl Scheduler {
         }
     }
 
-    /// Tick once a second until `stop`.
+    /// Tick once a second, just after each whole second (when slots fall), until `stop`.
+    /// Aligned ticks see a slot and a reconnected agent's missed slots together, so they
+    /// coalesce into one job.
     pub async fn run(self, stop: CancellationToken) {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
+            let wait = 1000 - self.clock.now_ms() % 1000 + TICK_OFFSET_MS;
             tokio::select! {
-                _ = every.tick() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 _ = stop.cancelled() => return,
             }
             if let Err(e) = self.tick().await {

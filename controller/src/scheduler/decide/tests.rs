@@ -194,3 +194,41 @@ fn runs_wait_for_the_backup_window() {
         }]
     );
 }
+
+/// A policy change takes effect at once: the next slot comes from the new schedule, not
+/// the one the record was computed with.
+#[test]
+fn a_changed_schedule_recomputes_the_next_slot() {
+    let daily = Schedule::parse("0 1 * * *", "UTC").unwrap();
+    let (rec, _) = decide(
+        ScheduleRecord::default(),
+        &daily,
+        &live(T0 + 2 * 3600_000, true),
+        &cfg(),
+    );
+    assert_eq!(rec.next_due_unix_ms, T0 + 25 * 3600_000);
+    let (rec, a) = step(rec, &live(T0 + 2 * 3600_000 + MIN, true), "j");
+    assert!(a.is_empty());
+    assert_eq!(rec.next_due_unix_ms, T0 + 3 * 3600_000, "hourly now");
+    let (_, a) = step(rec, &live(T0 + 3 * 3600_000, true), "j1");
+    assert_eq!(
+        a,
+        [Action::Start {
+            trigger: "schedule"
+        }]
+    );
+}
+
+/// Slots fall on whole seconds, strictly after the instant asked, whatever its
+/// milliseconds (a slot carrying them would let a tick land just before it).
+#[test]
+fn slots_are_whole_seconds_strictly_later() {
+    let s = Schedule::parse("*/6 * * * * *", "UTC").unwrap();
+    let base = T0; // a whole minute
+    for off in 0..12_000u64 {
+        let t = base + off;
+        let n = s.next_after(t).unwrap();
+        assert!(n > t && n <= t + 6000, "{t} -> {n}");
+        assert_eq!(n % 6000, 0, "{t} -> {n}");
+    }
+}
