@@ -203,14 +203,14 @@ fn a_changed_schedule_recomputes_the_next_slot() {
     let (rec, _) = decide(
         ScheduleRecord::default(),
         &daily,
-        &live(T0 + 2 * 3600_000, true),
+        &live(T0 + 2 * 3_600_000, true),
         &cfg(),
     );
-    assert_eq!(rec.next_due_unix_ms, T0 + 25 * 3600_000);
-    let (rec, a) = step(rec, &live(T0 + 2 * 3600_000 + MIN, true), "j");
+    assert_eq!(rec.next_due_unix_ms, T0 + 25 * 3_600_000);
+    let (rec, a) = step(rec, &live(T0 + 2 * 3_600_000 + MIN, true), "j");
     assert!(a.is_empty());
-    assert_eq!(rec.next_due_unix_ms, T0 + 3 * 3600_000, "hourly now");
-    let (_, a) = step(rec, &live(T0 + 3 * 3600_000, true), "j1");
+    assert_eq!(rec.next_due_unix_ms, T0 + 3 * 3_600_000, "hourly now");
+    let (_, a) = step(rec, &live(T0 + 3 * 3_600_000, true), "j1");
     assert_eq!(
         a,
         [Action::Start {
