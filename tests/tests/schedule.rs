@@ -173,7 +173,7 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
     );
     let table = env.cli(&["rpo"]);
     eprintln!("{}", table.stdout);
-    eprintln!("{}", env.cli(&["jobs", "--limit", "6"]).stdout);
+    eprintln!("{}", env.cli(&["jobs", "--limit", "12"]).stdout);
     assert!(
         table.stdout.contains("OK") && table.stdout.contains("per site"),
         "{}{}",
