@@ -33,6 +33,16 @@ pub struct EnvOpts {
     pub scheduler: bool,
 }
 
+impl EnvOpts {
+    /// The controller's scheduler runs.
+    pub fn scheduled() -> EnvOpts {
+        EnvOpts {
+            scheduler: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// A `[[targets]]` entry on the test cluster, for [`EnvOpts::extra_targets`].
 pub fn target_toml(name: &str, user: &str, dbname: &str, password_env: &str) -> String {
     format!(
@@ -255,6 +265,15 @@ impl Env {
 
     pub fn backup(&self, target: &str) -> CliOut {
         self.cli(&["backup", "--site", SITE, "--target", target, "--json"])
+    }
+
+    /// `policy set` for `target` of the site with `args`; it must succeed.
+    pub fn set_target_policy(&self, target: &str, args: &[&str]) -> CliOut {
+        let mut all = vec!["policy", "set", "--site", SITE, "--target", target];
+        all.extend(args);
+        let out = self.cli(&all);
+        assert!(out.ok, "policy set {args:?}: {}", out.stderr);
+        out
     }
 
     /// Start `backup` of `target` on a thread; join it for the CLI's output.

@@ -2,6 +2,20 @@
 
 /// An invoicing database with `rows` invoices (about 250 bytes each), deterministic and
 /// varied so that it compresses only moderately.
+/// A manifest of site `acme`, target `main`, with no streams (for gRPC-level tests).
+pub fn empty_manifest(snapshot_id: &str) -> nex_backup_shared::manifest::Manifest {
+    nex_backup_shared::manifest::Manifest {
+        site: "acme".into(),
+        target: "main".into(),
+        snapshot_id: snapshot_id.into(),
+        created_unix_ms: 1,
+        streams: vec![],
+        row_counts: vec![],
+        source: Default::default(),
+        duration_ms: 1,
+    }
+}
+
 pub fn invoices_sql(rows: u32) -> String {
     let customers = (rows / 10).max(1);
     format!(

@@ -9,7 +9,6 @@ use nex_backup::catalog::Catalog;
 use nex_backup::catalog::sled_catalog::SledCatalog;
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::keys::MasterKey;
-use nex_backup_shared::manifest::Manifest;
 use nex_backup_shared::pb;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -62,16 +61,7 @@ async fn acknowledged_chunks_and_commits_survive_a_crash() {
         );
         drop(cat);
 
-        let manifest = Manifest {
-            site: "acme".into(),
-            target: "main".into(),
-            snapshot_id: snapshot_id.clone(),
-            created_unix_ms: 1,
-            streams: vec![],
-            row_counts: vec![],
-            source: Default::default(),
-            duration_ms: 1,
-        };
+        let manifest = nex_backup_tests::sample::empty_manifest(&snapshot_id);
         client
             .commit_snapshot(pb::CommitSnapshotRequest {
                 site: "acme".into(),

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use nex_backup_shared::chunk::{ChunkCodec, SealedChunk};
 use nex_backup_shared::keys::MasterKey;
-use nex_backup_shared::manifest::Manifest;
 use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::transport::Channel;
@@ -69,16 +68,7 @@ impl Site {
 
     async fn commit(&self, n: u64, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
         let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_760_000_000_000 + n * 1000);
-        let m = Manifest {
-            site: "acme".into(),
-            target: "main".into(),
-            snapshot_id: snapshot_id.clone(),
-            created_unix_ms: 1,
-            streams: vec![],
-            row_counts: vec![],
-            source: Default::default(),
-            duration_ms: 1,
-        };
+        let m = nex_backup_tests::sample::empty_manifest(&snapshot_id);
         self.client
             .clone()
             .commit_snapshot(pb::CommitSnapshotRequest {

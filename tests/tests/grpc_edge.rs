@@ -223,16 +223,7 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
     let a = codec.encode(b"chunk a");
     let b = codec.encode(b"chunk b");
     let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_750_000_000_000);
-    let manifest = nex_backup_shared::manifest::Manifest {
-        site: "acme".into(),
-        target: "main".into(),
-        snapshot_id: snapshot_id.clone(),
-        created_unix_ms: 1,
-        streams: vec![],
-        row_counts: vec![],
-        source: Default::default(),
-        duration_ms: 1,
-    };
+    let manifest = nex_backup_tests::sample::empty_manifest(&snapshot_id);
     s.client
         .put_chunks(tokio_stream::iter(vec![put(
             "acme",

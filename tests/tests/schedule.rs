@@ -21,30 +21,23 @@ fn scheduled_jobs(env: &Env) -> Vec<Value> {
 fn schedules_fire_and_an_offline_agent_catches_up_once() {
     let mut env = Env::start(
         "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);",
-        EnvOpts {
-            scheduler: true,
-            ..Default::default()
-        },
+        EnvOpts::scheduled(),
     );
-    let out = env.cli(&[
-        "policy",
-        "set",
-        "--site",
-        SITE,
-        "--target",
+    env.set_target_policy(
         "main",
-        "--schedule",
-        "*/6 * * * * *",
-        "--rpo",
-        "15s",
-        "--keep-last",
-        "2",
-        "--keep-daily",
-        "0",
-        "--keep-weekly",
-        "0",
-    ]);
-    assert!(out.ok, "{}", out.stderr);
+        &[
+            "--schedule",
+            "*/6 * * * * *",
+            "--rpo",
+            "15s",
+            "--keep-last",
+            "2",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ],
+    );
     wait_for("two scheduled backups", 60, || {
         let ok = scheduled_jobs(&env)
             .iter()
@@ -206,21 +199,17 @@ fn a_stalled_scheduled_job_is_failed_and_cancelled_on_the_agent() {
     let mut locker = env.pg.hold_exclusive_lock("invoices", "busy");
     // Every second: while a job runs no other starts; each stalled one is followed by
     // a new one at once, which stalls too until the lock is gone.
-    let out = env.cli(&[
-        "policy",
-        "set",
-        "--site",
-        SITE,
-        "--target",
+    env.set_target_policy(
         "main",
-        "--schedule",
-        "* * * * * *",
-        "--rpo",
-        "2h",
-        "--drill-every",
-        "0",
-    ]);
-    assert!(out.ok, "{}", out.stderr);
+        &[
+            "--schedule",
+            "* * * * * *",
+            "--rpo",
+            "2h",
+            "--drill-every",
+            "0",
+        ],
+    );
     let failed = wait_for("a stalled job", 60, || {
         let v = env.cli(&["jobs", "--failed", "--json"]).json();
         v.as_array()?

@@ -41,28 +41,18 @@ fn jobs(env: &Env) -> Vec<Value> {
 
 #[test]
 fn backups_start_only_inside_the_site_window() {
-    let env = Env::start(
-        &invoices_sql(2_000),
-        EnvOpts {
-            scheduler: true,
-            ..Default::default()
-        },
-    );
-    let out = env.cli(&[
-        "policy",
-        "set",
-        "--site",
-        SITE,
-        "--target",
+    let env = Env::start(&invoices_sql(2_000), EnvOpts::scheduled());
+    env.set_target_policy(
         "main",
-        "--schedule",
-        "*/2 * * * * *",
-        "--rpo",
-        "1h",
-        "--drill-every",
-        "0",
-    ]);
-    assert!(out.ok, "{}", out.stderr);
+        &[
+            "--schedule",
+            "*/2 * * * * *",
+            "--rpo",
+            "1h",
+            "--drill-every",
+            "0",
+        ],
+    );
     // Closed now: opens in two hours.
     let closed = window(120, 180);
     let out = set_site(&env, &["--window", &closed, "--timezone", "UTC"]);
