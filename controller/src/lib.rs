@@ -10,10 +10,14 @@
 //! - [`pki`]: the controller CA, server certificate, agent certificate issuance.
 //! - [`auth`]: who is calling: the admin credential, and agents by client certificate.
 //! - [`tls_listener`]: TLS 1.3 accept loop that hands tonic connections with peer identity.
-//! - [`policy`]: per-target policies (schedule, RPO/RTO, retention) and the keep set.
-//! - [`prune`]: retention and garbage collection.
-//! - [`scheduler`]: starts scheduled backups, retries, fails stalled jobs.
-//! - [`cli`]: the operator CLI (`status`, `snapshots`, `backup`, `restore`).
+//! - [`policy`]: per-target policies (schedule, RPO/RTO, retention, drills), the keep set,
+//!   and per-site settings (backup window, upload bandwidth, drill agent).
+//! - [`prune`]: retention and garbage collection; the effective policy lookups.
+//! - [`scheduler`]: starts scheduled backups and drills, retries, fails and cancels
+//!   stalled jobs, rotates, records RPO state changes.
+//! - [`rpo`]: RPO states and compliance over a window.
+//! - [`cli`]: the operator CLI (`status`, `snapshots`, `backup`, `restore`, `policy`,
+//!   `prune`, `jobs`, `rpo`, `drill`, trust commands).
 
 pub mod auth;
 pub mod catalog;
