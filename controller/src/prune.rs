@@ -15,7 +15,7 @@
 //!
 //! A dry run does step 1 and reports what steps 2 and 3 would free.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono_tz::Tz;
 use nex_backup_shared::ids::ChunkId;
@@ -68,32 +68,55 @@ pub enum PruneError {
     Site { site: String, reason: String },
 }
 
-/// The effective policy of a target.
-pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy, CatalogError> {
+/// A target's own policy, if it has one.
+pub async fn own_policy(
+    state: &State,
+    site: &str,
+    target: &str,
+) -> Result<Option<Policy>, CatalogError> {
     Ok(state
         .catalog
         .policies()
         .await?
         .into_iter()
         .find(|p| p.site == site && p.target == target)
-        .map_or_else(|| state.default_policy.clone(), |p| p.policy))
+        .map(|p| p.policy))
 }
 
-/// The effective settings of a site: its own, or none with the controller's default zone.
-pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, CatalogError> {
+/// The effective policy of a target: its own, else the controller default.
+pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy, CatalogError> {
+    Ok(own_policy(state, site, target)
+        .await?
+        .unwrap_or_else(|| state.default_policy.clone()))
+}
+
+/// A site's own settings, if it has them.
+pub async fn own_site_policy(
+    state: &State,
+    site: &str,
+) -> Result<Option<SitePolicy>, CatalogError> {
     Ok(state
         .catalog
         .site_policies()
         .await?
         .into_iter()
         .find(|p| p.site == site)
-        .map_or_else(
-            || SitePolicy {
-                timezone: state.default_policy.timezone.clone(),
-                ..SitePolicy::default()
-            },
-            |p| p.policy,
-        ))
+        .map(|p| p.policy))
+}
+
+/// Settings of a site without its own: no window, no limit, in the default zone.
+pub fn default_site_policy(state: &State) -> SitePolicy {
+    SitePolicy {
+        timezone: state.default_policy.timezone.clone(),
+        ..SitePolicy::default()
+    }
+}
+
+/// The effective settings of a site.
+pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, CatalogError> {
+    Ok(own_site_policy(state, site)
+        .await?
+        .unwrap_or_else(|| default_site_policy(state)))
 }
 
 fn plan_target(
@@ -141,10 +164,18 @@ pub async fn prune(
     }
     let mut doomed: BTreeMap<String, HashSet<String>> = BTreeMap::new();
     let jobs = state.catalog.jobs().await?;
-    for ((site, target), snaps) in &by_target {
-        let policy = policy_of(state, site, target).await?;
+    let policies: HashMap<(String, String), Policy> = state
+        .catalog
+        .policies()
+        .await?
+        .into_iter()
+        .map(|p| ((p.site, p.target), p.policy))
+        .collect();
+    for (key, snaps) in &by_target {
+        let (site, target) = key;
+        let policy = policies.get(key).unwrap_or(&state.default_policy);
         let suspect = crate::scheduler::drills::facts(&jobs, site, target).suspect;
-        let (keep, delete) = plan_target(snaps, &policy, &suspect);
+        let (keep, delete) = plan_target(snaps, policy, &suspect);
         doomed
             .entry(site.clone())
             .or_default()

@@ -83,6 +83,37 @@ pub struct PolicySetArgs {
     pub client: ClientOpts,
 }
 
+/// The flags of `pairs` that were given.
+fn given(pairs: &[(&'static str, bool)]) -> Vec<&'static str> {
+    pairs.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
+}
+
+impl PolicySetArgs {
+    /// Site settings given (they need no --target).
+    pub fn site_flags(&self) -> Vec<&'static str> {
+        given(&[
+            ("--window", self.window.is_some()),
+            ("--bandwidth", self.bandwidth.is_some()),
+            ("--drill-agent", self.drill_agent.is_some()),
+        ])
+    }
+
+    /// Target settings given (they need --target).
+    pub fn target_flags(&self) -> Vec<&'static str> {
+        given(&[
+            ("--schedule", self.schedule.is_some()),
+            ("--rpo", self.rpo.is_some()),
+            ("--rto", self.rto.is_some()),
+            ("--keep-daily", self.keep_daily.is_some()),
+            ("--keep-weekly", self.keep_weekly.is_some()),
+            ("--keep-monthly", self.keep_monthly.is_some()),
+            ("--keep-last", self.keep_last.is_some()),
+            ("--drill-every", self.drill_every.is_some()),
+            ("--force", self.force),
+        ])
+    }
+}
+
 /// "512KiB", "2MiB", "100000" (bytes per second).
 pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("/s");
@@ -236,15 +267,7 @@ pub async fn policy(c: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn set_target(a: &PolicySetArgs, target: String) -> anyhow::Result<()> {
-    let site_flags: Vec<&str> = [
-        ("--window", a.window.is_some()),
-        ("--bandwidth", a.bandwidth.is_some()),
-        ("--drill-agent", a.drill_agent.is_some()),
-    ]
-    .iter()
-    .filter(|(_, given)| *given)
-    .map(|(f, _)| *f)
-    .collect();
+    let site_flags = a.site_flags();
     if !site_flags.is_empty() {
         return Err(anyhow!(
             "{} {} the site's, not a target's: run `nex-backup policy set --site {}` without --target",

@@ -12,21 +12,7 @@ use super::policy::{PolicySetArgs, status};
 
 /// Target-only flags given without `--target` are refused, naming them.
 fn refuse_target_flags(a: &PolicySetArgs) -> anyhow::Result<()> {
-    let given: Vec<&str> = [
-        ("--schedule", a.schedule.is_some()),
-        ("--rpo", a.rpo.is_some()),
-        ("--rto", a.rto.is_some()),
-        ("--keep-daily", a.keep_daily.is_some()),
-        ("--keep-weekly", a.keep_weekly.is_some()),
-        ("--keep-monthly", a.keep_monthly.is_some()),
-        ("--keep-last", a.keep_last.is_some()),
-        ("--drill-every", a.drill_every.is_some()),
-        ("--force", a.force),
-    ]
-    .iter()
-    .filter(|(_, g)| *g)
-    .map(|(f, _)| *f)
-    .collect();
+    let given = a.target_flags();
     if given.is_empty() {
         return Ok(());
     }

@@ -1,11 +1,10 @@
 //! The current RPO state of every target, from the catalog and what is live; recorded by
 //! the scheduler on every change and reported by `nex-backup rpo`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
+use super::view::View;
 use crate::catalog::{CatalogError, JobState};
-use crate::policy::site::Window;
-use crate::prune::policy_of;
 use crate::rpo::{RpoInput, RpoState, evaluate};
 use crate::service::State;
 
@@ -39,38 +38,25 @@ impl TargetStatus {
 
 /// Every target an agent reports, that has snapshots, or that has a policy.
 pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, CatalogError> {
-    let cat = &state.catalog;
-    let snaps = cat.snapshots(None, None).await?;
+    Ok(evaluate_all(state, &View::load(state).await?, now))
+}
+
+/// [`current`] from a view already loaded.
+pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
+    let (snaps, jobs) = (&view.snapshots, &view.jobs);
     let mut targets: BTreeSet<(String, String)> = snaps
         .iter()
         .map(|s| (s.site.clone(), s.target.clone()))
         .collect();
-    for a in cat.agents().await? {
-        targets.extend(a.targets.into_iter().map(|(t, _)| (a.site.clone(), t)));
+    for a in &view.agents {
+        targets.extend(a.targets.iter().map(|(t, _)| (a.site.clone(), t.clone())));
     }
-    targets.extend(
-        cat.policies()
-            .await?
-            .into_iter()
-            .map(|p| (p.site, p.target)),
-    );
-    let schedules: HashMap<(String, String), _> = cat
-        .schedules()
-        .await?
-        .into_iter()
-        .map(|r| ((r.site.clone(), r.target.clone()), r))
-        .collect();
-    let jobs = cat.jobs().await?;
-    let windows: HashMap<String, Window> = cat
-        .site_policies()
-        .await?
-        .into_iter()
-        .filter_map(|p| Some((p.site, p.policy.window()?)))
-        .collect();
+    targets.extend(view.policy_keys().cloned());
     let mut out = vec![];
     for (site, target) in targets {
-        let policy = policy_of(state, &site, &target).await?;
-        let drills = super::drills::facts(&jobs, &site, &target);
+        let policy = view.policy(&site, &target);
+        let window = view.site_policy(&site).window();
+        let drills = super::drills::facts(jobs, &site, &target);
         // Only snapshots that committed whole count, and none whose drill failed.
         let newest = snaps
             .iter()
@@ -79,14 +65,17 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
             .map(|s| s.created_unix_ms)
             .max();
         // The next run starts at its slot, or when the site's window next opens after it.
-        let next_run = schedules.get(&(site.clone(), target.clone())).map(|r| {
-            let due = if r.pending_since_unix_ms.is_some() {
-                now
-            } else {
-                r.next_due_unix_ms
-            };
-            windows.get(&site).map_or(due, |w| w.next_open(due))
-        });
+        let next_run = view
+            .schedules
+            .get(&(site.clone(), target.clone()))
+            .map(|r| {
+                let due = if r.pending_since_unix_ms.is_some() {
+                    now
+                } else {
+                    r.next_due_unix_ms
+                };
+                window.map_or(due, |w| w.next_open(due))
+            });
         let expected = jobs
             .iter()
             .filter(|j| {
@@ -134,5 +123,5 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
             rto_ms: policy.rto_secs * 1000,
         });
     }
-    Ok(out)
+    out
 }

@@ -9,10 +9,12 @@
 //! - [`decide`]: the pure decision function and its tunables.
 //! - [`compliance`]: every target's RPO state now; changes are recorded each tick.
 //! - [`drills`]: suspect snapshots and the measured RTO, from the drill history.
+//! - [`view`]: the catalog state a tick reads, loaded once per tick.
 
 pub mod compliance;
 pub mod decide;
 pub mod drills;
+pub mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,10 +27,11 @@ use tracing::{info, warn};
 use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
 use crate::policy::Schedule;
 use crate::policy::site::SitePolicy;
-use crate::prune::{PruneScope, policy_of, prune, site_policy_of};
+use crate::prune::{PruneScope, prune};
 use crate::service::State;
 use crate::service::jobs::{backup_command, new_job_id, start_job, start_job_as};
 use decide::{Action, Live, SchedConfig, decide};
+use view::View;
 
 /// How long after a whole second the scheduler ticks.
 const TICK_OFFSET_MS: u64 = 20;
@@ -130,43 +133,40 @@ impl Scheduler {
         if last_day != 0 && last_day != day {
             self.rotate(None, None, now).await;
         }
-        let cat = &self.state.catalog;
-        let mut records: HashMap<(String, String), ScheduleRecord> = cat
-            .schedules()
-            .await?
-            .into_iter()
-            .map(|r| ((r.site.clone(), r.target.clone()), r))
-            .collect();
+        let mut view = View::load(&self.state).await?;
         let mut targets = std::collections::BTreeSet::new();
-        for a in cat.agents().await? {
-            for (t, _) in a.targets {
-                targets.insert((a.site.clone(), t));
+        for a in &view.agents {
+            for (t, _) in &a.targets {
+                targets.insert((a.site.clone(), t.clone()));
             }
         }
         let mut newest: HashMap<(String, String), (u64, String)> = HashMap::new();
-        for s in cat.snapshots(None, None).await? {
-            let e = newest.entry((s.site, s.target)).or_default();
-            *e = (*e).clone().max((s.created_unix_ms, s.snapshot_id));
+        for s in &view.snapshots {
+            let e = newest
+                .entry((s.site.clone(), s.target.clone()))
+                .or_default();
+            *e = (*e).clone().max((s.created_unix_ms, s.snapshot_id.clone()));
         }
-        let jobs = cat.jobs().await?;
-        let mut sites: HashMap<String, SitePolicy> = HashMap::new();
         let mut started = vec![];
         for key in targets {
-            if !sites.contains_key(&key.0) {
-                sites.insert(key.0.clone(), site_policy_of(&self.state, &key.0).await?);
-            }
-            let before = records.remove(&key).unwrap_or_else(|| ScheduleRecord {
-                v: 1,
-                site: key.0.clone(),
-                target: key.1.clone(),
-                ..Default::default()
-            });
-            let sp = &sites[&key.0];
-            started.extend(self.tick_target(before, sp, &jobs, now).await?);
+            let before = view
+                .schedules
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| ScheduleRecord {
+                    v: 1,
+                    site: key.0.clone(),
+                    target: key.1.clone(),
+                    ..Default::default()
+                });
+            let (rec, ids) = self.tick_target(before, &view, now).await?;
+            started.extend(ids);
+            // The RPO evaluation below sees this tick's schedule state.
+            view.schedules.insert(key.clone(), rec);
             self.rotate_if_new(&key, newest.get(&key).map(|n| &n.1), now)
                 .await;
         }
-        self.record_rpo(now).await?;
+        self.record_rpo(&view, now).await?;
         Ok(started)
     }
 
@@ -191,19 +191,23 @@ impl Scheduler {
     }
 
     /// One target's tick: advance its schedule record, act on it, maybe start a drill.
+    /// Returns the record as it now stands and the jobs started.
     async fn tick_target(
         &self,
         before: ScheduleRecord,
-        sp: &SitePolicy,
-        jobs: &[JobRecord],
+        view: &View,
         now: u64,
-    ) -> Result<Vec<String>, CatalogError> {
+    ) -> Result<(ScheduleRecord, Vec<String>), CatalogError> {
         let (site, target) = (before.site.clone(), before.target.clone());
-        let policy = policy_of(&self.state, &site, &target).await?;
+        let (policy, sp, jobs) = (
+            view.policy(&site, &target),
+            view.site_policy(&site),
+            &view.jobs,
+        );
         let outside_window = sp.window().is_some_and(|w| w.open_until(now).is_none());
         let Ok(schedule) = Schedule::parse(&policy.schedule, &policy.timezone) else {
             warn!(%site, %target, "policy schedule no longer parses; not scheduled");
-            return Ok(vec![]);
+            return Ok((before, vec![]));
         };
         let running = jobs
             .iter()
@@ -247,12 +251,12 @@ impl Scheduler {
         }
         if !outside_window
             && let Some(id) = self
-                .maybe_drill(&site, &target, &policy, sp, jobs, now)
+                .maybe_drill(&site, &target, policy, sp, jobs, now)
                 .await?
         {
             started.push(id);
         }
-        Ok(started)
+        Ok((rec, started))
     }
 
     /// Start a restore drill when the target's cadence says so: never drilled, or the last
@@ -267,11 +271,8 @@ impl Scheduler {
         jobs: &[JobRecord],
         now: u64,
     ) -> Result<Option<String>, CatalogError> {
-        let hub = &self.state.hub;
-        let online = match &sp.drill_agent {
-            Some(a) => hub.session(site, a).is_some(),
-            None => hub.agent_for(site, target).is_some(),
-        };
+        let online =
+            crate::service::jobs::online_agent(&self.state.hub, sp, site, target, true).is_ok();
         if policy.drill_every_secs == 0 || !online {
             return Ok(None);
         }
@@ -316,7 +317,7 @@ impl Scheduler {
     }
 
     /// Record every change of a target's RPO state.
-    async fn record_rpo(&self, now: u64) -> Result<(), CatalogError> {
+    async fn record_rpo(&self, view: &View, now: u64) -> Result<(), CatalogError> {
         let mut guard = self.rpo_last.lock().await;
         if guard.is_none() {
             let mut m = HashMap::new();
@@ -326,7 +327,7 @@ impl Scheduler {
             *guard = Some(m);
         }
         let last = guard.as_mut().expect("loaded above");
-        for t in compliance::current(&self.state, now).await? {
+        for t in compliance::evaluate_all(&self.state, view, now) {
             let key = (t.site.clone(), t.target.clone());
             if last.get(&key) == Some(&t.state) {
                 continue;

@@ -41,14 +41,12 @@ impl AdminApi {
         }
     }
 
-    /// The site and target exist and an agent that can run the job is online.
-    async fn check_dispatch(&self, site: &str, target: &str, drill: bool) -> Result<(), Status> {
+    /// The site and target exist (whether an agent that can run the job is online is
+    /// [`super::jobs::start_job`]'s to say, before it records anything).
+    async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
         check_site(site)?;
         check_target(target)?;
-        self.check_target_known(site, Some(target)).await?;
-        super::jobs::pick_agent(&self.state, site, target, drill)
-            .await
-            .map(|_| ())
+        self.check_target_known(site, Some(target)).await
     }
 
     /// Record, watch and dispatch a job; stream its updates until its outcome.
@@ -180,7 +178,7 @@ impl AdminService for AdminApi {
         request: Request<pb::RunBackupRequest>,
     ) -> Result<Response<Self::RunBackupStream>, Status> {
         let req = request.into_inner();
-        self.check_dispatch(&req.site, &req.target, false).await?;
+        self.check_dispatch(&req.site, &req.target).await?;
         let sp = crate::prune::site_policy_of(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;
@@ -202,8 +200,7 @@ impl AdminService for AdminApi {
         request: Request<pb::RunRestoreRequest>,
     ) -> Result<Response<Self::RunRestoreStream>, Status> {
         let mut req = request.into_inner();
-        self.check_dispatch(&req.site, &req.target, req.drill)
-            .await?;
+        self.check_dispatch(&req.site, &req.target).await?;
         if req.drill {
             req.to_database = super::jobs::drill_database(now_ms());
             req.clean = false;

@@ -8,7 +8,7 @@ use super::admin::AdminApi;
 use super::{catalog_status, check_site, check_target, now_ms};
 use crate::catalog::{JobState, PolicyRecord};
 use crate::policy::{Policy, Retention, Schedule};
-use crate::prune::{PruneScope, policy_of, prune};
+use crate::prune::{PruneScope, own_policy, prune};
 
 impl From<&Policy> for pb::PolicyMsg {
     fn from(p: &Policy) -> Self {
@@ -97,18 +97,12 @@ impl AdminApi {
     ) -> Result<pb::PolicyInfo, Status> {
         check_site(&req.site)?;
         check_target(&req.target)?;
-        let own = self
-            .state
-            .catalog
-            .policies()
-            .await
-            .map_err(catalog_status)?
-            .into_iter()
-            .any(|p| p.site == req.site && p.target == req.target);
-        let p = policy_of(&self.state, &req.site, &req.target)
+        let own = own_policy(&self.state, &req.site, &req.target)
             .await
             .map_err(catalog_status)?;
-        Ok(info_of(&req.site, &req.target, &p, !own))
+        let is_default = own.is_none();
+        let p = own.unwrap_or_else(|| self.state.default_policy.clone());
+        Ok(info_of(&req.site, &req.target, &p, is_default))
     }
 
     /// Every target with a policy of its own, plus every target agents report, with its

@@ -9,7 +9,7 @@ use super::admin::AdminApi;
 use super::{catalog_status, check_site, now_ms};
 use crate::catalog::SitePolicyRecord;
 use crate::policy::site::SitePolicy;
-use crate::prune::site_policy_of;
+use crate::prune::{default_site_policy, own_site_policy};
 
 impl From<&SitePolicy> for pb::SitePolicyMsg {
     fn from(p: &SitePolicy) -> Self {
@@ -105,18 +105,12 @@ impl AdminApi {
         req: pb::GetSitePolicyRequest,
     ) -> Result<pb::SitePolicyInfo, Status> {
         check_site(&req.site)?;
-        let own = self
-            .state
-            .catalog
-            .site_policies()
-            .await
-            .map_err(catalog_status)?
-            .into_iter()
-            .any(|p| p.site == req.site);
-        let p = site_policy_of(&self.state, &req.site)
+        let own = own_site_policy(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;
-        Ok(site_info(&req.site, &p, !own))
+        let is_default = own.is_none();
+        let p = own.unwrap_or_else(|| default_site_policy(&self.state));
+        Ok(site_info(&req.site, &p, is_default))
     }
 
     /// Every site with agents or settings of its own, with its effective settings.
@@ -134,12 +128,7 @@ impl AdminApi {
         let mut out = vec![];
         for site in sites {
             let own = stored.iter().find(|p| p.site == site);
-            let p = match own {
-                Some(r) => r.policy.clone(),
-                None => site_policy_of(&self.state, &site)
-                    .await
-                    .map_err(catalog_status)?,
-            };
+            let p = own.map_or_else(|| default_site_policy(&self.state), |r| r.policy.clone());
             out.push(site_info(&site, &p, own.is_none()));
         }
         Ok(out)

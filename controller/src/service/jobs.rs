@@ -23,23 +23,28 @@ pub async fn pick_agent(
     target: &str,
     drill: bool,
 ) -> Result<String, Status> {
-    if drill {
-        let sp = site_policy_of(state, site).await.map_err(catalog_status)?;
-        if let Some(agent) = sp.drill_agent {
-            return state
-                .hub
-                .session(site, &agent)
-                .map(|s| s.agent_id)
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "drill agent {agent} of site {site} is offline"
-                    ))
-                });
-        }
+    let sp = if drill {
+        site_policy_of(state, site).await.map_err(catalog_status)?
+    } else {
+        SitePolicy::default()
+    };
+    online_agent(&state.hub, &sp, site, target, drill)
+}
+
+/// [`pick_agent`] with the site's settings at hand.
+pub fn online_agent(
+    hub: &crate::hub::Hub,
+    sp: &SitePolicy,
+    site: &str,
+    target: &str,
+    drill: bool,
+) -> Result<String, Status> {
+    if let (true, Some(agent)) = (drill, &sp.drill_agent) {
+        return hub.session(site, agent).map(|s| s.agent_id).ok_or_else(|| {
+            Status::failed_precondition(format!("drill agent {agent} of site {site} is offline"))
+        });
     }
-    state
-        .hub
-        .agent_for(site, target)
+    hub.agent_for(site, target)
         .map(|s| s.agent_id)
         .ok_or_else(|| {
             Status::failed_precondition(format!(
@@ -78,11 +83,11 @@ pub fn backup_command(
     now: u64,
     anytime: bool,
 ) -> Result<Kind, WindowClosed> {
-    let mut remaining = 0;
-    if let Some(w) = sp.window() {
-        match w.open_until(now) {
-            Some(close) => remaining = close - now,
-            None if anytime => {}
+    let remaining = match sp.window() {
+        None => 0,
+        Some(_) if anytime => 0,
+        Some(w) => match w.open_until(now) {
+            Some(close) => close - now,
             None => {
                 return Err(WindowClosed {
                     window: sp.window.clone().unwrap_or_default(),
@@ -90,11 +95,8 @@ pub fn backup_command(
                     opens_at_ms: w.next_open(now),
                 });
             }
-        }
-        if anytime {
-            remaining = 0;
-        }
-    }
+        },
+    };
     Ok(Kind::Backup(pb::BackupCommand {
         target: target.into(),
         snapshot_id: new_snapshot_id(now_ms()),

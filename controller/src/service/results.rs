@@ -65,12 +65,13 @@ impl AgentApi {
         job.snapshot_id = (!r.snapshot_id.is_empty()).then(|| r.snapshot_id.clone());
         job.logical_bytes = r.logical_bytes;
         if let (Some(s), "backup") = (&job.snapshot_id, job.kind.as_str()) {
-            job.new_bytes = cat
-                .snapshot(site, s)
-                .await
-                .ok()
-                .flatten()
-                .map_or(0, |s| s.new_bytes);
+            job.new_bytes = match cat.snapshot(site, s).await {
+                Ok(snap) => snap.map_or(0, |s| s.new_bytes),
+                Err(e) => {
+                    warn!(site, job = %job_id, snapshot = %s, error = %e, "load snapshot for the job's new bytes");
+                    0
+                }
+            };
         }
         if let Err(e) = cat.put_job(&job).await.and(cat.flush().await) {
             warn!(site, job = %job_id, error = %e, "record job result; the agent will re-send it");
