@@ -66,6 +66,7 @@ async fn populate(dir: &Path, chunks: u64, snapshots: u64) {
             },
             manifest: manifest.clone(),
             chunk_ids: (n * per..(n + 1) * per).map(id).collect(),
+            settles: None,
         };
         cat.commit_snapshot(snap).await.expect("commit");
     }

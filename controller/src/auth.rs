@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nex_backup_shared::identity::AgentIdentity;
 use nex_backup_shared::keyring::write_private_file;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::service::Interceptor;
 use tracing::warn;
@@ -72,7 +73,15 @@ impl Interceptor for AdminGuard {
                     "admin credential required (set NEX_ADMIN_TOKEN or admin_token_file in the CLI config)",
                 ))
             }
-            Some(t) if Sha256::digest(t.trim().as_bytes()).as_slice() == self.hash => Ok(req),
+            Some(t)
+                if bool::from(
+                    Sha256::digest(t.trim().as_bytes())
+                        .as_slice()
+                        .ct_eq(&self.hash),
+                ) =>
+            {
+                Ok(req)
+            }
             Some(_) => {
                 warn!(?remote, "admin call with a wrong credential refused");
                 Err(Status::unauthenticated("admin credential rejected"))
@@ -98,6 +107,28 @@ pub async fn agent_identity(
         .identity(&who.site, &who.agent_id)
         .await
         .map_err(crate::service::catalog_status)?;
+    // Expiry is checked on every call, not only at the handshake: a connection opened
+    // with a certificate that has since expired is refused from then on.
+    if who.not_after_unix <= unix_now() {
+        warn!(site = %who.site, agent = %who.agent_id, serial = %who.serial,
+            "agent certificate expired; call refused");
+        return Err(Status::permission_denied(format!(
+            "the certificate of agent {} has expired; re-enroll the agent",
+            who.agent_id
+        )));
+    }
+    // The key must be the one recorded at enrollment or renewal: a certificate minted
+    // with the CA key (a stolen disk) for a real serial but another key is refused.
+    if let Some(r) = &rec
+        && !r.key_matches(&who.serial, &who.key_sha256)
+    {
+        warn!(site = %who.site, agent = %who.agent_id, serial = %who.serial,
+            "agent certificate key differs from the enrolled key; call refused");
+        return Err(Status::permission_denied(format!(
+            "the certificate of agent {} does not carry its enrolled key",
+            who.agent_id
+        )));
+    }
     if !rec.is_some_and(|r| r.accepts(&who.serial, unix_now())) {
         warn!(site = %who.site, agent = %who.agent_id, serial = %who.serial,
             "agent certificate revoked or superseded; call refused");

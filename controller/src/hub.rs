@@ -12,6 +12,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+/// Most snapshots whose uploaded bytes are counted at once.
+pub const MAX_UPLOADS_IN_FLIGHT: usize = 4096;
+
 /// Outbound half of an agent session.
 pub type SessionTx = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
 
@@ -176,12 +179,32 @@ impl Hub {
         }
     }
 
+    /// Count `n` uploaded bytes toward a snapshot in flight. The snapshot id comes from
+    /// the agent, so the table is bounded: past [`MAX_UPLOADS_IN_FLIGHT`] snapshots, new
+    /// ones are not counted (their new-bytes figure reads 0).
     pub fn add_upload_bytes(&self, site: &str, snapshot_id: &str, n: u64) {
-        *self
-            .lock()
-            .upload_bytes
-            .entry((site.into(), snapshot_id.into()))
-            .or_default() += n;
+        let mut g = self.lock();
+        let key = (site.to_string(), snapshot_id.to_string());
+        if let Some(v) = g.upload_bytes.get_mut(&key) {
+            *v += n;
+        } else if g.upload_bytes.len() < MAX_UPLOADS_IN_FLIGHT {
+            g.upload_bytes.insert(key, n);
+        }
+    }
+
+    /// End every session: each agent is told why, then its stream closes (shutdown).
+    pub fn close_all(&self, why: &str) {
+        let sessions: Vec<LiveSession> = {
+            let mut g = self.lock();
+            for token in g.agent_cuts.values() {
+                token.cancel();
+            }
+            g.agent_cuts.clear();
+            g.sessions.drain().map(|(_, s)| s).collect()
+        };
+        for s in sessions {
+            let _ = s.tx.try_send(Err(Status::unavailable(why.to_string())));
+        }
     }
 
     /// Bytes uploaded so far for a snapshot in flight.

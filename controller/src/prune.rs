@@ -1,9 +1,10 @@
 //! Rotation and garbage collection.
 //!
 //! 1. **Plan**: for every (site, target) in scope, the policy's keep set
-//!    ([`crate::policy::retention::keep_set`]) over its committed snapshots; the rest are
-//!    to be deleted. The newest good snapshot (not made suspect by a failed drill) is
-//!    always kept.
+//!    ([`crate::policy::retention::plan`]) over its committed snapshots, counting only
+//!    good ones ([`crate::standing`]); then the guards no policy overrides: nothing
+//!    younger than the site's retention lock, and nothing of a target on anomaly hold,
+//!    is deleted. The rest is to be deleted.
 //! 2. **Delete** those snapshots from the catalog (atomically each), then their manifest
 //!    copies from the blob store.
 //! 3. **Collect** every chunk of the site that no snapshot references, except chunks
@@ -22,11 +23,13 @@ use nex_backup_shared::ids::ChunkId;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::catalog::safety::HoldRecord;
 use crate::catalog::{CatalogError, SnapshotRecord};
 use crate::policy::Policy;
-use crate::policy::retention::{Snap, keep_set};
-use crate::policy::site::SitePolicy;
+use crate::policy::retention::{Guards, Snap, Spared, plan};
+use crate::policy::site::{DEFAULT_RETENTION_LOCK_SECS, SitePolicy};
 use crate::service::State;
+use crate::standing::Standing;
 use crate::store::{chunk_key, manifest_key};
 
 /// What to prune.
@@ -44,6 +47,12 @@ pub struct TargetPrune {
     pub target: String,
     pub keep: Vec<String>,
     pub delete: Vec<String>,
+    /// Kept only by the retention lock or an anomaly hold.
+    pub spared: Vec<(String, &'static str)>,
+    /// The standing of each kept snapshot, same order as `keep`.
+    pub standing: Vec<&'static str>,
+    /// The reason of the target's anomaly hold, if it is on one.
+    pub hold: Option<String>,
 }
 
 /// What a prune did (or, dry, would do).
@@ -57,6 +66,8 @@ pub struct PruneReport {
     pub freed_bytes: u64,
     /// Unreferenced chunks left alone because an upload may rely on them.
     pub pinned_chunks: u64,
+    /// Set when garbage collection will not run yet, saying until when.
+    pub gc_note: Option<String>,
 }
 
 /// Prune failures, naming the site or snapshot.
@@ -122,23 +133,51 @@ pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, Cat
 fn plan_target(
     snaps: &[SnapshotRecord],
     policy: &Policy,
-    suspect: &HashSet<String>,
-) -> (Vec<String>, Vec<String>) {
+    standing: &HashMap<String, Standing>,
+    guards: Guards,
+) -> TargetPrune {
     let tz: Tz = policy.timezone.parse().unwrap_or(Tz::UTC);
     let view: Vec<Snap> = snaps
         .iter()
-        .map(|s| Snap {
-            id: s.snapshot_id.clone(),
-            unix_ms: s.created_unix_ms,
-            good: !suspect.contains(&s.snapshot_id),
+        .map(|s| {
+            let st = standing.get(&s.snapshot_id).copied().unwrap_or_default();
+            Snap {
+                id: s.snapshot_id.clone(),
+                unix_ms: s.created_unix_ms,
+                good: st.good,
+                verified: st.verified,
+            }
         })
         .collect();
-    let keep = keep_set(&view, &policy.retention, &tz);
-    let (k, d): (Vec<_>, Vec<_>) = snaps
-        .iter()
-        .map(|s| s.snapshot_id.clone())
-        .partition(|id| keep.contains(id));
-    (k, d)
+    let (keep, delete, spared) = plan(&view, &policy.retention, &tz, guards);
+    let label = |id: &String| {
+        let st = standing.get(id).copied().unwrap_or_default();
+        match (st.verified, st.good, st.suspicious, st.suspect) {
+            (true, ..) => "verified",
+            (_, true, ..) => "good",
+            (_, _, true, _) => "suspicious",
+            (.., true) => "suspect",
+            _ => "no job",
+        }
+    };
+    TargetPrune {
+        site: snaps.first().map(|s| s.site.clone()).unwrap_or_default(),
+        target: snaps.first().map(|s| s.target.clone()).unwrap_or_default(),
+        standing: keep.iter().map(label).collect(),
+        keep,
+        delete,
+        spared: spared
+            .into_iter()
+            .map(|(id, why)| {
+                let why = match why {
+                    Spared::Lock => "lock",
+                    Spared::Hold => "hold",
+                };
+                (id, why)
+            })
+            .collect(),
+        hold: None,
+    }
 }
 
 /// Plan, and unless dry, delete and collect. See module docs.
@@ -164,6 +203,17 @@ pub async fn prune(
     }
     let mut doomed: BTreeMap<String, HashSet<String>> = BTreeMap::new();
     let jobs = state.catalog.jobs().await?;
+    let holds: HashMap<(String, String), HoldRecord> = state
+        .catalog
+        .holds()
+        .await?
+        .into_iter()
+        .map(|h| ((h.site.clone(), h.target.clone()), h))
+        .collect();
+    let mut locks: HashMap<String, u64> = HashMap::new();
+    for p in state.catalog.site_policies().await? {
+        locks.insert(p.site, p.policy.retention_lock_secs);
+    }
     let policies: HashMap<(String, String), Policy> = state
         .catalog
         .policies()
@@ -174,18 +224,33 @@ pub async fn prune(
     for (key, snaps) in &by_target {
         let (site, target) = key;
         let policy = policies.get(key).unwrap_or(&state.default_policy);
-        let suspect = crate::scheduler::drills::facts(&jobs, site, target).suspect;
-        let (keep, delete) = plan_target(snaps, policy, &suspect);
+        let hold = holds.get(key);
+        let standing = crate::standing::of_target(snaps, &jobs, hold, site, target);
+        let lock_secs = locks
+            .get(site)
+            .copied()
+            .unwrap_or(DEFAULT_RETENTION_LOCK_SECS);
+        let guards = Guards {
+            now_ms,
+            lock_ms: lock_secs.saturating_mul(1000),
+            held: hold.is_some(),
+        };
+        let mut t = plan_target(snaps, policy, &standing, guards);
+        t.hold = hold.map(|h| h.reason.clone());
         doomed
             .entry(site.clone())
             .or_default()
-            .extend(delete.iter().cloned());
-        report.targets.push(TargetPrune {
-            site: site.clone(),
-            target: target.clone(),
-            keep,
-            delete,
-        });
+            .extend(t.delete.iter().cloned());
+        report.targets.push(t);
+    }
+    let gc_from = state.started_ms + state.gc_grace_ms;
+    if now_ms < gc_from {
+        report.gc_note = Some(format!(
+            "garbage collection waits until {} (grace period after the controller started; uploads in flight may rely on unreferenced chunks)",
+            chrono::DateTime::from_timestamp_millis(gc_from as i64)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                .unwrap_or_default()
+        ));
     }
     for (site, delete) in &doomed {
         collect_site(state, site, delete, now_ms, &mut report).await?;
@@ -214,7 +279,12 @@ async fn collect_site(
         site: site.into(),
         reason,
     };
+    let gc_waits = now_ms < state.started_ms + state.gc_grace_ms;
     if report.dry_run {
+        report.deleted_snapshots += delete.len() as u64;
+        if gc_waits {
+            return Ok(()); // exactly what the real run does: no chunk is collected yet
+        }
         let view = state.catalog.gc_view(site).await?;
         let still = view.referenced_without(delete);
         for (id, len) in &view.chunks {
@@ -223,7 +293,6 @@ async fn collect_site(
                 report.deleted_chunks += 1;
             }
         }
-        report.deleted_snapshots += delete.len() as u64;
         return Ok(());
     }
     for snap in delete {
@@ -238,7 +307,7 @@ async fn collect_site(
             warn!(%site, snapshot = %snap, error = %e, "delete manifest copy");
         }
     }
-    if now_ms < state.started_ms + state.gc_grace_ms {
+    if gc_waits {
         info!(%site, "garbage collection skipped: within the grace period after start");
         return Ok(());
     }

@@ -44,7 +44,12 @@ pub struct ServeConfig {
     pub gc_grace: Duration,
     /// The scheduler's tunables; `None` runs no scheduler (jobs start only by hand).
     pub scheduler: Option<crate::scheduler::decide::SchedConfig>,
+    /// Free bytes the blob store keeps; uploads are refused below it.
+    pub store_reserve: u64,
 }
+
+/// How long a stopping controller waits for connections to close before it drops them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl ServeConfig {
     /// Defaults for everything but the data dir and listen address.
@@ -58,6 +63,7 @@ impl ServeConfig {
             default_policy: crate::policy::Policy::default(),
             gc_grace: Duration::from_secs(6 * 3600),
             scheduler: Some(Default::default()),
+            store_reserve: 256 * 1024 * 1024,
         }
     }
 }
@@ -65,8 +71,7 @@ impl ServeConfig {
 /// Open the embedded catalog and blob store under `data_dir`.
 pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
     let data_dir = &cfg.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("create data dir {}", data_dir.display()))?;
+    crate::datadir::prepare(data_dir)?;
     let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
     let store = FsStore::open(&data_dir.join("blobs")).context("open blob store")?;
     Ok(State {
@@ -79,6 +84,9 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         default_policy: cfg.default_policy.clone(),
         gc_grace_ms: cfg.gc_grace.as_millis() as u64,
         started_ms: crate::service::now_ms(),
+        reserve: crate::store::Reserve {
+            min_free_bytes: cfg.store_reserve,
+        },
     })
 }
 
@@ -98,8 +106,7 @@ pub struct Bound {
 
 /// Open state and bind the listener (`--listen 127.0.0.1:0` picks a free port).
 pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+    crate::datadir::prepare(&cfg.data_dir)?;
     let mut tls_src = cfg.tls.clone();
     if tls_src.names.is_empty() {
         tls_src.names = default_names(cfg.listen);
@@ -250,14 +257,31 @@ impl Bound {
             );
             tokio::spawn(s.run(stop_scheduler.clone()));
         }
-        tonic::transport::Server::builder()
+        // On shutdown: stop the scheduler, tell every agent and end its session (an agent
+        // session never ends by itself, so a graceful stop would wait forever), then give
+        // the remaining calls a short grace before dropping them.
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let (st, stop, sched) = (state.clone(), stopping.clone(), stop_scheduler.clone());
+        let signal = async move {
+            shutdown.await;
+            info!("shutting down: ending agent sessions");
+            sched.cancel();
+            st.hub
+                .close_all("the controller is shutting down; reconnect later");
+            stop.cancel();
+        };
+        let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .add_service(agent)
             .add_service(admin)
             .add_service(enroll)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .context("serve gRPC")?;
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::select! {
+            r = server => r.context("serve gRPC")?,
+            _ = async { stopping.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; dropped");
+            }
+        }
         stop_scheduler.cancel();
         state.catalog.flush().await.context("flush catalog")?;
         info!("controller stopped");

@@ -1,5 +1,6 @@
-//! The TLS accept loop. Each connection's handshake runs on its own task with a time
-//! limit, so a slow or hostile client never holds up others. Handshakes that fail (plain
+//! The TLS accept loop. Each connection's handshake runs on its own task with a short
+//! time limit, and each source address may hold only a few handshakes at once, so a slow
+//! or hostile client never holds up others. Handshakes that fail (plain
 //! TCP, a certificate from another CA, a tampered certificate, TLS 1.2) are logged with
 //! the remote address and dropped. Accepted connections carry a [`PeerInfo`] that tonic
 //! puts into every request's extensions.
@@ -21,10 +22,46 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// A TLS handshake takes milliseconds; a client that has not finished in this time is
+/// holding a slot, not connecting.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; beyond this new connections are dropped at once, so a
 /// flood of idle TCP connections cannot exhaust memory.
-const MAX_PENDING_HANDSHAKES: usize = 256;
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Handshakes in progress at once from one source address: one source (a compromised
+/// customer host, say) cannot take the slots every other agent needs.
+const MAX_PENDING_PER_SOURCE: usize = 16;
+
+/// Handshakes in progress per source address.
+#[derive(Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerSource {
+    fn try_take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = g.entry(ip).or_default();
+        if *n >= MAX_PENDING_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot(self.clone(), ip))
+    }
+}
+
+/// One handshake slot of a source; given back on drop.
+struct SourceSlot(Arc<PerSource>, std::net::IpAddr);
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut g = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = g.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -81,6 +118,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let per_source = Arc::new(PerSource::default());
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -94,6 +132,11 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let Some(slot) = per_source.try_take(remote.ip()) else {
+                warn!(%remote, limit = MAX_PENDING_PER_SOURCE,
+                    "too many TLS handshakes in progress from this address; connection dropped");
+                continue;
+            };
             let Ok(permit) = pending.clone().try_acquire_owned() else {
                 warn!(%remote, "too many TLS handshakes in progress; connection dropped");
                 continue;
@@ -103,6 +146,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 let done = handshake(acceptor, tcp, remote).await;
                 drop(permit);
+                drop(slot);
                 match done {
                     Ok(conn) => {
                         let _ = tx.send(Ok(conn)).await;

@@ -18,6 +18,8 @@ pub struct AgentIdentity {
     pub agent_id: String,
     /// Certificate serial number, hex.
     pub serial: String,
+    /// Hex SHA-256 of the certificate's public key (SubjectPublicKeyInfo).
+    pub key_sha256: String,
     /// End of the certificate's validity, seconds since the epoch.
     pub not_after_unix: i64,
 }
@@ -58,6 +60,10 @@ impl AgentIdentity {
             site: site.into(),
             agent_id: agent_id.into(),
             serial: hex::encode(cert.raw_serial()),
+            key_sha256: {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(cert.public_key().raw))
+            },
             not_after_unix: cert.validity().not_after.timestamp(),
         })
     }

@@ -14,6 +14,7 @@
 //! - [`recovery`]: sealing a master key to offline X25519 recovery keys.
 //! - [`tls`]: TLS 1.3 client setup pinned to the controller CA fingerprint.
 //! - [`identity`]: the agent identity inside a client certificate.
+//! - [`text`]: free text from across the trust boundary, capped and escaped.
 //! - [`error`]: [`error::FormatError`], the format-level error type.
 //!
 //! The on-disk format is specified in `docs/format.md`.
@@ -28,6 +29,7 @@ pub mod keys;
 pub mod manifest;
 pub mod recovery;
 pub mod seal;
+pub mod text;
 pub mod tls;
 
 /// Generated protocol code for `nexbackup.v1`.

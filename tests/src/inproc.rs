@@ -122,6 +122,7 @@ impl InProc {
             .create_token(self.admin_request(pb::CreateTokenRequest {
                 site: site.into(),
                 ttl_secs,
+                ..Default::default()
             }))
             .await
             .unwrap()

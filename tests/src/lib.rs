@@ -8,6 +8,7 @@
 //! - [`proxy`]: a TCP proxy that counts bytes and cuts every connection on demand.
 //! - [`inproc`]: an in-process controller on port 0 with enrolled mTLS clients, for edge
 //!   and attack tests.
+//! - [`fake_agent`]: a raw agent session (hello, commands, job events) and dispatched jobs.
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
@@ -15,6 +16,7 @@
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
 pub mod env;
+pub mod fake_agent;
 pub mod inproc;
 pub mod measure;
 pub mod pg;

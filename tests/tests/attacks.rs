@@ -9,6 +9,7 @@ use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb;
 use nex_backup_shared::recovery::{RecoverySecret, seal_master_key};
 use nex_backup_shared::tls::{channel, client_config};
+use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::Code;
 
@@ -142,7 +143,10 @@ async fn commit_referencing_only_another_sites_chunks_is_refused() {
     let chunk = codec.encode(b"uploaded by acme only");
     a_put(&s, &a, &chunk).await;
     let keys = key_b.derive();
-    let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_760_000_000_000);
+    // Even as the result of a real job of its own, site other cannot commit acme's chunks.
+    let mut agent_b = FakeAgent::connect(&s, &b, &["main"], "test").await;
+    let d = dispatch_backup(&s, &mut agent_b, "main").await;
+    let snapshot_id = d.snapshot_id.clone();
     let manifest = nex_backup_shared::manifest::Manifest {
         site: "other".into(),
         target: "main".into(),
@@ -153,17 +157,7 @@ async fn commit_referencing_only_another_sites_chunks_is_refused() {
         source: Default::default(),
         duration_ms: 1,
     };
-    let commit = pb::CommitSnapshotRequest {
-        site: "other".into(),
-        target: "main".into(),
-        snapshot_id: snapshot_id.clone(),
-        job_id: "job-1".into(),
-        manifest: manifest.seal(&keys),
-        chunk_ids: vec![chunk.id.0.to_vec()],
-        logical_bytes: 1,
-        started_unix_ms: 1,
-        duration_ms: 1,
-    };
+    let commit = commit_request("other", &d, manifest.seal(&keys), &[&chunk], 100);
     let e = s
         .agent(&b)
         .commit_snapshot(commit.clone())
@@ -399,6 +393,7 @@ async fn admin_calls_need_the_credential() {
     let mut r = tonic::Request::new(pb::CreateTokenRequest {
         site: "acme".into(),
         ttl_secs: 60,
+        ..Default::default()
     });
     r.metadata_mut()
         .insert("authorization", "Bearer nexb-admin-guess".parse().unwrap());

@@ -10,6 +10,7 @@ use nex_backup::catalog::sled_catalog::SledCatalog;
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb;
+use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -41,9 +42,11 @@ async fn acknowledged_chunks_and_commits_survive_a_crash() {
     let keys = master.derive();
     let codec = ChunkCodec::new(keys.clone(), 3);
     let mut client = inproc.agent(&id);
+    let mut agent = FakeAgent::connect(&inproc, &id, &["main"], "test").await;
     for round in 0..5u64 {
         let sealed = codec.encode(format!("chunk of round {round}").as_bytes());
-        let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_750_000_000_000 + round);
+        let d = dispatch_backup(&inproc, &mut agent, "main").await;
+        let snapshot_id = d.snapshot_id.clone();
         client
             .put_chunks(tokio_stream::iter(vec![pb::PutChunkRequest {
                 site: "acme".into(),
@@ -63,17 +66,13 @@ async fn acknowledged_chunks_and_commits_survive_a_crash() {
 
         let manifest = nex_backup_tests::sample::empty_manifest(&snapshot_id);
         client
-            .commit_snapshot(pb::CommitSnapshotRequest {
-                site: "acme".into(),
-                target: "main".into(),
-                snapshot_id: snapshot_id.clone(),
-                job_id: format!("job-{round}"),
-                manifest: manifest.seal(&keys),
-                chunk_ids: vec![sealed.id.0.to_vec()],
-                logical_bytes: 20,
-                started_unix_ms: 1,
-                duration_ms: 1,
-            })
+            .commit_snapshot(commit_request(
+                "acme",
+                &d,
+                manifest.seal(&keys),
+                &[&sealed],
+                20,
+            ))
             .await
             .unwrap();
         let (_keep, cat) = crash_copy(&inproc.data_dir());

@@ -7,11 +7,13 @@ use std::time::Duration;
 use nex_backup_shared::chunk::{ChunkCodec, SealedChunk};
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
+use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::transport::Channel;
 
 struct Site {
     s: InProc,
+    agent: tokio::sync::Mutex<FakeAgent>,
     client: AgentServiceClient<Channel>,
     codec: ChunkCodec,
     keys: nex_backup_shared::keys::SiteKeys,
@@ -34,12 +36,28 @@ async fn site(keep_last: u32, grace: Duration) -> Site {
             target: "main".into(),
             policy: Some(policy),
             force: false,
+            create: true,
         }))
         .await
         .unwrap();
+    // These tests are about rotation and GC: no retention lock.
+    s.admin()
+        .set_site_policy(s.admin_request(pb::SetSitePolicyRequest {
+            site: "acme".into(),
+            policy: Some(pb::SitePolicyMsg {
+                timezone: "UTC".into(),
+                retention_lock_secs: Some(0),
+                ..Default::default()
+            }),
+            create: true,
+        }))
+        .await
+        .unwrap();
+    let agent = tokio::sync::Mutex::new(FakeAgent::connect(&s, &id, &["main"], "test").await);
     // GC waits one grace period after start (pins are in memory).
     tokio::time::sleep(grace + Duration::from_millis(100)).await;
     Site {
+        agent,
         client: s.agent(&id),
         codec: ChunkCodec::new(key.derive(), 1),
         keys: key.derive(),
@@ -66,24 +84,22 @@ impl Site {
             .unwrap();
     }
 
-    async fn commit(&self, n: u64, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
-        let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_760_000_000_000 + n * 1000);
-        let m = nex_backup_tests::sample::empty_manifest(&snapshot_id);
+    /// Commit `chunks` as the result of a backup job the controller dispatched.
+    async fn commit(&self, _n: u64, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
+        let d = dispatch_backup(&self.s, &mut *self.agent.lock().await, "main").await;
+        let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
+        let logical = chunks.iter().map(|c| c.blob.len() as u64).sum();
         self.client
             .clone()
-            .commit_snapshot(pb::CommitSnapshotRequest {
-                site: "acme".into(),
-                target: "main".into(),
-                snapshot_id: snapshot_id.clone(),
-                job_id: format!("job-{n}"),
-                manifest: m.seal(&self.keys),
-                chunk_ids: chunks.iter().map(|c| c.id.0.to_vec()).collect(),
-                logical_bytes: 1,
-                started_unix_ms: 1_760_000_000_000 + n * 1000,
-                duration_ms: 1,
-            })
+            .commit_snapshot(commit_request(
+                "acme",
+                &d,
+                m.seal(&self.keys),
+                chunks,
+                logical,
+            ))
             .await
-            .map(|_| snapshot_id)
+            .map(|_| d.snapshot_id)
     }
 
     /// The chunks of `chunks` the controller says it lacks.

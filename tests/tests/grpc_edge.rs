@@ -4,6 +4,7 @@
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
+use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
 use nex_backup_tests::inproc::InProc;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -11,6 +12,7 @@ use tonic::transport::Channel;
 struct Server {
     client: AgentServiceClient<Channel>,
     inproc: InProc,
+    id: nex_backup_tests::inproc::Identity,
 }
 
 /// A controller with agent `srv1` of site `acme`, whose keys `[5; 32]` (epoch 1) and
@@ -27,6 +29,7 @@ async fn start() -> Server {
     Server {
         client: inproc.agent(&id),
         inproc,
+        id,
     }
 }
 
@@ -222,7 +225,9 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
     let codec = ChunkCodec::new(keys.clone(), 3);
     let a = codec.encode(b"chunk a");
     let b = codec.encode(b"chunk b");
-    let snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_750_000_000_000);
+    let mut agent = FakeAgent::connect(&s.inproc, &s.id, &["main"], "test").await;
+    let d = dispatch_backup(&s.inproc, &mut agent, "main").await;
+    let snapshot_id = d.snapshot_id.clone();
     let manifest = nex_backup_tests::sample::empty_manifest(&snapshot_id);
     s.client
         .put_chunks(tokio_stream::iter(vec![put(
@@ -233,17 +238,7 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
         )]))
         .await
         .unwrap();
-    let commit = pb::CommitSnapshotRequest {
-        site: "acme".into(),
-        target: "main".into(),
-        snapshot_id: snapshot_id.clone(),
-        job_id: "job-x".into(),
-        manifest: manifest.seal(&keys),
-        chunk_ids: vec![a.id.0.to_vec(), b.id.0.to_vec()],
-        logical_bytes: 14,
-        started_unix_ms: 1,
-        duration_ms: 1,
-    };
+    let commit = commit_request("acme", &d, manifest.seal(&keys), &[&a, &b], 14);
     let e = s.client.commit_snapshot(commit.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(

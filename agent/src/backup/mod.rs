@@ -273,6 +273,8 @@ async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> 
         logical_bytes: m.logical_bytes(),
         started_unix_ms: started_ms,
         duration_ms: m.duration_ms,
+        chunk_refs: m.streams.iter().map(|s| s.chunks.len() as u64).sum(),
+        streams: m.streams.len() as u32,
     };
     let resp = ctx
         .retry("commit snapshot", || {

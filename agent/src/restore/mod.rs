@@ -2,6 +2,7 @@
 //! replay globals, stream the dump into `pg_restore`, then compare row counts.
 
 pub mod feed;
+pub mod swap;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,35 +73,65 @@ async fn restore(
     result.logical_bytes = m.logical_bytes();
     let admin = pg::connect(t, &t.dbname).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
-    prepare_database(&admin, db, cmd.clean, server_num).await?;
-    let loaded = load(ctx, &codec, job_id, t, cmd, &m, server_num, result).await;
-    if let Err(e) = loaded {
-        // Nothing half-restored is left behind under the name the operator asked for
-        // (for a drill, that is the scratch database).
-        let dropped = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", pg::quote_ident(db)))
-            .await;
-        let note = if dropped.is_ok() {
-            "the new database was dropped"
-        } else {
-            "the new database could not be dropped"
-        };
-        return Err(format!("{e} ({note})"));
+    let exists = database_exists(&admin, db).await?;
+    if exists && !cmd.clean {
+        return Err(format!(
+            "database {db} already exists; pass --clean to replace it (after verification, keeping the old one)"
+        ));
     }
+    // An existing database is replaced only by a verified copy restored beside it.
+    let into = if exists {
+        swap::staging_name(db, job_id)
+    } else {
+        db.clone()
+    };
+    let mut into_cmd = cmd.clone();
+    into_cmd.to_database = into.clone();
+    create_database(&admin, &into).await?;
     drop(admin);
-    info!(snapshot = %m.snapshot_id, database = %db, "pg_restore finished; verifying row counts");
-    ctx.progress(
-        job_id,
-        "verify",
-        m.logical_bytes(),
-        0,
-        "counting rows".into(),
-    );
-    let verified = verify_counts(t, db, &m).await;
+    let loaded = load(ctx, &codec, job_id, t, &into_cmd, &m, server_num, result).await;
+    let verified = match loaded {
+        Ok(()) => {
+            info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
+            ctx.progress(
+                job_id,
+                "verify",
+                m.logical_bytes(),
+                0,
+                "counting rows".into(),
+            );
+            verify_counts(t, &into, &m).await
+        }
+        Err(e) => Err(e),
+    };
     if cmd.drill {
-        drop_drill_database(t, db, server_num).await?;
+        drop_drill_database(t, &into, server_num).await?;
     }
-    result.tables = verified?;
+    let tables = match verified {
+        Ok(tables) => tables,
+        Err(e) if cmd.drill => return Err(e),
+        Err(e) => {
+            // Nothing half-restored is left behind, and an existing database is untouched.
+            let note = swap::discard(t, &into, server_num).await;
+            let kept = if exists {
+                format!("; {db} is untouched")
+            } else {
+                String::new()
+            };
+            return Err(format!("{e} ({note}{kept})"));
+        }
+    };
+    let all_ok = result.stream_hash_ok && tables.iter().all(|t| t.ok);
+    result.tables = tables;
+    if exists {
+        if !all_ok {
+            let note = swap::discard(t, &into, server_num).await;
+            result.note = format!("verification failed: {db} is untouched ({note})");
+            return Ok(());
+        }
+        let old = swap::old_name(db, crate::backup::now_ms());
+        result.note = swap::swap_in(t, db, &into, &old, cmd.drop_old, server_num).await?;
+    }
     Ok(())
 }
 
@@ -206,36 +237,20 @@ async fn fetch_manifest(
     Ok((m, codec))
 }
 
-async fn prepare_database(
-    admin: &tokio_postgres::Client,
-    db: &str,
-    clean: bool,
-    server_num: i32,
-) -> Result<(), String> {
-    let exists = admin
+async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<bool, String> {
+    Ok(admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
         .await
         .map_err(|e| pg::db_error_text(&e))?
-        .is_some();
-    let q = pg::quote_ident(db);
-    if exists {
-        if !clean {
-            return Err(format!(
-                "database {db} already exists; pass --clean to drop and replace it"
-            ));
-        }
-        let force = if server_num >= 130000 {
-            " WITH (FORCE)"
-        } else {
-            ""
-        };
-        admin
-            .batch_execute(&format!("DROP DATABASE {q}{force}"))
-            .await
-            .map_err(|e| format!("drop database {db}: {}", pg::db_error_text(&e)))?;
-    }
+        .is_some())
+}
+
+async fn create_database(admin: &tokio_postgres::Client, db: &str) -> Result<(), String> {
     admin
-        .batch_execute(&format!("CREATE DATABASE {q} TEMPLATE template0"))
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE template0",
+            pg::quote_ident(db)
+        ))
         .await
         .map_err(|e| format!("create database {db}: {}", pg::db_error_text(&e)))
 }

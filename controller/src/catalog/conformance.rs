@@ -29,6 +29,7 @@ pub fn sample_snapshot(site: &str, target: &str, seed: u8) -> NewSnapshot {
         },
         manifest: vec![seed; 40],
         chunk_ids,
+        settles: None,
     }
 }
 
@@ -38,6 +39,7 @@ pub async fn run_all(cat: &dyn Catalog) {
     commit_is_checked_and_idempotent(cat).await;
     sites_are_isolated(cat).await;
     agents_and_jobs(cat).await;
+    a_commit_settles_its_running_job_once(cat).await;
     super::conformance_trust::run_all(cat).await;
     super::conformance_gc::run_all(cat).await;
 }
@@ -171,6 +173,7 @@ async fn agents_and_jobs(cat: &dyn Catalog) {
         logical_bytes: 0,
         new_bytes: 0,
         agent_id: "a1".into(),
+        expected_snapshot: None,
     };
     cat.put_job(&job).await.unwrap();
     job.state = JobState::Failed;
@@ -179,4 +182,65 @@ async fn agents_and_jobs(cat: &dyn Catalog) {
     assert_eq!(cat.job("j1").await.unwrap(), Some(job.clone()));
     assert_eq!(cat.jobs().await.unwrap(), vec![job]);
     cat.flush().await.unwrap();
+}
+
+/// A commit that settles a job happens only while that job runs, and settles it in the
+/// same step; a second commit for the job (another snapshot) is refused and invisible.
+async fn a_commit_settles_its_running_job_once(cat: &dyn Catalog) {
+    let running = JobRecord {
+        v: 1,
+        job_id: "job-settle".into(),
+        site: "s9".into(),
+        target: "db".into(),
+        kind: "backup".into(),
+        state: JobState::Running,
+        started_unix_ms: 1,
+        ended_unix_ms: None,
+        error: None,
+        snapshot_id: None,
+        trigger: "manual".into(),
+        logical_bytes: 0,
+        new_bytes: 0,
+        agent_id: "a1".into(),
+        expected_snapshot: None,
+    };
+    let first = sample_snapshot("s9", "db", 61);
+    let second = sample_snapshot("s9", "db", 62);
+    for id in first.chunk_ids.iter().chain(&second.chunk_ids) {
+        cat.record_chunk("s9", id, 10).await.unwrap();
+    }
+    let settle = |snap: &NewSnapshot| {
+        let mut s = snap.clone();
+        let mut j = running.clone();
+        j.state = JobState::Succeeded;
+        j.snapshot_id = Some(s.record.snapshot_id.clone());
+        s.record.job_id = j.job_id.clone();
+        s.settles = Some(j);
+        s
+    };
+    assert!(
+        matches!(
+            cat.commit_snapshot(settle(&first)).await,
+            Err(CatalogError::JobNotRunning { .. })
+        ),
+        "a job that was never recorded settles nothing"
+    );
+    cat.put_job(&running).await.unwrap();
+    cat.commit_snapshot(settle(&first)).await.unwrap();
+    let job = cat.job("job-settle").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(
+        job.snapshot_id.as_deref(),
+        Some(&first.record.snapshot_id[..])
+    );
+    assert!(matches!(
+        cat.commit_snapshot(settle(&second)).await,
+        Err(CatalogError::JobNotRunning { .. })
+    ));
+    assert!(
+        cat.snapshot("s9", &second.record.snapshot_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -20,6 +20,7 @@ async fn tokens_are_single_use(cat: &dyn Catalog) {
         expires_unix_ms: 5000,
         used_unix_ms: None,
         used_by: None,
+        replace_agent: None,
     };
     cat.put_token(&t).await.unwrap();
     assert_eq!(
@@ -54,16 +55,18 @@ async fn renewal_never_undoes_revocation(cat: &dyn Catalog) {
         not_after_unix: 100,
         enrolled_unix_ms: 1,
         revoked_unix_ms: None,
+        key_sha256: "k1".into(),
+        prev_key_sha256: String::new(),
     };
     cat.put_identity(&rec).await.unwrap();
     let r = cat
-        .renew_identity("s1", "a", "01", "02", 200)
+        .renew_identity("s1", "a", "01", "02", "k2", 200)
         .await
         .unwrap()
         .unwrap();
     assert!(r.accepts("02", 50) && r.accepts("01", 50) && !r.accepts("01", 150));
     assert!(
-        cat.renew_identity("s1", "a", "01", "03", 300)
+        cat.renew_identity("s1", "a", "01", "03", "k3", 300)
             .await
             .unwrap()
             .is_none(),
@@ -71,7 +74,7 @@ async fn renewal_never_undoes_revocation(cat: &dyn Catalog) {
     );
     cat.revoke_identity("s1", "a", 7).await.unwrap().unwrap();
     assert!(
-        cat.renew_identity("s1", "a", "02", "04", 300)
+        cat.renew_identity("s1", "a", "02", "04", "k4", 300)
             .await
             .unwrap()
             .is_none()

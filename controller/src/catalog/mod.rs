@@ -7,8 +7,10 @@
 pub mod conformance;
 mod conformance_gc;
 mod conformance_trust;
+pub mod safety;
 pub mod sled_catalog;
 mod sled_gc;
+mod sled_safety;
 mod sled_trust;
 pub mod trust;
 
@@ -33,6 +35,8 @@ pub enum CatalogError {
     },
     #[error("snapshot {snapshot} already exists with different content")]
     Conflict { snapshot: String },
+    #[error("job {job} is no longer running: a job commits one snapshot, while it runs")]
+    JobNotRunning { job: String },
     #[error("site {site} already holds a different key for epoch {epoch}")]
     KeyEpochConflict { site: String, epoch: u32 },
 }
@@ -105,6 +109,10 @@ pub struct JobRecord {
     /// The agent the job was sent to.
     #[serde(default)]
     pub agent_id: String,
+    /// For a backup: the snapshot id the controller assigned when it dispatched the job.
+    /// Only a commit of exactly this snapshot, by that agent, can settle the job.
+    #[serde(default)]
+    pub expected_snapshot: Option<String>,
 }
 
 /// What garbage collection needs to know of a site, read consistently.
@@ -179,6 +187,9 @@ pub struct NewSnapshot {
     pub record: SnapshotRecord,
     pub manifest: Vec<u8>,
     pub chunk_ids: Vec<ChunkId>,
+    /// The job this commit settles, as it is to be stored (succeeded). The commit
+    /// happens only if that job is still recorded as running, in the same transaction.
+    pub settles: Option<JobRecord>,
 }
 
 /// Catalog backend. Implementations must make `commit_snapshot` atomic: after a crash
@@ -191,8 +202,10 @@ pub trait Catalog: Send + Sync + 'static {
     async fn record_chunk(&self, site: &str, id: &ChunkId, stored_len: u32) -> Result<bool>;
     /// Stored length of a chunk, if recorded.
     async fn chunk_len(&self, site: &str, id: &ChunkId) -> Result<Option<u32>>;
-    /// Atomically make a snapshot visible, after checking every chunk is recorded.
-    /// Committing the same snapshot again is a no-op returning the stored record.
+    /// Atomically make a snapshot visible, after checking every chunk is recorded and
+    /// (with `settles`) that its job is still running; the job is settled in the same
+    /// transaction. Committing the same snapshot again is a no-op returning the stored
+    /// record.
     async fn commit_snapshot(&self, snap: NewSnapshot) -> Result<SnapshotRecord>;
     /// Snapshots, oldest first, optionally filtered.
     async fn snapshots(
@@ -223,6 +236,7 @@ pub trait Catalog: Send + Sync + 'static {
         agent_id: &str,
         old_serial: &str,
         new_serial: &str,
+        new_key_sha256: &str,
         not_after_unix: i64,
     ) -> Result<Option<IdentityRecord>>;
     /// Atomically revoke; returns the revoked record, `None` if unknown.
@@ -257,6 +271,14 @@ pub trait Catalog: Send + Sync + 'static {
     async fn policies(&self) -> Result<Vec<PolicyRecord>>;
     async fn put_site_policy(&self, rec: &SitePolicyRecord) -> Result<()>;
     async fn site_policies(&self) -> Result<Vec<SitePolicyRecord>>;
+    /// Append an audit entry (operator actions that weaken protection).
+    async fn put_audit(&self, e: &safety::AuditEntry) -> Result<()>;
+    /// Audit entries of `site` (or all), oldest first.
+    async fn audit(&self, site: Option<&str>) -> Result<Vec<safety::AuditEntry>>;
+    async fn put_hold(&self, h: &safety::HoldRecord) -> Result<()>;
+    async fn holds(&self) -> Result<Vec<safety::HoldRecord>>;
+    /// Remove a hold; returns it, `None` if there was none.
+    async fn delete_hold(&self, site: &str, target: &str) -> Result<Option<safety::HoldRecord>>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
 }

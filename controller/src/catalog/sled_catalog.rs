@@ -9,6 +9,7 @@
 //! | `snapshot_chunks` | site, 0, snapshot id | concatenated distinct chunk ids |
 //! | `agents` | site, 0, agent id | JSON [`AgentRecord`] |
 //! | `jobs` | job id | JSON [`JobRecord`] |
+//! | `audit`, `holds` | see [`super::sled_safety`] | JSON |
 //!
 //! Trust records live in further trees, see [`super::sled_trust`].
 
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::safety::{AuditEntry, HoldRecord};
 use super::sled_trust::TrustTrees;
 use super::{
     AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, NewSnapshot,
@@ -49,6 +51,12 @@ pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("catalog records serialize")
 }
 
+/// Why a commit transaction gave up.
+enum CommitAbort {
+    Chunk(ChunkId),
+    Job,
+}
+
 /// sled-backed [`Catalog`].
 pub struct SledCatalog {
     pub(super) db: sled::Db,
@@ -58,13 +66,15 @@ pub struct SledCatalog {
     pub(super) manifests: sled::Tree,
     pub(super) snapshot_chunks: sled::Tree,
     agents: sled::Tree,
-    jobs: sled::Tree,
+    pub(super) jobs: sled::Tree,
     /// `commit_seq/<site>`: bumped by every commit, read by garbage collection.
     pub(super) meta: sled::Tree,
     pub(super) policies: sled::Tree,
     pub(super) site_policies: sled::Tree,
     pub(super) schedules: sled::Tree,
     pub(super) rpo_events: sled::Tree,
+    pub(super) audit: sled::Tree,
+    pub(super) holds: sled::Tree,
     trust: TrustTrees,
 }
 
@@ -90,6 +100,8 @@ impl SledCatalog {
             site_policies: t("site_policies")?,
             schedules: t("schedules")?,
             rpo_events: t("rpo_events")?,
+            audit: t("audit")?,
+            holds: t("holds")?,
             trust: TrustTrees::open(&db)?,
             db,
         })
@@ -212,6 +224,7 @@ impl Catalog for SledCatalog {
         let ids: Vec<u8> = distinct.iter().flat_map(|i| i.0).collect();
         let value = encode(&record);
         let seq_key = super::sled_gc::seq_key(&r.site);
+        let settle = snap.settles.as_ref().map(|j| (j.job_id.clone(), encode(j)));
         let trees = (
             &self.snapshots,
             &self.snapshot_target,
@@ -219,15 +232,26 @@ impl Catalog for SledCatalog {
             &self.snapshot_chunks,
             &self.chunks,
             &self.meta,
+            &self.jobs,
         );
         trees
-            .transaction(|(snaps, targets, manifests, refs, chunks, meta)| {
+            .transaction(|(snaps, targets, manifests, refs, chunks, meta, jobs)| {
                 // Re-checked inside the transaction: garbage collection deletes chunks in
                 // transactions too, so a commit can never reference a deleted chunk.
                 for id in &distinct {
                     if chunks.get(Self::chunk_key(&r.site, id))?.is_none() {
-                        return Err(ConflictableTransactionError::Abort(*id));
+                        return Err(ConflictableTransactionError::Abort(CommitAbort::Chunk(*id)));
                     }
+                }
+                if let Some((job_id, settled)) = &settle {
+                    let running = jobs.get(job_id.as_bytes())?.is_some_and(|v| {
+                        decode::<JobRecord>(job_id.as_bytes(), &v)
+                            .is_ok_and(|j| j.state == super::JobState::Running)
+                    });
+                    if !running {
+                        return Err(ConflictableTransactionError::Abort(CommitAbort::Job));
+                    }
+                    jobs.insert(job_id.as_bytes(), settled.as_slice())?;
                 }
                 snaps.insert(snap_key.as_slice(), value.as_slice())?;
                 targets.insert(id_key.as_slice(), r.target.as_bytes())?;
@@ -236,11 +260,14 @@ impl Catalog for SledCatalog {
                 super::sled_gc::bump_seq(meta, &seq_key)?;
                 Ok(())
             })
-            .map_err(|e: TransactionError<ChunkId>| match e {
-                TransactionError::Abort(id) => CatalogError::MissingChunks {
+            .map_err(|e: TransactionError<CommitAbort>| match e {
+                TransactionError::Abort(CommitAbort::Chunk(id)) => CatalogError::MissingChunks {
                     snapshot: r.snapshot_id.clone(),
                     missing: 1,
                     first: id.short(),
+                },
+                TransactionError::Abort(CommitAbort::Job) => CatalogError::JobNotRunning {
+                    job: r.job_id.clone(),
                 },
                 TransactionError::Storage(e) => {
                     storage(format!("commit snapshot {}: {e}", r.snapshot_id))
@@ -349,10 +376,16 @@ impl Catalog for SledCatalog {
         agent_id: &str,
         old_serial: &str,
         new_serial: &str,
+        new_key_sha256: &str,
         not_after_unix: i64,
     ) -> Result<Option<IdentityRecord>> {
-        self.trust
-            .renew_identity(site, agent_id, old_serial, new_serial, not_after_unix)
+        self.trust.renew_identity(
+            site,
+            agent_id,
+            old_serial,
+            (new_serial, new_key_sha256),
+            not_after_unix,
+        )
     }
 
     async fn revoke_identity(
@@ -418,6 +451,26 @@ impl Catalog for SledCatalog {
 
     async fn rpo_events(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>> {
         self.rpo_events_sync(site)
+    }
+
+    async fn put_audit(&self, e: &AuditEntry) -> Result<()> {
+        self.put_audit_sync(e)
+    }
+
+    async fn audit(&self, site: Option<&str>) -> Result<Vec<AuditEntry>> {
+        self.audit_sync(site)
+    }
+
+    async fn put_hold(&self, h: &HoldRecord) -> Result<()> {
+        self.put_hold_sync(h)
+    }
+
+    async fn holds(&self) -> Result<Vec<HoldRecord>> {
+        self.holds_sync()
+    }
+
+    async fn delete_hold(&self, site: &str, target: &str) -> Result<Option<HoldRecord>> {
+        self.delete_hold_sync(site, target)
     }
 
     async fn flush(&self) -> Result<()> {

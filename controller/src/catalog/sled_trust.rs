@@ -120,7 +120,7 @@ impl TrustTrees {
         site: &str,
         agent_id: &str,
         old_serial: &str,
-        new_serial: &str,
+        (new_serial, new_key): (&str, &str),
         not_after: i64,
     ) -> Result<Option<IdentityRecord>> {
         self.update_identity(site, agent_id, |mut r| {
@@ -128,6 +128,7 @@ impl TrustTrees {
                 return None;
             }
             r.prev_serial = Some(std::mem::replace(&mut r.serial, new_serial.into()));
+            r.prev_key_sha256 = std::mem::replace(&mut r.key_sha256, new_key.into());
             r.prev_not_after_unix = r.not_after_unix;
             r.not_after_unix = not_after;
             Some(r)

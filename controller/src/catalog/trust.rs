@@ -15,6 +15,9 @@ pub struct TokenRecord {
     pub expires_unix_ms: u64,
     pub used_unix_ms: Option<u64>,
     pub used_by: Option<String>,
+    /// The agent id this token may take over (re-enroll a lost host under its old id).
+    #[serde(default)]
+    pub replace_agent: Option<String>,
 }
 
 impl TokenRecord {
@@ -47,9 +50,27 @@ pub struct IdentityRecord {
     pub not_after_unix: i64,
     pub enrolled_unix_ms: u64,
     pub revoked_unix_ms: Option<u64>,
+    /// Hex SHA-256 of the public key of the newest certificate, and of the one it
+    /// replaced (empty in records written before keys were recorded).
+    #[serde(default)]
+    pub key_sha256: String,
+    #[serde(default)]
+    pub prev_key_sha256: String,
 }
 
 impl IdentityRecord {
+    /// Whether a certificate with `serial` carries the key recorded for that serial.
+    pub fn key_matches(&self, serial: &str, key_sha256: &str) -> bool {
+        let recorded = if self.serial == serial {
+            &self.key_sha256
+        } else if self.prev_serial.as_deref() == Some(serial) {
+            &self.prev_key_sha256
+        } else {
+            return true; // not this agent's serial at all: `accepts` refuses it
+        };
+        recorded.is_empty() || recorded == key_sha256
+    }
+
     /// Whether a certificate with `serial` is currently honoured for this agent.
     pub fn accepts(&self, serial: &str, now_unix: i64) -> bool {
         self.revoked_unix_ms.is_none()

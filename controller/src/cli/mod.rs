@@ -6,6 +6,7 @@ mod format;
 mod jobs;
 mod ops;
 mod policy;
+mod safety;
 mod site_policy;
 mod trust;
 
@@ -87,6 +88,11 @@ pub enum Command {
     /// Rehearse a restore now: into a scratch nexb_drill_ database, verified, dropped;
     /// prints the measured RTO against the target's.
     Drill(DrillArgs),
+    /// Anomaly holds: targets whose rotation is frozen until an operator releases them.
+    #[command(subcommand)]
+    Hold(safety::HoldCommand),
+    /// Operator actions that weakened protection (retention lock, released holds).
+    Audit(safety::SiteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,9 +197,14 @@ pub struct RestoreArgs {
     /// Database to restore into (created; must not exist unless --clean).
     #[arg(long)]
     pub to_database: String,
-    /// Drop and recreate the database if it exists.
+    /// Replace the database if it exists: the snapshot is restored under a temporary
+    /// name and verified, then the two are swapped in one step; the old database is kept
+    /// as <name>_old_<time> (a failed restore leaves the existing one untouched).
     #[arg(long)]
     pub clean: bool,
+    /// With --clean: drop the replaced database after the verified swap.
+    #[arg(long, requires = "clean")]
+    pub drop_old: bool,
     /// Also restore cluster globals (roles, tablespaces) first.
     #[arg(long)]
     pub globals: bool,
@@ -241,6 +252,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(a) => jobs::jobs(a).await,
         Command::Rpo(a) => jobs::rpo(a).await,
         Command::Drill(a) => ops::drill(&a).await,
+        Command::Hold(c) => safety::hold(c).await,
+        Command::Audit(a) => safety::audit(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

@@ -178,7 +178,7 @@ fn outcome_json(job_id: &str, o: &pb::JobOutcome) -> serde_json::Value {
     json!({
         "job_id": job_id, "ok": o.ok, "error": o.error, "snapshot_id": o.snapshot_id,
         "logical_bytes": o.logical_bytes, "duration_ms": o.duration_ms, "new_bytes": o.new_bytes,
-        "stream_hash_ok": o.stream_hash_ok,
+        "stream_hash_ok": o.stream_hash_ok, "note": o.note,
         "tables": o.tables.iter().map(|t| json!({"table": t.table, "expected_rows": t.expected_rows,
             "actual_rows": t.actual_rows, "ok": t.ok})).collect::<Vec<_>>(),
     })
@@ -247,6 +247,7 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         clean: a.clean,
         restore_globals: a.globals,
         drill: false,
+        drop_old: a.drop_old,
     };
     let (ok, _) = run_restore(&a.client, req, &a.to_database).await?;
     Ok(exit(ok))
@@ -263,6 +264,13 @@ pub async fn drill(a: &super::DrillArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let (ok, duration_ms) = run_restore(&a.client, req, "a scratch database").await?;
+    if !ok {
+        // A failed drill restored nothing usable: it has no RTO to report.
+        if !a.client.json {
+            println!("no RTO measured: the drill failed");
+        }
+        return Ok(exit(false));
+    }
     let policy = connect(&a.client)
         .await?
         .get_policy(pb::GetPolicyRequest {
@@ -341,6 +349,9 @@ async fn run_restore(
             "restore of {} into {into} FAILED ({job_id}): {}",
             o.snapshot_id, o.error
         );
+    }
+    if !o.note.is_empty() {
+        println!("{}", o.note);
     }
     Ok((o.ok, o.duration_ms))
 }

@@ -20,7 +20,7 @@ use crate::policy::human_secs;
 pub enum PolicyCommand {
     /// Change a target's policy (with --target) or the site's settings (without);
     /// fields not given keep their current value.
-    Set(PolicySetArgs),
+    Set(Box<PolicySetArgs>),
     /// A target's effective policy and its next run, or (without --target) the site's
     /// settings and its window's state.
     Show {
@@ -76,11 +76,30 @@ pub struct PolicySetArgs {
     /// Rehearse a restore this often (e.g. 7d); 0 disables drills.
     #[arg(long, value_parser = parse_drill)]
     pub drill_every: Option<Duration>,
+    /// Always keep this many of the newest drill-verified snapshots (default 3).
+    #[arg(long)]
+    pub keep_verified: Option<u32>,
+    /// Site: retention lock, e.g. 7d: no snapshot is deleted before this age, whatever a
+    /// policy says. Every change is audited (`nex-backup audit`).
+    #[arg(long, value_parser = parse_lock)]
+    pub retention_lock: Option<Duration>,
     /// Accept an RPO shorter than the schedule's interval.
     #[arg(long)]
     pub force: bool,
+    /// Create settings for a site or target that no agent declares yet (without it, an
+    /// unknown name is refused as a probable typo).
+    #[arg(long)]
+    pub create: bool,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+/// A lock may be 0 (no lock).
+fn parse_lock(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// The flags of `pairs` that were given.
@@ -95,6 +114,7 @@ impl PolicySetArgs {
             ("--window", self.window.is_some()),
             ("--bandwidth", self.bandwidth.is_some()),
             ("--drill-agent", self.drill_agent.is_some()),
+            ("--retention-lock", self.retention_lock.is_some()),
         ])
     }
 
@@ -108,6 +128,7 @@ impl PolicySetArgs {
             ("--keep-weekly", self.keep_weekly.is_some()),
             ("--keep-monthly", self.keep_monthly.is_some()),
             ("--keep-last", self.keep_last.is_some()),
+            ("--keep-verified", self.keep_verified.is_some()),
             ("--drill-every", self.drill_every.is_some()),
             ("--force", self.force),
         ])
@@ -171,6 +192,9 @@ fn apply(a: &PolicySetArgs, p: &mut pb::PolicyMsg) {
     p.keep_weekly = a.keep_weekly.unwrap_or(p.keep_weekly);
     p.keep_monthly = a.keep_monthly.unwrap_or(p.keep_monthly);
     p.keep_last = a.keep_last.unwrap_or(p.keep_last);
+    if a.keep_verified.is_some() {
+        p.keep_verified = a.keep_verified;
+    }
     p.drill_every_secs = a.drill_every.map_or(p.drill_every_secs, secs);
 }
 
@@ -282,10 +306,14 @@ async fn set_target(a: &PolicySetArgs, target: String) -> anyhow::Result<()> {
             site: a.site.clone(),
             target: target.clone(),
         })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let mut p = current.policy.unwrap_or_default();
+        .await;
+    let mut p = match current {
+        Ok(c) => c.into_inner().policy.unwrap_or_default(),
+        Err(e) if e.code() == tonic::Code::NotFound && a.create => {
+            pb::PolicyMsg::from(&crate::policy::Policy::default())
+        }
+        Err(e) => return Err(status(e)),
+    };
     apply(a, &mut p);
     let set = client
         .set_policy(pb::SetPolicyRequest {
@@ -293,6 +321,7 @@ async fn set_target(a: &PolicySetArgs, target: String) -> anyhow::Result<()> {
             target,
             policy: Some(p),
             force: a.force,
+            create: a.create,
         })
         .await
         .map_err(status)?
@@ -319,6 +348,8 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
             .map(|t| {
                 json!({
                     "site": t.site, "target": t.target, "keep": t.keep, "delete": t.delete,
+                    "standing": t.standing, "spared": t.spared, "spared_by": t.spared_by,
+                    "hold": t.hold,
                 })
             })
             .collect();
@@ -326,18 +357,24 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
             "{}",
             json!({"dry_run": r.dry_run, "targets": targets, "deleted_snapshots": r.deleted_snapshots,
                 "deleted_chunks": r.deleted_chunks, "freed_bytes": r.freed_bytes,
-                "pinned_chunks": r.pinned_chunks})
+                "pinned_chunks": r.pinned_chunks, "gc_note": r.gc_note})
         );
         return Ok(ExitCode::SUCCESS);
     }
     let mut rows = vec![];
     for t in &r.targets {
-        for id in &t.keep {
+        for (i, id) in t.keep.iter().enumerate() {
+            let why = match t.spared.iter().position(|s| s == id) {
+                Some(k) if t.spared_by[k] == "lock" => "keep (retention lock)".to_string(),
+                Some(_) => "keep (anomaly hold)".to_string(),
+                None => "keep".to_string(),
+            };
+            let standing = t.standing.get(i).cloned().unwrap_or_default();
             rows.push(vec![
                 t.site.clone(),
                 t.target.clone(),
                 id.clone(),
-                "keep".into(),
+                format!("{why}, {standing}"),
             ]);
         }
         for id in &t.delete {
@@ -354,6 +391,15 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         "{}",
         table(&["SITE", "TARGET", "SNAPSHOT", "ACTION"], &rows)
     );
+    for t in r.targets.iter().filter(|t| !t.hold.is_empty()) {
+        println!(
+            "{} / {}: ON ANOMALY HOLD, nothing is deleted: {} (release with: nex-backup hold release --site {} --target {})",
+            t.site, t.target, t.hold, t.site, t.target
+        );
+    }
+    if !r.gc_note.is_empty() {
+        println!("{}", r.gc_note);
+    }
     let verb = if r.dry_run { "would free" } else { "freed" };
     println!(
         "{} snapshot(s), {} chunk(s): {verb} {}{}",

@@ -38,10 +38,14 @@ pub async fn set(a: &PolicySetArgs) -> anyhow::Result<()> {
         .get_site_policy(pb::GetSitePolicyRequest {
             site: a.site.clone(),
         })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let mut p = current.policy.unwrap_or_default();
+        .await;
+    let mut p = match current {
+        Ok(c) => c.into_inner().policy.unwrap_or_default(),
+        Err(e) if e.code() == tonic::Code::NotFound && a.create => {
+            pb::SitePolicyMsg::from(&crate::policy::site::SitePolicy::default())
+        }
+        Err(e) => return Err(status(e)),
+    };
     if let Some(w) = &a.window {
         p.window = optional(w);
     }
@@ -54,10 +58,14 @@ pub async fn set(a: &PolicySetArgs) -> anyhow::Result<()> {
     if let Some(d) = &a.drill_agent {
         p.drill_agent = optional(d);
     }
+    if let Some(l) = a.retention_lock {
+        p.retention_lock_secs = Some(l.as_secs());
+    }
     let set = client
         .set_site_policy(pb::SetSitePolicyRequest {
             site: a.site.clone(),
             policy: Some(p),
+            create: a.create,
         })
         .await
         .map_err(status)?

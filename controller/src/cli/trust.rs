@@ -38,6 +38,10 @@ pub enum TokenCommand {
         /// How long the token stays valid, e.g. 24h, 30m, 7d.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         expires: Duration,
+        /// Let this token re-enroll an existing agent id (a rebuilt host), replacing
+        /// that agent's identity; without it an existing id is refused.
+        #[arg(long)]
+        replace_agent: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -111,6 +115,7 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<ExitCode> {
     let TokenCommand::Create {
         site,
         expires,
+        replace_agent,
         client,
     } = c;
     let resp = connect(&client)
@@ -118,6 +123,7 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<ExitCode> {
         .create_token(pb::CreateTokenRequest {
             site: site.clone(),
             ttl_secs: expires.as_secs(),
+            replace_agent: replace_agent.unwrap_or_default(),
         })
         .await
         .map_err(|s| anyhow!("{}", s.message()))?

@@ -42,6 +42,16 @@ pub struct Retention {
     pub keep_weekly: u32,
     pub keep_monthly: u32,
     pub keep_last: u32,
+    /// The newest N drill-verified snapshots are kept whatever else the rules say.
+    #[serde(default = "default_keep_verified")]
+    pub keep_verified: u32,
+}
+
+/// Verified snapshots always kept by default.
+pub const DEFAULT_KEEP_VERIFIED: u32 = 3;
+
+fn default_keep_verified() -> u32 {
+    DEFAULT_KEEP_VERIFIED
 }
 
 impl Default for Retention {
@@ -50,7 +60,8 @@ impl Default for Retention {
             keep_daily: 7,
             keep_weekly: 4,
             keep_monthly: 0,
-            keep_last: 0,
+            keep_last: 3,
+            keep_verified: DEFAULT_KEEP_VERIFIED,
         }
     }
 }
@@ -122,6 +133,22 @@ impl Schedule {
         let local: DateTime<Tz> = t.with_timezone(&self.tz);
         let next = self.cron.find_next_occurrence(&local, false).ok()?;
         u64::try_from(next.timestamp_millis()).ok()
+    }
+
+    /// How many runs fall in `(from_ms, to_ms]`, counting at most `cap`.
+    pub fn slots_between(&self, from_ms: u64, to_ms: u64, cap: usize) -> usize {
+        let mut n = 0;
+        let mut t = from_ms;
+        while n < cap {
+            match self.next_after(t) {
+                Some(next) if next <= to_ms => {
+                    n += 1;
+                    t = next;
+                }
+                _ => break,
+            }
+        }
+        n
     }
 
     /// Wall-clock time of a run, in the schedule's zone.

@@ -28,6 +28,17 @@ pub struct SitePolicy {
     pub bandwidth_bytes_per_sec: u64,
     /// The agent that runs the site's restore drills; none = the agent of the target.
     pub drill_agent: Option<String>,
+    /// Retention lock: no snapshot of the site is deleted before it is this old, whatever
+    /// a policy says. Only an operator changes it, and every change is audited.
+    #[serde(default = "default_lock")]
+    pub retention_lock_secs: u64,
+}
+
+/// The retention lock of a site without settings: 7 days.
+pub const DEFAULT_RETENTION_LOCK_SECS: u64 = 7 * 24 * 3600;
+
+fn default_lock() -> u64 {
+    DEFAULT_RETENTION_LOCK_SECS
 }
 
 impl Default for SitePolicy {
@@ -38,6 +49,7 @@ impl Default for SitePolicy {
             timezone: "UTC".into(),
             bandwidth_bytes_per_sec: 0,
             drill_agent: None,
+            retention_lock_secs: DEFAULT_RETENTION_LOCK_SECS,
         }
     }
 }

@@ -51,6 +51,7 @@ fn bad_fields_are_named() {
                     keep_weekly: 0,
                     keep_monthly: 0,
                     keep_last: 0,
+                    keep_verified: 0,
                 },
                 ..Default::default()
             },

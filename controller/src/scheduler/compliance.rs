@@ -41,6 +41,17 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
     Ok(evaluate_all(state, &View::load(state).await?, now))
 }
 
+/// Why a snapshot does not count as good, in an operator's words.
+fn not_good_reason(st: crate::standing::Standing) -> &'static str {
+    if st.suspect {
+        "suspect: its restore drill failed"
+    } else if st.suspicious {
+        "suspicious: flagged by an anomaly hold"
+    } else {
+        "not from a backup job that succeeded"
+    }
+}
+
 /// [`current`] from a view already loaded.
 pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
     let (snaps, jobs) = (&view.snapshots, &view.jobs);
@@ -57,13 +68,17 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
         let policy = view.policy(&site, &target);
         let window = view.site_policy(&site).window();
         let drills = super::drills::facts(jobs, &site, &target);
-        // Only snapshots that committed whole count, and none whose drill failed.
-        let newest = snaps
+        // Only good snapshots count: from a dispatched job that succeeded, not suspect
+        // (failed drill), not suspicious (anomaly hold).
+        let key = (site.clone(), target.clone());
+        let mine: Vec<_> = snaps
             .iter()
             .filter(|s| s.site == site && s.target == target)
-            .filter(|s| !drills.suspect.contains(&s.snapshot_id))
-            .map(|s| s.created_unix_ms)
-            .max();
+            .cloned()
+            .collect();
+        let standing =
+            crate::standing::of_target(&mine, jobs, view.holds.get(&key), &site, &target);
+        let newest = crate::standing::newest_good(&mine, &standing).map(|s| s.created_unix_ms);
         // The next run starts at its slot, or when the site's window next opens after it.
         let next_run = view
             .schedules
@@ -96,6 +111,24 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
             expected_duration_ms: expected,
         };
         let (mut st, mut reason) = evaluate(&input);
+        if newest.is_none()
+            && let Some(last) = mine.last()
+        {
+            // Snapshots exist, none good: say so, so that rpo and status agree.
+            st = RpoState::Violated;
+            reason = format!(
+                "no good snapshot: {} snapshot(s), the newest ({}) is {}",
+                mine.len(),
+                last.snapshot_id,
+                not_good_reason(standing.get(&last.snapshot_id).copied().unwrap_or_default())
+            );
+        }
+        if let Some(h) = view.holds.get(&key) {
+            if st == RpoState::Ok {
+                st = RpoState::AtRisk;
+            }
+            reason = format!("ANOMALY HOLD: {}; {reason}", h.reason);
+        }
         if st == RpoState::Ok
             && let Some((_, ok, took, err)) = &drills.last
         {

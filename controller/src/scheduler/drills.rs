@@ -11,6 +11,8 @@ use crate::catalog::{JobRecord, JobState};
 pub struct DrillFacts {
     /// Snapshots whose most recent drill failed.
     pub suspect: HashSet<String>,
+    /// Snapshots whose most recent drill passed.
+    pub verified: HashSet<String>,
     /// The newest finished drill: (ended at, succeeded, measured duration ms, error).
     pub last: Option<(u64, bool, u64, String)>,
     /// Start of the newest drill, running or not.
@@ -47,10 +49,12 @@ pub fn facts(jobs: &[JobRecord], site: &str, target: &str) -> DrillFacts {
             j.error.clone().unwrap_or_default(),
         ));
     }
-    f.suspect = latest_by_snapshot
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(s, _)| s.to_string())
-        .collect();
+    for (s, ok) in latest_by_snapshot {
+        if ok {
+            f.verified.insert(s.to_string());
+        } else {
+            f.suspect.insert(s.to_string());
+        }
+    }
     f
 }

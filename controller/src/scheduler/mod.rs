@@ -291,11 +291,10 @@ impl Scheduler {
             .catalog
             .snapshots(Some(site), Some(target))
             .await?;
-        let Some(newest) = snaps
-            .iter()
-            .rev()
-            .find(|s| !facts.suspect.contains(&s.snapshot_id))
-        else {
+        let holds = self.state.catalog.holds().await?;
+        let hold = holds.iter().find(|h| h.site == site && h.target == target);
+        let standing = crate::standing::of_target(&snaps, jobs, hold, site, target);
+        let Some(newest) = crate::standing::newest_good(&snaps, &standing) else {
             return Ok(None);
         };
         let db = crate::service::jobs::drill_database(crate::service::now_ms());
@@ -306,6 +305,7 @@ impl Scheduler {
             clean: false,
             restore_globals: false,
             drill: true,
+            drop_old: false,
         });
         match start_job(&self.state, site, target, kind, "drill").await {
             Ok((id, _)) => Ok(Some(id)),

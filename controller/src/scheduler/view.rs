@@ -22,6 +22,8 @@ pub struct View {
     site_policies: HashMap<String, SitePolicy>,
     default_policy: Policy,
     default_site: SitePolicy,
+    /// Anomaly holds per (site, target).
+    pub holds: HashMap<Key, crate::catalog::safety::HoldRecord>,
 }
 
 impl View {
@@ -51,6 +53,12 @@ impl View {
                 .collect(),
             default_policy: state.default_policy.clone(),
             default_site: default_site_policy(state),
+            holds: cat
+                .holds()
+                .await?
+                .into_iter()
+                .map(|h| ((h.site.clone(), h.target.clone()), h))
+                .collect(),
         })
     }
 

@@ -219,10 +219,27 @@ impl AdminService for AdminApi {
             .await
             .map_err(catalog_status)?;
         let snap = if req.snapshot_id.is_empty() || req.snapshot_id == "latest" {
-            snaps.last().ok_or_else(|| {
-                Status::not_found(format!(
+            if snaps.is_empty() {
+                return Err(Status::not_found(format!(
                     "target {} at site {} has no snapshots",
                     req.target, req.site
+                )));
+            }
+            // The newest *good* one: never a snapshot that failed a drill, was flagged by
+            // an anomaly, or that no successful job accounts for.
+            let cat = &self.state.catalog;
+            let jobs = cat.jobs().await.map_err(catalog_status)?;
+            let holds = cat.holds().await.map_err(catalog_status)?;
+            let hold = holds
+                .iter()
+                .find(|h| h.site == req.site && h.target == req.target);
+            let standing = crate::standing::of_target(&snaps, &jobs, hold, &req.site, &req.target);
+            crate::standing::newest_good(&snaps, &standing).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "target {} at site {} has {} snapshot(s) but none is good (failed drill, anomaly hold, or no successful job); name one with --snapshot",
+                    req.target,
+                    req.site,
+                    snaps.len()
                 ))
             })?
         } else {
@@ -244,6 +261,7 @@ impl AdminService for AdminApi {
             clean: req.clean,
             restore_globals: req.restore_globals,
             drill: req.drill,
+            drop_old: req.drop_old && req.clean,
         });
         let trigger = if req.drill { "drill" } else { "manual" };
         Ok(Response::new(
@@ -340,5 +358,32 @@ impl AdminService for AdminApi {
         request: Request<pb::RpoRequest>,
     ) -> Result<Response<pb::RpoResponse>, Status> {
         Ok(Response::new(self.rpo_impl(request.into_inner()).await?))
+    }
+
+    async fn list_holds(
+        &self,
+        request: Request<pb::ListHoldsRequest>,
+    ) -> Result<Response<pb::ListHoldsResponse>, Status> {
+        Ok(Response::new(
+            self.list_holds_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn release_hold(
+        &self,
+        request: Request<pb::ReleaseHoldRequest>,
+    ) -> Result<Response<pb::HoldInfo>, Status> {
+        Ok(Response::new(
+            self.release_hold_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        Ok(Response::new(
+            self.list_audit_impl(request.into_inner()).await?,
+        ))
     }
 }

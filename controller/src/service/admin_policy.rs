@@ -22,6 +22,7 @@ impl From<&Policy> for pb::PolicyMsg {
             keep_monthly: p.retention.keep_monthly,
             keep_last: p.retention.keep_last,
             drill_every_secs: p.drill_every_secs,
+            keep_verified: Some(p.retention.keep_verified),
         }
     }
 }
@@ -39,6 +40,9 @@ impl From<pb::PolicyMsg> for Policy {
                 keep_weekly: m.keep_weekly,
                 keep_monthly: m.keep_monthly,
                 keep_last: m.keep_last,
+                keep_verified: m
+                    .keep_verified
+                    .unwrap_or(crate::policy::DEFAULT_KEEP_VERIFIED),
             },
             drill_every_secs: m.drill_every_secs,
         }
@@ -66,6 +70,9 @@ impl AdminApi {
     ) -> Result<pb::PolicyInfo, Status> {
         check_site(&req.site)?;
         check_target(&req.target)?;
+        if !req.create {
+            self.require_known_target(&req.site, &req.target).await?;
+        }
         let policy: Policy = req
             .policy
             .ok_or_else(|| Status::invalid_argument("policy missing"))?
@@ -91,6 +98,55 @@ impl AdminApi {
         Ok(info_of(&req.site, &req.target, &policy, false))
     }
 
+    /// Refuse a (site, target) nothing knows of: no agent declares it, it has no
+    /// snapshot and no policy. A typo must not create a phantom target that then shows
+    /// as NEVER BACKED UP; `--create` sets one up ahead of its agent.
+    pub(super) async fn require_known_target(
+        &self,
+        site: &str,
+        target: &str,
+    ) -> Result<(), Status> {
+        let cat = &self.state.catalog;
+        let declared = cat
+            .agents()
+            .await
+            .map_err(catalog_status)?
+            .iter()
+            .any(|a| a.site == site && a.targets.iter().any(|(t, _)| t == target));
+        let has_policy = own_policy(&self.state, site, target)
+            .await
+            .map_err(catalog_status)?
+            .is_some();
+        if declared || has_policy {
+            return Ok(());
+        }
+        let snaps = cat
+            .snapshots(Some(site), Some(target))
+            .await
+            .map_err(catalog_status)?;
+        if !snaps.is_empty() {
+            return Ok(());
+        }
+        let mut known: Vec<String> = cat
+            .agents()
+            .await
+            .map_err(catalog_status)?
+            .into_iter()
+            .filter(|a| a.site == site)
+            .flat_map(|a| a.targets.into_iter().map(|(t, _)| t))
+            .collect();
+        known.sort();
+        known.dedup();
+        Err(Status::not_found(format!(
+            "no agent of site {site} declares target {target} (known: {}); check the name, or add --create to set it up ahead of its agent",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
     pub(super) async fn get_policy_impl(
         &self,
         req: pb::GetPolicyRequest,
@@ -100,6 +156,9 @@ impl AdminApi {
         let own = own_policy(&self.state, &req.site, &req.target)
             .await
             .map_err(catalog_status)?;
+        if own.is_none() {
+            self.require_known_target(&req.site, &req.target).await?;
+        }
         let is_default = own.is_none();
         let p = own.unwrap_or_else(|| self.state.default_policy.clone());
         Ok(info_of(&req.site, &req.target, &p, is_default))
@@ -162,12 +221,17 @@ impl AdminApi {
                     target: t.target,
                     keep: t.keep,
                     delete: t.delete,
+                    spared_by: t.spared.iter().map(|(_, by)| by.to_string()).collect(),
+                    spared: t.spared.into_iter().map(|(id, _)| id).collect(),
+                    standing: t.standing.into_iter().map(String::from).collect(),
+                    hold: t.hold.unwrap_or_default(),
                 })
                 .collect(),
             deleted_snapshots: r.deleted_snapshots,
             deleted_chunks: r.deleted_chunks,
             freed_bytes: r.freed_bytes,
             pinned_chunks: r.pinned_chunks,
+            gc_note: r.gc_note.unwrap_or_default(),
         })
     }
 

@@ -18,20 +18,21 @@ impl From<&SitePolicy> for pb::SitePolicyMsg {
             timezone: p.timezone.clone(),
             bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
             drill_agent: p.drill_agent.clone().unwrap_or_default(),
+            retention_lock_secs: Some(p.retention_lock_secs),
         }
     }
 }
 
-impl From<pb::SitePolicyMsg> for SitePolicy {
-    fn from(m: pb::SitePolicyMsg) -> Self {
-        let opt = |s: String| (!s.is_empty()).then_some(s);
-        SitePolicy {
-            v: 1,
-            window: opt(m.window),
-            timezone: m.timezone,
-            bandwidth_bytes_per_sec: m.bandwidth_bytes_per_sec,
-            drill_agent: opt(m.drill_agent),
-        }
+/// The settings a request asks for; an unset retention lock keeps `current`'s.
+fn requested(m: pb::SitePolicyMsg, current: &SitePolicy) -> SitePolicy {
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    SitePolicy {
+        v: 1,
+        window: opt(m.window),
+        timezone: m.timezone,
+        bandwidth_bytes_per_sec: m.bandwidth_bytes_per_sec,
+        drill_agent: opt(m.drill_agent),
+        retention_lock_secs: m.retention_lock_secs.unwrap_or(current.retention_lock_secs),
     }
 }
 
@@ -60,10 +61,17 @@ impl AdminApi {
         req: pb::SetSitePolicyRequest,
     ) -> Result<pb::SitePolicyInfo, Status> {
         check_site(&req.site)?;
-        let policy: SitePolicy = req
-            .policy
-            .ok_or_else(|| Status::invalid_argument("site policy missing"))?
-            .into();
+        if !req.create {
+            self.require_known_site(&req.site).await?;
+        }
+        let current = crate::prune::site_policy_of(&self.state, &req.site)
+            .await
+            .map_err(catalog_status)?;
+        let policy = requested(
+            req.policy
+                .ok_or_else(|| Status::invalid_argument("site policy missing"))?,
+            &current,
+        );
         policy
             .validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -94,10 +102,51 @@ impl AdminApi {
             .put_site_policy(&rec)
             .await
             .map_err(catalog_status)?;
+        if policy.retention_lock_secs != current.retention_lock_secs {
+            let (from, to) = (current.retention_lock_secs, policy.retention_lock_secs);
+            let action = if to < from {
+                "retention lock shortened"
+            } else {
+                "retention lock extended"
+            };
+            self.audit(
+                &req.site,
+                "",
+                action,
+                format!(
+                    "{} -> {}",
+                    super::admin_safety::span(from),
+                    super::admin_safety::span(to)
+                ),
+            )
+            .await?;
+        }
         super::durable(&self.state).await?;
         info!(site = %req.site, window = ?policy.window, timezone = %policy.timezone,
-            bandwidth = policy.bandwidth_bytes_per_sec, drill_agent = ?policy.drill_agent, "site policy set");
+            bandwidth = policy.bandwidth_bytes_per_sec, drill_agent = ?policy.drill_agent,
+            retention_lock_secs = policy.retention_lock_secs, "site policy set");
         Ok(site_info(&req.site, &policy, false))
+    }
+
+    /// Refuse a site nothing knows of (no agent enrolled, no settings): a typo.
+    async fn require_known_site(&self, site: &str) -> Result<(), Status> {
+        let cat = &self.state.catalog;
+        let enrolled = cat
+            .identities()
+            .await
+            .map_err(catalog_status)?
+            .iter()
+            .any(|i| i.site == site);
+        let has_settings = own_site_policy(&self.state, site)
+            .await
+            .map_err(catalog_status)?
+            .is_some();
+        if enrolled || has_settings {
+            return Ok(());
+        }
+        Err(Status::not_found(format!(
+            "no agent is enrolled for site {site}; check the name, or add --create to set it up ahead of its agents"
+        )))
     }
 
     pub(super) async fn get_site_policy_impl(
@@ -108,6 +157,9 @@ impl AdminApi {
         let own = own_site_policy(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;
+        if own.is_none() {
+            self.require_known_site(&req.site).await?;
+        }
         let is_default = own.is_none();
         let p = own.unwrap_or_else(|| default_site_policy(&self.state));
         Ok(site_info(&req.site, &p, is_default))

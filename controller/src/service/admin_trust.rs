@@ -23,6 +23,10 @@ impl AdminApi {
         req: pb::CreateTokenRequest,
     ) -> Result<pb::CreateTokenResponse, Status> {
         check_site(&req.site)?;
+        if !req.replace_agent.is_empty() {
+            nex_backup_shared::ids::validate_name("agent id", &req.replace_agent)
+                .map_err(super::bad_input)?;
+        }
         let ttl = if req.ttl_secs == 0 {
             DEFAULT_TTL_SECS
         } else {
@@ -46,6 +50,7 @@ impl AdminApi {
             expires_unix_ms: now + ttl * 1000,
             used_unix_ms: None,
             used_by: None,
+            replace_agent: (!req.replace_agent.is_empty()).then(|| req.replace_agent.clone()),
         };
         self.state
             .catalog
@@ -53,7 +58,7 @@ impl AdminApi {
             .await
             .map_err(catalog_status)?;
         super::durable(&self.state).await?;
-        info!(site = %req.site, token = rec.handle(), ttl_secs = ttl, "enrollment token created");
+        info!(site = %req.site, token = rec.handle(), ttl_secs = ttl, replace_agent = ?rec.replace_agent, "enrollment token created");
         Ok(pb::CreateTokenResponse {
             token,
             expires_unix_ms: rec.expires_unix_ms,

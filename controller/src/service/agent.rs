@@ -13,6 +13,7 @@ use futures::Stream;
 use nex_backup_shared::pb::agent_service_server::AgentService;
 use nex_backup_shared::pb::{self, agent_message::Msg};
 use nex_backup_shared::seal::{HEADER_LEN, Header, ObjectKind, TAG_LEN};
+use nex_backup_shared::text::{MAX_LABEL_LEN, clean};
 use nex_backup_shared::{chunk::MAX_CHUNK_LEN, ids::validate_name};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -31,6 +32,9 @@ use nex_backup_shared::identity::AgentIdentity;
 use nex_backup_shared::ids::ChunkId;
 
 const MAX_IDS_PER_REQUEST: usize = 100_000;
+/// Most targets one agent may declare, and most jobs its hello may list.
+const MAX_TARGETS: usize = 256;
+const MAX_KNOWN_JOBS: usize = 4096;
 const MAX_CHUNKS_PER_GET: usize = 4096;
 /// Chunks of one upload stream stored concurrently.
 const PUT_CONCURRENCY: usize = 8;
@@ -53,6 +57,16 @@ impl AgentApi {
         check_site(&hello.site)?;
         validate_name("agent id", &hello.agent_id).map_err(super::bad_input)?;
         require_site(who, &hello.site)?;
+        if hello.targets.len() > MAX_TARGETS || hello.known_jobs.len() > MAX_KNOWN_JOBS {
+            return Err(Status::invalid_argument(format!(
+                "hello lists {} targets and {} jobs; at most {MAX_TARGETS} and {MAX_KNOWN_JOBS}",
+                hello.targets.len(),
+                hello.known_jobs.len()
+            )));
+        }
+        let mut hello = hello;
+        hello.version = clean(&hello.version, MAX_LABEL_LEN);
+        hello.known_jobs.retain(|j| j.len() <= 128);
         if hello.agent_id != who.agent_id {
             warn!(site = %who.site, agent = %who.agent_id, claimed = %hello.agent_id, "hello with another agent id refused");
             return Err(Status::permission_denied(
@@ -69,7 +83,7 @@ impl AgentApi {
         let mut targets = vec![];
         for t in hello.targets {
             check_target(&t.name)?;
-            targets.push((t.name, t.kind));
+            targets.push((t.name, clean(&t.kind, MAX_LABEL_LEN)));
         }
         let rec = AgentRecord {
             v: 1,
@@ -136,7 +150,7 @@ impl AgentApi {
             let msg = tokio::select! {
                 m = inbound.next() => m,
                 _ = cut.cancelled() => {
-                    info!(%site, "session cut: agent revoked");
+                    info!(%site, "session cut (agent revoked, or the controller is stopping)");
                     break;
                 }
             };
@@ -317,6 +331,7 @@ impl AgentService for AgentApi {
         // recorded in the catalog only after its own blob is durable.
         let who = agent_identity(&self.state, request.extensions()).await?;
         let keys = super::keys::site_key_ids(&self.state, &who.site).await?;
+        self.state.reserve.check(&*self.state.store).await?;
         let (who, keys) = (&who, &keys);
         let inbound = request.into_inner();
         let mut stored = std::pin::pin!(futures::StreamExt::buffer_unordered(
@@ -345,10 +360,12 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
         let keys = super::keys::site_key_ids(&self.state, &who.site).await?;
-        let snap = self.validate_commit(&who, &keys, request.into_inner())?;
-        let r = &snap.record;
+        let claim = self
+            .validate_commit(&who, &keys, request.into_inner())
+            .await?;
+        let r = &claim.snap.record;
         let span = info_span!("commit", site = %r.site, target = %r.target, snapshot = %r.snapshot_id, job = %r.job_id);
-        let rec = self.commit(snap).instrument(span).await?;
+        let rec = self.commit(claim).instrument(span).await?;
         Ok(Response::new(pb::CommitSnapshotResponse {
             stored_bytes: rec.stored_bytes,
             new_bytes: rec.new_bytes,

@@ -88,6 +88,26 @@ impl EnrollService for EnrollApi {
                 ));
             }
         };
+        // An agent id that is taken stays with its agent: a customer-side user holding a
+        // token cannot cut off the real agent by enrolling under its id. Only a token
+        // created for that purpose (token create --replace-agent ID) may take it over.
+        let taken = st
+            .catalog
+            .identity(&token.site, &req.agent_id)
+            .await
+            .map_err(catalog_status)?
+            .is_some();
+        if taken && token.replace_agent.as_deref() != Some(req.agent_id.as_str()) {
+            warn!(?remote, token = token.handle(), site = %token.site, agent = %req.agent_id,
+                "enrollment under an existing agent id refused");
+            return Err(refuse(
+                "agent id taken",
+                Status::already_exists(format!(
+                    "agent id {} is already enrolled at site {}; choose another id, or have an operator create a token with --replace-agent {}",
+                    req.agent_id, token.site, req.agent_id
+                )),
+            ));
+        }
         let issued = st
             .pki
             .issue(csr, &token.site, &req.agent_id, st.agent_cert_lifetime)
@@ -107,6 +127,8 @@ impl EnrollService for EnrollApi {
                 not_after_unix: id.not_after_unix,
                 enrolled_unix_ms: now_ms(),
                 revoked_unix_ms: None,
+                key_sha256: id.key_sha256.clone(),
+                prev_key_sha256: String::new(),
             })
             .await
             .map_err(catalog_status)?;

@@ -139,9 +139,11 @@ pub async fn start_job_as(
     kind: Kind,
     trigger: &str,
 ) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), Status> {
-    let (kind_name, drill) = match &kind {
-        Kind::Backup(_) => ("backup", false),
-        Kind::Restore(r) => ("restore", r.drill),
+    // The snapshot a job is about is fixed here, by the controller: a backup must commit
+    // exactly this id, a restore (or drill) result counts for exactly this snapshot.
+    let (kind_name, drill, expected_snapshot, restored) = match &kind {
+        Kind::Backup(b) => ("backup", false, Some(b.snapshot_id.clone()), None),
+        Kind::Restore(r) => ("restore", r.drill, None, Some(r.snapshot_id.clone())),
     };
     let agent = pick_agent(state, site, target, drill).await?;
     let job = JobRecord {
@@ -154,11 +156,12 @@ pub async fn start_job_as(
         started_unix_ms: now_ms(),
         ended_unix_ms: None,
         error: None,
-        snapshot_id: None,
+        snapshot_id: restored,
         trigger: trigger.into(),
         logical_bytes: 0,
         new_bytes: 0,
         agent_id: agent.clone(),
+        expected_snapshot,
     };
     state.catalog.put_job(&job).await.map_err(catalog_status)?;
     // Durable before the command leaves (with the schedule record naming it, if any).

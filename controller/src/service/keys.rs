@@ -131,6 +131,7 @@ pub(crate) async fn renew(
             &who.agent_id,
             &who.serial,
             &id.serial,
+            &id.key_sha256,
             id.not_after_unix,
         )
         .await

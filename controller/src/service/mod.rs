@@ -4,6 +4,7 @@
 pub mod admin;
 mod admin_policy;
 mod admin_rpo;
+mod admin_safety;
 mod admin_site;
 mod admin_trust;
 pub mod agent;
@@ -37,6 +38,8 @@ pub struct State {
     /// how long after start GC waits (pins are in memory).
     pub gc_grace_ms: u64,
     pub started_ms: u64,
+    /// Free space the blob store keeps; below it uploads are refused.
+    pub reserve: crate::store::Reserve,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -58,7 +61,9 @@ pub(crate) async fn durable(state: &State) -> Result<(), Status> {
 
 pub(crate) fn catalog_status(e: CatalogError) -> Status {
     match e {
-        CatalogError::MissingChunks { .. } => Status::failed_precondition(e.to_string()),
+        CatalogError::MissingChunks { .. } | CatalogError::JobNotRunning { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         CatalogError::Conflict { .. } | CatalogError::KeyEpochConflict { .. } => {
             Status::already_exists(e.to_string())
         }
@@ -71,7 +76,22 @@ pub(crate) fn catalog_status(e: CatalogError) -> Status {
 
 pub(crate) fn store_status(e: StoreError) -> Status {
     tracing::error!(error = %e, "blob store failure");
-    Status::internal(e.to_string())
+    match &e {
+        StoreError::Io { source, .. } if crate::store::is_disk_full(source) => {
+            Status::resource_exhausted(format!(
+                "the controller's blob store is full ({e}); uploads are refused until space is freed (nex-backup prune) or the store is grown"
+            ))
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// The store is below its reserve: refused at once, naming the controller's store.
+impl From<crate::store::StoreFull> for Status {
+    fn from(e: crate::store::StoreFull) -> Self {
+        tracing::warn!(error = %e, "upload refused: blob store below its reserve");
+        Status::resource_exhausted(e.to_string())
+    }
 }
 
 pub(crate) fn check_site(site: &str) -> Result<(), Status> {

@@ -1,78 +1,103 @@
-//! Job events arriving on agent sessions: progress is relayed to watchers, results are
-//! recorded durably, relayed, and acknowledged so the agent can forget them.
+//! Job events arriving on agent sessions, for jobs the controller sent to that agent
+//! only: progress is relayed to watchers, results are recorded durably (texts capped and
+//! escaped), relayed, and acknowledged so the agent can forget them. A backup succeeds
+//! only by committing its snapshot (see `commit.rs`); its result adds the details.
 
 use nex_backup_shared::pb::{self, job_event::Event, job_update::Update};
 use tracing::{info, warn};
+
+use nex_backup_shared::text::{MAX_ERROR_LEN, MAX_LABEL_LEN, clean};
 
 use super::agent::AgentApi;
 use super::now_ms;
 use crate::catalog::{JobRecord, JobState};
 
+/// Most table checks one result may carry.
+const MAX_TABLES: usize = 100_000;
+
 impl AgentApi {
     pub(super) async fn on_job_event(&self, site: &str, agent: &str, ev: pb::JobEvent) {
-        let job_id = ev.job_id.clone();
+        let job_id = ev.job_id;
+        // Only jobs the controller sent to this agent: anything else is dropped, so a
+        // made-up job id can neither create a record nor grow the controller's memory.
+        let job = match self.own_job(site, agent, &job_id).await {
+            Some(j) => j,
+            None => return,
+        };
         match ev.event {
-            Some(Event::Progress(p)) => self.state.hub.publish(pb::JobUpdate {
-                job_id,
-                update: Some(Update::Progress(pb::JobProgressInfo {
-                    phase: p.phase,
-                    bytes_done: p.bytes_done,
-                    chunks_done: p.chunks_done,
-                    detail: p.detail,
-                })),
-            }),
-            Some(Event::Result(r)) => self.on_result(site, agent, job_id, r).await,
+            Some(Event::Progress(p)) if job.state == JobState::Running => {
+                self.state.hub.publish(pb::JobUpdate {
+                    job_id,
+                    update: Some(Update::Progress(pb::JobProgressInfo {
+                        phase: clean(&p.phase, MAX_LABEL_LEN),
+                        bytes_done: p.bytes_done,
+                        chunks_done: p.chunks_done,
+                        detail: clean(&p.detail, MAX_LABEL_LEN * 4),
+                    })),
+                })
+            }
+            Some(Event::Progress(_)) => {}
+            Some(Event::Result(r)) => self.on_result(site, agent, job, r).await,
             None => warn!(site, job = %job_id, "empty job event"),
         }
     }
 
-    async fn on_result(&self, site: &str, agent: &str, job_id: String, r: pb::JobResult) {
-        let cat = &self.state.catalog;
-        let mut job = match cat.job(&job_id).await {
-            Ok(Some(j)) if j.site == site => j,
-            Ok(Some(_)) => {
-                warn!(site, job = %job_id, "result for another site's job ignored");
-                return;
-            }
-            Ok(None) => JobRecord {
-                v: 1,
-                job_id: job_id.clone(),
-                site: site.into(),
-                agent_id: agent.into(),
-                target: String::new(),
-                kind: "unknown".into(),
-                state: JobState::Running,
-                started_unix_ms: now_ms().saturating_sub(r.duration_ms),
-                ended_unix_ms: None,
-                error: None,
-                snapshot_id: None,
-                trigger: "unknown".into(),
-                logical_bytes: 0,
-                new_bytes: 0,
-            },
-            Err(e) => {
-                warn!(site, job = %job_id, error = %e, "load job; result will be re-sent by the agent");
-                return;
-            }
-        };
-        job.state = if r.ok {
-            JobState::Succeeded
-        } else {
-            JobState::Failed
-        };
-        job.ended_unix_ms = Some(now_ms());
-        job.error = (!r.error.is_empty()).then(|| r.error.clone());
-        job.snapshot_id = (!r.snapshot_id.is_empty()).then(|| r.snapshot_id.clone());
-        job.logical_bytes = r.logical_bytes;
-        if let (Some(s), "backup") = (&job.snapshot_id, job.kind.as_str()) {
-            job.new_bytes = match cat.snapshot(site, s).await {
-                Ok(snap) => snap.map_or(0, |s| s.new_bytes),
-                Err(e) => {
-                    warn!(site, job = %job_id, snapshot = %s, error = %e, "load snapshot for the job's new bytes");
-                    0
-                }
-            };
+    /// The job `job_id` if it was dispatched to `agent` of `site`; logs and drops others.
+    async fn own_job(&self, site: &str, agent: &str, job_id: &str) -> Option<JobRecord> {
+        if job_id.is_empty() || job_id.len() > 128 {
+            warn!(site, agent, "job event without a valid job id dropped");
+            return None;
         }
+        match self.state.catalog.job(job_id).await {
+            Ok(Some(j)) if j.site == site && (j.agent_id == agent || j.agent_id.is_empty()) => {
+                Some(j)
+            }
+            Ok(_) => {
+                warn!(site, agent, job = ?job_id, "event for a job not sent to this agent dropped");
+                None
+            }
+            Err(e) => {
+                warn!(site, job = ?job_id, error = %e, "load job; the agent will re-send a result");
+                None
+            }
+        }
+    }
+
+    async fn on_result(&self, site: &str, agent: &str, mut job: JobRecord, mut r: pb::JobResult) {
+        let cat = &self.state.catalog;
+        let job_id = job.job_id.clone();
+        r.error = clean(&r.error, MAX_ERROR_LEN);
+        r.note = clean(&r.note, MAX_LABEL_LEN * 4);
+        r.tables.truncate(MAX_TABLES);
+        for t in &mut r.tables {
+            t.table = clean(&t.table, MAX_LABEL_LEN * 2);
+        }
+        // A backup's snapshot is the one its commit settled; an agent cannot name another.
+        let committed = job.kind == "backup" && job.state == JobState::Succeeded;
+        if committed {
+            if !r.ok {
+                warn!(site, job = %job_id, error = %r.error, "failure reported for a backup whose snapshot was committed; the snapshot stands");
+            }
+            r.ok = true;
+        } else if job.state == JobState::Running
+            || job.error.as_deref().is_some_and(is_interruption)
+        {
+            job.state = if r.ok && job.kind != "backup" {
+                JobState::Succeeded
+            } else {
+                JobState::Failed
+            };
+            if r.ok && job.kind == "backup" {
+                // A backup succeeds only by its commit.
+                r.ok = false;
+                r.error = "the agent reported success but committed no snapshot".into();
+            }
+            job.ended_unix_ms = Some(now_ms());
+            job.error = (!r.error.is_empty()).then(|| r.error.clone());
+        }
+        // The snapshot of a job is the one the controller dispatched, whatever the agent says.
+        r.snapshot_id = job.snapshot_id.clone().unwrap_or_default();
+        job.logical_bytes = r.logical_bytes;
         if let Err(e) = cat.put_job(&job).await.and(cat.flush().await) {
             warn!(site, job = %job_id, error = %e, "record job result; the agent will re-send it");
             return;
@@ -89,6 +114,12 @@ impl AgentApi {
             warn!(site, error = %e, "acknowledge job result");
         }
     }
+}
+
+/// A failure the controller recorded itself while the agent may still have been working
+/// (a restart it did not know of): the agent's own result replaces it.
+fn is_interruption(e: &str) -> bool {
+    e.starts_with("interrupted:")
 }
 
 /// The operator-facing outcome of an agent's job result.
@@ -112,5 +143,6 @@ fn outcome(r: pb::JobResult, new_bytes: u64) -> pb::JobOutcome {
         tables,
         stream_hash_ok: r.stream_hash_ok,
         new_bytes,
+        note: r.note,
     }
 }

@@ -8,10 +8,12 @@ use super::BlobStore;
 pub async fn run_all(store: &dyn BlobStore) {
     assert_eq!(store.get("chunks/s1/aa/aabb").await.unwrap(), None);
     assert!(!store.exists("chunks/s1/aa/aabb").await.unwrap());
-    store
-        .put("chunks/s1/aa/aabb", Bytes::from_static(b"one"))
-        .await
-        .unwrap();
+    assert!(
+        store
+            .put("chunks/s1/aa/aabb", Bytes::from_static(b"one"))
+            .await
+            .unwrap()
+    );
     store
         .put("chunks/s1/aa/aacc", Bytes::from_static(b"two"))
         .await
@@ -30,14 +32,16 @@ pub async fn run_all(store: &dyn BlobStore) {
         100_000
     );
 
-    // Overwrite replaces whole.
-    store
-        .put("chunks/s1/aa/aabb", Bytes::from_static(b"uno"))
-        .await
-        .unwrap();
+    // Write-once: a second put of a key writes nothing and says so.
+    assert!(
+        !store
+            .put("chunks/s1/aa/aabb", Bytes::from_static(b"uno"))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.get("chunks/s1/aa/aabb").await.unwrap().unwrap(),
-        Bytes::from_static(b"uno")
+        Bytes::from_static(b"one")
     );
 
     assert_eq!(

@@ -1,4 +1,5 @@
-//! Blobs as files: write to a temp file, fsync, rename into place, fsync the directory.
+//! Blobs as files: write to a temp file, fsync, link into place (never over an existing
+//! file), fsync the directory.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -34,8 +35,14 @@ impl FsStore {
     }
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Write `data` at `path` unless a file is there already. Returns whether it wrote.
+/// A hard link, unlike a rename, fails instead of replacing an existing file, so two
+/// writers of one key never overwrite each other and a stored blob is never replaced.
+fn write_once(path: &Path, data: &[u8]) -> std::io::Result<bool> {
     let dir = path.parent().expect("blob paths have a parent");
+    if path.exists() {
+        return Ok(false);
+    }
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().expect("file name").to_string_lossy();
     let tmp = dir.join(format!("{name}.tmp.{:016x}", rand::random::<u64>()));
@@ -43,13 +50,27 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        sync_dir(dir)?;
+        Ok(true)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     result
+}
+
+#[cfg(unix)]
+fn free_bytes(root: &Path) -> std::io::Result<Option<u64>> {
+    let st = rustix::fs::statvfs(root).map_err(std::io::Error::from)?;
+    Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_root: &Path) -> std::io::Result<Option<u64>> {
+    Ok(None)
 }
 
 #[cfg(unix)]
@@ -87,13 +108,13 @@ fn list_dir(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<(
 
 #[async_trait]
 impl BlobStore for FsStore {
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put(&self, key: &str, data: Bytes) -> Result<bool> {
         let path = self.path(key)?;
         let io = |source| StoreError::Io {
             key: key.into(),
             source,
         };
-        tokio::task::spawn_blocking(move || write_atomic(&path, &data))
+        tokio::task::spawn_blocking(move || write_once(&path, &data))
             .await
             .map_err(|e| io(std::io::Error::other(e)))?
             .map_err(io)
@@ -117,6 +138,17 @@ impl BlobStore for FsStore {
                 key: key.into(),
                 source,
             })
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn free_bytes(&self) -> Result<Option<u64>> {
+        free_bytes(&self.root).map_err(|source| StoreError::Io {
+            key: self.root.display().to_string(),
+            source,
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

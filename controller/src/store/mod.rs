@@ -37,14 +37,62 @@ pub fn manifest_key(site: &str, snapshot_id: &str) -> String {
     format!("manifests/{site}/{snapshot_id}")
 }
 
-/// A blob store backend. `put` must be atomic and durable: after it returns the blob
-/// survives a crash, and a crash during it leaves either the old state or the new blob.
+/// A blob store backend. `put` must be atomic, durable and write-once: after it returns
+/// the blob survives a crash, a crash during it leaves either nothing or the whole blob,
+/// and it never replaces an object already stored under the key.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Store `data` under `key` unless something is stored there already (then nothing
+    /// is written). Returns whether it wrote.
+    async fn put(&self, key: &str, data: Bytes) -> Result<bool>;
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     async fn exists(&self, key: &str) -> Result<bool>;
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Where the store is, for messages (`/var/lib/nex-backup/blobs`, `s3://…`).
+    fn location(&self) -> String;
+    /// Bytes still free for new blobs, if the backend can tell.
+    async fn free_bytes(&self) -> Result<Option<u64>>;
+}
+
+/// The free space the controller keeps in its store: below it, uploads and commits are
+/// refused at once with a message naming the store, instead of failing slowly on a full
+/// disk halfway through a blob.
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve {
+    pub min_free_bytes: u64,
+}
+
+/// The store is below its reserve.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the controller's blob store at {location} is full: {free} bytes free, below its reserve of {reserve} bytes; uploads are refused until space is freed (nex-backup prune) or the store is grown"
+)]
+pub struct StoreFull {
+    pub location: String,
+    pub free: u64,
+    pub reserve: u64,
+}
+
+impl Reserve {
+    /// Refuse when the store has less than the reserve free.
+    pub async fn check(&self, store: &dyn BlobStore) -> std::result::Result<(), StoreFull> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        match store.free_bytes().await {
+            Ok(Some(free)) if free < self.min_free_bytes => Err(StoreFull {
+                location: store.location(),
+                free,
+                reserve: self.min_free_bytes,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether an I/O error means the disk (or quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }

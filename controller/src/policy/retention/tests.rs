@@ -33,11 +33,24 @@ fn reference(snaps: &[Snap], r: &Retention, tz: &Tz) -> BTreeSet<String> {
     let mut keep = BTreeSet::new();
     let mut all: Vec<&Snap> = snaps.iter().collect();
     all.sort_by_key(|s| std::cmp::Reverse((s.unix_ms, s.id.clone())));
-    keep.extend(all.iter().take(r.keep_last as usize).map(|s| s.id.clone()));
-    keep.extend(rule(snaps, r.keep_daily, |s| periods(tz, s.unix_ms).0));
-    keep.extend(rule(snaps, r.keep_weekly, |s| periods(tz, s.unix_ms).1));
-    keep.extend(rule(snaps, r.keep_monthly, |s| periods(tz, s.unix_ms).2));
-    if let Some(s) = all.iter().find(|s| s.good).or(all.first()) {
+    let good: Vec<Snap> = snaps.iter().filter(|s| s.good).cloned().collect();
+    let good_first: Vec<&&Snap> = all.iter().filter(|s| s.good).collect();
+    keep.extend(
+        good_first
+            .iter()
+            .take(r.keep_last as usize)
+            .map(|s| s.id.clone()),
+    );
+    keep.extend(rule(&good, r.keep_daily, |s| periods(tz, s.unix_ms).0));
+    keep.extend(rule(&good, r.keep_weekly, |s| periods(tz, s.unix_ms).1));
+    keep.extend(rule(&good, r.keep_monthly, |s| periods(tz, s.unix_ms).2));
+    keep.extend(
+        all.iter()
+            .filter(|s| s.verified)
+            .take(r.keep_verified as usize)
+            .map(|s| s.id.clone()),
+    );
+    if let Some(s) = good_first.first().map(|s| **s).or(all.first().copied()) {
         keep.insert(s.id.clone());
     }
     keep
@@ -45,24 +58,27 @@ fn reference(snaps: &[Snap], r: &Retention, tz: &Tz) -> BTreeSet<String> {
 
 fn history() -> impl Strategy<Value = Vec<Snap>> {
     // Up to 120 snapshots over ~2 years, clustered enough to share days and weeks.
-    proptest::collection::vec((0u64..730 * 86_400, any::<bool>()), 0..120).prop_map(|v| {
+    // Standing: 0 junk or suspicious (not good), 1 good, 2 verified.
+    proptest::collection::vec((0u64..730 * 86_400, 0u8..3), 0..120).prop_map(|v| {
         v.into_iter()
             .enumerate()
-            .map(|(i, (secs, good))| Snap {
+            .map(|(i, (secs, standing))| Snap {
                 id: format!("s{i:03}"),
                 unix_ms: 1_767_225_600_000 + secs * 1000 / 3 * 3,
-                good,
+                good: standing > 0,
+                verified: standing > 1,
             })
             .collect()
     })
 }
 
 fn retention() -> impl Strategy<Value = Retention> {
-    (0u32..10, 0u32..6, 0u32..14, 0u32..4).prop_map(|(d, w, m, l)| Retention {
+    (0u32..10, 0u32..6, 0u32..14, 0u32..4, 0u32..5).prop_map(|(d, w, m, l, v)| Retention {
         keep_daily: d,
         keep_weekly: w,
         keep_monthly: m,
         keep_last: l,
+        keep_verified: v,
     })
 }
 
@@ -83,8 +99,47 @@ proptest! {
         if let Some(g) = snaps.iter().filter(|s| s.good).max_by_key(|s| (s.unix_ms, s.id.clone())) {
             prop_assert!(keep.contains(&g.id), "newest good snapshot kept");
         }
-        let bound = (r.keep_daily + r.keep_weekly + r.keep_monthly + r.keep_last + 1) as usize;
+        let bound = (r.keep_daily + r.keep_weekly + r.keep_monthly + r.keep_last + r.keep_verified + 1) as usize;
         prop_assert!(keep.len() <= bound);
+    }
+
+    /// Whatever the mix of verified, unverified, suspicious and junk snapshots, the plan
+    /// keeps the newest N verified ones, deletes nothing younger than the lock, nothing
+    /// on hold, and never empties a target.
+    #[test]
+    fn junk_never_costs_verified_snapshots_and_the_lock_holds(
+        snaps in history(),
+        r in retention(),
+        lock_days in 0u64..30,
+        now_offset_days in 0u64..800,
+        held in proptest::bool::weighted(0.2),
+    ) {
+        let now_ms = 1_767_225_600_000 + now_offset_days * 86_400_000;
+        let g = Guards { now_ms, lock_ms: lock_days * 86_400_000, held };
+        let (keep, delete, _) = plan(&snaps, &r, &Tz::UTC, g);
+        prop_assert_eq!(keep.len() + delete.len(), snaps.len());
+        let mut verified: Vec<&Snap> = snaps.iter().filter(|s| s.verified).collect();
+        verified.sort_by_key(|s| std::cmp::Reverse((s.unix_ms, s.id.clone())));
+        for v in verified.iter().take(r.keep_verified as usize) {
+            prop_assert!(keep.contains(&v.id), "verified {} deleted", v.id);
+        }
+        for d in &delete {
+            let s = snaps.iter().find(|s| &s.id == d).unwrap();
+            prop_assert!(!held, "nothing is deleted on hold");
+            prop_assert!(s.unix_ms + g.lock_ms <= now_ms, "{} is younger than the lock", d);
+        }
+        prop_assert_eq!(keep.is_empty(), snaps.is_empty());
+        // Adding junk changes nothing the policy keeps of the good ones.
+        let mut flooded = snaps.clone();
+        for i in 0..40u64 {
+            flooded.push(Snap { id: format!("junk{i:02}"), unix_ms: now_ms + i * 1000, good: false, verified: false });
+        }
+        let with_junk = keep_set(&flooded, &r, &Tz::UTC);
+        for id in keep_set(&snaps, &r, &Tz::UTC) {
+            if snaps.iter().any(|s| s.id == id && s.good) {
+                prop_assert!(with_junk.contains(&id), "junk pushed out {}", id);
+            }
+        }
     }
 }
 
@@ -97,11 +152,13 @@ fn days_are_counted_in_the_policy_zone() {
             id: "a".into(),
             unix_ms: 1_793_575_800_000, // 2026-11-01T23:30:00Z
             good: true,
+            verified: false,
         },
         Snap {
             id: "b".into(),
             unix_ms: 1_793_579_400_000, // 2026-11-02T00:30:00Z
             good: true,
+            verified: false,
         },
     ];
     let r = Retention {
@@ -109,6 +166,7 @@ fn days_are_counted_in_the_policy_zone() {
         keep_weekly: 0,
         keep_monthly: 0,
         keep_last: 0,
+        keep_verified: 0,
     };
     let utc = keep_set(&snaps, &r, &Tz::UTC);
     assert_eq!(utc.len(), 2, "two UTC days");
@@ -128,9 +186,14 @@ fn seven_daily_four_weekly_over_sixty_days() {
             id: format!("d{i:02}"),
             unix_ms: 1_767_225_600_000 + i * day + 3_600_000,
             good: true,
+            verified: false,
         })
         .collect();
-    let keep = keep_set(&snaps, &Retention::default(), &Tz::UTC);
+    let r = Retention {
+        keep_last: 0,
+        ..Retention::default()
+    };
+    let keep = keep_set(&snaps, &r, &Tz::UTC);
     // d0 = Thu 2026-01-01, d59 = Sun 2026-03-01. Daily: d53..d59 (Feb 23 - Mar 1, all ISO
     // week 9). Weekly: week 9 -> d59 (already kept), weeks 8, 7, 6 -> their Sundays.
     let want: BTreeSet<String> = [

@@ -1,0 +1,77 @@
+//! How far the controller trusts each snapshot, from what it recorded itself (never from
+//! what an agent says about a snapshot):
+//!
+//! - **verified**: its most recent restore drill passed;
+//! - **good**: it was committed by a backup job the controller dispatched and that
+//!   succeeded, no drill of it failed (suspect), and no anomaly flagged it (suspicious);
+//! - anything else (a commit no job accounts for, a failed drill, an anomaly) is not
+//!   good: retention does not count it, and RPO does not see it as a backup.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::catalog::safety::HoldRecord;
+use crate::catalog::{JobRecord, JobState, SnapshotRecord};
+use crate::scheduler::drills;
+
+/// The standing of one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Standing {
+    pub good: bool,
+    pub verified: bool,
+    /// Flagged by an anomaly hold.
+    pub suspicious: bool,
+    /// Its last drill failed.
+    pub suspect: bool,
+}
+
+/// Standing of every snapshot of one (site, target), by snapshot id.
+pub fn of_target(
+    snaps: &[SnapshotRecord],
+    jobs: &[JobRecord],
+    hold: Option<&HoldRecord>,
+    site: &str,
+    target: &str,
+) -> HashMap<String, Standing> {
+    let facts = drills::facts(jobs, site, target);
+    let backed: HashSet<&str> = jobs
+        .iter()
+        .filter(|j| {
+            j.site == site
+                && j.target == target
+                && j.kind == "backup"
+                && j.state == JobState::Succeeded
+        })
+        .filter_map(|j| j.snapshot_id.as_deref())
+        .collect();
+    let flagged: HashSet<&str> = hold
+        .map(|h| h.suspicious.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    snaps
+        .iter()
+        .filter(|s| s.site == site && s.target == target)
+        .map(|s| {
+            let id = s.snapshot_id.as_str();
+            let suspect = facts.suspect.contains(id);
+            let suspicious = flagged.contains(id);
+            let good = backed.contains(id) && !suspect && !suspicious;
+            let st = Standing {
+                good,
+                verified: good && facts.verified.contains(id),
+                suspicious,
+                suspect,
+            };
+            (s.snapshot_id.clone(), st)
+        })
+        .collect()
+}
+
+/// The newest good snapshot among `snaps` (oldest first), if any.
+pub fn newest_good<'a>(
+    snaps: &'a [SnapshotRecord],
+    standing: &HashMap<String, Standing>,
+) -> Option<&'a SnapshotRecord> {
+    snaps
+        .iter()
+        .rev()
+        .find(|s| standing.get(&s.snapshot_id).is_some_and(|st| st.good))
+}
