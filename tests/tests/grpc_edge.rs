@@ -238,7 +238,7 @@ async fn commit_is_refused_unless_every_chunk_is_stored() {
         )]))
         .await
         .unwrap();
-    let commit = commit_request("acme", &d, manifest.seal(&keys), &[&a, &b], 14);
+    let commit = commit_request("acme", &d, manifest.seal(&keys), &[&a, &b], 100);
     let e = s.client.commit_snapshot(commit.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(
