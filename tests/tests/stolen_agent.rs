@@ -1,0 +1,363 @@
+//! The attacker holds one site's agent certificate and key (a compromised customer host)
+//! and talks to the controller with a raw gRPC client. Whatever it sends, the site's real
+//! backups survive: junk commits are refused, made-up job ids create nothing, free text
+//! cannot forge log lines or grow records, handshake floods from one address do not
+//! starve other agents, and a taken agent id cannot be enrolled over.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use nex_backup_shared::chunk::ChunkCodec;
+use nex_backup_shared::keys::MasterKey;
+use nex_backup_shared::pb::{self, job_event::Event};
+use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
+use nex_backup_tests::inproc::{self, Identity, InProc};
+use tonic::Code;
+
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || Sink(b.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+/// Site acme with one real snapshot committed by a dispatched job.
+struct Site {
+    s: InProc,
+    id: Identity,
+    agent: FakeAgent,
+    keys: nex_backup_shared::keys::SiteKeys,
+    real: String,
+}
+
+async fn site() -> Site {
+    logs();
+    let s = inproc::start().await;
+    let id = s.enroll("acme", "a1").await;
+    let key = MasterKey::generate();
+    s.register_key(&id, 1, &key).await;
+    let keys = key.derive();
+    let mut agent = FakeAgent::connect(&s, &id, &["main"], "1.0").await;
+    let codec = ChunkCodec::new(keys.clone(), 3);
+    let chunk = codec.encode(&vec![7u8; 4096]);
+    s.agent(&id)
+        .put_chunks(tokio_stream::iter(vec![pb::PutChunkRequest {
+            site: "acme".into(),
+            snapshot_id: String::new(),
+            id: chunk.id.0.to_vec(),
+            blob: chunk.blob.clone(),
+        }]))
+        .await
+        .unwrap();
+    let d = dispatch_backup(&s, &mut agent, "main").await;
+    let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
+    s.agent(&id)
+        .commit_snapshot(commit_request("acme", &d, m.seal(&keys), &[&chunk], 4096))
+        .await
+        .unwrap();
+    Site {
+        s,
+        id,
+        agent,
+        keys,
+        real: d.snapshot_id,
+    }
+}
+
+async fn snapshots(s: &InProc) -> Vec<pb::SnapshotInfo> {
+    s.admin()
+        .list_snapshots(s.admin_request(pb::ListSnapshotsRequest {
+            site: "acme".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots
+}
+
+/// The attack from the field: learn the key id from a real manifest, then commit junk
+/// snapshots dated in the future with no job behind them. Every one is refused, and
+/// rotation afterwards deletes nothing real.
+#[tokio::test]
+async fn junk_commits_without_a_dispatched_job_are_refused_and_rotation_keeps_the_real_backup() {
+    let st = site().await;
+    let mut client = st.s.agent(&st.id);
+    // The attacker is on the agent's host: it has the site keys and can seal a perfect
+    // manifest over chunks that really are stored. Only the job is missing.
+    let codec = ChunkCodec::new(st.keys.clone(), 3);
+    let stored = codec.encode(&vec![7u8; 4096]);
+    for day in 0..14u64 {
+        let t = 1_830_000_000_000 + day * 86_400_000; // 2028
+        let snapshot_id = nex_backup_shared::ids::new_snapshot_id(t);
+        let m = nex_backup_tests::sample::empty_manifest(&snapshot_id);
+        let e = client
+            .commit_snapshot(pb::CommitSnapshotRequest {
+                site: "acme".into(),
+                target: "main".into(),
+                snapshot_id,
+                job_id: format!("job-made-up-{day}"),
+                manifest: m.seal(&st.keys),
+                chunk_ids: vec![stored.id.0.to_vec()],
+                logical_bytes: 4096,
+                started_unix_ms: t,
+                duration_ms: 1,
+                chunk_refs: 1,
+                streams: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "day {day}: {e:?}");
+        assert!(e.message().contains("no such job"), "{}", e.message());
+    }
+    // An empty chunk list is refused whatever the job.
+    let m = nex_backup_tests::sample::empty_manifest(&st.real);
+    let e = client
+        .commit_snapshot(pb::CommitSnapshotRequest {
+            site: "acme".into(),
+            target: "main".into(),
+            snapshot_id: st.real.clone(),
+            job_id: "job-x".into(),
+            manifest: m.seal(&st.keys),
+            chunk_ids: vec![],
+            logical_bytes: 1,
+            started_unix_ms: 1,
+            duration_ms: 1,
+            chunk_refs: 0,
+            streams: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // With a real job id but its own snapshot id, or a second commit for a settled job:
+    let codec = ChunkCodec::new(st.keys.clone(), 3);
+    let chunk = codec.encode(&vec![9u8; 4096]);
+    client
+        .put_chunks(tokio_stream::iter(vec![pb::PutChunkRequest {
+            site: "acme".into(),
+            snapshot_id: String::new(),
+            id: chunk.id.0.to_vec(),
+            blob: chunk.blob.clone(),
+        }]))
+        .await
+        .unwrap();
+    let mut agent = st.agent;
+    let d = dispatch_backup(&st.s, &mut agent, "main").await;
+    let mut other = d.clone();
+    other.snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_830_000_000_000);
+    let m = nex_backup_tests::sample::empty_manifest(&other.snapshot_id);
+    let e = client
+        .commit_snapshot(commit_request("acme", &other, m.seal(&st.keys), &[&chunk], 4096))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("another snapshot id"), "{}", e.message());
+    let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
+    let ok = commit_request("acme", &d, m.seal(&st.keys), &[&chunk], 4096);
+    client.commit_snapshot(ok.clone()).await.unwrap();
+    client.commit_snapshot(ok).await.expect("a retried commit is a no-op");
+    let d2 = pb::CommitSnapshotRequest {
+        snapshot_id: nex_backup_shared::ids::new_snapshot_id(1_830_000_000_000),
+        ..commit_request("acme", &d, vec![], &[&chunk], 4096)
+    };
+    let e = client.commit_snapshot(d2).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::InvalidArgument | Code::PermissionDenied),
+        "{e:?}"
+    );
+    // Only the two real snapshots exist, dated by the controller (not in 2028).
+    let snaps = snapshots(&st.s).await;
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for s in &snaps {
+        assert!(s.created_unix_ms <= now, "a snapshot from the future: {s:?}");
+    }
+    // Rotation deletes nothing (and could not: the retention lock holds them anyway).
+    let plan = st
+        .s
+        .admin()
+        .prune(st.s.admin_request(pb::PruneRequest {
+            dry_run: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.deleted_snapshots, 0);
+    assert!(log_text().contains("commit refused: not a dispatched job"));
+    assert!(log_text().contains("agent=a1") || log_text().contains("agent: a1"));
+    st.s.shutdown().await;
+}
+
+/// Results and progress for job ids the controller never issued create nothing and
+/// keep nothing; a huge error text or a version with a newline is capped and escaped.
+#[tokio::test]
+async fn made_up_jobs_and_hostile_texts_are_dropped_or_defused() {
+    let st = site().await;
+    let before = list_jobs(&st.s).await;
+    for i in 0..2000 {
+        st.agent
+            .send_event(
+                &format!("job-fake-{i}"),
+                Event::Progress(pb::JobProgress {
+                    phase: "x".repeat(1000),
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+    for i in 0..10 {
+        st.agent
+            .send_event(
+                &format!("job-fake-result-{i}"),
+                Event::Result(pb::JobResult {
+                    error: "E".repeat(2 * 1024 * 1024),
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = list_jobs(&st.s).await;
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "no job record appears for a made-up id"
+    );
+    assert!(log_text().contains("event for a job not sent to this agent dropped"));
+    // A version with a newline cannot forge a log line; a long one is cut.
+    let forged = "2.0\nINFO nex_backup: FORGED all backups verified";
+    let id2 = st.s.enroll("acme", "a2").await;
+    let _a2 = FakeAgent::connect(&st.s, &id2, &["main"], forged).await;
+    let huge = "v".repeat(100_000);
+    let id3 = st.s.enroll("acme", "a3").await;
+    let _a3 = FakeAgent::connect(&st.s, &id3, &["main"], &huge).await;
+    let text = log_text();
+    assert!(
+        !text.lines().any(|l| l.starts_with("INFO nex_backup: FORGED")),
+        "a forged log line"
+    );
+    assert!(text.contains("2.0\\nINFO"), "the newline is escaped");
+    assert!(!text.contains(&huge[..1000]), "the long version is cut");
+    st.s.shutdown().await;
+}
+
+async fn list_jobs(s: &InProc) -> Vec<pb::JobInfo> {
+    s.admin()
+        .list_jobs(s.admin_request(pb::ListJobsRequest {
+            limit: 10_000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+}
+
+/// 300 idle TCP connections from one address (127.0.0.2) that never send a ClientHello
+/// do not keep a real agent (from 127.0.0.1) out.
+#[tokio::test]
+async fn a_handshake_flood_from_one_address_does_not_starve_others() {
+    let st = site().await;
+    let mut idle = vec![];
+    for _ in 0..300 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(c) = sock.connect(st.s.addr).await {
+            idle.push(c);
+        }
+    }
+    assert!(idle.len() >= 200, "the flood connected");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        st.s.agent(&st.id).get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: st.real.clone(),
+        }),
+    )
+    .await
+    .expect("the real agent is served during the flood");
+    assert!(got.is_ok(), "{got:?}");
+    assert!(log_text().contains("too many TLS handshakes in progress from this address"));
+    drop(idle);
+    st.s.shutdown().await;
+}
+
+/// A second token of the site cannot take over an enrolled agent's id; an operator's
+/// token made for it can.
+#[tokio::test]
+async fn an_enrolled_agent_id_cannot_be_taken_over_without_the_operator() {
+    let st = site().await;
+    let token = st.s.token("acme", 600).await;
+    let e = st.s.enroll_with(&token, "a1").await.err().unwrap();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(e.message().contains("--replace-agent a1"), "{}", e.message());
+    // The real agent still works.
+    st.s.agent(&st.id)
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: st.real.clone(),
+        })
+        .await
+        .unwrap();
+    let replace = st
+        .s
+        .admin()
+        .create_token(st.s.admin_request(pb::CreateTokenRequest {
+            site: "acme".into(),
+            ttl_secs: 600,
+            replace_agent: "a1".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let (new_id, _) = st.s.enroll_with(&replace, "a1").await.unwrap();
+    // The old certificate is superseded, the new one works.
+    let e = st
+        .s
+        .agent(&st.id)
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: st.real.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    st.s.agent(&new_id)
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: st.real.clone(),
+        })
+        .await
+        .unwrap();
+    st.s.shutdown().await;
+}
