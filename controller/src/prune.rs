@@ -38,6 +38,8 @@ pub struct PruneScope {
     pub site: Option<String>,
     pub target: Option<String>,
     pub dry_run: bool,
+    /// Only the plan: no snapshot deleted, no garbage collection looked at.
+    pub plan_only: bool,
 }
 
 /// The plan and outcome for one target.
@@ -251,6 +253,10 @@ pub async fn prune(
                 .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
                 .unwrap_or_default()
         ));
+    }
+    if scope.plan_only {
+        report.dry_run = true;
+        return Ok(report);
     }
     for (site, delete) in &doomed {
         collect_site(state, site, delete, now_ms, &mut report).await?;

@@ -17,7 +17,14 @@ fn policies_are_validated_whole_and_prune_shows_its_plan() {
         (&["--schedule", "61 * * * *"][..], "policy schedule"),
         (&["--timezone", "Mars/Olympus"], "policy timezone"),
         (
-            &["--keep-daily", "0", "--keep-weekly", "0"],
+            &[
+                "--keep-daily",
+                "0",
+                "--keep-weekly",
+                "0",
+                "--keep-last",
+                "0",
+            ],
             "policy retention",
         ),
         (&["--schedule", "0 */6 * * *", "--rpo", "1h"], "policy rpo"),
@@ -74,6 +81,22 @@ fn policies_are_validated_whole_and_prune_shows_its_plan() {
 
     let first = env.backup_ok("main");
     let second = env.backup_ok("main");
+    // Both are younger than the site's retention lock (7 days): nothing is deleted.
+    let locked = env.cli(&["prune", "--dry-run"]);
+    assert!(
+        locked.stdout.contains("keep (retention lock)") && locked.stdout.contains("0 snapshot(s)"),
+        "{}",
+        locked.stdout
+    );
+    // An operator lifts the lock; that is audited.
+    let lift = env.cli(&["policy", "set", "--site", SITE, "--retention-lock", "0"]);
+    assert!(lift.ok, "{}", lift.stderr);
+    let audit = env.cli(&["audit", "--site", SITE]);
+    assert!(
+        audit.stdout.contains("retention lock shortened") && audit.stdout.contains("7d -> 0s"),
+        "{}",
+        audit.stdout
+    );
     let plan = env.cli(&["prune", "--dry-run"]);
     assert!(plan.ok, "{}", plan.stderr);
     let first_id = first["snapshot_id"].as_str().unwrap();

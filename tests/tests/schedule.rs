@@ -23,6 +23,9 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);",
         EnvOpts::scheduled(),
     );
+    // Rotation of seconds-old snapshots: only with the retention lock lifted (audited).
+    let lift = env.cli(&["policy", "set", "--site", SITE, "--retention-lock", "0"]);
+    assert!(lift.ok, "{}", lift.stderr);
     env.set_target_policy(
         "main",
         &[
@@ -32,6 +35,8 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
             "15s",
             "--keep-last",
             "2",
+            "--keep-verified",
+            "0",
             "--keep-daily",
             "0",
             "--keep-weekly",

@@ -171,15 +171,28 @@ async fn junk_commits_without_a_dispatched_job_are_refused_and_rotation_keeps_th
     other.snapshot_id = nex_backup_shared::ids::new_snapshot_id(1_830_000_000_000);
     let m = nex_backup_tests::sample::empty_manifest(&other.snapshot_id);
     let e = client
-        .commit_snapshot(commit_request("acme", &other, m.seal(&st.keys), &[&chunk], 4096))
+        .commit_snapshot(commit_request(
+            "acme",
+            &other,
+            m.seal(&st.keys),
+            &[&chunk],
+            4096,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("another snapshot id"), "{}", e.message());
+    assert!(
+        e.message().contains("another snapshot id"),
+        "{}",
+        e.message()
+    );
     let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
     let ok = commit_request("acme", &d, m.seal(&st.keys), &[&chunk], 4096);
     client.commit_snapshot(ok.clone()).await.unwrap();
-    client.commit_snapshot(ok).await.expect("a retried commit is a no-op");
+    client
+        .commit_snapshot(ok)
+        .await
+        .expect("a retried commit is a no-op");
     let d2 = pb::CommitSnapshotRequest {
         snapshot_id: nex_backup_shared::ids::new_snapshot_id(1_830_000_000_000),
         ..commit_request("acme", &d, vec![], &[&chunk], 4096)
@@ -197,19 +210,21 @@ async fn junk_commits_without_a_dispatched_job_are_refused_and_rotation_keeps_th
         .unwrap()
         .as_millis() as u64;
     for s in &snaps {
-        assert!(s.created_unix_ms <= now, "a snapshot from the future: {s:?}");
+        assert!(
+            s.created_unix_ms <= now,
+            "a snapshot from the future: {s:?}"
+        );
     }
     // Rotation deletes nothing (and could not: the retention lock holds them anyway).
-    let plan = st
-        .s
-        .admin()
-        .prune(st.s.admin_request(pb::PruneRequest {
-            dry_run: true,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let plan =
+        st.s.admin()
+            .prune(st.s.admin_request(pb::PruneRequest {
+                dry_run: true,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(plan.deleted_snapshots, 0);
     assert!(log_text().contains("commit refused: not a dispatched job"));
     assert!(log_text().contains("agent=a1") || log_text().contains("agent: a1"));
@@ -261,7 +276,9 @@ async fn made_up_jobs_and_hostile_texts_are_dropped_or_defused() {
     let _a3 = FakeAgent::connect(&st.s, &id3, &["main"], &huge).await;
     let text = log_text();
     assert!(
-        !text.lines().any(|l| l.starts_with("INFO nex_backup: FORGED")),
+        !text
+            .lines()
+            .any(|l| l.starts_with("INFO nex_backup: FORGED")),
         "a forged log line"
     );
     assert!(text.contains("2.0\\nINFO"), "the newline is escaped");
@@ -319,7 +336,11 @@ async fn an_enrolled_agent_id_cannot_be_taken_over_without_the_operator() {
     let token = st.s.token("acme", 600).await;
     let e = st.s.enroll_with(&token, "a1").await.err().unwrap();
     assert_eq!(e.code(), Code::AlreadyExists);
-    assert!(e.message().contains("--replace-agent a1"), "{}", e.message());
+    assert!(
+        e.message().contains("--replace-agent a1"),
+        "{}",
+        e.message()
+    );
     // The real agent still works.
     st.s.agent(&st.id)
         .get_manifest(pb::GetManifestRequest {
@@ -328,29 +349,27 @@ async fn an_enrolled_agent_id_cannot_be_taken_over_without_the_operator() {
         })
         .await
         .unwrap();
-    let replace = st
-        .s
-        .admin()
-        .create_token(st.s.admin_request(pb::CreateTokenRequest {
-            site: "acme".into(),
-            ttl_secs: 600,
-            replace_agent: "a1".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let replace =
+        st.s.admin()
+            .create_token(st.s.admin_request(pb::CreateTokenRequest {
+                site: "acme".into(),
+                ttl_secs: 600,
+                replace_agent: "a1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
     let (new_id, _) = st.s.enroll_with(&replace, "a1").await.unwrap();
     // The old certificate is superseded, the new one works.
-    let e = st
-        .s
-        .agent(&st.id)
-        .get_manifest(pb::GetManifestRequest {
-            site: "acme".into(),
-            snapshot_id: st.real.clone(),
-        })
-        .await
-        .unwrap_err();
+    let e =
+        st.s.agent(&st.id)
+            .get_manifest(pb::GetManifestRequest {
+                site: "acme".into(),
+                snapshot_id: st.real.clone(),
+            })
+            .await
+            .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     st.s.agent(&new_id)
         .get_manifest(pb::GetManifestRequest {

@@ -113,14 +113,15 @@ pub async fn swap_in(
     ))
 }
 
-/// Drop a staging database after a failed restore (the existing one is untouched).
-pub async fn discard(t: &TargetConfig, staging: &str, server_num: i32) -> String {
+/// Drop the database a failed restore created (a new one, or the staging copy beside
+/// an existing one, which stays untouched).
+pub async fn discard(t: &TargetConfig, created: &str, server_num: i32) -> String {
     match pg::connect(t, &t.dbname).await {
-        Ok(admin) => match drop_db(&admin, staging, server_num).await {
-            Ok(()) => format!("the staging database {staging} was dropped"),
-            Err(e) => format!("the staging database {staging} could not be dropped: {e}"),
+        Ok(admin) => match drop_db(&admin, created, server_num).await {
+            Ok(()) => format!("the new database was dropped ({created})"),
+            Err(e) => format!("the new database {created} could not be dropped: {e}"),
         },
-        Err(e) => format!("the staging database {staging} could not be dropped: {e}"),
+        Err(e) => format!("the new database {created} could not be dropped: {e}"),
     }
 }
 

@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// First retry delay of a failed scheduled job (doubles each time, 3 retries).
     #[arg(long, default_value = "1m", value_parser = trust::parse_duration)]
     pub retry_base: std::time::Duration,
+    /// Free space the blob store keeps: below it, uploads are refused at once with an
+    /// error naming the store (e.g. 1GiB, 256MiB; 0 = no reserve).
+    #[arg(long, default_value = "256MiB", value_parser = policy::parse_rate)]
+    pub store_reserve: u64,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             cfg.agent_cert_lifetime = a.agent_cert_lifetime;
             cfg.gc_grace = a.gc_grace;
+            cfg.store_reserve = a.store_reserve;
             cfg.scheduler = (!a.no_scheduler).then(|| crate::scheduler::decide::SchedConfig {
                 stall_limit_ms: a.stall_limit.as_millis() as u64,
                 retry_base_ms: a.retry_base.as_millis() as u64,

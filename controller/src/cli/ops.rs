@@ -235,6 +235,9 @@ pub async fn backup(a: &BackupArgs) -> anyhow::Result<ExitCode> {
             a.site, a.target, o.error
         );
     }
+    if !o.note.is_empty() {
+        println!("{}", o.note);
+    }
     Ok(exit(o.ok))
 }
 

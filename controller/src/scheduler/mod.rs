@@ -112,6 +112,7 @@ impl Scheduler {
             site: site.map(str::to_string),
             target: target.map(str::to_string),
             dry_run: false,
+            plan_only: false,
         };
         match prune(&self.state, &scope, now).await {
             Ok(r) if r.deleted_snapshots > 0 || r.deleted_chunks > 0 => {

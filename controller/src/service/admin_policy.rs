@@ -200,6 +200,7 @@ impl AdminApi {
             site: opt(req.site),
             target: opt(req.target),
             dry_run: req.dry_run,
+            plan_only: false,
         };
         if let Some(s) = &scope.site {
             check_site(s)?;

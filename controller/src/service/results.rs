@@ -95,6 +95,9 @@ impl AgentApi {
             job.ended_unix_ms = Some(now_ms());
             job.error = (!r.error.is_empty()).then(|| r.error.clone());
         }
+        if committed {
+            r.note = self.backup_note(&job).await;
+        }
         // The snapshot of a job is the one the controller dispatched, whatever the agent says.
         r.snapshot_id = job.snapshot_id.clone().unwrap_or_default();
         job.logical_bytes = r.logical_bytes;
@@ -113,6 +116,53 @@ impl AgentApi {
         if let Err(e) = self.state.hub.send(site, agent, ack).await {
             warn!(site, error = %e, "acknowledge job result");
         }
+    }
+}
+
+impl AgentApi {
+    /// What a finished backup means for its target, for the operator: an anomaly hold it
+    /// raised, and what retention deletes now that it exists (nothing young, by the lock).
+    async fn backup_note(&self, job: &JobRecord) -> String {
+        let mut notes = vec![];
+        let hold = self.state.catalog.holds().await.ok().and_then(|hs| {
+            hs.into_iter()
+                .find(|h| h.site == job.site && h.target == job.target)
+        });
+        if let Some(h) = hold
+            && job
+                .snapshot_id
+                .as_ref()
+                .is_some_and(|s| h.suspicious.contains(s))
+        {
+            notes.push(format!(
+                "ANOMALY HOLD on {}/{}: {}; this snapshot is suspicious and rotation deletes nothing of the target until an operator releases the hold (nex-backup hold release)",
+                job.site, job.target, h.reason
+            ));
+        }
+        let scope = crate::prune::PruneScope {
+            site: Some(job.site.clone()),
+            target: Some(job.target.clone()),
+            dry_run: true,
+            plan_only: true,
+        };
+        match crate::prune::prune(&self.state, &scope, now_ms()).await {
+            Ok(r) => {
+                let doomed: Vec<String> = r.targets.into_iter().flat_map(|t| t.delete).collect();
+                notes.push(if doomed.is_empty() {
+                    "retention: this backup makes no snapshot due for deletion".into()
+                } else {
+                    format!(
+                        "retention: this backup makes {} older snapshot(s) due for deletion at the next rotation: {}",
+                        doomed.len(),
+                        doomed.join(", ")
+                    )
+                });
+            }
+            Err(e) => {
+                warn!(site = %job.site, job = %job.job_id, error = %e, "plan retention for the backup's note")
+            }
+        }
+        notes.join("\n")
     }
 }
 

@@ -1,0 +1,338 @@
+//! Ordinary operator actions that must never lose data, against real processes and a
+//! real PostgreSQL: a second backup on one day, `restore --clean` from a damaged
+//! snapshot, a typo in `policy set`, a dry run after a restart, a failed drill, a stop
+//! with SIGTERM during a backup, and a full store.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::sample::invoices_sql;
+
+fn chunk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Flip a byte in the largest chunk blob; returns its path and original bytes.
+fn damage_largest_chunk(env: &Env) -> (PathBuf, Vec<u8>) {
+    let mut files = chunk_files(&env.controller.data_dir.join("blobs/chunks/acme"));
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let victim = files.last().unwrap().clone();
+    let original = std::fs::read(&victim).unwrap();
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+    (victim, original)
+}
+
+fn count(env: &Env, db: &str, sql: &str) -> String {
+    env.pg.psql(db, sql)
+}
+
+#[test]
+fn a_second_backup_keeps_the_first_and_clean_restores_swap_only_verified_copies() {
+    let env = Env::start(&invoices_sql(20_000), EnvOpts::default());
+    // Two backups on one day under the default policy: both stay.
+    let first = env.backup_ok("main");
+    let second = env.cli(&["backup", "--site", SITE, "--target", "main"]);
+    assert!(second.ok, "{}", second.stderr);
+    assert!(
+        second
+            .stdout
+            .contains("retention: this backup makes no snapshot due for deletion"),
+        "the backup says what it costs: {}",
+        second.stdout
+    );
+    let pruned = env.cli(&["prune", "--json"]).json();
+    assert_eq!(pruned["deleted_snapshots"], 0, "{pruned}");
+    assert_eq!(env.snapshots("main").len(), 2, "the earlier backup is kept");
+
+    // Production exists, with something the snapshot does not have.
+    let r = env.restore("main", "prod", &[]).json();
+    assert_eq!(r["ok"], true, "{r}");
+    env.pg.psql(
+        "prod",
+        "CREATE TABLE marker (x int); INSERT INTO marker VALUES (42)",
+    );
+    let invoices = count(&env, "prod", "SELECT count(*) FROM invoices");
+
+    // A --clean restore from a damaged snapshot leaves production untouched.
+    let (victim, original) = damage_largest_chunk(&env);
+    let failed = env.restore("main", "prod", &["--clean"]).json_failed();
+    let err = failed["error"].as_str().unwrap();
+    assert!(
+        err.contains("modified or corrupted") && err.contains("prod is untouched"),
+        "{err}"
+    );
+    assert_eq!(count(&env, "prod", "SELECT x FROM marker"), "42");
+    assert_eq!(
+        count(&env, "prod", "SELECT count(*) FROM invoices"),
+        invoices
+    );
+    assert_eq!(
+        count(
+            &env,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'prod_nexb_new_%'"
+        ),
+        "0",
+        "no staging copy is left behind"
+    );
+    std::fs::write(&victim, original).unwrap();
+
+    // A verified --clean restore swaps in, keeping the old database under a dated name.
+    let ok = env.restore("main", "prod", &["--clean"]).json();
+    assert_eq!(ok["ok"], true, "{ok}");
+    let note = ok["note"].as_str().unwrap();
+    assert!(note.contains("kept as prod_old_"), "{note}");
+    let old = note
+        .split_whitespace()
+        .find(|w| w.starts_with("prod_old_"))
+        .unwrap();
+    assert_eq!(
+        count(&env, old, "SELECT x FROM marker"),
+        "42",
+        "old data kept"
+    );
+    assert_eq!(
+        count(
+            &env,
+            "prod",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'marker'"
+        ),
+        "0",
+        "prod is the restored snapshot"
+    );
+    // --drop-old drops the replaced database after the verified swap.
+    let ok = env
+        .restore("main", "prod", &["--clean", "--drop-old"])
+        .json();
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(
+        count(
+            &env,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'prod_old_%'"
+        ),
+        "1",
+        "the swap before kept its old copy; this one dropped its own"
+    );
+    assert!(first["ok"] == true);
+}
+
+#[test]
+fn typos_dry_runs_and_failed_drills_tell_the_truth() {
+    let mut env = Env::start(&invoices_sql(5_000), EnvOpts::default());
+    // A typo in a target or site name creates nothing.
+    let typo = env.cli(&[
+        "policy", "set", "--site", SITE, "--target", "invoice", "--rpo", "2d",
+    ]);
+    assert!(!typo.ok);
+    assert!(
+        typo.stderr.contains("declares target invoice") && typo.stderr.contains("known: main"),
+        "{}",
+        typo.stderr
+    );
+    let show = env.cli(&["policy", "show", "--site", SITE, "--target", "invoice"]);
+    assert!(!show.ok, "policy show of an unknown target fails");
+    let site_typo = env.cli(&[
+        "policy",
+        "set",
+        "--site",
+        "acmee",
+        "--window",
+        "22:00-06:00",
+    ]);
+    assert!(
+        !site_typo.ok
+            && site_typo
+                .stderr
+                .contains("no agent is enrolled for site acmee")
+    );
+    let rpo = env.cli(&["rpo", "--json"]).json();
+    assert!(
+        !rpo.to_string().contains("invoice\""),
+        "no phantom target: {rpo}"
+    );
+    let created = env.cli(&[
+        "policy", "set", "--site", SITE, "--target", "reports", "--create",
+    ]);
+    assert!(
+        created.ok,
+        "--create sets a target up ahead of its agent: {}",
+        created.stderr
+    );
+
+    // After a restart GC waits out its grace: the dry run says so and matches the run.
+    env.backup_ok("main");
+    env.restart_controller(false);
+    env.wait_online(true);
+    let dry = env.cli(&["prune", "--dry-run", "--json"]).json();
+    let real = env.cli(&["prune", "--json"]).json();
+    assert!(
+        dry["gc_note"]
+            .as_str()
+            .unwrap()
+            .contains("garbage collection waits until"),
+        "{dry}"
+    );
+    for k in ["deleted_snapshots", "deleted_chunks", "freed_bytes"] {
+        assert_eq!(dry[k], real[k], "{k}: dry {dry} vs real {real}");
+    }
+
+    // A failed drill reports no RTO, and rpo agrees with status about the snapshot.
+    damage_largest_chunk(&env);
+    let drill = env.cli(&["drill", "--site", SITE, "--target", "main"]);
+    assert!(!drill.ok);
+    assert!(
+        drill.stdout.contains("no RTO measured") && !drill.stdout.contains("within the RTO"),
+        "{}",
+        drill.stdout
+    );
+    let rpo = env.cli(&["rpo", "--site", SITE]);
+    assert!(
+        !rpo.stdout.contains("NEVER BACKED UP") && rpo.stdout.contains("suspect"),
+        "{}",
+        rpo.stdout
+    );
+}
+
+#[test]
+fn sigterm_stops_the_controller_within_seconds_during_a_backup() {
+    let mut env = Env::start(&invoices_sql(2_000), EnvOpts::default());
+    let lock = env.pg.hold_exclusive_lock("invoices", "invoices");
+    let running = env.backup_in_background("main");
+    nex_backup_tests::wait_for("the backup to start", 30, || {
+        let jobs = env.cli(&["jobs", "--json"]).json();
+        (jobs[0]["state"] == "running").then_some(())
+    });
+    let pid = env.controller.pid();
+    let t = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    nex_backup_tests::wait_for("the controller to exit after SIGTERM", 10, || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let _ = running.join();
+    drop(lock);
+    // The catalog lock was released: the controller starts again on the same data.
+    env.controller.restart();
+    env.wait_online(true);
+    let log = std::fs::read_to_string(&env.controller.log).unwrap();
+    assert!(
+        log.contains("shutting down: ending agent sessions"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_full_store_fails_the_backup_at_once_naming_the_controllers_store() {
+    let env = Env::start(
+        &invoices_sql(2_000),
+        EnvOpts {
+            controller_args: vec!["--store-reserve".into(), "1000000GiB".into()],
+            ..Default::default()
+        },
+    );
+    let t = Instant::now();
+    let out = env.backup("main").json_failed();
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let err = out["error"].as_str().unwrap();
+    assert!(
+        err.contains("controller's blob store") && err.contains("is full"),
+        "{err}"
+    );
+    nex_backup_tests::wait_for("the agent to close its database session", 10, || {
+        let n = env.pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'invoices' AND state LIKE 'idle in transaction%'",
+        );
+        (n == "0").then_some(())
+    });
+    assert!(env.snapshots("main").is_empty());
+}
+
+/// Ransomware-like change: the text that made up most of the database is overwritten
+/// with random characters. The next backup no longer compresses, the target goes on
+/// hold, and nothing earlier can be deleted until an operator releases it.
+#[test]
+fn random_overwrites_put_the_target_on_hold_and_earlier_backups_survive() {
+    let sql = "CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL);
+         INSERT INTO docs SELECT g, repeat('invoice line for customer ' || (g % 50) || ' paid in full. ', 40)
+             FROM generate_series(1, 3000) g;";
+    let env = Env::start(sql, EnvOpts::default());
+    let lift = env.cli(&["policy", "set", "--site", SITE, "--retention-lock", "0"]);
+    assert!(lift.ok, "{}", lift.stderr);
+    env.set_target_policy(
+        "main",
+        &[
+            "--keep-last",
+            "1",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ],
+    );
+    let mut good = vec![];
+    for _ in 0..3 {
+        good.push(
+            env.backup_ok("main")["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    env.pg.psql(
+        "invoices",
+        "UPDATE docs SET body = (SELECT string_agg(md5(random()::text || id::text || s::text), '') FROM generate_series(1, 30) s)",
+    );
+    let hit = env.cli(&["backup", "--site", SITE, "--target", "main"]);
+    assert!(hit.ok, "{}", hit.stderr);
+    assert!(hit.stdout.contains("ANOMALY HOLD"), "{}", hit.stdout);
+    let holds = env.cli(&["hold", "list", "--json"]).json();
+    assert_eq!(holds["holds"].as_array().unwrap().len(), 1, "{holds}");
+    assert!(
+        holds["holds"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("compresses")
+    );
+    // keep-last 1 and no lock would delete the three earlier ones; the hold keeps them.
+    let pruned = env.cli(&["prune", "--json"]).json();
+    assert_eq!(pruned["deleted_snapshots"], 0, "{pruned}");
+    assert_eq!(env.snapshots("main").len(), 4);
+    let rpo = env.cli(&["rpo", "--site", SITE]);
+    assert!(rpo.stdout.contains("ANOMALY HOLD"), "{}", rpo.stdout);
+    // `restore latest` takes the newest good snapshot, not the suspicious one.
+    let r = env.restore("main", "before_attack", &[]).json();
+    assert_eq!(r["snapshot_id"], good[2].as_str(), "{r}");
+    // The operator releases the hold (audited); rotation resumes.
+    let rel = env.cli(&["hold", "release", "--site", SITE, "--target", "main"]);
+    assert!(rel.ok, "{}", rel.stderr);
+    let audit = env.cli(&["audit"]);
+    assert!(
+        audit.stdout.contains("anomaly hold released"),
+        "{}",
+        audit.stdout
+    );
+    let pruned = env.cli(&["prune", "--json"]).json();
+    assert_eq!(pruned["deleted_snapshots"], 3, "{pruned}");
+}
