@@ -203,10 +203,14 @@ fn typos_dry_runs_and_failed_drills_tell_the_truth() {
     );
     let rpo = env.cli(&["rpo", "--site", SITE]);
     assert!(
-        !rpo.stdout.contains("NEVER BACKED UP") && rpo.stdout.contains("suspect"),
+        rpo.stdout.contains("acme/main: VIOLATED: no good snapshot")
+            && rpo.stdout.contains("suspect: its restore drill failed")
+            && rpo.stdout.contains("drill FAILED / 1h"),
         "{}",
         rpo.stdout
     );
+    let status = env.status();
+    assert!(status.to_string().contains("main"), "{status}");
 }
 
 #[test]

@@ -157,13 +157,15 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
                 t.state.clone(),
                 super::format::age(now, t.newest_good_unix_ms),
                 crate::policy::human_secs(t.rpo_secs),
-                if t.drilled {
+                if t.drilled && t.last_drill_ok {
                     format!(
-                        "{:.1}s{} / {}",
+                        "{:.1}s / {}",
                         t.measured_rto_ms as f64 / 1000.0,
-                        if t.last_drill_ok { "" } else { " FAILED" },
                         crate::policy::human_secs(t.rto_secs)
                     )
+                } else if t.drilled {
+                    // A failed drill restored nothing usable: it measured no RTO.
+                    format!("drill FAILED / {}", crate::policy::human_secs(t.rto_secs))
                 } else {
                     format!("not drilled / {}", crate::policy::human_secs(t.rto_secs))
                 },
@@ -187,6 +189,9 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         "VIOLATIONS",
     ];
     println!("{}", table(&header, &rows));
+    for t in r.targets.iter().filter(|t| t.state != "OK") {
+        println!("{}/{}: {}: {}", t.site, t.target, t.state, t.reason);
+    }
     println!("\nper site, last {} days:", a.days);
     let rows: Vec<Vec<String>> = r
         .sites
