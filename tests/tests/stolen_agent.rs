@@ -380,3 +380,88 @@ async fn an_enrolled_agent_id_cannot_be_taken_over_without_the_operator() {
         .unwrap();
     st.s.shutdown().await;
 }
+
+/// The same attack on a real deployment: the attacker copies the running agent's
+/// `identity.pem` and key ring off the customer host and commits junk through its own
+/// client. Afterwards the real snapshot still restores and verifies, RPO is unaffected,
+/// and prune deletes nothing; the controller's log names the agent.
+#[test]
+fn with_a_real_agents_stolen_files_the_real_backup_survives() {
+    use nex_backup_tests::env::{AGENT_ID, Env, EnvOpts, SITE};
+    let env = Env::start(
+        &nex_backup_tests::sample::invoices_sql(3_000),
+        EnvOpts::default(),
+    );
+    let real = env.backup_ok("main")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state = env.agent_state_dir();
+    let pem = std::fs::read(state.join("identity.pem")).unwrap();
+    let certs = nex_backup_shared::tls::certs_from_pem("identity.pem", &pem).unwrap();
+    let key = nex_backup_shared::tls::key_from_pem("identity.pem", &pem).unwrap();
+    let ring = nex_backup_shared::keyring::KeyRing::load(&state.join("keyring"))
+        .unwrap()
+        .unwrap();
+    let keys = ring.current().unwrap().1.derive();
+    let tls = nex_backup_shared::tls::client_config(
+        nex_backup_shared::tls::parse_fingerprint(&env.controller.fingerprint).unwrap(),
+        Some((certs, key)),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = nex_backup_shared::tls::channel(&env.url(), tls).unwrap();
+        let mut client = nex_backup_shared::pb::agent_service_client::AgentServiceClient::new(ch);
+        let codec = ChunkCodec::new(keys.clone(), 3);
+        let junk = codec.encode(&vec![1u8; 8192]);
+        client
+            .put_chunks(tokio_stream::iter(vec![pb::PutChunkRequest {
+                site: SITE.into(),
+                snapshot_id: String::new(),
+                id: junk.id.0.to_vec(),
+                blob: junk.blob.clone(),
+            }]))
+            .await
+            .unwrap();
+        for day in 0..14u64 {
+            let t = 1_830_000_000_000 + day * 86_400_000;
+            let snapshot_id = nex_backup_shared::ids::new_snapshot_id(t);
+            let mut m = nex_backup_tests::sample::empty_manifest(&snapshot_id);
+            m.site = SITE.into();
+            let e = client
+                .commit_snapshot(pb::CommitSnapshotRequest {
+                    site: SITE.into(),
+                    target: "main".into(),
+                    snapshot_id,
+                    job_id: format!("job-{day}"),
+                    manifest: m.seal(&keys),
+                    chunk_ids: vec![junk.id.0.to_vec()],
+                    logical_bytes: 8192,
+                    started_unix_ms: t,
+                    duration_ms: 1,
+                    chunk_refs: 1,
+                    streams: 1,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        }
+    });
+    let snaps = env.snapshots("main");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["snapshot_id"], real.as_str());
+    let plan = env.cli(&["prune", "--dry-run", "--json"]).json();
+    assert_eq!(plan["deleted_snapshots"], 0, "{plan}");
+    let rpo = env.cli(&["rpo", "--json"]).json();
+    assert_eq!(rpo["targets"][0]["state"], "OK", "{rpo}");
+    let r = env.restore("main", "after_attack", &[]).json();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["snapshot_id"], real.as_str());
+    let log = std::fs::read_to_string(&env.controller.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("commit refused: not a dispatched job") && l.contains(AGENT_ID)),
+        "the refusal names the agent"
+    );
+}
