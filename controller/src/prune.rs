@@ -152,16 +152,7 @@ fn plan_target(
         })
         .collect();
     let (keep, delete, spared) = plan(&view, &policy.retention, &tz, guards);
-    let label = |id: &String| {
-        let st = standing.get(id).copied().unwrap_or_default();
-        match (st.verified, st.good, st.suspicious, st.suspect) {
-            (true, ..) => "verified",
-            (_, true, ..) => "good",
-            (_, _, true, _) => "suspicious",
-            (.., true) => "suspect",
-            _ => "no job",
-        }
-    };
+    let label = |id: &String| standing.get(id).copied().unwrap_or_default().label();
     TargetPrune {
         site: snaps.first().map(|s| s.site.clone()).unwrap_or_default(),
         target: snaps.first().map(|s| s.target.clone()).unwrap_or_default(),

@@ -24,6 +24,23 @@ pub struct Standing {
     pub suspect: bool,
 }
 
+impl Standing {
+    /// One word for operators: verified, good, suspicious, suspect, or "no job".
+    pub fn label(&self) -> &'static str {
+        if self.verified {
+            "verified"
+        } else if self.good {
+            "good"
+        } else if self.suspicious {
+            "suspicious"
+        } else if self.suspect {
+            "suspect"
+        } else {
+            "no job"
+        }
+    }
+}
+
 /// Standing of every snapshot of one (site, target), by snapshot id.
 pub fn of_target(
     snaps: &[SnapshotRecord],

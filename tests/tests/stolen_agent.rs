@@ -267,8 +267,52 @@ async fn made_up_jobs_and_hostile_texts_are_dropped_or_defused() {
         "no job record appears for a made-up id"
     );
     assert!(log_text().contains("event for a job not sent to this agent dropped"));
+    // Its own jobs' results: huge error texts are capped, so listings stay whole.
+    let mut agent = st.agent;
+    for _ in 0..3 {
+        let d = dispatch_backup(&st.s, &mut agent, "main").await;
+        agent
+            .send_event(
+                &d.job_id,
+                Event::Result(pb::JobResult {
+                    error: "E".repeat(2 * 1024 * 1024),
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs = list_jobs(&st.s).await;
+    assert_eq!(jobs.len(), before.len() + 3);
+    for j in jobs.iter().filter(|j| j.state == "failed") {
+        assert!(j.error.len() < 5000, "error text capped: {}", j.error.len());
+    }
+    // And they page: one at a time, every job once.
+    let (mut seen, mut token) = (vec![], String::new());
+    loop {
+        let r =
+            st.s.admin()
+                .list_jobs(st.s.admin_request(pb::ListJobsRequest {
+                    limit: 1,
+                    page_token: token,
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+        seen.extend(r.jobs.into_iter().map(|j| j.job_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>()
+    );
     // A version with a newline cannot forge a log line; a long one is cut.
     let forged = "2.0\nINFO nex_backup: FORGED all backups verified";
+    let _keep = agent;
     let id2 = st.s.enroll("acme", "a2").await;
     let _a2 = FakeAgent::connect(&st.s, &id2, &["main"], forged).await;
     let huge = "v".repeat(100_000);

@@ -35,18 +35,36 @@ fn duration(j: &pb::JobInfo) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
+/// Up to `a.limit` jobs, newest first, fetched page by page.
+async fn fetch_jobs(a: &JobsArgs) -> anyhow::Result<Vec<pb::JobInfo>> {
+    let mut client = connect(&a.client).await?;
+    let (mut out, mut page_token) = (Vec::new(), String::new());
+    while out.len() < a.limit as usize {
+        let r = client
+            .list_jobs(pb::ListJobsRequest {
+                site: a.site.clone().unwrap_or_default(),
+                target: a.target.clone().unwrap_or_default(),
+                failed_only: a.failed,
+                limit: (a.limit as usize - out.len()).min(1000) as u32,
+                page_token,
+            })
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?
+            .into_inner();
+        out.extend(r.jobs);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    Ok(out)
+}
+
 pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
-    let r = connect(&a.client)
-        .await?
-        .list_jobs(pb::ListJobsRequest {
-            site: a.site.unwrap_or_default(),
-            target: a.target.unwrap_or_default(),
-            failed_only: a.failed,
-            limit: a.limit,
-        })
-        .await
-        .map_err(|s| anyhow!("{}", s.message()))?
-        .into_inner();
+    let r = pb::ListJobsResponse {
+        jobs: fetch_jobs(&a).await?,
+        next_page_token: String::new(),
+    };
     if a.client.json {
         let v: Vec<_> = r.jobs.iter().map(|j| json!({
             "job_id": j.job_id, "site": j.site, "target": j.target, "kind": j.kind,

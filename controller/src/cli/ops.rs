@@ -84,22 +84,39 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every snapshot in scope, oldest first, fetched page by page.
+async fn fetch_snapshots(a: &SnapshotsArgs) -> anyhow::Result<Vec<pb::SnapshotInfo>> {
+    let mut client = connect(&a.client).await?;
+    let (mut out, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let r = client
+            .list_snapshots(pb::ListSnapshotsRequest {
+                site: a.site.clone().unwrap_or_default(),
+                target: a.target.clone().unwrap_or_default(),
+                limit: 0,
+                page_token,
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        out.extend(r.snapshots);
+        if r.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = r.next_page_token;
+    }
+}
+
 pub async fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
-    let req = pb::ListSnapshotsRequest {
-        site: a.site.clone().unwrap_or_default(),
-        target: a.target.clone().unwrap_or_default(),
+    let resp = pb::ListSnapshotsResponse {
+        snapshots: fetch_snapshots(a).await?,
+        next_page_token: String::new(),
     };
-    let resp = connect(&a.client)
-        .await?
-        .list_snapshots(req)
-        .await
-        .map_err(status_err)?
-        .into_inner();
     if a.client.json {
         let out: Vec<_> = resp.snapshots.iter().map(|s| json!({
             "site": s.site, "target": s.target, "snapshot_id": s.snapshot_id, "created_unix_ms": s.created_unix_ms,
             "logical_bytes": s.logical_bytes, "stored_bytes": s.stored_bytes, "new_bytes": s.new_bytes,
-            "duration_ms": s.duration_ms, "chunks": s.chunks,
+            "duration_ms": s.duration_ms, "chunks": s.chunks, "standing": s.standing,
         })).collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -117,6 +134,7 @@ pub async fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
                 bytes(s.stored_bytes),
                 bytes(s.new_bytes),
                 format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+                s.standing.clone(),
             ]
         })
         .collect();
@@ -124,7 +142,8 @@ pub async fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
         "{}",
         table(
             &[
-                "SITE", "TARGET", "SNAPSHOT", "TIME", "LOGICAL", "STORED", "NEW SENT", "DURATION"
+                "SITE", "TARGET", "SNAPSHOT", "TIME", "LOGICAL", "STORED", "NEW SENT", "DURATION",
+                "STANDING"
             ],
             &rows
         )

@@ -149,16 +149,26 @@ impl AdminService for AdminApi {
             check_site(s)?;
             self.check_target_known(s, target).await?;
         }
-        let snaps = self
-            .state
-            .catalog
-            .snapshots(site, target)
-            .await
-            .map_err(catalog_status)?;
+        let cat = &self.state.catalog;
+        let snaps = cat.snapshots(site, target).await.map_err(catalog_status)?;
+        let (snaps, next_page_token) = super::paging::page(
+            snaps,
+            |s| (s.created_unix_ms, s.snapshot_id.as_str()),
+            super::paging::parse(&req.page_token)?,
+            super::paging::page_size(req.limit, super::paging::MAX_PAGE),
+            false,
+        );
+        let standing = self.standing_of(&snaps).await?;
         Ok(Response::new(pb::ListSnapshotsResponse {
+            next_page_token,
             snapshots: snaps
                 .into_iter()
                 .map(|s| pb::SnapshotInfo {
+                    standing: standing
+                        .get(&(s.site.clone(), s.snapshot_id.clone()))
+                        .copied()
+                        .unwrap_or("no job")
+                        .into(),
                     site: s.site,
                     target: s.target,
                     snapshot_id: s.snapshot_id,

@@ -247,13 +247,15 @@ impl AdminApi {
                 && (!req.failed_only || j.state == JobState::Failed)
         });
         jobs.sort_by(|a, b| (b.started_unix_ms, &b.job_id).cmp(&(a.started_unix_ms, &a.job_id)));
-        let limit = if req.limit == 0 {
-            50
-        } else {
-            req.limit as usize
-        };
-        jobs.truncate(limit);
+        let (jobs, next_page_token) = super::paging::page(
+            jobs,
+            |j| (j.started_unix_ms, j.job_id.as_str()),
+            super::paging::parse(&req.page_token)?,
+            super::paging::page_size(req.limit, 50),
+            true,
+        );
         Ok(pb::ListJobsResponse {
+            next_page_token,
             jobs: jobs
                 .into_iter()
                 .map(|j| pb::JobInfo {

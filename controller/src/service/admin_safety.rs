@@ -36,6 +36,30 @@ fn hold_info(h: HoldRecord) -> pb::HoldInfo {
 }
 
 impl AdminApi {
+    /// The standing label of each of `snaps`, by (site, snapshot id).
+    pub(super) async fn standing_of(
+        &self,
+        snaps: &[crate::catalog::SnapshotRecord],
+    ) -> Result<std::collections::HashMap<(String, String), &'static str>, Status> {
+        let cat = &self.state.catalog;
+        let jobs = cat.jobs().await.map_err(catalog_status)?;
+        let holds = cat.holds().await.map_err(catalog_status)?;
+        let mut targets: Vec<(&str, &str)> = snaps
+            .iter()
+            .map(|s| (s.site.as_str(), s.target.as_str()))
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut out = std::collections::HashMap::new();
+        for (site, target) in targets {
+            let hold = holds.iter().find(|h| h.site == site && h.target == target);
+            for (id, st) in crate::standing::of_target(snaps, &jobs, hold, site, target) {
+                out.insert((site.to_string(), id), st.label());
+            }
+        }
+        Ok(out)
+    }
+
     /// Record an operator action durably, and log it.
     pub(super) async fn audit(
         &self,

@@ -12,6 +12,7 @@ mod commit;
 pub mod enroll;
 pub mod jobs;
 mod keys;
+mod paging;
 mod results;
 
 use std::sync::Arc;
