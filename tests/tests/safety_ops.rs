@@ -174,6 +174,17 @@ fn typos_dry_runs_and_failed_drills_tell_the_truth() {
         "--create sets a target up ahead of its agent: {}",
         created.stderr
     );
+    assert!(env.cli(&["rpo"]).stdout.contains("reports"));
+    let deleted = env.cli(&["policy", "delete", "--site", SITE, "--target", "reports"]);
+    assert!(
+        deleted.ok && deleted.stdout.contains("own settings deleted"),
+        "{}",
+        deleted.stdout
+    );
+    assert!(
+        !env.cli(&["rpo"]).stdout.contains("reports"),
+        "a deleted phantom target is gone"
+    );
 
     // After a restart GC waits out its grace: the dry run says so and matches the run.
     env.backup_ok("main");

@@ -263,6 +263,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// `seq`. Returns false (nothing deleted) if one did.
     async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool>;
     async fn put_policy(&self, rec: &PolicyRecord) -> Result<()>;
+    /// Remove the own policy of `target` (and its schedule state), or with no target the
+    /// site's own settings. Returns whether there was one.
+    async fn delete_policy(&self, site: &str, target: Option<&str>) -> Result<bool>;
     async fn put_schedule(&self, rec: &ScheduleRecord) -> Result<()>;
     async fn put_rpo_event(&self, ev: &crate::rpo::RpoEvent) -> Result<()>;
     /// RPO events of `site` (or all), oldest first within each target.

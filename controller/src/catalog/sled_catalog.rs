@@ -425,6 +425,10 @@ impl Catalog for SledCatalog {
         self.put_policy_sync(rec)
     }
 
+    async fn delete_policy(&self, site: &str, target: Option<&str>) -> Result<bool> {
+        self.delete_policy_sync(site, target)
+    }
+
     async fn policies(&self) -> Result<Vec<PolicyRecord>> {
         self.policies_sync()
     }

@@ -138,6 +138,21 @@ impl SledCatalog {
             .collect()
     }
 
+    pub(super) fn delete_policy_sync(&self, site: &str, target: Option<&str>) -> Result<bool> {
+        let removed = match target {
+            Some(t) => {
+                let k = key(&[site.as_bytes(), t.as_bytes()]);
+                self.schedules.remove(&k).map_err(storage)?;
+                self.policies.remove(&k).map_err(storage)?
+            }
+            None => self
+                .site_policies
+                .remove(key(&[site.as_bytes()]))
+                .map_err(storage)?,
+        };
+        Ok(removed.is_some())
+    }
+
     pub(super) fn put_site_policy_sync(&self, rec: &SitePolicyRecord) -> Result<()> {
         let k = key(&[rec.site.as_bytes()]);
         self.site_policies.insert(k, encode(rec)).map_err(storage)?;

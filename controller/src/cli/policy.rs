@@ -36,6 +36,16 @@ pub enum PolicyCommand {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Remove a target's own policy (it reverts to the default; a target no agent
+    /// declares disappears), or without --target the site's own settings (audited).
+    Delete {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +279,29 @@ pub async fn policy(c: PolicyCommand) -> anyhow::Result<ExitCode> {
             target: None,
             client,
         } => super::site_policy::show(site, &client).await?,
+        PolicyCommand::Delete {
+            site,
+            target,
+            client,
+        } => {
+            let what = target
+                .as_ref()
+                .map_or_else(|| format!("site {site}"), |t| format!("{site}/{t}"));
+            let r = connect(&client)
+                .await?
+                .delete_policy(pb::DeletePolicyRequest {
+                    site,
+                    target: target.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if r.deleted {
+                println!("{what}: own settings deleted; the defaults apply");
+            } else {
+                println!("{what}: had no settings of its own; nothing deleted");
+            }
+        }
         PolicyCommand::List { client } => {
             let r = connect(&client)
                 .await?

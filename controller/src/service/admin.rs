@@ -370,6 +370,15 @@ impl AdminService for AdminApi {
         Ok(Response::new(self.rpo_impl(request.into_inner()).await?))
     }
 
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        Ok(Response::new(
+            self.delete_policy_impl(request.into_inner()).await?,
+        ))
+    }
+
     async fn list_holds(
         &self,
         request: Request<pb::ListHoldsRequest>,

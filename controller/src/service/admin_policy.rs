@@ -98,6 +98,43 @@ impl AdminApi {
         Ok(info_of(&req.site, &req.target, &policy, false))
     }
 
+    pub(super) async fn delete_policy_impl(
+        &self,
+        req: pb::DeletePolicyRequest,
+    ) -> Result<pb::DeletePolicyResponse, Status> {
+        check_site(&req.site)?;
+        let target = (!req.target.is_empty()).then_some(req.target.as_str());
+        if let Some(t) = target {
+            check_target(t)?;
+        }
+        let before = crate::prune::site_policy_of(&self.state, &req.site)
+            .await
+            .map_err(catalog_status)?;
+        let deleted = self
+            .state
+            .catalog
+            .delete_policy(&req.site, target)
+            .await
+            .map_err(catalog_status)?;
+        if deleted && target.is_none() {
+            let lock = crate::policy::site::DEFAULT_RETENTION_LOCK_SECS;
+            self.audit(
+                &req.site,
+                "",
+                "site settings deleted",
+                format!(
+                    "retention lock {} -> {} (default)",
+                    super::admin_safety::span(before.retention_lock_secs),
+                    super::admin_safety::span(lock)
+                ),
+            )
+            .await?;
+        }
+        super::durable(&self.state).await?;
+        info!(site = %req.site, target = ?target, deleted, "policy deleted");
+        Ok(pb::DeletePolicyResponse { deleted })
+    }
+
     /// Refuse a (site, target) nothing knows of: no agent declares it, it has no
     /// snapshot and no policy. A typo must not create a phantom target that then shows
     /// as NEVER BACKED UP; `--create` sets one up ahead of its agent.
