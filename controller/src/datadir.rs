@@ -40,6 +40,7 @@ fn create_private(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
+/// Refuse a directory others can write; make one others can only read private.
 #[cfg(unix)]
 fn check_not_shared(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -47,6 +48,15 @@ fn check_not_shared(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("inspect data dir {}", dir.display()))?
         .permissions()
         .mode();
+    if mode & 0o022 == 0 && mode & 0o077 != 0 {
+        // Readable by others (made by an older version, or by hand): close it. With the
+        // directory private, nothing inside can be reached by other users.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("make data dir {} private (chmod 700)", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), was = format!("{:o}", mode & 0o777),
+            "data dir was readable by other users; made it private (0700)");
+        return Ok(());
+    }
     if mode & 0o022 != 0 {
         bail!(
             "data dir {} is writable by other users (mode {:o}); whoever can write there can replace the CA or delete backups. Fix it with: chmod 700 {}",
@@ -83,6 +93,10 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(fmode, 0o600, "files are created 0600");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "a readable data dir is made private");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = prepare(&dir).unwrap_err().to_string();
         assert!(
