@@ -50,14 +50,7 @@ pub fn of_target(
     target: &str,
 ) -> HashMap<String, Standing> {
     let facts = drills::facts(jobs, site, target);
-    let backed: HashSet<&str> = jobs
-        .iter()
-        .filter(|j| {
-            j.site == site
-                && j.target == target
-                && j.kind == "backup"
-                && j.state == JobState::Succeeded
-        })
+    let backed: HashSet<&str> = succeeded_backups(jobs, site, target)
         .filter_map(|j| j.snapshot_id.as_deref())
         .collect();
     let flagged: HashSet<&str> = hold
@@ -80,6 +73,17 @@ pub fn of_target(
             (s.snapshot_id.clone(), st)
         })
         .collect()
+}
+
+/// The backup jobs of (site, target) that succeeded.
+pub fn succeeded_backups<'a>(
+    jobs: &'a [JobRecord],
+    site: &'a str,
+    target: &'a str,
+) -> impl Iterator<Item = &'a JobRecord> + 'a {
+    jobs.iter().filter(move |j| {
+        j.site == site && j.target == target && j.kind == "backup" && j.state == JobState::Succeeded
+    })
 }
 
 /// The newest good snapshot among `snaps` (oldest first), if any.

@@ -9,6 +9,7 @@
 //! - [`inproc`]: an in-process controller on port 0 with enrolled mTLS clients, for edge
 //!   and attack tests.
 //! - [`fake_agent`]: a raw agent session (hello, commands, job events) and dispatched jobs.
+//! - [`logcap`]: the controller's log lines in an in-process test.
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
@@ -18,6 +19,7 @@
 pub mod env;
 pub mod fake_agent;
 pub mod inproc;
+pub mod logcap;
 pub mod measure;
 pub mod pg;
 pub mod procs;
@@ -39,6 +41,22 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every file below `dir` (the blob store's chunks, say).
+pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).

@@ -1,9 +1,6 @@
 //! Attacks on the trust boundary, against an in-process controller over real mutual TLS.
 //! Each is refused with a clear status, logged, and stores nothing.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb;
@@ -13,40 +10,10 @@ use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::Code;
 
-/// Everything the controller logs in this test process.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_ansi(false)
-            .with_writer(move || Sink(b.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn assert_logged(needle: &str) {
-    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
-    assert!(text.contains(needle), "not logged: {needle:?}");
-}
+use nex_backup_tests::logcap::assert_logged;
 
 async fn setup() -> (InProc, Identity, Identity) {
-    logs();
+    nex_backup_tests::logcap::install();
     let s = inproc::start().await;
     let a = s.enroll("acme", "a1").await;
     let b = s.enroll("other", "b1").await;
@@ -512,7 +479,7 @@ async fn sealed_keys_are_validated_and_append_only() {
 
 #[tokio::test]
 async fn certificates_renew_and_the_old_one_cannot_renew_again() {
-    logs();
+    nex_backup_tests::logcap::install();
     let s =
         inproc::start_with(|c| c.agent_cert_lifetime = std::time::Duration::from_secs(600)).await;
     let a = s.enroll("acme", "a1").await;

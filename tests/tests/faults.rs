@@ -7,21 +7,6 @@ use nex_backup_tests::env::{Env, EnvOpts, target_toml};
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
 
-fn chunk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn network_cut_mid_upload_resumes_without_resending() {
     let env = Env::start(
@@ -224,7 +209,7 @@ fn corrupted_blob_and_wrong_key_fail_restore_clearly() {
     let snap = b["snapshot_id"].as_str().unwrap().to_string();
 
     let blobs = env.controller.data_dir.join("blobs/chunks/acme");
-    let mut files = chunk_files(&blobs);
+    let mut files = nex_backup_tests::files_below(&blobs);
     files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
     let victim = files.last().unwrap().clone();
     let mut bytes = std::fs::read(&victim).unwrap();

@@ -9,24 +9,10 @@ use std::time::{Duration, Instant};
 use nex_backup_tests::env::{Env, EnvOpts, SITE};
 use nex_backup_tests::sample::invoices_sql;
 
-fn chunk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
 /// Flip a byte in the largest chunk blob; returns its path and original bytes.
 fn damage_largest_chunk(env: &Env) -> (PathBuf, Vec<u8>) {
-    let mut files = chunk_files(&env.controller.data_dir.join("blobs/chunks/acme"));
+    let mut files =
+        nex_backup_tests::files_below(&env.controller.data_dir.join("blobs/chunks/acme"));
     files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
     let victim = files.last().unwrap().clone();
     let original = std::fs::read(&victim).unwrap();

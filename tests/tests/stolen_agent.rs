@@ -4,8 +4,6 @@
 //! cannot forge log lines or grow records, handshake floods from one address do not
 //! starve other agents, and a taken agent id cannot be enrolled over.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nex_backup_shared::chunk::ChunkCodec;
@@ -15,35 +13,7 @@ use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::Code;
 
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_ansi(false)
-            .with_writer(move || Sink(b.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
+use nex_backup_tests::logcap::text as log_text;
 
 /// Site acme with one real snapshot committed by a dispatched job.
 struct Site {
@@ -55,7 +25,7 @@ struct Site {
 }
 
 async fn site() -> Site {
-    logs();
+    nex_backup_tests::logcap::install();
     let s = inproc::start().await;
     let id = s.enroll("acme", "a1").await;
     let key = MasterKey::generate();
@@ -86,6 +56,17 @@ async fn site() -> Site {
         keys,
         real: d.snapshot_id,
     }
+}
+
+/// Whether `id` may still read snapshot `snap` of acme.
+async fn reads(s: &InProc, id: &Identity, snap: &str) -> Result<(), tonic::Status> {
+    s.agent(id)
+        .get_manifest(pb::GetManifestRequest {
+            site: "acme".into(),
+            snapshot_id: snap.into(),
+        })
+        .await
+        .map(|_| ())
 }
 
 async fn snapshots(s: &InProc) -> Vec<pb::SnapshotInfo> {
@@ -357,15 +338,9 @@ async fn a_handshake_flood_from_one_address_does_not_starve_others() {
     }
     assert!(idle.len() >= 200, "the flood connected");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = tokio::time::timeout(
-        Duration::from_secs(5),
-        st.s.agent(&st.id).get_manifest(pb::GetManifestRequest {
-            site: "acme".into(),
-            snapshot_id: st.real.clone(),
-        }),
-    )
-    .await
-    .expect("the real agent is served during the flood");
+    let got = tokio::time::timeout(Duration::from_secs(5), reads(&st.s, &st.id, &st.real))
+        .await
+        .expect("the real agent is served during the flood");
     assert!(got.is_ok(), "{got:?}");
     assert!(log_text().contains("too many TLS handshakes in progress from this address"));
     drop(idle);
@@ -386,13 +361,7 @@ async fn an_enrolled_agent_id_cannot_be_taken_over_without_the_operator() {
         e.message()
     );
     // The real agent still works.
-    st.s.agent(&st.id)
-        .get_manifest(pb::GetManifestRequest {
-            site: "acme".into(),
-            snapshot_id: st.real.clone(),
-        })
-        .await
-        .unwrap();
+    reads(&st.s, &st.id, &st.real).await.unwrap();
     let replace =
         st.s.admin()
             .create_token(st.s.admin_request(pb::CreateTokenRequest {

@@ -138,18 +138,7 @@ async fn restore(
 /// A drill leaves nothing behind, whatever its outcome.
 async fn drop_drill_database(t: &TargetConfig, db: &str, server_num: i32) -> Result<(), String> {
     let admin = pg::connect(t, &t.dbname).await?;
-    let force = if server_num >= 130_000 {
-        " WITH (FORCE)"
-    } else {
-        ""
-    };
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {}{force}",
-            pg::quote_ident(db)
-        ))
-        .await
-        .map_err(|e| format!("drop drill database {db}: {}", pg::db_error_text(&e)))?;
+    swap::drop_db(&admin, db, server_num).await?;
     info!(database = %db, "drill database dropped");
     Ok(())
 }

@@ -42,7 +42,11 @@ pub fn old_name(db: &str, unix_ms: u64) -> String {
     fit(db, &format!("_old_{t}"))
 }
 
-async fn drop_db(admin: &tokio_postgres::Client, db: &str, server_num: i32) -> Result<(), String> {
+pub(super) async fn drop_db(
+    admin: &tokio_postgres::Client,
+    db: &str,
+    server_num: i32,
+) -> Result<(), String> {
     let force = if server_num >= 130_000 {
         " WITH (FORCE)"
     } else {
@@ -141,7 +145,7 @@ mod tests {
         }
         assert_eq!(
             old_name("shop", 1_795_000_000_000),
-            "shop_old_20261112_080640"
+            "shop_old_20261118_110640"
         );
         assert!(staging_name("shop", "job-x-abcdef12").starts_with("shop_nexb_new_"));
     }

@@ -33,6 +33,27 @@ pub fn sample_snapshot(site: &str, target: &str, seed: u8) -> NewSnapshot {
     }
 }
 
+/// A running backup job of target `db` on agent `a1`.
+fn running_backup(job_id: &str, site: &str, started_unix_ms: u64) -> JobRecord {
+    JobRecord {
+        v: 1,
+        job_id: job_id.into(),
+        site: site.into(),
+        target: "db".into(),
+        kind: "backup".into(),
+        state: JobState::Running,
+        started_unix_ms,
+        ended_unix_ms: None,
+        error: None,
+        snapshot_id: None,
+        trigger: "manual".into(),
+        logical_bytes: 0,
+        new_bytes: 0,
+        agent_id: "a1".into(),
+        expected_snapshot: None,
+    }
+}
+
 /// Run every conformance check against an empty catalog.
 pub async fn run_all(cat: &dyn Catalog) {
     chunks_and_missing(cat).await;
@@ -158,23 +179,7 @@ async fn agents_and_jobs(cat: &dyn Catalog) {
     cat.put_agent(&agent).await.unwrap();
     assert_eq!(cat.agents().await.unwrap(), vec![agent]);
 
-    let mut job = JobRecord {
-        v: 1,
-        job_id: "j1".into(),
-        site: "s1".into(),
-        target: "db".into(),
-        kind: "backup".into(),
-        state: JobState::Running,
-        started_unix_ms: 5,
-        ended_unix_ms: None,
-        error: None,
-        snapshot_id: None,
-        trigger: "manual".into(),
-        logical_bytes: 0,
-        new_bytes: 0,
-        agent_id: "a1".into(),
-        expected_snapshot: None,
-    };
+    let mut job = running_backup("j1", "s1", 5);
     cat.put_job(&job).await.unwrap();
     job.state = JobState::Failed;
     job.error = Some("boom".into());
@@ -187,23 +192,7 @@ async fn agents_and_jobs(cat: &dyn Catalog) {
 /// A commit that settles a job happens only while that job runs, and settles it in the
 /// same step; a second commit for the job (another snapshot) is refused and invisible.
 async fn a_commit_settles_its_running_job_once(cat: &dyn Catalog) {
-    let running = JobRecord {
-        v: 1,
-        job_id: "job-settle".into(),
-        site: "s9".into(),
-        target: "db".into(),
-        kind: "backup".into(),
-        state: JobState::Running,
-        started_unix_ms: 1,
-        ended_unix_ms: None,
-        error: None,
-        snapshot_id: None,
-        trigger: "manual".into(),
-        logical_bytes: 0,
-        new_bytes: 0,
-        agent_id: "a1".into(),
-        expected_snapshot: None,
-    };
+    let running = running_backup("job-settle", "s9", 1);
     let first = sample_snapshot("s9", "db", 61);
     let second = sample_snapshot("s9", "db", 62);
     for id in first.chunk_ids.iter().chain(&second.chunk_ids) {

@@ -8,6 +8,7 @@ use super::{Catalog, CatalogError, PolicyRecord};
 pub(super) async fn run_all(cat: &dyn Catalog) {
     delete_and_collect(cat).await;
     policies_round_trip(cat).await;
+    safety_records(cat).await;
 }
 
 async fn delete_and_collect(cat: &dyn Catalog) {
@@ -152,4 +153,49 @@ async fn policies_round_trip(cat: &dyn Catalog) {
         "oldest first"
     );
     assert_eq!(cat.rpo_events(None).await.unwrap().len(), 3);
+    // Deleting a target's policy takes its schedule state along; a second delete finds
+    // nothing; the site's settings go on their own.
+    assert!(cat.delete_policy("s", Some("t")).await.unwrap());
+    assert!(!cat.delete_policy("s", Some("t")).await.unwrap());
+    assert!(cat.policies().await.unwrap().is_empty());
+    assert!(cat.schedules().await.unwrap().is_empty());
+    assert!(cat.delete_policy("s", None).await.unwrap());
+    assert_eq!(cat.site_policies().await.unwrap().len(), 1);
+}
+
+/// Audit entries come back oldest first, per site; holds are per (site, target).
+pub(super) async fn safety_records(cat: &dyn Catalog) {
+    use super::safety::{AuditEntry, HoldRecord};
+    let entry = |site: &str, at: u64| AuditEntry {
+        v: 1,
+        unix_ms: at,
+        site: site.into(),
+        target: String::new(),
+        action: "retention lock shortened".into(),
+        detail: "7d -> 1d".into(),
+        actor: "operator".into(),
+    };
+    for e in [entry("s", 30), entry("s", 10), entry("s2", 20)] {
+        cat.put_audit(&e).await.unwrap();
+    }
+    assert_eq!(
+        cat.audit(Some("s")).await.unwrap(),
+        vec![entry("s", 10), entry("s", 30)]
+    );
+    assert_eq!(cat.audit(None).await.unwrap().len(), 3);
+    let mut hold = HoldRecord {
+        v: 1,
+        site: "s".into(),
+        target: "t".into(),
+        since_unix_ms: 1,
+        reason: "r".into(),
+        suspicious: vec!["a".into()],
+    };
+    cat.put_hold(&hold).await.unwrap();
+    hold.suspicious.push("b".into());
+    cat.put_hold(&hold).await.unwrap();
+    assert_eq!(cat.holds().await.unwrap(), vec![hold.clone()]);
+    assert_eq!(cat.delete_hold("s", "t").await.unwrap(), Some(hold));
+    assert_eq!(cat.delete_hold("s", "t").await.unwrap(), None);
+    assert!(cat.holds().await.unwrap().is_empty());
 }

@@ -91,14 +91,7 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
                 };
                 window.map_or(due, |w| w.next_open(due))
             });
-        let expected = jobs
-            .iter()
-            .filter(|j| {
-                j.site == site
-                    && j.target == target
-                    && j.kind == "backup"
-                    && j.state == JobState::Succeeded
-            })
+        let expected = crate::standing::succeeded_backups(jobs, &site, &target)
             .max_by_key(|j| j.started_unix_ms)
             .and_then(|j| j.ended_unix_ms.map(|e| e.saturating_sub(j.started_unix_ms)))
             .unwrap_or(0);
