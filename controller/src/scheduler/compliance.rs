@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::view::View;
-use crate::catalog::{CatalogError, JobState};
+use crate::catalog::CatalogError;
 use crate::rpo::{RpoInput, RpoState, evaluate};
 use crate::service::State;
 
