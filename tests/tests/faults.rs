@@ -1,8 +1,6 @@
 //! Faults: a cut network, a killed controller, failing dumps, corrupted blobs, a wrong key.
 //! Each must end in a clear error or a completed job, never a partial or damaged snapshot.
 
-use std::path::{Path, PathBuf};
-
 use nex_backup_tests::env::{Env, EnvOpts, target_toml};
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;

@@ -3,7 +3,7 @@
 //! snapshot, a typo in `policy set`, a dry run after a restart, a failed drill, a stop
 //! with SIGTERM during a backup, and a full store.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nex_backup_tests::env::{Env, EnvOpts, SITE};
