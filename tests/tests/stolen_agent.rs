@@ -478,3 +478,67 @@ fn with_a_real_agents_stolen_files_the_real_backup_survives() {
         "the refusal names the agent"
     );
 }
+
+/// A certificate minted with the controller's own CA key (a stolen disk or backup of the
+/// data dir) for a real agent's serial, but with the attacker's key, is refused.
+#[tokio::test]
+async fn a_certificate_minted_with_the_ca_key_for_a_real_serial_is_refused() {
+    let st = site().await;
+    let pki = st.s.data_dir().join("pki");
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let ca_pem = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let real =
+        nex_backup_shared::identity::AgentIdentity::from_cert_der(&st.id.chain_der[0]).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        nex_backup_shared::identity::AgentIdentity::uri("acme", "a1")
+            .try_into()
+            .unwrap(),
+    )];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&hex_bytes(&real.serial)));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let minted = Identity {
+        site: "acme".into(),
+        agent_id: "a1".into(),
+        key_der: key.serialize_der(),
+        chain_der: vec![cert.der().to_vec(), st.id.chain_der[1].clone()],
+    };
+    let as_minted =
+        nex_backup_shared::identity::AgentIdentity::from_cert_der(&minted.chain_der[0]).unwrap();
+    assert_eq!(as_minted.serial, real.serial, "the same serial");
+    let e = reads(&st.s, &minted, &st.real).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("enrolled key"), "{}", e.message());
+    assert!(log_text().contains("certificate key differs from the enrolled key"));
+    reads(&st.s, &st.id, &st.real).await.unwrap();
+    st.s.shutdown().await;
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A connection opened while the certificate was valid is refused once it expires.
+#[tokio::test]
+async fn an_expired_certificate_is_refused_on_an_open_connection() {
+    nex_backup_tests::logcap::install();
+    let s = inproc::start_with(|c| c.agent_cert_lifetime = Duration::from_secs(4)).await;
+    let id = s.enroll("acme", "a1").await;
+    let mut client = s.agent(&id);
+    let ask = || pb::GetSealedKeysRequest {
+        site: "acme".into(),
+    };
+    client.get_sealed_keys(ask()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let e = client.get_sealed_keys(ask()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("has expired"), "{}", e.message());
+    s.shutdown().await;
+}
