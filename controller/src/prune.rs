@@ -249,6 +249,18 @@ pub async fn prune(
         report.dry_run = true;
         return Ok(report);
     }
+    // Every site in scope is collected, snapshots or not: chunks sent by a backup that
+    // never committed (a full disk, a killed agent) are garbage too.
+    match &scope.site {
+        Some(site) => {
+            doomed.entry(site.clone()).or_default();
+        }
+        None => {
+            for id in state.catalog.identities().await? {
+                doomed.entry(id.site).or_default();
+            }
+        }
+    }
     for (site, delete) in &doomed {
         collect_site(state, site, delete, now_ms, &mut report).await?;
     }

@@ -31,6 +31,9 @@ pub struct EnvOpts {
     pub controller_args: Vec<String>,
     /// Run the controller's scheduler (off by default: tests start jobs themselves).
     pub scheduler: bool,
+    /// Put the controller's data dir on a tmpfs of this many MiB (needs root), to fill
+    /// its disk for real.
+    pub data_dir_mib: Option<u32>,
 }
 
 impl EnvOpts {
@@ -79,6 +82,9 @@ impl Env {
         pg.psql("invoices", setup_sql);
         let recovery_key_file = dir.path().join("recovery.key");
         let recovery_public = recovery_key(&recovery_key_file);
+        if let Some(mib) = opts.data_dir_mib {
+            crate::mount_tmpfs(&dir.path().join("controller"), mib);
+        }
         let controller = Controller::start(
             &dir.path().join("controller"),
             0,
@@ -340,5 +346,7 @@ impl Drop for Env {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
+        self.controller.kill();
+        crate::unmount_if_mounted(&self.dir.path().join("controller"));
     }
 }

@@ -59,6 +59,40 @@ pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Mount a tmpfs of `mib` MiB at `dir` (created). Needs root: a test that asks for one
+/// fails loudly without it.
+pub fn mount_tmpfs(dir: &std::path::Path, mib: u32) {
+    std::fs::create_dir_all(dir).expect("create mount point");
+    let st = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={mib}m,mode=700"),
+            "tmpfs",
+        ])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(
+        st.success(),
+        "mount a {mib} MiB tmpfs at {}: this test needs root",
+        dir.display()
+    );
+}
+
+/// Unmount `dir` if something is mounted there.
+pub fn unmount_if_mounted(dir: &std::path::Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let d = dir.display().to_string();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(d.as_str()))
+    {
+        let _ = std::process::Command::new("umount").arg(dir).status();
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

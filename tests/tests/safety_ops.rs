@@ -337,3 +337,55 @@ fn random_overwrites_put_the_target_on_hold_and_earlier_backups_survive() {
     let pruned = env.cli(&["prune", "--json"]).json();
     assert_eq!(pruned["deleted_snapshots"], 3, "{pruned}");
 }
+
+/// The controller's disk really fills (a 8 MiB tmpfs, no reserve): the backup fails
+/// within seconds with an error naming the controller's store, the agent does not keep
+/// a transaction open on the customer's database, and the chunks it sent are collected.
+#[test]
+fn a_really_full_disk_fails_fast_and_leaves_collectable_orphans() {
+    let sql = "CREATE TABLE r (id int PRIMARY KEY, t text NOT NULL);
+        INSERT INTO r SELECT g, (SELECT string_agg(md5(random()::text || g || s), '') FROM generate_series(1, 16) s)
+            FROM generate_series(1, 60000) g;";
+    let env = Env::start(
+        sql,
+        EnvOpts {
+            controller_args: vec![
+                "--store-reserve".into(),
+                "0".into(),
+                "--gc-grace".into(),
+                "2s".into(),
+            ],
+            data_dir_mib: Some(8),
+            ..Default::default()
+        },
+    );
+    let t = Instant::now();
+    let out = env.backup("main").json_failed();
+    let took = t.elapsed();
+    let err = out["error"].as_str().unwrap();
+    assert!(
+        err.contains("controller's") && err.contains("full"),
+        "{err}\n{}",
+        env.logs()
+    );
+    assert!(took < Duration::from_secs(30), "failed after {took:?}");
+    eprintln!("full disk: failed after {took:?}: {err}");
+    nex_backup_tests::wait_for("the agent to close its database session", 10, || {
+        let n = env.pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'invoices' AND state LIKE 'idle in transaction%'",
+        );
+        (n == "0").then_some(())
+    });
+    assert!(
+        env.snapshots("main").is_empty(),
+        "nothing partial is visible"
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // past the GC grace after start
+    let pruned = env.cli(&["prune", "--json"]).json();
+    assert!(
+        pruned["deleted_chunks"].as_u64().unwrap() > 0
+            && pruned["freed_bytes"].as_u64().unwrap() > 0,
+        "the chunks sent before the disk filled are collected: {pruned}"
+    );
+}
