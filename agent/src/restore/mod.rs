@@ -106,33 +106,66 @@ async fn restore(
     };
     if cmd.drill {
         drop_drill_database(t, &into, server_num).await?;
+        result.tables = verified?;
+        return Ok(());
     }
-    let tables = match verified {
-        Ok(tables) => tables,
-        Err(e) if cmd.drill => return Err(e),
-        Err(e) => {
-            // Nothing half-restored is left behind, and an existing database is untouched.
-            let note = swap::discard(t, &into, server_num).await;
-            let kept = if exists {
-                format!("; {db} is untouched")
-            } else {
-                String::new()
-            };
-            return Err(format!("{e} ({note}{kept})"));
-        }
+    let target = Restored {
+        t,
+        cmd,
+        into: &into,
+        replaces: exists,
+        server_num,
     };
-    let all_ok = result.stream_hash_ok && tables.iter().all(|t| t.ok);
-    result.tables = tables;
-    if exists {
+    target.settle(verified, result).await
+}
+
+/// Where a (non-drill) restore went, and what to do with it once verified.
+struct Restored<'a> {
+    t: &'a TargetConfig,
+    cmd: &'a pb::RestoreCommand,
+    /// The database restored into: the asked name, or a staging name beside it.
+    into: &'a str,
+    /// An existing database of the asked name is to be replaced.
+    replaces: bool,
+    server_num: i32,
+}
+
+impl Restored<'_> {
+    /// A failed or unverified restore is discarded (an existing database stays as it
+    /// was); a verified replacement is swapped in.
+    async fn settle(
+        &self,
+        verified: Result<Vec<pb::TableCheck>, String>,
+        result: &mut pb::JobResult,
+    ) -> Result<(), String> {
+        let (db, t) = (&self.cmd.to_database, self.t);
+        let untouched = if self.replaces {
+            format!("; {db} is untouched")
+        } else {
+            String::new()
+        };
+        let tables = match verified {
+            Ok(tables) => tables,
+            Err(e) => {
+                let note = swap::discard(t, self.into, self.server_num).await;
+                return Err(format!("{e} ({note}{untouched})"));
+            }
+        };
+        let all_ok = result.stream_hash_ok && tables.iter().all(|t| t.ok);
+        result.tables = tables;
+        if !self.replaces {
+            return Ok(());
+        }
         if !all_ok {
-            let note = swap::discard(t, &into, server_num).await;
-            result.note = format!("verification failed: {db} is untouched ({note})");
+            let note = swap::discard(t, self.into, self.server_num).await;
+            result.note = format!("verification failed{untouched} ({note})");
             return Ok(());
         }
         let old = swap::old_name(db, crate::backup::now_ms());
-        result.note = swap::swap_in(t, db, &into, &old, cmd.drop_old, server_num).await?;
+        result.note =
+            swap::swap_in(t, db, self.into, &old, self.cmd.drop_old, self.server_num).await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// A drill leaves nothing behind, whatever its outcome.
