@@ -542,3 +542,43 @@ async fn an_expired_certificate_is_refused_on_an_open_connection() {
     assert!(e.message().contains("has expired"), "{}", e.message());
     s.shutdown().await;
 }
+
+/// Key epochs grow one at a time: an agent cannot register epoch 4 000 000 000, nor a
+/// thousand epochs, to bloat the key list every upload is checked against.
+#[tokio::test]
+async fn key_epochs_grow_one_at_a_time() {
+    let st = site().await;
+    let seal = |epoch| {
+        nex_backup_shared::recovery::seal_master_key(
+            "acme",
+            epoch,
+            &MasterKey::generate(),
+            &st.s.recovery.public(),
+        )
+    };
+    let e =
+        st.s.agent(&st.id)
+            .put_sealed_keys(pb::PutSealedKeysRequest {
+                site: "acme".into(),
+                sealed: vec![seal(4_000_000_000)],
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("the next epoch of site acme is 2"),
+        "{}",
+        e.message()
+    );
+    let ok =
+        st.s.agent(&st.id)
+            .put_sealed_keys(pb::PutSealedKeysRequest {
+                site: "acme".into(),
+                sealed: vec![seal(2), seal(3)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(ok.stored, 2, "a rotation (and the next) are accepted");
+    st.s.shutdown().await;
+}

@@ -60,6 +60,44 @@ pub(crate) async fn custody(st: &State, site: &str) -> Result<pb::KeyCustody, St
     })
 }
 
+/// Most key epochs one site may hold.
+const MAX_EPOCHS: usize = 1024;
+
+/// Epochs grow one at a time: a new epoch must follow the site's newest by one (the
+/// first is 1), and a site holds at most [`MAX_EPOCHS`]. An agent cannot bloat the key
+/// list every upload is checked against by registering arbitrary epoch numbers.
+async fn check_epochs(
+    st: &State,
+    who: &AgentIdentity,
+    recs: &[SealedKeyRecord],
+) -> Result<(), Status> {
+    let mut known: std::collections::BTreeSet<u32> = st
+        .catalog
+        .sealed_keys(&who.site)
+        .await
+        .map_err(catalog_status)?
+        .iter()
+        .map(|r| r.epoch)
+        .collect();
+    let mut asked: Vec<u32> = recs.iter().map(|r| r.epoch).collect();
+    asked.sort_unstable();
+    for epoch in asked {
+        if known.contains(&epoch) {
+            continue;
+        }
+        let next = known.last().map_or(1, |e| e + 1);
+        if epoch != next || known.len() >= MAX_EPOCHS {
+            warn!(site = %who.site, agent = %who.agent_id, epoch, next, "sealed key for an out-of-sequence epoch refused");
+            return Err(Status::invalid_argument(format!(
+                "sealed key for epoch {epoch} refused: the next epoch of site {} is {next} (at most {MAX_EPOCHS})",
+                who.site
+            )));
+        }
+        known.insert(epoch);
+    }
+    Ok(())
+}
+
 pub(crate) async fn put_sealed(
     st: &State,
     who: &AgentIdentity,
@@ -93,6 +131,7 @@ pub(crate) async fn put_sealed(
             blob,
         });
     }
+    check_epochs(st, who, &recs).await?;
     let mut stored = 0;
     for r in &recs {
         if st.catalog.put_sealed_key(r).await.map_err(|e| {
