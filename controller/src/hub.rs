@@ -26,7 +26,8 @@ pub struct LiveSession {
     pub version: String,
     pub targets: Vec<(String, String)>,
     tx: SessionTx,
-    /// Cancelled to cut every session of this agent (revocation).
+    /// Cancelled to cut this session: by revocation of its agent, by a newer session of
+    /// the same agent, or at shutdown.
     pub cut: CancellationToken,
 }
 
@@ -65,8 +66,9 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a session of `agent_id` at `site`, replacing that agent's older one.
-    /// Returns its connection id and the token that cuts it.
+    /// Register a session of `agent_id` at `site`, replacing (and cutting) that agent's
+    /// older one, so one agent never holds more than one live session. Returns its
+    /// connection id and the token that cuts it.
     pub fn register(
         &self,
         site: &str,
@@ -89,14 +91,17 @@ impl Hub {
             .agent_cuts
             .entry((site.into(), agent_id.into()))
             .or_default()
-            .clone();
-        g.sessions.insert(
+            .child_token();
+        let old = g.sessions.insert(
             (site.into(), agent_id.into()),
             LiveSession {
                 cut: cut.clone(),
                 ..s
             },
         );
+        if let Some(old) = old {
+            old.cut.cancel();
+        }
         (conn, cut)
     }
 

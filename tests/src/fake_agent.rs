@@ -95,15 +95,19 @@ impl FakeAgent {
         }
     }
 
-    /// The next message of any kind, or `None` when the session ended (within `secs`).
-    pub async fn next_message(
-        &mut self,
-        secs: u64,
-    ) -> Option<Result<pb::ControllerMessage, tonic::Status>> {
-        tokio::time::timeout(Duration::from_secs(secs), self.inbound.message())
-            .await
-            .ok()
-            .and_then(|r| r.transpose())
+    /// Whether the controller ended this session within `secs` (a message other than an
+    /// acknowledgement, or nothing at all within the time, is `false`).
+    pub async fn ended_within(&mut self, secs: u64) -> bool {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(secs), self.inbound.message()).await {
+                Err(_) => return false,
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+                Ok(Ok(Some(pb::ControllerMessage {
+                    msg: Some(Down::AckJob(_)),
+                }))) => continue,
+                Ok(Ok(Some(_))) => return false,
+            }
+        }
     }
 
     /// Send a job event.

@@ -582,3 +582,31 @@ async fn key_epochs_grow_one_at_a_time() {
     assert_eq!(ok.stored, 2, "a rotation (and the next) are accepted");
     st.s.shutdown().await;
 }
+
+/// One agent holds one live session: each new session cuts the one before, so opening
+/// sessions in a loop grows nothing on the controller.
+#[tokio::test]
+async fn a_new_session_of_an_agent_cuts_its_older_one() {
+    let st = site().await;
+    let mut older = FakeAgent::connect(&st.s, &st.id, &["main"], "1.0").await;
+    let mut sessions = vec![];
+    for _ in 0..20 {
+        sessions.push(FakeAgent::connect(&st.s, &st.id, &["main"], "1.0").await);
+    }
+    assert!(older.ended_within(5).await, "the older session was cut");
+    // ... on the controller too: its session task ended, it does not linger.
+    nex_backup_tests::wait_for("the replaced sessions' tasks to end", 5, || {
+        let cut = log_text()
+            .matches("session cut (agent revoked, replaced by a newer session")
+            .count();
+        (cut >= 20).then_some(())
+    });
+    for s in sessions.iter_mut().take(19) {
+        assert!(s.ended_within(5).await, "every replaced session ended");
+    }
+    // The newest one works: it receives the next command.
+    let newest = sessions.last_mut().unwrap();
+    let d = dispatch_backup(&st.s, newest, "main").await;
+    assert!(!d.job_id.is_empty());
+    st.s.shutdown().await;
+}

@@ -152,7 +152,7 @@ impl AgentApi {
             let msg = tokio::select! {
                 m = inbound.next() => m,
                 _ = cut.cancelled() => {
-                    info!(%site, "session cut (agent revoked, or the controller is stopping)");
+                    info!(%site, "session cut (agent revoked, replaced by a newer session, or the controller is stopping)");
                     break;
                 }
             };
