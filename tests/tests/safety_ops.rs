@@ -311,12 +311,9 @@ fn random_overwrites_put_the_target_on_hold_and_earlier_backups_survive() {
     assert!(hit.stdout.contains("ANOMALY HOLD"), "{}", hit.stdout);
     let holds = env.cli(&["hold", "list", "--json"]).json();
     assert_eq!(holds["holds"].as_array().unwrap().len(), 1, "{holds}");
-    assert!(
-        holds["holds"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("compresses")
-    );
+    let reason = holds["holds"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("compresses"), "{reason}");
+    eprintln!("anomaly hold: {reason}");
     // keep-last 1 and no lock would delete the three earlier ones; the hold keeps them.
     let pruned = env.cli(&["prune", "--json"]).json();
     assert_eq!(pruned["deleted_snapshots"], 0, "{pruned}");
