@@ -197,7 +197,8 @@ impl Hub {
         }
     }
 
-    /// End every session: each agent is told why, then its stream closes (shutdown).
+    /// End every session and every job watch: each agent is told why, then its stream
+    /// closes (shutdown).
     pub fn close_all(&self, why: &str) {
         let sessions: Vec<LiveSession> = {
             let mut g = self.lock();
@@ -205,6 +206,8 @@ impl Hub {
                 token.cancel();
             }
             g.agent_cuts.clear();
+            // Operators following a job see their stream end too.
+            g.watchers.clear();
             g.sessions.drain().map(|(_, s)| s).collect()
         };
         for s in sessions {

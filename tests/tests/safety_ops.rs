@@ -231,8 +231,13 @@ fn sigterm_stops_the_controller_within_seconds_during_a_backup() {
         (stat.is_empty() || stat.contains(") Z ")).then_some(())
     });
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let cli = running.join().unwrap();
+    assert!(
+        cli.stderr.contains("the controller stopped before job"),
+        "the operator following the backup is told: {}",
+        cli.stderr
+    );
     eprintln!("SIGTERM during a backup: exited after {:?}", t.elapsed());
-    let _ = running.join();
     drop(lock);
     // The catalog lock was released: the controller starts again on the same data.
     env.controller.restart();

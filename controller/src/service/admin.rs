@@ -72,7 +72,14 @@ impl AdminApi {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         warn!(job = %job_id, n, "watcher lagged")
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "the controller stopped before job {job_id} finished; the agent keeps it and reports it when the controller is back (see nex-backup jobs)"
+                            ))))
+                            .await;
+                        break;
+                    }
                 }
             }
         });
