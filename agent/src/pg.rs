@@ -68,6 +68,19 @@ fn split_pgpass(line: &str) -> Vec<String> {
 }
 
 /// Connect to `dbname` on the target's server. Errors name the target and quote the server.
+/// A connection for creating, renaming and dropping `databases`: to the target's own
+/// database unless it is one of them (a database cannot be renamed or dropped by its own
+/// session), else to `postgres`, else `template1`.
+pub async fn connect_admin(t: &TargetConfig, databases: &[&str]) -> Result<Client, String> {
+    if !databases.contains(&t.dbname.as_str()) {
+        return connect(t, &t.dbname).await;
+    }
+    match connect(t, "postgres").await {
+        Ok(c) => Ok(c),
+        Err(first) => connect(t, "template1").await.map_err(|_| first),
+    }
+}
+
 pub async fn connect(t: &TargetConfig, dbname: &str) -> Result<Client, String> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&t.host)

@@ -115,6 +115,23 @@ fn a_second_backup_keeps_the_first_and_clean_restores_swap_only_verified_copies(
         "1",
         "the swap before kept its old copy; this one dropped its own"
     );
+    // The 3 a.m. case: replace the very database the agent backs up (and connects to).
+    env.pg
+        .psql("invoices", "DELETE FROM invoices WHERE id % 2 = 0");
+    let ok = env.restore("main", "invoices", &["--clean"]).json();
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(
+        ok["note"]
+            .as_str()
+            .unwrap()
+            .contains("kept as invoices_old_"),
+        "{ok}"
+    );
+    assert_eq!(
+        count(&env, "invoices", "SELECT count(*) FROM invoices"),
+        invoices,
+        "every invoice is back"
+    );
     assert!(first["ok"] == true);
 }
 

@@ -71,7 +71,7 @@ async fn restore(
     }
     let (m, codec) = fetch_manifest(ctx, cmd).await?;
     result.logical_bytes = m.logical_bytes();
-    let admin = pg::connect(t, &t.dbname).await?;
+    let admin = pg::connect_admin(t, &[db]).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
     let exists = database_exists(&admin, db).await?;
     if exists && !cmd.clean {
@@ -170,7 +170,7 @@ impl Restored<'_> {
 
 /// A drill leaves nothing behind, whatever its outcome.
 async fn drop_drill_database(t: &TargetConfig, db: &str, server_num: i32) -> Result<(), String> {
-    let admin = pg::connect(t, &t.dbname).await?;
+    let admin = pg::connect_admin(t, &[db]).await?;
     swap::drop_db(&admin, db, server_num).await?;
     info!(database = %db, "drill database dropped");
     Ok(())

@@ -73,7 +73,7 @@ pub async fn swap_in(
     drop_old: bool,
     server_num: i32,
 ) -> Result<String, String> {
-    let admin = pg::connect(t, &t.dbname).await?;
+    let admin = pg::connect_admin(t, &[db, staging, old]).await?;
     let (q_db, q_new, q_old) = (
         pg::quote_ident(db),
         pg::quote_ident(staging),
@@ -120,7 +120,7 @@ pub async fn swap_in(
 /// Drop the database a failed restore created (a new one, or the staging copy beside
 /// an existing one, which stays untouched).
 pub async fn discard(t: &TargetConfig, created: &str, server_num: i32) -> String {
-    match pg::connect(t, &t.dbname).await {
+    match pg::connect_admin(t, &[created]).await {
         Ok(admin) => match drop_db(&admin, created, server_num).await {
             Ok(()) => format!("the new database was dropped ({created})"),
             Err(e) => format!("the new database {created} could not be dropped: {e}"),
