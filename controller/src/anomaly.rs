@@ -23,8 +23,9 @@ const SIZE_FACTOR: f64 = 4.0;
 /// itself show real compression, above [`MIN_RATIO`]).
 const RATIO_FRACTION: f64 = 0.6;
 const MIN_RATIO: f64 = 1.5;
-/// More snapshots than this within the last hour is a burst.
-const BURST: usize = 12;
+/// More snapshots than this within the last hour (and than twice the schedule makes) is a
+/// burst. Only dispatched jobs commit, so a burst means a runaway script or schedule.
+const BURST: usize = 24;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
