@@ -181,6 +181,28 @@ impl InProc {
             .unwrap();
     }
 
+    /// Upload `chunks` to `site` as `id`, the way an agent does.
+    pub async fn put(
+        &self,
+        id: &Identity,
+        site: &str,
+        chunks: &[&nex_backup_shared::chunk::SealedChunk],
+    ) -> Result<pb::PutChunksResponse, tonic::Status> {
+        let reqs: Vec<_> = chunks
+            .iter()
+            .map(|c| pb::PutChunkRequest {
+                site: site.into(),
+                snapshot_id: String::new(),
+                id: c.id.0.to_vec(),
+                blob: c.blob.clone(),
+            })
+            .collect();
+        self.agent(id)
+            .put_chunks(tokio_stream::iter(reqs))
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// The controller's log lines are not captured in process; the data dir is.
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")

@@ -34,15 +34,7 @@ async fn site() -> Site {
     let mut agent = FakeAgent::connect(&s, &id, &["main"], "1.0").await;
     let codec = ChunkCodec::new(keys.clone(), 3);
     let chunk = codec.encode(&vec![7u8; 4096]);
-    s.agent(&id)
-        .put_chunks(tokio_stream::iter(vec![pb::PutChunkRequest {
-            site: "acme".into(),
-            snapshot_id: String::new(),
-            id: chunk.id.0.to_vec(),
-            blob: chunk.blob.clone(),
-        }]))
-        .await
-        .unwrap();
+    s.put(&id, "acme", &[&chunk]).await.unwrap();
     let d = dispatch_backup(&s, &mut agent, "main").await;
     let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
     s.agent(&id)
@@ -81,9 +73,9 @@ async fn snapshots(s: &InProc) -> Vec<pb::SnapshotInfo> {
         .snapshots
 }
 
-/// The attack from the field: learn the key id from a real manifest, then commit junk
-/// snapshots dated in the future with no job behind them. Every one is refused, and
-/// rotation afterwards deletes nothing real.
+/// The attack from the field: commit junk snapshots dated in the future with no job
+/// behind them (sealed with the site's real key, over a chunk really stored). Every one is
+/// refused, and rotation afterwards deletes nothing real.
 #[tokio::test]
 async fn junk_commits_without_a_dispatched_job_are_refused_and_rotation_keeps_the_real_backup() {
     let st = site().await;
@@ -137,15 +129,7 @@ async fn junk_commits_without_a_dispatched_job_are_refused_and_rotation_keeps_th
     // With a real job id but its own snapshot id, or a second commit for a settled job:
     let codec = ChunkCodec::new(st.keys.clone(), 3);
     let chunk = codec.encode(&vec![9u8; 4096]);
-    client
-        .put_chunks(tokio_stream::iter(vec![pb::PutChunkRequest {
-            site: "acme".into(),
-            snapshot_id: String::new(),
-            id: chunk.id.0.to_vec(),
-            blob: chunk.blob.clone(),
-        }]))
-        .await
-        .unwrap();
+    st.s.put(&st.id, "acme", &[&chunk]).await.unwrap();
     let mut agent = st.agent;
     let d = dispatch_backup(&st.s, &mut agent, "main").await;
     let mut other = d.clone();
