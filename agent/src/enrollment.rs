@@ -130,8 +130,4 @@ pub fn load_keyring(state_dir: &Path, site: &str) -> anyhow::Result<KeyRing> {
     Ok(ring)
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use nex_backup_shared::clock::unix_now;

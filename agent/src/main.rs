@@ -135,25 +135,9 @@ fn run(config: &std::path::Path) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            nex_backup_shared::clock::shutdown_signal().await;
             s.cancel();
         });
         nex_backup_agent::run(cfg, shutdown).await
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -15,9 +15,9 @@ use tonic::Status;
 use tonic::service::Interceptor;
 use tracing::warn;
 
-use crate::pki::unix_now;
 use crate::service::State;
 use crate::tls_listener::PeerInfo;
+use nex_backup_shared::clock::unix_now;
 
 /// Prefix of admin credentials, so a leaked one is recognisable in a secret scan.
 pub const ADMIN_TOKEN_PREFIX: &str = "nexb-admin-";

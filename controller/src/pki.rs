@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use nex_backup_shared::identity::AgentIdentity;
@@ -244,12 +244,7 @@ fn generated_server_cert(
     Ok((chain, key))
 }
 
-/// Seconds since the epoch, now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use nex_backup_shared::clock::unix_now;
 
 #[cfg(test)]
 mod tests;

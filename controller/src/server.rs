@@ -83,7 +83,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         agent_cert_lifetime: cfg.agent_cert_lifetime,
         default_policy: cfg.default_policy.clone(),
         gc_grace_ms: cfg.gc_grace.as_millis() as u64,
-        started_ms: crate::service::now_ms(),
+        started_ms: nex_backup_shared::clock::now_ms(),
         reserve: crate::store::Reserve {
             min_free_bytes: cfg.store_reserve,
         },
@@ -160,14 +160,17 @@ fn default_names(listen: SocketAddr) -> Vec<String> {
 }
 
 fn gethostname_lossy() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        })
-        .unwrap_or_default()
+    Some(
+        gethostname::gethostname()
+            .to_string_lossy()
+            .trim()
+            .to_string(),
+    )
+    .filter(|h| {
+        h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    })
+    .unwrap_or_default()
 }
 
 /// `cli.toml` (0600) in the data dir: what the operator CLI on this host needs.

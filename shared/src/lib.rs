@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`pb`]: generated protobuf/gRPC code (package `nexbackup.v1`). It stops at the edge:
 //!   callers convert into the domain types below with `TryFrom`, validated once.
+//! - [`clock`]: the wall clock (`now_ms`, `unix_now`) and the stop signal.
 //! - [`ids`]: [`ids::ChunkId`], [`ids::SnapshotId`], site/target name validation.
 //! - [`keys`]: the site master key, HKDF-derived sub-keys, the agent's key file.
 //! - [`seal`]: the sealed-object container (header + AES-256-GCM) and its errors.
@@ -21,6 +22,7 @@
 
 pub mod chunk;
 pub mod chunker;
+pub mod clock;
 pub mod error;
 pub mod identity;
 pub mod ids;

@@ -21,12 +21,7 @@ use crate::config::TargetConfig;
 use crate::ctx::Ctx;
 use crate::{pg, pgtools};
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use nex_backup_shared::clock::now_ms;
 
 /// Run a backup command to completion and describe the outcome.
 pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::JobResult {

@@ -128,7 +128,7 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| anyhow!("{}", s.message()))?
         .into_inner();
-    let now = crate::service::now_ms();
+    let now = nex_backup_shared::clock::now_ms();
     if a.client.json {
         let targets: Vec<_> = r.targets.iter().map(|t| json!({
             "site": t.site, "target": t.target, "state": t.state, "reason": t.reason,

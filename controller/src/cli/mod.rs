@@ -243,9 +243,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.default_policy.schedule = a.default_schedule;
             cfg.default_policy.timezone = a.default_timezone;
             cfg.default_policy
-                .validate(crate::service::now_ms(), false)
+                .validate(nex_backup_shared::clock::now_ms(), false)
                 .map_err(|e| anyhow::anyhow!("default {e}"))?;
-            server::run(cfg, shutdown_signal()).await?;
+            server::run(cfg, nex_backup_shared::clock::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ca(c) => trust::ca(c),
@@ -263,25 +263,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,
         Command::Restore(a) => ops::restore(&a).await,
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 
 use super::format::{age, bytes, table, time};
 use super::{BackupArgs, ClientOpts, RestoreArgs, SnapshotsArgs};
-use crate::service::now_ms;
+use nex_backup_shared::clock::now_ms;
 
 use super::client::connect;
 

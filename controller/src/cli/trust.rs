@@ -15,7 +15,7 @@ use super::ClientOpts;
 use super::client::connect;
 use super::format::{age, table, time};
 use crate::pki::{Pki, ServerCertSource, unix_now};
-use crate::service::now_ms;
+use nex_backup_shared::clock::now_ms;
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {

@@ -47,7 +47,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        crate::service::now_ms()
+        nex_backup_shared::clock::now_ms()
     }
 }
 
@@ -298,7 +298,7 @@ impl Scheduler {
         let Some(newest) = crate::standing::newest_good(&snaps, &standing) else {
             return Ok(None);
         };
-        let db = crate::service::jobs::drill_database(crate::service::now_ms());
+        let db = crate::service::jobs::drill_database(nex_backup_shared::clock::now_ms());
         let kind = Kind::Restore(pb::RestoreCommand {
             target: target.into(),
             snapshot_id: newest.snapshot_id.clone(),
@@ -392,7 +392,7 @@ impl Scheduler {
         };
         let mut job = job.clone();
         job.state = JobState::Failed;
-        job.ended_unix_ms = Some(crate::service::now_ms());
+        job.ended_unix_ms = Some(nex_backup_shared::clock::now_ms());
         job.error = Some(format!(
             "stalled: no progress for {} (limit {})",
             crate::policy::human_secs(idle_ms / 1000),

@@ -43,12 +43,7 @@ pub struct State {
     pub reserve: crate::store::Reserve,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use nex_backup_shared::clock::now_ms;
 
 pub(crate) fn bad_input(e: FormatError) -> Status {
     Status::invalid_argument(e.to_string())
