@@ -79,23 +79,21 @@ pub enum RecoveryKeyCommand {
     },
 }
 
-/// "90s", "15m", "24h", "7d" (a bare number is seconds).
+/// "90s", "15m", "24h", "7d", "1h30m" (a bare number is refused: which unit?).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        Some((i, 'd')) => (&s[..i], 86400),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with s, m, h or d, e.g. 24h"))?;
-    if n == 0 {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        // "24" could mean seconds, hours or days: say which.
+        return Err(format!(
+            "{s:?}: a duration needs a unit, e.g. {s}h, {s}m, {s}s or {s}d"
+        ));
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?}: {e}; expected e.g. 24h, 30m, 90s, 7d or 1h30m"))?;
+    if d.is_zero() {
         return Err(format!("{s:?}: must be longer than zero"));
     }
-    Ok(Duration::from_secs(n * mult))
+    Ok(d)
 }
 
 pub fn ca(c: CaCommand) -> anyhow::Result<ExitCode> {
@@ -253,4 +251,30 @@ pub fn recovery_key(c: RecoveryKeyCommand) -> anyhow::Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(" 90s "), Ok(Duration::from_secs(90)));
+        let bare = parse_duration("24").unwrap_err();
+        assert!(
+            bare.contains("needs a unit") && bare.contains("24h"),
+            "{bare}"
+        );
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .contains("longer than zero")
+        );
+        assert!(parse_duration("soon").is_err());
+    }
 }
