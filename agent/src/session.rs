@@ -24,7 +24,11 @@ pub async fn run(ctx: Arc<Ctx>) {
         match session_once(&ctx).await {
             Ok(true) => delay = Duration::from_millis(500),
             Ok(false) => {}
-            Err(e) => warn!(error = %e, "session failed"),
+            Err(e) => match expired(&ctx) {
+                // The TLS layer only says "transport error": say what is wrong.
+                Some(why) => tracing::error!(error = %e, "{why}"),
+                None => warn!(error = %e, "session failed"),
+            },
         }
         ctx.detach();
         tokio::select! {
@@ -172,6 +176,26 @@ async fn seal_keys(ctx: &Arc<Ctx>, custody: pb::KeyCustody) {
             ctx.keys_sealed.store(false, Ordering::Release);
         }
     }
+}
+
+/// Why the session cannot work, if the agent's certificate has expired.
+fn expired(ctx: &Ctx) -> Option<String> {
+    let e = ctx
+        .enrollment
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (left, _) = e.remaining(nex_backup_shared::clock::unix_now());
+    (left <= 0).then(|| {
+        let when = jiff::Timestamp::from_second(e.not_after_unix)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        format!(
+            "this agent's certificate expired at {when}: the controller refuses it. Re-enroll: an operator runs `nex-backup token create --site {site} --replace-agent {agent}`, then here `nex-backup-agent enroll --config <this config> --token <token> --ca-fingerprint <fingerprint>`",
+            site = e.site,
+            agent = ctx.agent_id
+        )
+    })
 }
 
 /// Renew the certificate if due. True when the session must reconnect with it.

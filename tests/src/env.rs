@@ -183,6 +183,12 @@ impl Env {
 
     /// Start the agent with another config (see [`Env::second_agent_config`]).
     pub fn start_agent_with(&mut self, config: &std::path::Path) {
+        self.spawn_agent(config);
+        self.wait_online(true);
+    }
+
+    /// Start the agent process without waiting for it to come online.
+    pub fn spawn_agent(&mut self, config: &std::path::Path) {
         let env: Vec<(&str, &str)> = self
             .agent_env
             .iter()
@@ -193,7 +199,6 @@ impl Env {
             &env,
             &self.dir.path().join("agent.log"),
         ));
-        self.wait_online(true);
     }
 
     /// A copy of the agent config for another host of the same site: its own agent id

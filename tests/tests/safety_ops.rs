@@ -409,3 +409,28 @@ fn a_really_full_disk_fails_fast_and_leaves_collectable_orphans() {
         "the chunks sent before the disk filled are collected: {pruned}"
     );
 }
+
+/// An agent whose certificate expired while it was stopped says so, when, and how to
+/// re-enroll, instead of an endless "transport error".
+#[test]
+fn an_agent_with_an_expired_certificate_says_how_to_re_enroll() {
+    let mut env = Env::start(
+        "CREATE TABLE t (x int)",
+        EnvOpts {
+            controller_args: vec!["--agent-cert-lifetime".into(), "6s".into()],
+            ..Default::default()
+        },
+    );
+    env.agent.as_mut().unwrap().kill();
+    std::thread::sleep(Duration::from_secs(7));
+    let config = env.agent_config.clone();
+    env.spawn_agent(&config);
+    let log = env.dir.path().join("agent.log");
+    nex_backup_tests::wait_for("the agent to explain its expired certificate", 30, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("certificate expired at")
+            && text.contains("--replace-agent acme-srv1")
+            && text.contains("nex-backup-agent enroll"))
+        .then_some(())
+    });
+}
