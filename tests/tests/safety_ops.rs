@@ -223,8 +223,11 @@ fn typos_dry_runs_and_failed_drills_tell_the_truth() {
         "{}",
         rpo.stdout
     );
+    // status agrees: the newest snapshot is there, and it is suspect.
     let status = env.status();
-    assert!(status.to_string().contains("main"), "{status}");
+    let main = &status["sites"][0]["targets"][0];
+    assert_eq!(main["newest_standing"], "suspect", "{status}");
+    assert_eq!(main["last_job_state"], "succeeded", "{status}");
 }
 
 #[test]
@@ -291,6 +294,16 @@ fn a_full_store_fails_the_backup_at_once_naming_the_controllers_store() {
         (n == "0").then_some(())
     });
     assert!(env.snapshots("main").is_empty());
+    // status shows the failure, not just "never backed up".
+    let table = env.cli(&["status"]);
+    assert!(
+        table.stdout.contains("never backed up")
+            && table
+                .stdout
+                .contains("failed 0s ago: upload chunks: the controller's blob store"),
+        "{}",
+        table.stdout
+    );
 }
 
 /// Ransomware-like change: the text that made up most of the database is overwritten

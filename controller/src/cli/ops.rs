@@ -18,6 +18,19 @@ fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
 }
 
+/// "failed 3m ago: target main: connect …", "succeeded 2h ago", or "-".
+fn last_job(now: u64, t: &pb::TargetStatus) -> String {
+    if t.last_job_state.is_empty() {
+        return "-".into();
+    }
+    let mut s = format!("{} {} ago", t.last_job_state, age(now, t.last_job_unix_ms));
+    if !t.last_job_error.is_empty() {
+        s.push_str(": ");
+        s.extend(t.last_job_error.chars().take(80));
+    }
+    s
+}
+
 pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
     let resp = connect(opts)
         .await?
@@ -32,7 +45,9 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
             "last_seen_unix_ms": s.last_seen_unix_ms,
             "targets": s.targets.iter().map(|t| json!({
                 "target": t.target, "kind": t.kind, "newest_snapshot": t.newest_snapshot,
-                "newest_unix_ms": t.newest_unix_ms,
+                "newest_unix_ms": t.newest_unix_ms, "newest_standing": t.newest_standing,
+                "last_job_state": t.last_job_state, "last_job_unix_ms": t.last_job_unix_ms,
+                "last_job_error": t.last_job_error,
                 "newest_age_s": (t.newest_unix_ms > 0).then(|| now.saturating_sub(t.newest_unix_ms) / 1000),
             })).collect::<Vec<_>>(),
         })).collect();
@@ -56,13 +71,14 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
                 "-".into(),
                 "-".into(),
                 "-".into(),
+                "-".into(),
             ]);
         }
         for t in &s.targets {
             let snap = if t.newest_snapshot.is_empty() {
                 "never backed up".into()
             } else {
-                t.newest_snapshot.clone()
+                format!("{} ({})", t.newest_snapshot, t.newest_standing)
             };
             rows.push(vec![
                 s.site.clone(),
@@ -71,13 +87,22 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
                 t.target.clone(),
                 snap,
                 age(now, t.newest_unix_ms),
+                last_job(now, t),
             ]);
         }
     }
     println!(
         "{}",
         table(
-            &["SITE", "AGENT", "STATE", "TARGET", "NEWEST SNAPSHOT", "AGE"],
+            &[
+                "SITE",
+                "AGENT",
+                "STATE",
+                "TARGET",
+                "NEWEST SNAPSHOT",
+                "AGE",
+                "LAST BACKUP"
+            ],
             &rows
         )
     );

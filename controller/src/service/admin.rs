@@ -87,6 +87,37 @@ impl AdminApi {
     }
 }
 
+/// Fill in the target's last backup job: its state, time and the first line of its error.
+fn last_backup(
+    jobs: &[crate::catalog::JobRecord],
+    site: &str,
+    target: &str,
+    t: &mut pb::TargetStatus,
+) {
+    let Some(j) = jobs
+        .iter()
+        .filter(|j| j.site == site && j.target == target && j.kind == "backup")
+        .max_by_key(|j| j.started_unix_ms)
+    else {
+        return;
+    };
+    t.last_job_state = match j.state {
+        crate::catalog::JobState::Running => "running",
+        crate::catalog::JobState::Succeeded => "succeeded",
+        crate::catalog::JobState::Failed => "failed",
+    }
+    .into();
+    t.last_job_unix_ms = j.ended_unix_ms.unwrap_or(j.started_unix_ms);
+    let first = j
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
+    t.last_job_error = nex_backup_shared::text::clean(first, 200);
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     type RunBackupStream = ReceiverStream<Result<pb::JobUpdate, Status>>;
@@ -101,23 +132,32 @@ impl AdminService for AdminApi {
         // One row per agent (a site may have several), by site.
         let mut agents = cat.agents().await.map_err(catalog_status)?;
         agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
+        let jobs = cat.jobs().await.map_err(catalog_status)?;
         for a in agents {
             let snaps = cat
                 .snapshots(Some(&a.site), None)
                 .await
                 .map_err(catalog_status)?;
+            let standing = self.standing_of(&snaps).await?;
             let live = self.state.hub.session(&a.site, &a.agent_id);
             let targets = a
                 .targets
                 .iter()
                 .map(|(name, kind)| {
                     let newest = snaps.iter().rev().find(|s| &s.target == name);
-                    pb::TargetStatus {
+                    let mut t = pb::TargetStatus {
                         target: name.clone(),
                         kind: kind.clone(),
                         newest_snapshot: newest.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
                         newest_unix_ms: newest.map_or(0, |s| s.created_unix_ms),
-                    }
+                        newest_standing: newest
+                            .and_then(|s| standing.get(&(s.site.clone(), s.snapshot_id.clone())))
+                            .map(|l| l.to_string())
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    last_backup(&jobs, &a.site, name, &mut t);
+                    t
                 })
                 .collect();
             sites.push(pb::SiteStatus {
