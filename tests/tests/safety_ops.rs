@@ -448,3 +448,55 @@ fn an_agent_with_an_expired_certificate_says_how_to_re_enroll() {
         .then_some(())
     });
 }
+
+/// An operator cancels a backup that hangs: the job fails at once (audited), whoever
+/// follows it is told, the agent stops it, nothing is committed, and the next backup runs.
+#[test]
+fn an_operator_cancels_a_hanging_backup() {
+    let env = Env::start(&invoices_sql(2_000), EnvOpts::default());
+    let lock = env.pg.hold_exclusive_lock("invoices", "invoices");
+    let running = env.backup_in_background("main");
+    let job = nex_backup_tests::wait_for("the backup to start", 30, || {
+        let jobs = env.cli(&["jobs", "--json"]).json();
+        (jobs[0]["state"] == "running").then(|| jobs[0]["job_id"].as_str().unwrap().to_string())
+    });
+    let out = env.cli(&[
+        "jobs",
+        "cancel",
+        &job,
+        "--reason",
+        "pg_dump hangs on a lock",
+    ]);
+    assert!(
+        out.ok && out.stdout.contains("cancelled"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let followed = running.join().unwrap().json_failed();
+    assert!(
+        followed["error"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled by an operator: pg_dump hangs on a lock"),
+        "{followed}"
+    );
+    let again = env.cli(&["jobs", "cancel", &job]);
+    assert!(
+        !again.ok && again.stderr.contains("is not running"),
+        "{}",
+        again.stderr
+    );
+    nex_backup_tests::wait_for("the agent to stop the job", 15, || {
+        let log = std::fs::read_to_string(env.dir.path().join("agent.log")).unwrap_or_default();
+        log.contains("cancel").then_some(())
+    });
+    drop(lock);
+    assert!(
+        env.snapshots("main").is_empty(),
+        "the cancelled job committed nothing"
+    );
+    env.backup_ok("main");
+    let audit = env.cli(&["audit"]);
+    assert!(audit.stdout.contains("job cancelled"), "{}", audit.stdout);
+}

@@ -11,8 +11,24 @@ use super::ClientOpts;
 use super::client::connect;
 use super::format::{bytes, table, time};
 
+/// What `jobs` does besides listing.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsAction {
+    /// Stop a running job: recorded as failed, the agent stops it (a backup commits
+    /// nothing). Audited.
+    Cancel {
+        job_id: String,
+        /// Why (kept with the job and in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct JobsArgs {
+    #[command(subcommand)]
+    pub action: Option<JobsAction>,
     #[arg(long)]
     pub site: Option<String>,
     #[arg(long)]
@@ -61,6 +77,22 @@ async fn fetch_jobs(a: &JobsArgs) -> anyhow::Result<Vec<pb::JobInfo>> {
 }
 
 pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(JobsAction::Cancel { job_id, reason }) = &a.action {
+        let j = connect(&a.client)
+            .await?
+            .cancel_job(pb::CancelJobRequest {
+                job_id: job_id.clone(),
+                reason: reason.clone().unwrap_or_default(),
+            })
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?
+            .into_inner();
+        println!(
+            "job {} ({} of {}/{}) cancelled; its agent was told to stop",
+            j.job_id, j.kind, j.site, j.target
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = pb::ListJobsResponse {
         jobs: fetch_jobs(&a).await?,
         next_page_token: String::new(),

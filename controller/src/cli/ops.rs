@@ -184,10 +184,20 @@ async fn follow(
     let mut job_id = String::new();
     let tty = std::io::stderr().is_terminal();
     let mut shown = false;
-    while let Some(u) = stream.next().await {
+    loop {
+        let next = tokio::select! {
+            u = stream.next() => u,
+            _ = tokio::signal::ctrl_c() => {
+                return Err(anyhow!(
+                    "stopped following job {job_id}; it goes on. Cancel it with: nex-backup jobs cancel {job_id}"
+                ));
+            }
+        };
+        let Some(u) = next else { break };
         let u = u.map_err(status_err)?;
         job_id = u.job_id.clone();
         match u.update {
+            Some(Update::Progress(p)) if p.phase == "dispatched" => {}
             Some(Update::Progress(p)) if !quiet => {
                 let line = format!(
                     "{job_id}: {} {} ({} chunks) {}",

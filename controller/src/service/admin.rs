@@ -60,6 +60,17 @@ impl AdminApi {
         let (job_id, mut updates) =
             super::jobs::start_job(&self.state, site, target, kind, trigger).await?;
         let (tx, rx) = mpsc::channel(16);
+        // The job id at once, so that a client can name the job (to cancel it, say)
+        // before its first progress report.
+        let _ = tx
+            .send(Ok(pb::JobUpdate {
+                job_id: job_id.clone(),
+                update: Some(Update::Progress(pb::JobProgressInfo {
+                    phase: "dispatched".into(),
+                    ..Default::default()
+                })),
+            }))
+            .await;
         tokio::spawn(async move {
             loop {
                 match updates.recv().await {
@@ -423,6 +434,15 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         Ok(Response::new(
             self.delete_policy_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        Ok(Response::new(
+            self.cancel_job_impl(request.into_inner()).await?,
         ))
     }
 

@@ -10,6 +10,30 @@ use crate::catalog::{JobState, PolicyRecord};
 use crate::policy::{Policy, Retention, Schedule};
 use crate::prune::{PruneScope, own_policy, prune};
 
+/// A job as the operator API shows it.
+pub(super) fn job_info(j: crate::catalog::JobRecord) -> pb::JobInfo {
+    pb::JobInfo {
+        state: match j.state {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+        .into(),
+        job_id: j.job_id,
+        site: j.site,
+        target: j.target,
+        kind: j.kind,
+        started_unix_ms: j.started_unix_ms,
+        ended_unix_ms: j.ended_unix_ms.unwrap_or(0),
+        error: j.error.unwrap_or_default(),
+        snapshot_id: j.snapshot_id.unwrap_or_default(),
+        trigger: j.trigger,
+        logical_bytes: j.logical_bytes,
+        new_bytes: j.new_bytes,
+        agent_id: j.agent_id,
+    }
+}
+
 impl From<&Policy> for pb::PolicyMsg {
     fn from(p: &Policy) -> Self {
         pb::PolicyMsg {
@@ -293,29 +317,7 @@ impl AdminApi {
         );
         Ok(pb::ListJobsResponse {
             next_page_token,
-            jobs: jobs
-                .into_iter()
-                .map(|j| pb::JobInfo {
-                    state: match j.state {
-                        JobState::Running => "running",
-                        JobState::Succeeded => "succeeded",
-                        JobState::Failed => "failed",
-                    }
-                    .into(),
-                    job_id: j.job_id,
-                    site: j.site,
-                    target: j.target,
-                    kind: j.kind,
-                    started_unix_ms: j.started_unix_ms,
-                    ended_unix_ms: j.ended_unix_ms.unwrap_or(0),
-                    error: j.error.unwrap_or_default(),
-                    snapshot_id: j.snapshot_id.unwrap_or_default(),
-                    trigger: j.trigger,
-                    logical_bytes: j.logical_bytes,
-                    new_bytes: j.new_bytes,
-                    agent_id: j.agent_id,
-                })
-                .collect(),
+            jobs: jobs.into_iter().map(job_info).collect(),
         })
     }
 }

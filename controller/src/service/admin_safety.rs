@@ -87,6 +87,64 @@ impl AdminApi {
         Ok(())
     }
 
+    /// Stop a running job (see the RPC's doc): failed first, so that nothing the agent
+    /// still sends (a commit) is accepted, then the agent is told.
+    pub(super) async fn cancel_job_impl(
+        &self,
+        req: pb::CancelJobRequest,
+    ) -> Result<pb::JobInfo, Status> {
+        let cat = &self.state.catalog;
+        let mut job = cat
+            .job(&req.job_id)
+            .await
+            .map_err(catalog_status)?
+            .ok_or_else(|| Status::not_found(format!("job {} not found", req.job_id)))?;
+        if job.state != crate::catalog::JobState::Running {
+            return Err(Status::failed_precondition(format!(
+                "job {} is not running; nothing to cancel",
+                job.job_id
+            )));
+        }
+        let reason = nex_backup_shared::text::clean(req.reason.trim(), 500);
+        let why = if reason.is_empty() {
+            "cancelled by an operator".to_string()
+        } else {
+            format!("cancelled by an operator: {reason}")
+        };
+        job.state = crate::catalog::JobState::Failed;
+        job.ended_unix_ms = Some(now_ms());
+        job.error = Some(why.clone());
+        cat.put_job(&job).await.map_err(catalog_status)?;
+        self.audit(
+            &job.site,
+            &job.target,
+            "job cancelled",
+            format!("{}: {why}", job.job_id),
+        )
+        .await?;
+        let cancel = pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::CancelJob(pb::CancelJob {
+                job_id: job.job_id.clone(),
+                reason: why.clone(),
+            })),
+        };
+        if let Err(e) = self.state.hub.send(&job.site, &job.agent_id, cancel).await {
+            warn!(job = %job.job_id, error = %e, "tell the agent to cancel; it fails the job when it reconnects");
+        }
+        // Whoever follows the job sees it end.
+        self.state.hub.publish(pb::JobUpdate {
+            job_id: job.job_id.clone(),
+            update: Some(pb::job_update::Update::Outcome(pb::JobOutcome {
+                ok: false,
+                error: why,
+                snapshot_id: job.snapshot_id.clone().unwrap_or_default(),
+                ..Default::default()
+            })),
+        });
+        info!(job = %job.job_id, site = %job.site, target = %job.target, "job cancelled by an operator");
+        Ok(super::admin_policy::job_info(job))
+    }
+
     pub(super) async fn list_holds_impl(
         &self,
         req: pb::ListHoldsRequest,
