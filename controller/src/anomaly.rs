@@ -75,9 +75,19 @@ pub fn judge(
 /// Judge a just-committed snapshot and put its target on hold if it looks wrong (or add
 /// it to a hold already standing). Failures are logged: a hold that cannot be recorded
 /// must not fail the commit.
-pub async fn check_commit(state: &State, new: &SnapshotRecord, expected_per_hour: usize) {
+pub async fn check_commit(state: &State, new: &SnapshotRecord) {
     let cat = &state.catalog;
     let (site, target) = (&new.site, &new.target);
+    let hour_ago = new.committed_unix_ms.saturating_sub(3_600_000);
+    // How many runs the target's schedule made in that hour (a burst is measured
+    // against it).
+    let expected_per_hour = crate::prune::policy_of(state, site, target)
+        .await
+        .ok()
+        .and_then(|p| crate::policy::Schedule::parse(&p.schedule, &p.timezone).ok())
+        .map_or(1, |s| {
+            s.slots_between(hour_ago, new.committed_unix_ms, 10_000)
+        });
     let loaded = async {
         let snaps = cat.snapshots(Some(site), Some(target)).await?;
         let hold = cat
@@ -103,7 +113,6 @@ pub async fn check_commit(state: &State, new: &SnapshotRecord, expected_per_hour
         .filter(|s| s.snapshot_id != new.snapshot_id && !flagged(&s.snapshot_id))
         .cloned()
         .collect();
-    let hour_ago = new.committed_unix_ms.saturating_sub(3_600_000);
     let recent = snaps
         .iter()
         .filter(|s| s.committed_unix_ms > hour_ago)

@@ -236,8 +236,8 @@ pub async fn prune(
             .extend(t.delete.iter().cloned());
         report.targets.push(t);
     }
-    let gc_from = state.started_ms + state.gc_grace_ms;
-    if now_ms < gc_from {
+    if gc_waits(state, now_ms) {
+        let gc_from = state.started_ms + state.gc_grace_ms;
         report.gc_note = Some(format!(
             "garbage collection waits until {} (grace period after the controller started; uploads in flight may rely on unreferenced chunks)",
             chrono::DateTime::from_timestamp_millis(gc_from as i64)
@@ -276,6 +276,12 @@ pub async fn prune(
     Ok(report)
 }
 
+/// Whether garbage collection still waits out the grace period after the start (pins
+/// live in memory, so until then an upload may rely on a chunk nobody references).
+fn gc_waits(state: &State, now_ms: u64) -> bool {
+    now_ms < state.started_ms + state.gc_grace_ms
+}
+
 /// Delete `delete` snapshots of `site` (unless dry), then its unreferenced chunks.
 async fn collect_site(
     state: &State,
@@ -288,7 +294,7 @@ async fn collect_site(
         site: site.into(),
         reason,
     };
-    let gc_waits = now_ms < state.started_ms + state.gc_grace_ms;
+    let gc_waits = gc_waits(state, now_ms);
     if report.dry_run {
         report.deleted_snapshots += delete.len() as u64;
         if gc_waits {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::catalog::safety::HoldRecord;
-use crate::catalog::{JobRecord, JobState, SnapshotRecord};
+use crate::catalog::{Catalog, CatalogError, JobRecord, JobState, SnapshotRecord};
 use crate::scheduler::drills;
 
 /// The standing of one snapshot.
@@ -41,9 +41,9 @@ impl Standing {
     }
 }
 
-/// Standing of every snapshot of one (site, target), by snapshot id.
-pub fn of_target(
-    snaps: &[SnapshotRecord],
+/// Standing of every snapshot of one (site, target) among `snaps`, by snapshot id.
+pub fn of_target<'a>(
+    snaps: impl IntoIterator<Item = &'a SnapshotRecord>,
     jobs: &[JobRecord],
     hold: Option<&HoldRecord>,
     site: &str,
@@ -57,7 +57,7 @@ pub fn of_target(
         .map(|h| h.suspicious.iter().map(String::as_str).collect())
         .unwrap_or_default();
     snaps
-        .iter()
+        .into_iter()
         .filter(|s| s.site == site && s.target == target)
         .map(|s| {
             let id = s.snapshot_id.as_str();
@@ -87,12 +87,53 @@ pub fn succeeded_backups<'a>(
 }
 
 /// The newest good snapshot among `snaps` (oldest first), if any.
-pub fn newest_good<'a>(
-    snaps: &'a [SnapshotRecord],
+pub fn newest_good<'a, I>(
+    snaps: I,
     standing: &HashMap<String, Standing>,
-) -> Option<&'a SnapshotRecord> {
+) -> Option<&'a SnapshotRecord>
+where
+    I: IntoIterator<Item = &'a SnapshotRecord>,
+    I::IntoIter: DoubleEndedIterator,
+{
     snaps
-        .iter()
+        .into_iter()
         .rev()
         .find(|s| standing.get(&s.snapshot_id).is_some_and(|st| st.good))
+}
+
+/// The newest good snapshot of (site, target) among `snaps`, reading the jobs and holds
+/// it depends on from the catalog.
+pub async fn newest_good_in<'a>(
+    cat: &dyn Catalog,
+    snaps: &'a [SnapshotRecord],
+    site: &str,
+    target: &str,
+) -> Result<Option<&'a SnapshotRecord>, CatalogError> {
+    let jobs = cat.jobs().await?;
+    let holds = cat.holds().await?;
+    let hold = holds.iter().find(|h| h.site == site && h.target == target);
+    let standing = of_target(snaps, &jobs, hold, site, target);
+    Ok(newest_good(snaps, &standing))
+}
+
+/// The standing label of each of `snaps` (any sites and targets), by (site, snapshot id).
+pub fn labels(
+    snaps: &[SnapshotRecord],
+    jobs: &[JobRecord],
+    holds: &[HoldRecord],
+) -> HashMap<(String, String), &'static str> {
+    let mut targets: Vec<(&str, &str)> = snaps
+        .iter()
+        .map(|s| (s.site.as_str(), s.target.as_str()))
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let mut out = HashMap::new();
+    for (site, target) in targets {
+        let hold = holds.iter().find(|h| h.site == site && h.target == target);
+        for (id, st) in of_target(snaps, jobs, hold, site, target) {
+            out.insert((site.to_string(), id), st.label());
+        }
+    }
+    out
 }

@@ -28,10 +28,14 @@ impl Default for ChunkerConfig {
     }
 }
 
+/// The smallest minimum chunk size a configuration may set: no chunk but a stream's
+/// last is ever shorter.
+pub const SMALLEST_MIN: u32 = 64;
+
 impl ChunkerConfig {
     /// Check the bounds against what FastCDC and the chunk decoder accept.
     pub fn validate(&self) -> Result<(), String> {
-        let ok = self.min >= 64
+        let ok = self.min >= SMALLEST_MIN
             && self.min <= self.avg
             && self.avg <= self.max
             && (256..=4 * 1024 * 1024).contains(&self.avg)

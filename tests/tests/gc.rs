@@ -17,7 +17,7 @@ struct Site {
     client: AgentServiceClient<Channel>,
     codec: ChunkCodec,
     keys: nex_backup_shared::keys::SiteKeys,
-    _id: Identity,
+    id: Identity,
 }
 
 /// Site acme with keep-last `keep_last` on a controller whose GC grace is `grace`.
@@ -62,30 +62,17 @@ async fn site(keep_last: u32, grace: Duration) -> Site {
         codec: ChunkCodec::new(key.derive(), 1),
         keys: key.derive(),
         s,
-        _id: id,
+        id,
     }
 }
 
 impl Site {
     async fn put(&self, chunks: &[&SealedChunk]) {
-        let reqs: Vec<_> = chunks
-            .iter()
-            .map(|c| pb::PutChunkRequest {
-                site: "acme".into(),
-                snapshot_id: String::new(),
-                id: c.id.0.to_vec(),
-                blob: c.blob.clone(),
-            })
-            .collect();
-        self.client
-            .clone()
-            .put_chunks(tokio_stream::iter(reqs))
-            .await
-            .unwrap();
+        self.s.put(&self.id, "acme", chunks).await.unwrap();
     }
 
     /// Commit `chunks` as the result of a backup job the controller dispatched.
-    async fn commit(&self, _n: u64, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
+    async fn commit(&self, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
         let d = dispatch_backup(&self.s, &mut *self.agent.lock().await, "main").await;
         let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
         let logical = chunks.iter().map(|c| c.blob.len() as u64).sum();
@@ -147,9 +134,9 @@ async fn prune_plans_frees_and_spares_chunks_an_upload_was_told_exist() {
     let c = |s: &str| st.codec.encode(s.as_bytes());
     let (a, b, cc, d) = (c("chunk a"), c("chunk b"), c("chunk c"), c("chunk d"));
     st.put(&[&a, &b]).await;
-    let s1 = st.commit(1, &[&a, &b]).await.unwrap();
+    let s1 = st.commit(&[&a, &b]).await.unwrap();
     st.put(&[&cc]).await;
-    let s2 = st.commit(2, &[&cc]).await.unwrap();
+    let s2 = st.commit(&[&cc]).await.unwrap();
     // Just-uploaded chunks are pinned for the grace period.
     assert_eq!(
         st.prune(true).await.deleted_chunks,
@@ -180,7 +167,7 @@ async fn prune_plans_frees_and_spares_chunks_an_upload_was_told_exist() {
     assert_eq!(done.pinned_chunks, 1, "a is kept for the upload");
     // ... and can still commit a snapshot that uses it.
     st.put(&[&d]).await;
-    let s3 = st.commit(3, &[&a, &d]).await.unwrap();
+    let s3 = st.commit(&[&a, &d]).await.unwrap();
     assert_eq!(st.find_missing(&[&b]).await, 1, "b is gone");
     assert!(!b_blob.exists(), "b's blob is deleted too");
     let m = st.s.data_dir().join("blobs/manifests/acme").join(&s1);
@@ -219,7 +206,7 @@ async fn garbage_collection_concurrent_with_uploads_loses_nothing() {
         st.put(&to_send).await;
         tokio::time::sleep(Duration::from_millis(40)).await;
         let id = st
-            .commit(n + 10, &picked)
+            .commit(&picked)
             .await
             .unwrap_or_else(|e| panic!("commit {n} lost a chunk it was told exists: {e:?}"));
         committed.push((id, picked.iter().map(|c| c.id).collect::<Vec<_>>()));

@@ -31,7 +31,7 @@ fn count(env: &Env, db: &str, sql: &str) -> String {
 fn a_second_backup_keeps_the_first_and_clean_restores_swap_only_verified_copies() {
     let env = Env::start(&invoices_sql(20_000), EnvOpts::default());
     // Two backups on one day under the default policy: both stay.
-    let first = env.backup_ok("main");
+    env.backup_ok("main");
     let second = env.cli(&["backup", "--site", SITE, "--target", "main"]);
     assert!(second.ok, "{}", second.stderr);
     assert!(
@@ -132,7 +132,6 @@ fn a_second_backup_keeps_the_first_and_clean_restores_swap_only_verified_copies(
         invoices,
         "every invoice is back"
     );
-    assert!(first["ok"] == true);
 }
 
 #[test]

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 pub enum CatalogError {
     #[error("catalog storage: {0}")]
     Storage(String),
+    #[error("catalog disk full: {0}")]
+    DiskFull(String),
     #[error("catalog record {key}: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("snapshot {snapshot}: {missing} referenced chunk(s) are not stored, first {first}")]
@@ -82,6 +84,17 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+}
+
+impl JobState {
+    /// The word the operator API and CLI show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
 }
 
 /// A backup or restore job.

@@ -32,6 +32,17 @@ use super::{
 
 const CHUNK_RECORD_V1: u8 = 1;
 
+/// A sled failure; a full disk (or quota) is told apart, so that callers can say whose
+/// disk is full instead of failing as if it were a passing fault.
+pub(super) fn sled_err(e: sled::Error) -> CatalogError {
+    match &e {
+        sled::Error::Io(io) if crate::store::is_disk_full(io) => {
+            CatalogError::DiskFull(e.to_string())
+        }
+        _ => storage(e),
+    }
+}
+
 pub(super) fn storage(e: impl std::fmt::Display) -> CatalogError {
     CatalogError::Storage(e.to_string())
 }
@@ -273,7 +284,7 @@ impl Catalog for SledCatalog {
                     storage(format!("commit snapshot {}: {e}", r.snapshot_id))
                 }
             })?;
-        self.db.flush_async().await.map_err(storage)?;
+        self.db.flush_async().await.map_err(sled_err)?;
         Ok(record)
     }
 
@@ -478,7 +489,7 @@ impl Catalog for SledCatalog {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await.map_err(storage)?;
+        self.db.flush_async().await.map_err(sled_err)?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::view::View;
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, SnapshotRecord};
 use crate::rpo::{RpoInput, RpoState, evaluate};
 use crate::service::State;
 
@@ -71,14 +71,19 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
         // Only good snapshots count: from a dispatched job that succeeded, not suspect
         // (failed drill), not suspicious (anomaly hold).
         let key = (site.clone(), target.clone());
-        let mine: Vec<_> = snaps
+        let mine: Vec<&SnapshotRecord> = snaps
             .iter()
             .filter(|s| s.site == site && s.target == target)
-            .cloned()
             .collect();
-        let standing =
-            crate::standing::of_target(&mine, jobs, view.holds.get(&key), &site, &target);
-        let newest = crate::standing::newest_good(&mine, &standing).map(|s| s.created_unix_ms);
+        let standing = crate::standing::of_target(
+            mine.iter().copied(),
+            jobs,
+            view.holds.get(&key),
+            &site,
+            &target,
+        );
+        let newest = crate::standing::newest_good(mine.iter().copied(), &standing)
+            .map(|s| s.created_unix_ms);
         // The next run starts at its slot, or when the site's window next opens after it.
         let next_run = view
             .schedules

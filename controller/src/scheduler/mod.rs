@@ -24,7 +24,7 @@ use nex_backup_shared::pb::{self, command::Kind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
+use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord, SnapshotRecord};
 use crate::policy::Schedule;
 use crate::policy::site::SitePolicy;
 use crate::prune::{PruneScope, prune};
@@ -252,7 +252,7 @@ impl Scheduler {
         }
         if !outside_window
             && let Some(id) = self
-                .maybe_drill(&site, &target, policy, sp, jobs, now)
+                .maybe_drill(&site, &target, policy, sp, view, now)
                 .await?
         {
             started.push(id);
@@ -269,9 +269,10 @@ impl Scheduler {
         target: &str,
         policy: &crate::policy::Policy,
         sp: &SitePolicy,
-        jobs: &[JobRecord],
+        view: &View,
         now: u64,
     ) -> Result<Option<String>, CatalogError> {
+        let jobs = &view.jobs;
         let online =
             crate::service::jobs::online_agent(&self.state.hub, sp, site, target, true).is_ok();
         if policy.drill_every_secs == 0 || !online {
@@ -287,15 +288,21 @@ impl Scheduler {
         if busy || !due {
             return Ok(None);
         }
-        let snaps = self
-            .state
-            .catalog
-            .snapshots(Some(site), Some(target))
-            .await?;
-        let holds = self.state.catalog.holds().await?;
-        let hold = holds.iter().find(|h| h.site == site && h.target == target);
-        let standing = crate::standing::of_target(&snaps, jobs, hold, site, target);
-        let Some(newest) = crate::standing::newest_good(&snaps, &standing) else {
+        // The tick's view already holds every snapshot and hold.
+        let key = (site.to_string(), target.to_string());
+        let mine: Vec<&SnapshotRecord> = view
+            .snapshots
+            .iter()
+            .filter(|s| s.site == site && s.target == target)
+            .collect();
+        let standing = crate::standing::of_target(
+            mine.iter().copied(),
+            jobs,
+            view.holds.get(&key),
+            site,
+            target,
+        );
+        let Some(newest) = crate::standing::newest_good(mine.iter().copied(), &standing) else {
             return Ok(None);
         };
         let db = crate::service::jobs::drill_database(nex_backup_shared::clock::now_ms());

@@ -112,12 +112,7 @@ fn last_backup(
     else {
         return;
     };
-    t.last_job_state = match j.state {
-        crate::catalog::JobState::Running => "running",
-        crate::catalog::JobState::Succeeded => "succeeded",
-        crate::catalog::JobState::Failed => "failed",
-    }
-    .into();
+    t.last_job_state = j.state.as_str().into();
     t.last_job_unix_ms = j.ended_unix_ms.unwrap_or(j.started_unix_ms);
     let first = j
         .error
@@ -144,12 +139,13 @@ impl AdminService for AdminApi {
         let mut agents = cat.agents().await.map_err(catalog_status)?;
         agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
         let jobs = cat.jobs().await.map_err(catalog_status)?;
+        let holds = cat.holds().await.map_err(catalog_status)?;
         for a in agents {
             let snaps = cat
                 .snapshots(Some(&a.site), None)
                 .await
                 .map_err(catalog_status)?;
-            let standing = self.standing_of(&snaps).await?;
+            let standing = crate::standing::labels(&snaps, &jobs, &holds);
             let live = self.state.hub.session(&a.site, &a.agent_id);
             let targets = a
                 .targets
@@ -295,14 +291,10 @@ impl AdminService for AdminApi {
             }
             // The newest *good* one: never a snapshot that failed a drill, was flagged by
             // an anomaly, or that no successful job accounts for.
-            let cat = &self.state.catalog;
-            let jobs = cat.jobs().await.map_err(catalog_status)?;
-            let holds = cat.holds().await.map_err(catalog_status)?;
-            let hold = holds
-                .iter()
-                .find(|h| h.site == req.site && h.target == req.target);
-            let standing = crate::standing::of_target(&snaps, &jobs, hold, &req.site, &req.target);
-            crate::standing::newest_good(&snaps, &standing).ok_or_else(|| {
+            crate::standing::newest_good_in(&*self.state.catalog, &snaps, &req.site, &req.target)
+                .await
+                .map_err(catalog_status)?
+                .ok_or_else(|| {
                 Status::failed_precondition(format!(
                     "target {} at site {} has {} snapshot(s) but none is good (failed drill, anomaly hold, or no successful job); name one with --snapshot",
                     req.target,

@@ -13,12 +13,7 @@ use crate::prune::{PruneScope, own_policy, prune};
 /// A job as the operator API shows it.
 pub(super) fn job_info(j: crate::catalog::JobRecord) -> pb::JobInfo {
     pb::JobInfo {
-        state: match j.state {
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-        }
-        .into(),
+        state: j.state.as_str().into(),
         job_id: j.job_id,
         site: j.site,
         target: j.target,
@@ -148,8 +143,8 @@ impl AdminApi {
                 "site settings deleted",
                 format!(
                     "retention lock {} -> {} (default)",
-                    super::admin_safety::span(before.retention_lock_secs),
-                    super::admin_safety::span(lock)
+                    crate::policy::human_secs(before.retention_lock_secs),
+                    crate::policy::human_secs(lock)
                 ),
             )
             .await?;
@@ -168,12 +163,15 @@ impl AdminApi {
         target: &str,
     ) -> Result<(), Status> {
         let cat = &self.state.catalog;
-        let declared = cat
+        let mut known: Vec<String> = cat
             .agents()
             .await
             .map_err(catalog_status)?
-            .iter()
-            .any(|a| a.site == site && a.targets.iter().any(|(t, _)| t == target));
+            .into_iter()
+            .filter(|a| a.site == site)
+            .flat_map(|a| a.targets.into_iter().map(|(t, _)| t))
+            .collect();
+        let declared = known.iter().any(|t| t == target);
         let has_policy = own_policy(&self.state, site, target)
             .await
             .map_err(catalog_status)?
@@ -188,14 +186,6 @@ impl AdminApi {
         if !snaps.is_empty() {
             return Ok(());
         }
-        let mut known: Vec<String> = cat
-            .agents()
-            .await
-            .map_err(catalog_status)?
-            .into_iter()
-            .filter(|a| a.site == site)
-            .flat_map(|a| a.targets.into_iter().map(|(t, _)| t))
-            .collect();
         known.sort();
         known.dedup();
         Err(Status::not_found(format!(

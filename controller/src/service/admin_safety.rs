@@ -9,22 +9,6 @@ use super::admin::AdminApi;
 use super::{catalog_status, check_site, check_target, now_ms};
 use crate::catalog::safety::{AuditEntry, HoldRecord};
 
-/// `90061` → `1d1h1m1s`, for audit details.
-pub(super) fn span(secs: u64) -> String {
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    let mut rest = secs;
-    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if rest >= n {
-            out.push_str(&format!("{}{unit}", rest / n));
-            rest %= n;
-        }
-    }
-    out
-}
-
 fn hold_info(h: HoldRecord) -> pb::HoldInfo {
     pb::HoldInfo {
         site: h.site,
@@ -44,20 +28,7 @@ impl AdminApi {
         let cat = &self.state.catalog;
         let jobs = cat.jobs().await.map_err(catalog_status)?;
         let holds = cat.holds().await.map_err(catalog_status)?;
-        let mut targets: Vec<(&str, &str)> = snaps
-            .iter()
-            .map(|s| (s.site.as_str(), s.target.as_str()))
-            .collect();
-        targets.sort_unstable();
-        targets.dedup();
-        let mut out = std::collections::HashMap::new();
-        for (site, target) in targets {
-            let hold = holds.iter().find(|h| h.site == site && h.target == target);
-            for (id, st) in crate::standing::of_target(snaps, &jobs, hold, site, target) {
-                out.insert((site.to_string(), id), st.label());
-            }
-        }
-        Ok(out)
+        Ok(crate::standing::labels(snaps, &jobs, &holds))
     }
 
     /// Record an operator action durably, and log it.
@@ -217,15 +188,5 @@ impl AdminApi {
                 })
                 .collect(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn spans_read_as_units() {
-        assert_eq!(super::span(0), "0s");
-        assert_eq!(super::span(7 * 86_400), "7d");
-        assert_eq!(super::span(90_061), "1d1h1m1s");
     }
 }

@@ -115,8 +115,8 @@ impl AdminApi {
                 action,
                 format!(
                     "{} -> {}",
-                    super::admin_safety::span(from),
-                    super::admin_safety::span(to)
+                    crate::policy::human_secs(from),
+                    crate::policy::human_secs(to)
                 ),
             )
             .await?;

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use nex_backup_shared::chunk::MAX_CHUNK_LEN;
+use nex_backup_shared::chunker::SMALLEST_MIN;
 use nex_backup_shared::ids::ChunkId;
 use nex_backup_shared::manifest::Manifest;
 use nex_backup_shared::pb;
@@ -25,10 +26,8 @@ use crate::store::manifest_key;
 
 /// Most streams one snapshot may have.
 const MAX_STREAMS: u32 = 64;
-/// Smallest chunk the chunker cuts (except a stream's last).
-const MIN_CHUNK_LEN: u64 = 64;
-/// Most distinct chunks one snapshot may reference (64 TiB at the 64 MiB chunk ceiling).
-pub(super) const MAX_COMMIT_CHUNKS: usize = 4_000_000;
+/// Most distinct chunks one snapshot may reference (32 TiB at the 8 MiB chunk ceiling).
+const MAX_COMMIT_CHUNKS: usize = 4_000_000;
 
 /// What a commit request claims, checked against what the controller dispatched.
 pub(super) struct Claim {
@@ -190,18 +189,7 @@ impl AgentApi {
         })?;
         super::durable(state).await?;
         state.hub.clear_upload_bytes(&site, &snapshot_id);
-        let expected = crate::prune::policy_of(state, &site, &rec.target)
-            .await
-            .ok()
-            .and_then(|p| crate::policy::Schedule::parse(&p.schedule, &p.timezone).ok())
-            .map_or(1, |s| {
-                s.slots_between(
-                    rec.committed_unix_ms.saturating_sub(3_600_000),
-                    rec.committed_unix_ms,
-                    10_000,
-                )
-            });
-        crate::anomaly::check_commit(state, &rec, expected).await;
+        crate::anomaly::check_commit(state, &rec).await;
         info!(
             stored = rec.stored_bytes,
             new = rec.new_bytes,
@@ -283,7 +271,7 @@ fn check_sizes(req: &pb::CommitSnapshotRequest, ids: &[ChunkId]) -> Result<(), S
         )));
     }
     let most = refs.saturating_mul(MAX_CHUNK_LEN as u64);
-    let least = refs.saturating_sub(u64::from(req.streams)) * MIN_CHUNK_LEN;
+    let least = refs.saturating_sub(u64::from(req.streams)) * u64::from(SMALLEST_MIN);
     if logical == 0 || logical > most || logical < least {
         return Err(bad(format!(
             "{logical} logical bytes do not fit {refs} chunk references in {} streams",

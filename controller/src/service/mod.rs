@@ -63,7 +63,7 @@ pub(crate) fn catalog_status(e: CatalogError) -> Status {
         CatalogError::Conflict { .. } | CatalogError::KeyEpochConflict { .. } => {
             Status::already_exists(e.to_string())
         }
-        CatalogError::Storage(ref m) if m.contains("os error 28") => {
+        CatalogError::DiskFull(_) => {
             tracing::error!(error = %e, "catalog disk full");
             Status::resource_exhausted(format!(
                 "the controller's catalog disk is full ({e}); uploads are refused until space is freed (nex-backup prune) or the disk is grown"

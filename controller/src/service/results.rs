@@ -4,7 +4,7 @@
 //! only by committing its snapshot (see `commit.rs`); its result adds the details.
 
 use nex_backup_shared::pb::{self, job_event::Event, job_update::Update};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use nex_backup_shared::text::{MAX_ERROR_LEN, MAX_LABEL_LEN, clean};
 
@@ -20,7 +20,8 @@ impl AgentApi {
         let job_id = ev.job_id;
         // Only jobs the controller sent to this agent: anything else is dropped, so a
         // made-up job id can neither create a record nor grow the controller's memory.
-        let job = match self.own_job(site, agent, &job_id).await {
+        let is_result = matches!(ev.event, Some(Event::Result(_)));
+        let job = match self.own_job(site, agent, &job_id, is_result).await {
             Some(j) => j,
             None => return,
         };
@@ -42,18 +43,31 @@ impl AgentApi {
         }
     }
 
-    /// The job `job_id` if it was dispatched to `agent` of `site`; logs and drops others.
-    async fn own_job(&self, site: &str, agent: &str, job_id: &str) -> Option<JobRecord> {
+    /// The job `job_id` if it was dispatched to `agent` of `site`; drops others, with a
+    /// warning for a result (progress floods stay out of the log: debug only).
+    async fn own_job(
+        &self,
+        site: &str,
+        agent: &str,
+        job_id: &str,
+        is_result: bool,
+    ) -> Option<JobRecord> {
         if job_id.is_empty() || job_id.len() > 128 {
-            warn!(site, agent, "job event without a valid job id dropped");
+            if is_result {
+                warn!(site, agent, "job result without a valid job id dropped");
+            }
             return None;
         }
         match self.state.catalog.job(job_id).await {
             Ok(Some(j)) if j.site == site && (j.agent_id == agent || j.agent_id.is_empty()) => {
                 Some(j)
             }
-            Ok(_) => {
+            Ok(_) if is_result => {
                 warn!(site, agent, job = ?job_id, "event for a job not sent to this agent dropped");
+                None
+            }
+            Ok(_) => {
+                debug!(site, agent, job = ?job_id, "progress for a job not sent to this agent dropped");
                 None
             }
             Err(e) => {
