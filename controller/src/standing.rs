@@ -86,34 +86,57 @@ pub fn succeeded_backups<'a>(
     })
 }
 
-/// The newest good snapshot among `snaps` (oldest first), if any.
-pub fn newest_good<'a, I>(
-    snaps: I,
-    standing: &HashMap<String, Standing>,
-) -> Option<&'a SnapshotRecord>
-where
-    I: IntoIterator<Item = &'a SnapshotRecord>,
-    I::IntoIter: DoubleEndedIterator,
-{
-    snaps
-        .into_iter()
-        .rev()
-        .find(|s| standing.get(&s.snapshot_id).is_some_and(|st| st.good))
+/// One target's snapshots (oldest first), each with its standing.
+pub struct Judged<'a> {
+    pub snaps: Vec<&'a SnapshotRecord>,
+    pub standing: HashMap<String, Standing>,
 }
 
-/// The newest good snapshot of (site, target) among `snaps`, reading the jobs and holds
-/// it depends on from the catalog.
-pub async fn newest_good_in<'a>(
-    cat: &dyn Catalog,
-    snaps: &'a [SnapshotRecord],
-    site: &str,
-    target: &str,
-) -> Result<Option<&'a SnapshotRecord>, CatalogError> {
-    let jobs = cat.jobs().await?;
-    let holds = cat.holds().await?;
-    let hold = holds.iter().find(|h| h.site == site && h.target == target);
-    let standing = of_target(snaps, &jobs, hold, site, target);
-    Ok(newest_good(snaps, &standing))
+impl<'a> Judged<'a> {
+    /// The snapshots of (site, target) among `all`, judged.
+    pub fn new(
+        all: &'a [SnapshotRecord],
+        jobs: &[JobRecord],
+        hold: Option<&HoldRecord>,
+        site: &str,
+        target: &str,
+    ) -> Self {
+        let snaps: Vec<&SnapshotRecord> = all
+            .iter()
+            .filter(|s| s.site == site && s.target == target)
+            .collect();
+        let standing = of_target(snaps.iter().copied(), jobs, hold, site, target);
+        Judged { snaps, standing }
+    }
+
+    /// As [`Judged::new`], reading the jobs and holds from the catalog.
+    pub async fn load(
+        cat: &dyn Catalog,
+        all: &'a [SnapshotRecord],
+        site: &str,
+        target: &str,
+    ) -> Result<Self, CatalogError> {
+        let jobs = cat.jobs().await?;
+        let holds = cat.holds().await?;
+        let hold = holds.iter().find(|h| h.site == site && h.target == target);
+        Ok(Judged::new(all, &jobs, hold, site, target))
+    }
+
+    /// The newest good snapshot, if any.
+    pub fn newest_good(&self) -> Option<&'a SnapshotRecord> {
+        self.snaps
+            .iter()
+            .rev()
+            .find(|s| self.standing_of(s).good)
+            .copied()
+    }
+
+    pub fn standing_of(&self, s: &SnapshotRecord) -> Standing {
+        self.standing
+            .get(&s.snapshot_id)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 /// The standing label of each of `snaps` (any sites and targets), by (site, snapshot id).

@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 
 use super::view::View;
-use crate::catalog::{CatalogError, SnapshotRecord};
+use crate::catalog::CatalogError;
 use crate::rpo::{RpoInput, RpoState, evaluate};
 use crate::service::State;
+use crate::standing::Judged;
 
 /// One target's state now.
 #[derive(Debug, Clone)]
@@ -71,19 +72,8 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
         // Only good snapshots count: from a dispatched job that succeeded, not suspect
         // (failed drill), not suspicious (anomaly hold).
         let key = (site.clone(), target.clone());
-        let mine: Vec<&SnapshotRecord> = snaps
-            .iter()
-            .filter(|s| s.site == site && s.target == target)
-            .collect();
-        let standing = crate::standing::of_target(
-            mine.iter().copied(),
-            jobs,
-            view.holds.get(&key),
-            &site,
-            &target,
-        );
-        let newest = crate::standing::newest_good(mine.iter().copied(), &standing)
-            .map(|s| s.created_unix_ms);
+        let judged = Judged::new(snaps, jobs, view.holds.get(&key), &site, &target);
+        let newest = judged.newest_good().map(|s| s.created_unix_ms);
         // The next run starts at its slot, or when the site's window next opens after it.
         let next_run = view
             .schedules
@@ -110,15 +100,15 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
         };
         let (mut st, mut reason) = evaluate(&input);
         if newest.is_none()
-            && let Some(last) = mine.last()
+            && let Some(last) = judged.snaps.last()
         {
             // Snapshots exist, none good: say so, so that rpo and status agree.
             st = RpoState::Violated;
             reason = format!(
                 "no good snapshot: {} snapshot(s), the newest ({}) is {}",
-                mine.len(),
+                judged.snaps.len(),
                 last.snapshot_id,
-                not_good_reason(standing.get(&last.snapshot_id).copied().unwrap_or_default())
+                not_good_reason(judged.standing_of(last))
             );
         }
         if let Some(h) = view.holds.get(&key) {

@@ -24,7 +24,7 @@ use nex_backup_shared::pb::{self, command::Kind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord, SnapshotRecord};
+use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
 use crate::policy::Schedule;
 use crate::policy::site::SitePolicy;
 use crate::prune::{PruneScope, prune};
@@ -290,19 +290,9 @@ impl Scheduler {
         }
         // The tick's view already holds every snapshot and hold.
         let key = (site.to_string(), target.to_string());
-        let mine: Vec<&SnapshotRecord> = view
-            .snapshots
-            .iter()
-            .filter(|s| s.site == site && s.target == target)
-            .collect();
-        let standing = crate::standing::of_target(
-            mine.iter().copied(),
-            jobs,
-            view.holds.get(&key),
-            site,
-            target,
-        );
-        let Some(newest) = crate::standing::newest_good(mine.iter().copied(), &standing) else {
+        let judged =
+            crate::standing::Judged::new(&view.snapshots, jobs, view.holds.get(&key), site, target);
+        let Some(newest) = judged.newest_good() else {
             return Ok(None);
         };
         let db = crate::service::jobs::drill_database(nex_backup_shared::clock::now_ms());

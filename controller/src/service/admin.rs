@@ -291,9 +291,10 @@ impl AdminService for AdminApi {
             }
             // The newest *good* one: never a snapshot that failed a drill, was flagged by
             // an anomaly, or that no successful job accounts for.
-            crate::standing::newest_good_in(&*self.state.catalog, &snaps, &req.site, &req.target)
+            crate::standing::Judged::load(&*self.state.catalog, &snaps, &req.site, &req.target)
                 .await
                 .map_err(catalog_status)?
+                .newest_good()
                 .ok_or_else(|| {
                 Status::failed_precondition(format!(
                     "target {} at site {} has {} snapshot(s) but none is good (failed drill, anomaly hold, or no successful job); name one with --snapshot",
