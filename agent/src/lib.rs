@@ -5,6 +5,7 @@
 //! - [`enrollment`]: identity files in the state dir (key + certificate, pinned CA, key ring).
 //! - [`trust`]: enroll, seal keys to recovery keys, recover, rotate keys, renew certificates.
 //! - [`ctx`]: shared context: keys, controller channel, job outbox, retry policy.
+//! - [`custody`]: sealing the site key to the recovery keys before a backup uses it.
 //! - [`session`]: the dial-out session: hello, heartbeats, commands, reconnect with backoff.
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
@@ -15,6 +16,7 @@
 pub mod backup;
 pub mod config;
 pub mod ctx;
+pub mod custody;
 pub mod enrollment;
 pub mod pg;
 pub mod pgtools;

@@ -9,8 +9,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, info, info_span, warn};
 
-use std::sync::atomic::Ordering;
-
 use crate::ctx::{Ctx, jitter};
 use crate::{backup, restore, trust};
 
@@ -79,7 +77,7 @@ async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
             tokio::time::sleep(HEARTBEAT).await;
             let hb = pb::AgentMessage {
                 msg: Some(Msg::Heartbeat(pb::Heartbeat {
-                    unix_ms: backup::now_ms(),
+                    unix_ms: nex_backup_shared::clock::now_ms(),
                 })),
             };
             if tx.send(hb).await.is_err() {
@@ -132,50 +130,7 @@ fn on_message(ctx: &Arc<Ctx>, m: pb::ControllerMessage) {
 /// Make sure every key epoch we hold is sealed to every recovery key before any command
 /// of this session runs (commands wait in the stream meanwhile).
 async fn on_welcome(ctx: &Arc<Ctx>, custody: pb::KeyCustody) {
-    seal_keys(ctx, custody).await;
-}
-
-/// Before a backup: if the keys are not known to be sealed (say `recover` ran while the
-/// agent was up), ask the controller what it holds and seal what is missing.
-pub async fn ensure_keys_sealed(ctx: &Arc<Ctx>) {
-    if ctx.keys_sealed.load(Ordering::Acquire) {
-        return;
-    }
-    let req = pb::GetSealedKeysRequest {
-        site: ctx.site().into(),
-    };
-    match ctx.client().get_sealed_keys(req).await {
-        Ok(r) => seal_keys(ctx, r.into_inner().custody.unwrap_or_default()).await,
-        Err(s) => warn!(error = %s.message(), "fetch key custody"),
-    }
-}
-
-async fn seal_keys(ctx: &Arc<Ctx>, custody: pb::KeyCustody) {
-    let ring = match ctx.keyring() {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "no site key: backups are refused until the key is recovered");
-            ctx.keys_sealed.store(false, Ordering::Release);
-            return;
-        }
-    };
-    let newest = custody.sealed.iter().map(|s| s.epoch).max().unwrap_or(0);
-    if let Some((current, _)) = ring.current()
-        && newest > current
-    {
-        warn!(
-            current,
-            newest,
-            "the site has a newer key epoch than this agent holds; run `nex-backup-agent recover` to use it"
-        );
-    }
-    match trust::ensure_sealed(&mut ctx.client(), &ring, &custody).await {
-        Ok(_) => ctx.keys_sealed.store(true, Ordering::Release),
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), "site key not sealed to the recovery keys; backups are refused");
-            ctx.keys_sealed.store(false, Ordering::Release);
-        }
-    }
+    crate::custody::seal_keys(ctx, custody).await;
 }
 
 /// Why the session cannot work, if the agent's certificate has expired.

@@ -11,7 +11,7 @@ use tracing::{error, warn};
 
 use crate::catalog::SnapshotRecord;
 use crate::catalog::safety::{HoldRecord, MAX_SUSPICIOUS};
-use crate::service::State;
+use crate::state::State;
 
 /// Snapshots of history compared against (the newest ones).
 const HISTORY: usize = 10;
@@ -81,7 +81,7 @@ pub async fn check_commit(state: &State, new: &SnapshotRecord) {
     let hour_ago = new.committed_unix_ms.saturating_sub(3_600_000);
     // How many runs the target's schedule made in that hour (a burst is measured
     // against it).
-    let expected_per_hour = crate::prune::policy_of(state, site, target)
+    let expected_per_hour = crate::state::policy_of(state, site, target)
         .await
         .ok()
         .and_then(|p| crate::policy::Schedule::parse(&p.schedule, &p.timezone).ok())

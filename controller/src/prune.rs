@@ -2,7 +2,7 @@
 //!
 //! 1. **Plan**: for every (site, target) in scope, the policy's keep set
 //!    ([`crate::policy::retention::plan`]) over its committed snapshots, counting only
-//!    good ones ([`crate::standing`]); then the guards no policy overrides: nothing
+//!    good ones ([`crate::fleet::standing`]); then the guards no policy overrides: nothing
 //!    younger than the site's retention lock, and nothing of a target on anomaly hold,
 //!    is deleted. The rest is to be deleted.
 //! 2. **Delete** those snapshots from the catalog (atomically each), then their manifest
@@ -25,11 +25,11 @@ use tracing::{info, warn};
 
 use crate::catalog::safety::HoldRecord;
 use crate::catalog::{CatalogError, SnapshotRecord};
+use crate::fleet::standing::Standing;
 use crate::policy::Policy;
 use crate::policy::retention::{Guards, Snap, Spared, plan};
-use crate::policy::site::{DEFAULT_RETENTION_LOCK_SECS, SitePolicy};
-use crate::service::State;
-use crate::standing::Standing;
+use crate::policy::site::DEFAULT_RETENTION_LOCK_SECS;
+use crate::state::State;
 use crate::store::{chunk_key, manifest_key};
 
 /// What to prune.
@@ -79,57 +79,6 @@ pub enum PruneError {
     Catalog(#[from] CatalogError),
     #[error("prune site {site}: {reason}")]
     Site { site: String, reason: String },
-}
-
-/// A target's own policy, if it has one.
-pub async fn own_policy(
-    state: &State,
-    site: &str,
-    target: &str,
-) -> Result<Option<Policy>, CatalogError> {
-    Ok(state
-        .catalog
-        .policies()
-        .await?
-        .into_iter()
-        .find(|p| p.site == site && p.target == target)
-        .map(|p| p.policy))
-}
-
-/// The effective policy of a target: its own, else the controller default.
-pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy, CatalogError> {
-    Ok(own_policy(state, site, target)
-        .await?
-        .unwrap_or_else(|| state.default_policy.clone()))
-}
-
-/// A site's own settings, if it has them.
-pub async fn own_site_policy(
-    state: &State,
-    site: &str,
-) -> Result<Option<SitePolicy>, CatalogError> {
-    Ok(state
-        .catalog
-        .site_policies()
-        .await?
-        .into_iter()
-        .find(|p| p.site == site)
-        .map(|p| p.policy))
-}
-
-/// Settings of a site without its own: no window, no limit, in the default zone.
-pub fn default_site_policy(state: &State) -> SitePolicy {
-    SitePolicy {
-        timezone: state.default_policy.timezone.clone(),
-        ..SitePolicy::default()
-    }
-}
-
-/// The effective settings of a site.
-pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, CatalogError> {
-    Ok(own_site_policy(state, site)
-        .await?
-        .unwrap_or_else(|| default_site_policy(state)))
 }
 
 fn plan_target(
@@ -218,7 +167,7 @@ pub async fn prune(
         let (site, target) = key;
         let policy = policies.get(key).unwrap_or(&state.default_policy);
         let hold = holds.get(key);
-        let standing = crate::standing::of_target(snaps, &jobs, hold, site, target);
+        let standing = crate::fleet::standing::of_target(snaps, &jobs, hold, site, target);
         let lock_secs = locks
             .get(site)
             .copied()

@@ -15,16 +15,16 @@ use nex_backup_shared::recovery::RecoveryPublicKey;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::auth::{AdminGuard, admin_token_path, load_or_create_admin};
 use crate::pki::{Pki, ServerCertSource};
+use crate::service::auth::{AdminGuard, admin_token_path, load_or_create_admin};
 use crate::service::enroll::EnrollApi;
 
 use crate::catalog::JobState;
 use crate::catalog::sled_catalog::SledCatalog;
 use crate::hub::Hub;
-use crate::service::State;
 use crate::service::admin::AdminApi;
 use crate::service::agent::AgentApi;
+use crate::state::State;
 use crate::store::fs::FsStore;
 
 /// Controller configuration.

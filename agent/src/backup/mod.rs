@@ -27,7 +27,7 @@ pub(crate) use nex_backup_shared::clock::now_ms;
 pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::JobResult {
     let started = Instant::now();
     let started_ms = now_ms();
-    crate::session::ensure_keys_sealed(&ctx).await;
+    crate::custody::ensure_keys_sealed(&ctx).await;
     let codec = match ctx.backup_codec() {
         Ok(c) => c,
         Err(e) => {

@@ -17,12 +17,11 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use nex_backup_shared::ids::ChunkId;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::safety::{AuditEntry, HoldRecord};
+use super::sled_codec::{decode, encode, key, sled_err, storage};
 use super::sled_trust::TrustTrees;
 use super::{
     AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, NewSnapshot,
@@ -31,36 +30,6 @@ use super::{
 };
 
 const CHUNK_RECORD_V1: u8 = 1;
-
-/// A sled failure; a full disk (or quota) is told apart, so that callers can say whose
-/// disk is full instead of failing as if it were a passing fault.
-pub(super) fn sled_err(e: sled::Error) -> CatalogError {
-    match &e {
-        sled::Error::Io(io) if crate::store::is_disk_full(io) => {
-            CatalogError::DiskFull(e.to_string())
-        }
-        _ => storage(e),
-    }
-}
-
-pub(super) fn storage(e: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Storage(e.to_string())
-}
-
-pub(super) fn key(parts: &[&[u8]]) -> Vec<u8> {
-    parts.join(&0u8)
-}
-
-pub(super) fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T> {
-    serde_json::from_slice(v).map_err(|e| CatalogError::Corrupt {
-        key: String::from_utf8_lossy(k).into_owned(),
-        reason: e.to_string(),
-    })
-}
-
-pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("catalog records serialize")
-}
 
 /// Why a commit transaction gave up.
 enum CommitAbort {
@@ -127,7 +96,7 @@ impl SledCatalog {
         key(&[site.as_bytes(), id.as_bytes()])
     }
 
-    fn scan<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> {
+    fn scan<T: serde::de::DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> {
         tree.scan_prefix(prefix)
             .map(|kv| {
                 let (k, v) = kv.map_err(storage)?;
@@ -234,7 +203,7 @@ impl Catalog for SledCatalog {
         ]);
         let ids: Vec<u8> = distinct.iter().flat_map(|i| i.0).collect();
         let value = encode(&record);
-        let seq_key = super::sled_gc::seq_key(&r.site);
+        let seq_key = super::sled_codec::seq_key(&r.site);
         let settle = snap.settles.as_ref().map(|j| (j.job_id.clone(), encode(j)));
         let trees = (
             &self.snapshots,
@@ -268,7 +237,7 @@ impl Catalog for SledCatalog {
                 targets.insert(id_key.as_slice(), r.target.as_bytes())?;
                 manifests.insert(id_key.as_slice(), snap.manifest.as_slice())?;
                 refs.insert(id_key.as_slice(), ids.as_slice())?;
-                super::sled_gc::bump_seq(meta, &seq_key)?;
+                super::sled_codec::bump_seq(meta, &seq_key)?;
                 Ok(())
             })
             .map_err(|e: TransactionError<CommitAbort>| match e {

@@ -1,4 +1,4 @@
-//! Snapshot deletion, garbage collection, policies and schedule state on sled. Every commit bumps a
+//! Snapshot deletion and garbage collection on sled. Every commit bumps a
 //! per-site sequence number (`meta` tree, `commit_seq/<site>`) in its transaction; GC
 //! reads the sequence with the set of referenced chunks, and deletes chunks in a
 //! transaction that aborts if the sequence moved. Together with the in-transaction chunk
@@ -9,31 +9,11 @@ use std::collections::HashMap;
 
 use nex_backup_shared::ids::ChunkId;
 use sled::Transactional;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::sled_catalog::{SledCatalog, decode, encode, key, storage};
-use super::{GcView, PolicyRecord, Result, ScheduleRecord, SitePolicyRecord, SnapshotRecord};
-
-pub(super) fn seq_key(site: &str) -> Vec<u8> {
-    [b"commit_seq/".as_slice(), site.as_bytes()].concat()
-}
-
-fn read_seq(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|v| v.as_ref().try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
-}
-
-pub(super) fn bump_seq(
-    meta: &TransactionalTree,
-    k: &[u8],
-) -> std::result::Result<(), UnabortableTransactionError> {
-    let next = read_seq(meta.get(k)?) + 1;
-    meta.insert(k, &next.to_le_bytes())?;
-    Ok(())
-}
+use super::sled_catalog::SledCatalog;
+use super::sled_codec::{decode, key, read_seq, seq_key, storage};
+use super::{GcView, Result, SnapshotRecord};
 
 impl SledCatalog {
     pub(super) fn delete_snapshot_sync(
@@ -120,89 +100,5 @@ impl SledCatalog {
                 TransactionError::Abort(()) => Ok(false),
                 TransactionError::Storage(e) => Err(storage(format!("delete chunks: {e}"))),
             })
-    }
-
-    pub(super) fn put_policy_sync(&self, rec: &PolicyRecord) -> Result<()> {
-        let k = key(&[rec.site.as_bytes(), rec.target.as_bytes()]);
-        self.policies.insert(k, encode(rec)).map_err(storage)?;
-        Ok(())
-    }
-
-    pub(super) fn policies_sync(&self) -> Result<Vec<PolicyRecord>> {
-        self.policies
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.map_err(storage)?;
-                decode(&k, &v)
-            })
-            .collect()
-    }
-
-    pub(super) fn delete_policy_sync(&self, site: &str, target: Option<&str>) -> Result<bool> {
-        let removed = match target {
-            Some(t) => {
-                let k = key(&[site.as_bytes(), t.as_bytes()]);
-                self.schedules.remove(&k).map_err(storage)?;
-                self.policies.remove(&k).map_err(storage)?
-            }
-            None => self
-                .site_policies
-                .remove(key(&[site.as_bytes()]))
-                .map_err(storage)?,
-        };
-        Ok(removed.is_some())
-    }
-
-    pub(super) fn put_site_policy_sync(&self, rec: &SitePolicyRecord) -> Result<()> {
-        let k = key(&[rec.site.as_bytes()]);
-        self.site_policies.insert(k, encode(rec)).map_err(storage)?;
-        Ok(())
-    }
-
-    pub(super) fn site_policies_sync(&self) -> Result<Vec<SitePolicyRecord>> {
-        self.site_policies
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.map_err(storage)?;
-                decode(&k, &v)
-            })
-            .collect()
-    }
-
-    pub(super) fn put_schedule_sync(&self, rec: &ScheduleRecord) -> Result<()> {
-        let k = key(&[rec.site.as_bytes(), rec.target.as_bytes()]);
-        self.schedules.insert(k, encode(rec)).map_err(storage)?;
-        Ok(())
-    }
-
-    pub(super) fn schedules_sync(&self) -> Result<Vec<ScheduleRecord>> {
-        self.schedules
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.map_err(storage)?;
-                decode(&k, &v)
-            })
-            .collect()
-    }
-
-    pub(super) fn put_rpo_event_sync(&self, ev: &crate::rpo::RpoEvent) -> Result<()> {
-        let k = key(&[
-            ev.site.as_bytes(),
-            ev.target.as_bytes(),
-            &ev.at_unix_ms.to_be_bytes(),
-        ]);
-        self.rpo_events.insert(k, encode(ev)).map_err(storage)?;
-        Ok(())
-    }
-
-    pub(super) fn rpo_events_sync(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>> {
-        let prefix = site.map_or_else(Vec::new, |s| key(&[s.as_bytes(), b""]));
-        self.rpo_events
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv.map_err(storage)?;
-                decode(&k, &v)
-            })
-            .collect()
     }
 }

@@ -3,7 +3,8 @@
 
 use super::Result;
 use super::safety::{AuditEntry, HoldRecord};
-use super::sled_catalog::{SledCatalog, decode, encode, key, storage};
+use super::sled_catalog::SledCatalog;
+use super::sled_codec::{decode, encode, key, storage};
 
 impl SledCatalog {
     pub(super) fn put_audit_sync(&self, e: &AuditEntry) -> Result<()> {

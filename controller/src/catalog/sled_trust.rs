@@ -9,7 +9,7 @@
 //! Read-modify-write records (token use, renewal, revocation) go through compare-and-swap
 //! loops so that a renewal racing a revocation can never undo it.
 
-use super::sled_catalog::{decode, encode, storage};
+use super::sled_codec::{decode, encode, storage};
 use super::trust::{IdentityRecord, SealedKeyRecord, TokenRecord, TokenUse};
 use super::{CatalogError, Result};
 

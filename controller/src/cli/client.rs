@@ -116,3 +116,8 @@ pub async fn connect(opts: &ClientOpts) -> anyhow::Result<AdminClient> {
     Ok(AdminServiceClient::with_interceptor(ch, BearerAuth(value))
         .max_decoding_message_size(nex_backup_shared::MAX_MESSAGE_BYTES))
 }
+
+/// An operator-facing error from a refused call: the controller's message alone.
+pub(super) fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}

@@ -6,6 +6,7 @@ mod format;
 mod jobs;
 mod ops;
 mod policy;
+mod policy_args;
 mod safety;
 mod site_policy;
 mod trust;
@@ -156,7 +157,7 @@ pub struct ServeArgs {
     pub retry_base: std::time::Duration,
     /// Free space the blob store keeps: below it, uploads are refused at once with an
     /// error naming the store (e.g. 1GiB, 256MiB; 0 = no reserve).
-    #[arg(long, default_value = "256MiB", value_parser = policy::parse_rate)]
+    #[arg(long, default_value = "256MiB", value_parser = policy_args::parse_rate)]
     pub store_reserve: u64,
 }
 

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::ClientOpts;
 use super::client::connect;
+use super::client::status;
 use super::format::{table, time};
-use super::policy::status;
 
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {

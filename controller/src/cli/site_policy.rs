@@ -7,8 +7,9 @@ use serde_json::json;
 
 use super::ClientOpts;
 use super::client::connect;
+use super::client::status;
 use super::format::{bytes, table, time};
-use super::policy::{PolicySetArgs, status};
+use super::policy_args::PolicySetArgs;
 
 /// Target-only flags given without `--target` are refused, naming them.
 fn refuse_target_flags(a: &PolicySetArgs) -> anyhow::Result<()> {

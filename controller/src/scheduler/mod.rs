@@ -7,14 +7,8 @@
 //! the command is sent and a running job blocks a new one, runs nothing twice.
 //!
 //! - [`decide`]: the pure decision function and its tunables.
-//! - [`compliance`]: every target's RPO state now; changes are recorded each tick.
-//! - [`drills`]: suspect snapshots and the measured RTO, from the drill history.
-//! - [`view`]: the catalog state a tick reads, loaded once per tick.
 
-pub mod compliance;
 pub mod decide;
-pub mod drills;
-pub mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
+use crate::dispatch::{backup_command, new_job_id, online_agent, start_job, start_job_as};
+use crate::fleet::{compliance, drills, view};
 use crate::policy::Schedule;
 use crate::policy::site::SitePolicy;
 use crate::prune::{PruneScope, prune};
-use crate::service::State;
-use crate::service::jobs::{backup_command, new_job_id, start_job, start_job_as};
+use crate::state::State;
 use decide::{Action, Live, SchedConfig, decide};
 use view::View;
 
@@ -273,8 +268,7 @@ impl Scheduler {
         now: u64,
     ) -> Result<Option<String>, CatalogError> {
         let jobs = &view.jobs;
-        let online =
-            crate::service::jobs::online_agent(&self.state.hub, sp, site, target, true).is_ok();
+        let online = online_agent(&self.state.hub, sp, site, target, true).is_ok();
         if policy.drill_every_secs == 0 || !online {
             return Ok(None);
         }
@@ -290,12 +284,17 @@ impl Scheduler {
         }
         // The tick's view already holds every snapshot and hold.
         let key = (site.to_string(), target.to_string());
-        let judged =
-            crate::standing::Judged::new(&view.snapshots, jobs, view.holds.get(&key), site, target);
+        let judged = crate::fleet::standing::Judged::new(
+            &view.snapshots,
+            jobs,
+            view.holds.get(&key),
+            site,
+            target,
+        );
         let Some(newest) = judged.newest_good() else {
             return Ok(None);
         };
-        let db = crate::service::jobs::drill_database(nex_backup_shared::clock::now_ms());
+        let db = crate::dispatch::drill_database(nex_backup_shared::clock::now_ms());
         let kind = Kind::Restore(pb::RestoreCommand {
             target: target.into(),
             snapshot_id: newest.snapshot_id.clone(),
@@ -308,7 +307,7 @@ impl Scheduler {
         match start_job(&self.state, site, target, kind, "drill").await {
             Ok((id, _)) => Ok(Some(id)),
             Err(e) => {
-                warn!(%site, %target, error = %e.message(), "drill not delivered");
+                warn!(%site, %target, error = %e, "drill not delivered");
                 Ok(None)
             }
         }
@@ -370,7 +369,7 @@ impl Scheduler {
             Ok((job_id, _)) => Ok(Some(job_id)),
             Err(e) => {
                 // The agent went away between the check and the send: try again later.
-                warn!(%site, %target, error = %e.message(), "scheduled job not delivered; it stays pending");
+                warn!(%site, %target, error = %e, "scheduled job not delivered; it stays pending");
                 (rec.last_job, rec.last_job_handled) = before;
                 rec.pending_since_unix_ms.get_or_insert(now);
                 Ok(None)

@@ -42,7 +42,7 @@ impl AdminApi {
     }
 
     /// The site and target exist (whether an agent that can run the job is online is
-    /// [`super::jobs::start_job`]'s to say, before it records anything).
+    /// [`crate::dispatch::start_job`]'s to say, before it records anything).
     async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
         check_site(site)?;
         check_target(target)?;
@@ -58,7 +58,7 @@ impl AdminApi {
         trigger: &str,
     ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
         let (job_id, mut updates) =
-            super::jobs::start_job(&self.state, site, target, kind, trigger).await?;
+            crate::dispatch::start_job(&self.state, site, target, kind, trigger).await?;
         let (tx, rx) = mpsc::channel(16);
         // The job id at once, so that a client can name the job (to cancel it, say)
         // before its first progress report.
@@ -145,7 +145,7 @@ impl AdminService for AdminApi {
                 .snapshots(Some(&a.site), None)
                 .await
                 .map_err(catalog_status)?;
-            let standing = crate::standing::labels(&snaps, &jobs, &holds);
+            let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds);
             let live = self.state.hub.session(&a.site, &a.agent_id);
             let targets = a
                 .targets
@@ -243,10 +243,10 @@ impl AdminService for AdminApi {
     ) -> Result<Response<Self::RunBackupStream>, Status> {
         let req = request.into_inner();
         self.check_dispatch(&req.site, &req.target).await?;
-        let sp = crate::prune::site_policy_of(&self.state, &req.site)
+        let sp = crate::state::site_policy_of(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;
-        let kind = super::jobs::backup_command(&sp, &req.target, now_ms(), req.outside_window)
+        let kind = crate::dispatch::backup_command(&sp, &req.target, now_ms(), req.outside_window)
             .map_err(|e| {
                 Status::failed_precondition(format!(
                     "site {}: {e} (use --outside-window to back up now)",
@@ -266,7 +266,7 @@ impl AdminService for AdminApi {
         let mut req = request.into_inner();
         self.check_dispatch(&req.site, &req.target).await?;
         if req.drill {
-            req.to_database = super::jobs::drill_database(now_ms());
+            req.to_database = crate::dispatch::drill_database(now_ms());
             req.clean = false;
             req.restore_globals = false;
         }
@@ -291,7 +291,7 @@ impl AdminService for AdminApi {
             }
             // The newest *good* one: never a snapshot that failed a drill, was flagged by
             // an anomaly, or that no successful job accounts for.
-            crate::standing::Judged::load(&*self.state.catalog, &snaps, &req.site, &req.target)
+            crate::fleet::standing::Judged::load(&*self.state.catalog, &snaps, &req.site, &req.target)
                 .await
                 .map_err(catalog_status)?
                 .newest_good()

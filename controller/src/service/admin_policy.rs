@@ -8,7 +8,8 @@ use super::admin::AdminApi;
 use super::{catalog_status, check_site, check_target, now_ms};
 use crate::catalog::{JobState, PolicyRecord};
 use crate::policy::{Policy, Retention, Schedule};
-use crate::prune::{PruneScope, own_policy, prune};
+use crate::prune::{PruneScope, prune};
+use crate::state::own_policy;
 
 /// A job as the operator API shows it.
 pub(super) fn job_info(j: crate::catalog::JobRecord) -> pb::JobInfo {
@@ -126,7 +127,7 @@ impl AdminApi {
         if let Some(t) = target {
             check_target(t)?;
         }
-        let before = crate::prune::site_policy_of(&self.state, &req.site)
+        let before = crate::state::site_policy_of(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;
         let deleted = self

@@ -7,8 +7,8 @@ use tonic::Status;
 
 use super::admin::AdminApi;
 use super::{catalog_status, check_site, now_ms};
+use crate::fleet::compliance::current;
 use crate::rpo::{RpoState, compliance};
-use crate::scheduler::compliance::current;
 
 /// Worse first: the order a site's state is chosen by.
 fn severity(s: RpoState) -> u8 {

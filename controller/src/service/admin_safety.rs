@@ -28,7 +28,7 @@ impl AdminApi {
         let cat = &self.state.catalog;
         let jobs = cat.jobs().await.map_err(catalog_status)?;
         let holds = cat.holds().await.map_err(catalog_status)?;
-        Ok(crate::standing::labels(snaps, &jobs, &holds))
+        Ok(crate::fleet::standing::labels(snaps, &jobs, &holds))
     }
 
     /// Record an operator action durably, and log it.

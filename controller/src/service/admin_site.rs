@@ -9,7 +9,7 @@ use super::admin::AdminApi;
 use super::{catalog_status, check_site, now_ms};
 use crate::catalog::SitePolicyRecord;
 use crate::policy::site::SitePolicy;
-use crate::prune::{default_site_policy, own_site_policy};
+use crate::state::{default_site_policy, own_site_policy};
 
 impl From<&SitePolicy> for pb::SitePolicyMsg {
     fn from(p: &SitePolicy) -> Self {
@@ -64,7 +64,7 @@ impl AdminApi {
         if !req.create {
             self.require_known_site(&req.site).await?;
         }
-        let current = crate::prune::site_policy_of(&self.state, &req.site)
+        let current = crate::state::site_policy_of(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;
         let policy = requested(

@@ -25,8 +25,8 @@ use super::{
     State, catalog_status, check_site, check_snapshot, check_target, chunk_ids, now_ms,
     store_status,
 };
-use crate::auth::{agent_identity, require_site};
 use crate::catalog::AgentRecord;
+use crate::service::auth::{agent_identity, require_site};
 use crate::store::chunk_key;
 use nex_backup_shared::identity::AgentIdentity;
 use nex_backup_shared::ids::ChunkId;

@@ -46,7 +46,7 @@ impl AgentApi {
         req: pb::CommitSnapshotRequest,
     ) -> Result<Claim, Status> {
         check_site(&req.site)?;
-        crate::auth::require_site(who, &req.site)?;
+        super::auth::require_site(who, &req.site)?;
         check_target(&req.target)?;
         check_snapshot(&req.snapshot_id)?;
         let what = format!("manifest of snapshot {}", req.snapshot_id);

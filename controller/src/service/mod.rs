@@ -8,40 +8,21 @@ mod admin_safety;
 mod admin_site;
 mod admin_trust;
 pub mod agent;
+pub mod auth;
 mod commit;
 pub mod enroll;
-pub mod jobs;
 mod keys;
 mod paging;
 mod results;
-
-use std::sync::Arc;
 
 use nex_backup_shared::error::FormatError;
 use nex_backup_shared::ids::{ChunkId, validate_name, validate_snapshot_id};
 use tonic::Status;
 
-use crate::catalog::{Catalog, CatalogError};
-use crate::hub::Hub;
-use crate::store::{BlobStore, StoreError};
+use crate::catalog::CatalogError;
+use crate::store::StoreError;
 
-/// Everything a request handler needs.
-pub struct State {
-    pub catalog: Arc<dyn Catalog>,
-    pub store: Arc<dyn BlobStore>,
-    pub hub: Hub,
-    pub pki: Arc<crate::pki::Pki>,
-    pub recovery_keys: Vec<nex_backup_shared::recovery::RecoveryPublicKey>,
-    pub agent_cert_lifetime: std::time::Duration,
-    /// Policy of targets without one of their own.
-    pub default_policy: crate::policy::Policy,
-    /// How long a chunk an agent was told about stays safe from garbage collection; also
-    /// how long after start GC waits (pins are in memory).
-    pub gc_grace_ms: u64,
-    pub started_ms: u64,
-    /// Free space the blob store keeps; below it uploads are refused.
-    pub reserve: crate::store::Reserve,
-}
+pub use crate::state::State;
 
 pub(crate) use nex_backup_shared::clock::now_ms;
 
@@ -85,6 +66,17 @@ pub(crate) fn store_status(e: StoreError) -> Status {
             ))
         }
         _ => Status::internal(e.to_string()),
+    }
+}
+
+impl From<crate::dispatch::DispatchError> for Status {
+    fn from(e: crate::dispatch::DispatchError) -> Self {
+        use crate::dispatch::DispatchError as D;
+        match e {
+            D::NoAgent(m) => Status::failed_precondition(m),
+            D::Undeliverable(m) => Status::unavailable(m),
+            D::Catalog(c) => catalog_status(c),
+        }
     }
 }
 

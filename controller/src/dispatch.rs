@@ -1,20 +1,34 @@
 //! Starting a job on a site's agent: recorded first (so a crash never loses it), watched,
-//! then sent down the session. Used by operator calls and by the scheduler.
+//! then sent down the session. Used by operator calls (the gRPC edge) and by the
+//! scheduler; it knows nothing of gRPC statuses ([`DispatchError`] is mapped at the edge).
 //!
 //! A backup goes to the online agent that declares the target; a drill goes to the site's
 //! designated drill agent if it has one, else to the same agent. A backup command carries
 //! the site's bandwidth limit and how long its backup window stays open.
 
+use nex_backup_shared::clock::now_ms;
 use nex_backup_shared::ids::new_snapshot_id;
 use nex_backup_shared::pb::{self, command::Kind};
 use tokio::sync::broadcast;
-use tonic::Status;
 use tracing::{info, warn};
 
-use super::{State, catalog_status, now_ms};
-use crate::catalog::{JobRecord, JobState};
+use crate::catalog::{CatalogError, JobRecord, JobState};
 use crate::policy::site::SitePolicy;
-use crate::prune::site_policy_of;
+use crate::state::State;
+use crate::state::site_policy_of;
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// No agent that could run it is online (names the site, target or drill agent).
+    #[error("{0}")]
+    NoAgent(String),
+    /// The agent's session closed between the choice and the send.
+    #[error("{0}")]
+    Undeliverable(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
 
 /// The online agent that should run a job of `target` at `site` (see module docs).
 pub async fn pick_agent(
@@ -22,9 +36,9 @@ pub async fn pick_agent(
     site: &str,
     target: &str,
     drill: bool,
-) -> Result<String, Status> {
+) -> Result<String, DispatchError> {
     let sp = if drill {
-        site_policy_of(state, site).await.map_err(catalog_status)?
+        site_policy_of(state, site).await?
     } else {
         SitePolicy::default()
     };
@@ -38,16 +52,16 @@ pub fn online_agent(
     site: &str,
     target: &str,
     drill: bool,
-) -> Result<String, Status> {
+) -> Result<String, DispatchError> {
     if let (true, Some(agent)) = (drill, &sp.drill_agent) {
         return hub.session(site, agent).map(|s| s.agent_id).ok_or_else(|| {
-            Status::failed_precondition(format!("drill agent {agent} of site {site} is offline"))
+            DispatchError::NoAgent(format!("drill agent {agent} of site {site} is offline"))
         });
     }
     hub.agent_for(site, target)
         .map(|s| s.agent_id)
         .ok_or_else(|| {
-            Status::failed_precondition(format!(
+            DispatchError::NoAgent(format!(
                 "no agent of site {site} that backs up target {target} is online"
             ))
         })
@@ -126,7 +140,7 @@ pub async fn start_job(
     target: &str,
     kind: Kind,
     trigger: &str,
-) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), Status> {
+) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), DispatchError> {
     start_job_as(state, new_job_id(), site, target, kind, trigger).await
 }
 
@@ -138,7 +152,7 @@ pub async fn start_job_as(
     target: &str,
     kind: Kind,
     trigger: &str,
-) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), Status> {
+) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), DispatchError> {
     // The snapshot a job is about is fixed here, by the controller: a backup must commit
     // exactly this id, a restore (or drill) result counts for exactly this snapshot.
     let (kind_name, drill, expected_snapshot, restored) = match &kind {
@@ -163,9 +177,9 @@ pub async fn start_job_as(
         agent_id: agent.clone(),
         expected_snapshot,
     };
-    state.catalog.put_job(&job).await.map_err(catalog_status)?;
+    state.catalog.put_job(&job).await?;
     // Durable before the command leaves (with the schedule record naming it, if any).
-    super::durable(state).await?;
+    state.durable().await?;
     let updates = state.hub.watch(&job_id);
     let cmd = pb::ControllerMessage {
         msg: Some(pb::controller_message::Msg::Command(pb::Command {
@@ -181,7 +195,7 @@ pub async fn start_job_as(
         if let Err(ce) = state.catalog.put_job(&failed).await {
             warn!(job = %job_id, error = %ce, "record undeliverable job");
         }
-        return Err(Status::unavailable(e));
+        return Err(DispatchError::Undeliverable(e));
     }
     info!(site, target, agent = %agent, job = %job_id, kind = kind_name, trigger, "job dispatched");
     Ok((job_id, updates))

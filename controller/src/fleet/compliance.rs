@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use super::view::View;
 use crate::catalog::CatalogError;
+use crate::fleet::standing::Judged;
 use crate::rpo::{RpoInput, RpoState, evaluate};
-use crate::service::State;
-use crate::standing::Judged;
+use crate::state::State;
 
 /// One target's state now.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
 }
 
 /// Why a snapshot does not count as good, in an operator's words.
-fn not_good_reason(st: crate::standing::Standing) -> &'static str {
+fn not_good_reason(st: crate::fleet::standing::Standing) -> &'static str {
     if st.suspect {
         "suspect: its restore drill failed"
     } else if st.suspicious {
@@ -86,7 +86,7 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
                 };
                 window.map_or(due, |w| w.next_open(due))
             });
-        let expected = crate::standing::succeeded_backups(jobs, &site, &target)
+        let expected = crate::fleet::standing::succeeded_backups(jobs, &site, &target)
             .max_by_key(|j| j.started_unix_ms)
             .and_then(|j| j.ended_unix_ms.map(|e| e.saturating_sub(j.started_unix_ms)))
             .unwrap_or(0);

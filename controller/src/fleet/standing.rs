@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::catalog::safety::HoldRecord;
 use crate::catalog::{Catalog, CatalogError, JobRecord, JobState, SnapshotRecord};
-use crate::scheduler::drills;
+use crate::fleet::drills;
 
 /// The standing of one snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

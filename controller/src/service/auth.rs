@@ -15,7 +15,7 @@ use tonic::Status;
 use tonic::service::Interceptor;
 use tracing::warn;
 
-use crate::service::State;
+use crate::state::State;
 use crate::tls_listener::PeerInfo;
 use nex_backup_shared::clock::unix_now;
 
@@ -106,7 +106,7 @@ pub async fn agent_identity(
         .catalog
         .identity(&who.site, &who.agent_id)
         .await
-        .map_err(crate::service::catalog_status)?;
+        .map_err(super::catalog_status)?;
     // Expiry is checked on every call, not only at the handshake: a connection opened
     // with a certificate that has since expired is refused from then on.
     if who.not_after_unix <= unix_now() {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use crate::catalog::{AgentRecord, CatalogError, JobRecord, ScheduleRecord, SnapshotRecord};
 use crate::policy::Policy;
 use crate::policy::site::SitePolicy;
-use crate::prune::default_site_policy;
-use crate::service::State;
+use crate::state::State;
+use crate::state::default_site_policy;
 
 type Key = (String, String);
 

@@ -1,0 +1,131 @@
+//! The flags of `policy set`, shared by the target policy and the site settings commands.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::ClientOpts;
+use super::trust::parse_duration;
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    #[arg(long)]
+    pub site: String,
+    /// The target; without it the command sets the site's own settings.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Cron expression, five fields, e.g. "30 1 * * *".
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// IANA time zone, e.g. Europe/Bratislava: of the schedule and retention days (with
+    /// --target), or of the backup window (without).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Site: daily backup window in its time zone, e.g. 22:00-06:00; "none" removes it.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Site: the agent that runs its restore drills; "none" = each target's own agent.
+    #[arg(long)]
+    pub drill_agent: Option<String>,
+    /// Site: upload bandwidth limit, e.g. 512KiB, 2MiB (per second); 0 = none.
+    #[arg(long, value_parser = parse_rate)]
+    pub bandwidth: Option<u64>,
+    #[arg(long, value_parser = parse_duration)]
+    pub rpo: Option<Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub rto: Option<Duration>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    /// Rehearse a restore this often (e.g. 7d); 0 disables drills.
+    #[arg(long, value_parser = parse_drill)]
+    pub drill_every: Option<Duration>,
+    /// Always keep this many of the newest drill-verified snapshots (default 3).
+    #[arg(long)]
+    pub keep_verified: Option<u32>,
+    /// Site: retention lock, e.g. 7d: no snapshot is deleted before this age, whatever a
+    /// policy says. Every change is audited (`nex-backup audit`).
+    #[arg(long, value_parser = parse_lock)]
+    pub retention_lock: Option<Duration>,
+    /// Accept an RPO shorter than the schedule's interval.
+    #[arg(long)]
+    pub force: bool,
+    /// Create settings for a site or target that no agent declares yet (without it, an
+    /// unknown name is refused as a probable typo).
+    #[arg(long)]
+    pub create: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// A lock may be 0 (no lock).
+fn parse_lock(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+/// The flags of `pairs` that were given.
+fn given(pairs: &[(&'static str, bool)]) -> Vec<&'static str> {
+    pairs.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
+}
+
+impl PolicySetArgs {
+    /// Site settings given (they need no --target).
+    pub fn site_flags(&self) -> Vec<&'static str> {
+        given(&[
+            ("--window", self.window.is_some()),
+            ("--bandwidth", self.bandwidth.is_some()),
+            ("--drill-agent", self.drill_agent.is_some()),
+            ("--retention-lock", self.retention_lock.is_some()),
+        ])
+    }
+
+    /// Target settings given (they need --target).
+    pub fn target_flags(&self) -> Vec<&'static str> {
+        given(&[
+            ("--schedule", self.schedule.is_some()),
+            ("--rpo", self.rpo.is_some()),
+            ("--rto", self.rto.is_some()),
+            ("--keep-daily", self.keep_daily.is_some()),
+            ("--keep-weekly", self.keep_weekly.is_some()),
+            ("--keep-monthly", self.keep_monthly.is_some()),
+            ("--keep-last", self.keep_last.is_some()),
+            ("--keep-verified", self.keep_verified.is_some()),
+            ("--drill-every", self.drill_every.is_some()),
+            ("--force", self.force),
+        ])
+    }
+}
+
+/// "512KiB", "2MiB", "100000" (bytes per second).
+pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s");
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?}: expected a rate such as 512KiB or 2MiB"))
+}
+
+fn parse_drill(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
+}

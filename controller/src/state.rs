@@ -1,0 +1,88 @@
+//! The application state every layer above the catalog shares: the catalog and blob
+//! store, live sessions ([`Hub`]), the PKI, the controller's tunables, the event bus and
+//! the background workers.
+
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::hub::Hub;
+use crate::policy::Policy;
+use crate::policy::site::SitePolicy;
+use crate::store::BlobStore;
+
+/// Everything a request handler needs.
+pub struct State {
+    pub catalog: Arc<dyn Catalog>,
+    pub store: Arc<dyn BlobStore>,
+    pub hub: Hub,
+    pub pki: Arc<crate::pki::Pki>,
+    pub recovery_keys: Vec<nex_backup_shared::recovery::RecoveryPublicKey>,
+    pub agent_cert_lifetime: std::time::Duration,
+    /// Policy of targets without one of their own.
+    pub default_policy: crate::policy::Policy,
+    /// How long a chunk an agent was told about stays safe from garbage collection; also
+    /// how long after start GC waits (pins are in memory).
+    pub gc_grace_ms: u64,
+    pub started_ms: u64,
+    /// Free space the blob store keeps; below it uploads are refused.
+    pub reserve: crate::store::Reserve,
+}
+
+impl State {
+    /// Make every catalog write so far durable: an acknowledgement (chunk stored, snapshot
+    /// committed, key held, agent enrolled, job dispatched) must survive a crash.
+    pub async fn durable(&self) -> Result<(), CatalogError> {
+        self.catalog.flush().await
+    }
+}
+
+/// A target's own policy, if it has one.
+pub async fn own_policy(
+    state: &State,
+    site: &str,
+    target: &str,
+) -> Result<Option<Policy>, CatalogError> {
+    Ok(state
+        .catalog
+        .policies()
+        .await?
+        .into_iter()
+        .find(|p| p.site == site && p.target == target)
+        .map(|p| p.policy))
+}
+
+/// The effective policy of a target: its own, else the controller default.
+pub async fn policy_of(state: &State, site: &str, target: &str) -> Result<Policy, CatalogError> {
+    Ok(own_policy(state, site, target)
+        .await?
+        .unwrap_or_else(|| state.default_policy.clone()))
+}
+
+/// A site's own settings, if it has them.
+pub async fn own_site_policy(
+    state: &State,
+    site: &str,
+) -> Result<Option<SitePolicy>, CatalogError> {
+    Ok(state
+        .catalog
+        .site_policies()
+        .await?
+        .into_iter()
+        .find(|p| p.site == site)
+        .map(|p| p.policy))
+}
+
+/// Settings of a site without its own: no window, no limit, in the default zone.
+pub fn default_site_policy(state: &State) -> SitePolicy {
+    SitePolicy {
+        timezone: state.default_policy.timezone.clone(),
+        ..SitePolicy::default()
+    }
+}
+
+/// The effective settings of a site.
+pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, CatalogError> {
+    Ok(own_site_policy(state, site)
+        .await?
+        .unwrap_or_else(|| default_site_policy(state)))
+}
