@@ -195,8 +195,10 @@ pub async fn start_job_as(
         if let Err(ce) = state.catalog.put_job(&failed).await {
             warn!(job = %job_id, error = %ce, "record undeliverable job");
         }
+        state.job_finished(&failed);
         return Err(DispatchError::Undeliverable(e));
     }
     info!(site, target, agent = %agent, job = %job_id, kind = kind_name, trigger, "job dispatched");
+    state.job_started(&job);
     Ok((job_id, updates))
 }

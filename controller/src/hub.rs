@@ -115,13 +115,16 @@ impl Hub {
         g.sessions.remove(&key).is_some()
     }
 
-    /// Drop the session of `agent_id` at `site` if it is still connection `conn`.
-    pub fn unregister(&self, site: &str, agent_id: &str, conn: u64) {
+    /// Drop the session of `agent_id` at `site` if it is still connection `conn`. True
+    /// when the agent is now offline (not when a newer session replaced this one).
+    pub fn unregister(&self, site: &str, agent_id: &str, conn: u64) -> bool {
         let key = (site.to_string(), agent_id.to_string());
         let mut g = self.lock();
         if g.sessions.get(&key).is_some_and(|s| s.conn == conn) {
             g.sessions.remove(&key);
+            return true;
         }
+        false
     }
 
     /// The live session of one agent.

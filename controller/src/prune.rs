@@ -221,6 +221,11 @@ pub async fn prune(
             pinned = report.pinned_chunks,
             "prune finished"
         );
+        state.events.publish(crate::events::Event::PruneDone {
+            deleted_snapshots: report.deleted_snapshots,
+            deleted_chunks: report.deleted_chunks,
+            freed_bytes: report.freed_bytes,
+        });
     }
     Ok(report)
 }

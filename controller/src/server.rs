@@ -87,6 +87,8 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         reserve: crate::store::Reserve {
             min_free_bytes: cfg.store_reserve,
         },
+        events: Default::default(),
+        workers: Default::default(),
     })
 }
 
@@ -251,24 +253,24 @@ impl Bound {
         })
         .max_decoding_message_size(1024 * 1024);
         let incoming = crate::tls_listener::incoming(self.listener, self.tls);
-        let stop_scheduler = tokio_util::sync::CancellationToken::new();
         if let Some(cfg) = self.scheduler {
             let s = crate::scheduler::Scheduler::new(
                 state.clone(),
                 Arc::new(crate::scheduler::SystemClock),
                 cfg,
             );
-            tokio::spawn(s.run(stop_scheduler.clone()));
+            state.workers.spawn("scheduler", |w| s.run(w));
         }
-        // On shutdown: stop the scheduler, tell every agent and end its session (an agent
+        crate::watch::spawn_all(&state);
+        // On shutdown: stop the workers, tell every agent and end its session (an agent
         // session never ends by itself, so a graceful stop would wait forever), then give
         // the remaining calls a short grace before dropping them.
         let stopping = tokio_util::sync::CancellationToken::new();
-        let (st, stop, sched) = (state.clone(), stopping.clone(), stop_scheduler.clone());
+        let (st, stop) = (state.clone(), stopping.clone());
         let signal = async move {
             shutdown.await;
-            info!("shutting down: ending agent sessions");
-            sched.cancel();
+            info!("shutting down: stopping workers, ending agent sessions");
+            st.workers.stop_token().cancel();
             st.hub
                 .close_all("the controller is shutting down; reconnect later");
             stop.cancel();
@@ -285,7 +287,9 @@ impl Bound {
                 warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; dropped");
             }
         }
-        stop_scheduler.cancel();
+        if !state.workers.shutdown(SHUTDOWN_GRACE).await {
+            warn!(grace = ?SHUTDOWN_GRACE, "workers still running after the shutdown grace; abandoned");
+        }
         state.catalog.flush().await.context("flush catalog")?;
         info!("controller stopped");
         Ok(())

@@ -26,6 +26,10 @@ pub struct State {
     pub started_ms: u64,
     /// Free space the blob store keeps; below it uploads are refused.
     pub reserve: crate::store::Reserve,
+    /// Domain events, published where they happen.
+    pub events: crate::events::EventBus,
+    /// The background workers and their shutdown tree.
+    pub workers: crate::workers::Workers,
 }
 
 impl State {
@@ -85,4 +89,48 @@ pub async fn site_policy_of(state: &State, site: &str) -> Result<SitePolicy, Cat
     Ok(own_site_policy(state, site)
         .await?
         .unwrap_or_else(|| default_site_policy(state)))
+}
+
+impl State {
+    /// Publish [`crate::events::Event::JobStarted`] for a job just dispatched.
+    pub fn job_started(&self, job: &crate::catalog::JobRecord) {
+        self.events.publish(crate::events::Event::JobStarted {
+            job: job_ref(job),
+            trigger: job.trigger.clone(),
+        });
+    }
+
+    /// Publish [`crate::events::Event::JobFinished`] for a job whose record just left
+    /// `running` (once per job: callers publish on that transition only).
+    pub fn job_finished(&self, job: &crate::catalog::JobRecord) {
+        use crate::events::{Event, Outcome};
+        let outcome = match job.state {
+            crate::catalog::JobState::Succeeded => Outcome::Succeeded,
+            _ => Outcome::Failed,
+        };
+        let duration_ms = job
+            .ended_unix_ms
+            .unwrap_or(job.started_unix_ms)
+            .saturating_sub(job.started_unix_ms);
+        self.events.publish(Event::JobFinished {
+            job: job_ref(job),
+            outcome,
+            error: job
+                .error
+                .as_deref()
+                .map(|e| e.lines().next().unwrap_or_default().to_string()),
+            duration_ms,
+            logical_bytes: job.logical_bytes,
+            new_bytes: job.new_bytes,
+        });
+    }
+}
+
+fn job_ref(job: &crate::catalog::JobRecord) -> crate::events::JobRef {
+    crate::events::JobRef {
+        site: job.site.clone(),
+        target: job.target.clone(),
+        job_id: job.job_id.clone(),
+        kind: crate::events::JobKind::of(&job.kind, &job.trigger),
+    }
 }

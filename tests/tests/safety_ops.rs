@@ -263,7 +263,7 @@ fn sigterm_stops_the_controller_within_seconds_during_a_backup() {
     env.wait_online(true);
     let log = std::fs::read_to_string(&env.controller.log).unwrap();
     assert!(
-        log.contains("shutting down: ending agent sessions"),
+        log.contains("shutting down: stopping workers, ending agent sessions"),
         "{log}"
     );
 }

@@ -51,8 +51,19 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
                 "newest_age_s": (t.newest_unix_ms > 0).then(|| now.saturating_sub(t.newest_unix_ms) / 1000),
             })).collect::<Vec<_>>(),
         })).collect();
+        let workers: Vec<_> = resp
+            .workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "name": w.name, "state": w.state, "runs": w.runs, "errors": w.errors,
+                    "last_error": w.last_error, "last_error_unix_ms": w.last_error_unix_ms,
+                    "last_run_unix_ms": w.last_run_unix_ms,
+                })
+            })
+            .collect();
         let out = json!({"sites": sites, "chunks_received": resp.chunks_received,
-            "duplicate_chunks_received": resp.duplicate_chunks_received});
+            "duplicate_chunks_received": resp.duplicate_chunks_received, "workers": workers});
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -106,7 +117,44 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
             &rows
         )
     );
+    if !resp.workers.is_empty() {
+        println!("\n{}", workers_table(now, &resp.workers));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The controller's workers: state, runs, errors and the last error with its age.
+fn workers_table(now: u64, workers: &[pb::WorkerInfo]) -> String {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            let last_error = if w.last_error.is_empty() {
+                "-".to_string()
+            } else {
+                let first = w.last_error.lines().next().unwrap_or_default();
+                format!("{} ago: {}", age(now, w.last_error_unix_ms), first)
+            };
+            vec![
+                w.name.clone(),
+                w.state.clone(),
+                w.runs.to_string(),
+                w.errors.to_string(),
+                age(now, w.last_run_unix_ms),
+                last_error,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WORKER",
+            "STATE",
+            "RUNS",
+            "ERRORS",
+            "LAST RUN",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
 }
 
 /// Every snapshot in scope, oldest first, fetched page by page.

@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nex_backup_shared::pb::{self, command::Kind};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalog::{CatalogError, JobRecord, JobState, ScheduleRecord};
 use crate::dispatch::{backup_command, new_job_id, online_agent, start_job, start_job_as};
-use crate::fleet::{compliance, drills, view};
+use crate::fleet::{drills, view};
 use crate::policy::Schedule;
 use crate::policy::site::SitePolicy;
 use crate::prune::{PruneScope, prune};
 use crate::state::State;
+use crate::workers::WorkerCtx;
 use decide::{Action, Live, SchedConfig, decide};
 use view::View;
 
@@ -55,10 +55,6 @@ pub struct Scheduler {
     progress: Mutex<HashMap<String, (u64, u64)>>,
     /// Newest snapshot of each target at its last rotation.
     rotated: Mutex<HashMap<(String, String), String>>,
-    /// UTC day of the last tick, for the daily rotation.
-    last_daily: std::sync::atomic::AtomicU64,
-    /// Last recorded RPO state per target (loaded from the catalog on first use).
-    rpo_last: tokio::sync::Mutex<Option<HashMap<(String, String), crate::rpo::RpoState>>>,
 }
 
 impl Scheduler {
@@ -69,24 +65,25 @@ impl Scheduler {
             cfg,
             progress: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
-            last_daily: Default::default(),
-            rpo_last: Default::default(),
         }
     }
 
-    /// Tick once a second, just after each whole second (when slots fall), until `stop`.
-    /// Aligned ticks see a slot and a reconnected agent's missed slots together, so they
-    /// coalesce into one job.
-    pub async fn run(self, stop: CancellationToken) {
+    /// Tick once a second, just after each whole second (when slots fall), until the
+    /// worker stops. Aligned ticks see a slot and a reconnected agent's missed slots
+    /// together, so they coalesce into one job.
+    pub async fn run(self, w: WorkerCtx) {
         loop {
             let wait = 1000 - self.clock.now_ms() % 1000 + TICK_OFFSET_MS;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = stop.cancelled() => return,
+                _ = w.stop.cancelled() => return,
             }
-            if let Err(e) = self.tick().await {
-                warn!(error = %e, "scheduler tick");
-            }
+            w.begin();
+            let r = tokio::select! {
+                r = self.tick() => r.map(|_| ()),
+                _ = w.stop.cancelled() => return,
+            };
+            w.end(r);
         }
     }
 
@@ -101,7 +98,7 @@ impl Scheduler {
         now.saturating_sub(e.1)
     }
 
-    /// Apply retention (and collect garbage) after a backup, or daily for everything.
+    /// Apply retention (and collect garbage) after a backup.
     async fn rotate(&self, site: Option<&str>, target: Option<&str>, now: u64) {
         let scope = PruneScope {
             site: site.map(str::to_string),
@@ -122,13 +119,6 @@ impl Scheduler {
     /// Bring every target up to the clock. Returns the jobs started.
     pub async fn tick(&self) -> Result<Vec<String>, CatalogError> {
         let now = self.clock.now_ms();
-        let day = now / 86_400_000;
-        let last_day = self
-            .last_daily
-            .swap(day, std::sync::atomic::Ordering::Relaxed);
-        if last_day != 0 && last_day != day {
-            self.rotate(None, None, now).await;
-        }
         let mut view = View::load(&self.state).await?;
         let mut targets = std::collections::BTreeSet::new();
         for a in &view.agents {
@@ -157,12 +147,10 @@ impl Scheduler {
                 });
             let (rec, ids) = self.tick_target(before, &view, now).await?;
             started.extend(ids);
-            // The RPO evaluation below sees this tick's schedule state.
             view.schedules.insert(key.clone(), rec);
             self.rotate_if_new(&key, newest.get(&key).map(|n| &n.1), now)
                 .await;
         }
-        self.record_rpo(&view, now).await?;
         Ok(started)
     }
 
@@ -313,33 +301,6 @@ impl Scheduler {
         }
     }
 
-    /// Record every change of a target's RPO state.
-    async fn record_rpo(&self, view: &View, now: u64) -> Result<(), CatalogError> {
-        let mut guard = self.rpo_last.lock().await;
-        if guard.is_none() {
-            let mut m = HashMap::new();
-            for e in self.state.catalog.rpo_events(None).await? {
-                m.insert((e.site, e.target), e.state);
-            }
-            *guard = Some(m);
-        }
-        let last = guard.as_mut().expect("loaded above");
-        for t in compliance::evaluate_all(&self.state, view, now) {
-            let key = (t.site.clone(), t.target.clone());
-            if last.get(&key) == Some(&t.state) {
-                continue;
-            }
-            self.state.catalog.put_rpo_event(&t.event(now)).await?;
-            if t.state.complies() {
-                info!(site = %t.site, target = %t.target, state = t.state.label(), reason = %t.reason, "RPO state");
-            } else {
-                warn!(site = %t.site, target = %t.target, state = t.state.label(), reason = %t.reason, "RPO state");
-            }
-            last.insert(key, t.state);
-        }
-        Ok(())
-    }
-
     async fn start(
         &self,
         site: &str,
@@ -396,6 +357,7 @@ impl Scheduler {
         ));
         warn!(site = %job.site, target = %job.target, job = %job_id, idle_ms, "job stalled; failed");
         self.state.catalog.put_job(&job).await?;
+        self.state.job_finished(&job);
         // Stop it on the agent too, so that the next run is never a second backup
         // alongside it; the agent's "cancelled" result then replaces this record.
         let cancel = pb::ControllerMessage {

@@ -181,8 +181,24 @@ impl AdminService for AdminApi {
             });
         }
         let st = &self.state.hub.stats;
+        let workers = self
+            .state
+            .workers
+            .statuses()
+            .into_iter()
+            .map(|w| pb::WorkerInfo {
+                name: w.name,
+                state: w.state.as_str().into(),
+                runs: w.runs,
+                errors: w.errors,
+                last_error: w.last_error.unwrap_or_default(),
+                last_error_unix_ms: w.last_error_unix_ms,
+                last_run_unix_ms: w.last_run_unix_ms,
+            })
+            .collect();
         Ok(Response::new(pb::StatusResponse {
             sites,
+            workers,
             chunks_received: st
                 .chunks_received
                 .load(std::sync::atomic::Ordering::Relaxed),

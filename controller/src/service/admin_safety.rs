@@ -86,6 +86,7 @@ impl AdminApi {
         job.ended_unix_ms = Some(now_ms());
         job.error = Some(why.clone());
         cat.put_job(&job).await.map_err(catalog_status)?;
+        self.state.job_finished(&job);
         self.audit(
             &job.site,
             &job.target,

@@ -105,6 +105,12 @@ impl AgentApi {
                 .hub
                 .register(&hello.site, &hello.agent_id, &hello.version, targets, tx);
         info!(site = %hello.site, agent = %hello.agent_id, version = %hello.version, "agent connected");
+        self.state
+            .events
+            .publish(crate::events::Event::AgentOnline {
+                site: hello.site.clone(),
+                agent_id: hello.agent_id.clone(),
+            });
         Ok((conn, cut))
     }
 
@@ -135,6 +141,7 @@ impl AgentApi {
             if let Err(e) = self.state.catalog.put_job(&job).await {
                 warn!(%site, job = %job.job_id, error = %e, "record lost job");
             }
+            self.state.job_finished(&job);
         }
     }
 
@@ -177,8 +184,15 @@ impl AgentApi {
             }
         }
         self.touch(&site, &agent).await;
-        self.state.hub.unregister(&site, &agent, conn);
-        info!(%site, "agent disconnected");
+        if self.state.hub.unregister(&site, &agent, conn) {
+            info!(%site, "agent disconnected");
+            self.state
+                .events
+                .publish(crate::events::Event::AgentOffline {
+                    site: site.clone(),
+                    agent_id: agent.clone(),
+                });
+        }
     }
 
     async fn touch(&self, site: &str, agent: &str) {

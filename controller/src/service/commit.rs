@@ -183,6 +183,7 @@ impl AgentApi {
                 }));
             }
         }
+        let settles = snap.settles.clone();
         let rec = state.catalog.commit_snapshot(snap).await.map_err(|e| {
             warn!(error = %e, "commit refused");
             catalog_status(e)
@@ -197,6 +198,19 @@ impl AgentApi {
             logical = rec.logical_bytes,
             "snapshot committed"
         );
+        state
+            .events
+            .publish(crate::events::Event::SnapshotCommitted {
+                site: rec.site.clone(),
+                target: rec.target.clone(),
+                snapshot_id: rec.snapshot_id.clone(),
+                logical_bytes: rec.logical_bytes,
+                new_bytes: rec.new_bytes,
+                duration_ms: rec.duration_ms,
+            });
+        if let Some(job) = &settles {
+            state.job_finished(job);
+        }
         Ok(rec)
     }
 

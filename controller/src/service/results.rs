@@ -88,6 +88,7 @@ impl AgentApi {
         }
         // A backup's snapshot is the one its commit settled; an agent cannot name another.
         let committed = job.kind == "backup" && job.state == JobState::Succeeded;
+        let was_running = job.state == JobState::Running;
         if committed {
             if !r.ok {
                 warn!(site, job = %job_id, error = %r.error, "failure reported for a backup whose snapshot was committed; the snapshot stands");
@@ -120,6 +121,22 @@ impl AgentApi {
             return;
         }
         info!(site, job = %job_id, target = %job.target, ok = r.ok, error = %r.error, "job finished");
+        if was_running {
+            self.state.job_finished(&job);
+            if job.trigger == "drill" {
+                self.state
+                    .events
+                    .publish(crate::events::Event::DrillFinished {
+                        site: job.site.clone(),
+                        target: job.target.clone(),
+                        ok: r.ok,
+                        rto_ms: job
+                            .ended_unix_ms
+                            .unwrap_or_default()
+                            .saturating_sub(job.started_unix_ms),
+                    });
+            }
+        }
         self.state.hub.publish(pb::JobUpdate {
             job_id: job_id.clone(),
             update: Some(Update::Outcome(outcome(r, job.new_bytes))),
