@@ -10,6 +10,7 @@
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
 //! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool.
+//! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.
 //! - [`pg`]: connecting to PostgreSQL, passwords, row counts.
 //! - [`pgtools`]: locating pg_dump & co. of a suitable version on Linux and Windows.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod ctx;
 pub mod custody;
 pub mod enrollment;
+pub mod health;
 pub mod pg;
 pub mod pgtools;
 pub mod restore;

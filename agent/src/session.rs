@@ -72,12 +72,30 @@ async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
         .into_inner();
     info!(site = %ctx.site(), agent = %ctx.agent_id, "connected to controller");
     ctx.attach(tx.clone());
+    let hctx = ctx.clone();
     let heartbeat = tokio::spawn(async move {
+        let pg = Arc::new(crate::health::PgFacts::default());
+        let mut first = true;
         loop {
-            tokio::time::sleep(HEARTBEAT).await;
+            // The first heartbeat comes soon, so the controller knows the host at once.
+            let wait = if first {
+                Duration::from_secs(1)
+            } else {
+                HEARTBEAT
+            };
+            first = false;
+            pg.refresh_if_due(&hctx);
+            tokio::time::sleep(wait).await;
+            let health = {
+                let (c, p) = (hctx.clone(), pg.clone());
+                tokio::task::spawn_blocking(move || crate::health::report(&c, &p))
+                    .await
+                    .ok()
+            };
             let hb = pb::AgentMessage {
                 msg: Some(Msg::Heartbeat(pb::Heartbeat {
                     unix_ms: nex_backup_shared::clock::now_ms(),
+                    health,
                 })),
             };
             if tx.send(hb).await.is_err() {

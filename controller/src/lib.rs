@@ -18,6 +18,7 @@
 //!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).
 
+pub mod alerts;
 pub mod anomaly;
 pub mod catalog;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod datadir;
 pub mod dispatch;
 pub mod events;
 pub mod fleet;
+pub mod health;
 pub mod hub;
 pub mod pki;
 pub mod policy;

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub scheduler: Option<crate::scheduler::decide::SchedConfig>,
     /// Free bytes the blob store keeps; uploads are refused below it.
     pub store_reserve: u64,
+    /// Alert rule evaluation and notice delivery.
+    pub alerts: crate::alerts::AlertConfig,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -64,6 +66,7 @@ impl ServeConfig {
             gc_grace: Duration::from_secs(6 * 3600),
             scheduler: Some(Default::default()),
             store_reserve: 256 * 1024 * 1024,
+            alerts: Default::default(),
         }
     }
 }
@@ -73,6 +76,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
     let data_dir = &cfg.data_dir;
     crate::datadir::prepare(data_dir)?;
     let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
+    let alerts = catalog.alerts().context("open alert records")?;
     let store = FsStore::open(&data_dir.join("blobs")).context("open blob store")?;
     Ok(State {
         catalog: Arc::new(catalog),
@@ -89,6 +93,12 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         },
         events: Default::default(),
         workers: Default::default(),
+        health: Default::default(),
+        alerts: Arc::new(alerts),
+        outbox_wake: Default::default(),
+        host: Some(gethostname_lossy())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "nex-backup".into()),
     })
 }
 
@@ -96,6 +106,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
 pub struct Bound {
     state: Arc<State>,
     scheduler: Option<crate::scheduler::decide::SchedConfig>,
+    alerts: crate::alerts::AlertConfig,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin: AdminGuard,
@@ -138,6 +149,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     Ok(Bound {
         state,
         scheduler: cfg.scheduler.clone(),
+        alerts: cfg.alerts.clone(),
         listener,
         tls,
         admin,
@@ -262,6 +274,7 @@ impl Bound {
             state.workers.spawn("scheduler", |w| s.run(w));
         }
         crate::watch::spawn_all(&state);
+        crate::alerts::spawn(&state, self.alerts);
         // On shutdown: stop the workers, tell every agent and end its session (an agent
         // session never ends by itself, so a graceful stop would wait forever), then give
         // the remaining calls a short grace before dropping them.

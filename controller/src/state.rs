@@ -30,6 +30,14 @@ pub struct State {
     pub events: crate::events::EventBus,
     /// The background workers and their shutdown tree.
     pub workers: crate::workers::Workers,
+    /// Agents' latest host health reports.
+    pub health: crate::health::HealthBook,
+    /// Alerting records (channels, rules, incidents, outbox).
+    pub alerts: Arc<dyn crate::catalog::alerts::AlertCatalog>,
+    /// Notices for the outbox worker: wakes it when something was queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// This controller's host name (in Message-IDs and notices).
+    pub host: String,
 }
 
 impl State {

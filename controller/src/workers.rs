@@ -217,7 +217,7 @@ mod tests {
         w.periodic("flaky", Duration::from_millis(10), None, move || {
             let k = n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     Err(format!("attempt {k} failed"))
                 } else {
                     Ok(())

@@ -206,6 +206,7 @@ async fn malformed_requests_get_clear_statuses() {
     let hb = pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
             unix_ms: 1,
+            health: None,
         })),
     };
     let e = s

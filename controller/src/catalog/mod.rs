@@ -4,10 +4,12 @@
 //! the default backend. Every backend must pass [`conformance::run_all`].
 //! Records are versioned (`v` field) JSON so they can evolve on disk.
 
+pub mod alerts;
 pub mod conformance;
 mod conformance_gc;
 mod conformance_trust;
 pub mod safety;
+pub mod sled_alerts;
 pub mod sled_catalog;
 mod sled_codec;
 mod sled_gc;

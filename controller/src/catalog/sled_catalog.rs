@@ -59,6 +59,11 @@ pub struct SledCatalog {
 }
 
 impl SledCatalog {
+    /// The alerting records, in the same database.
+    pub fn alerts(&self) -> Result<super::sled_alerts::SledAlerts> {
+        super::sled_alerts::SledAlerts::open(&self.db)
+    }
+
     /// Open (or create) the catalog in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::Config::new()

@@ -4,6 +4,7 @@
 mod client;
 mod format;
 mod jobs;
+mod notify;
 mod ops;
 mod policy;
 mod policy_args;
@@ -57,6 +58,11 @@ pub struct ClientOpts {
 pub enum Command {
     /// Run the controller.
     Serve(ServeArgs),
+    /// Alert channels (e-mail, webhooks), rules, and a test message.
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
+    /// Incidents (newest first); `incidents ack ID` stops an open one's reminders.
+    Incidents(notify::IncidentsArgs),
     /// Sites, agents, targets and each target's newest snapshot.
     Status(ClientOnly),
     /// List snapshots.
@@ -159,6 +165,12 @@ pub struct ServeArgs {
     /// error naming the store (e.g. 1GiB, 256MiB; 0 = no reserve).
     #[arg(long, default_value = "256MiB", value_parser = policy_args::parse_rate)]
     pub store_reserve: u64,
+    /// How often the alert rules are evaluated (also after every event).
+    #[arg(long, default_value = "10s", value_parser = trust::parse_duration)]
+    pub alert_interval: std::time::Duration,
+    /// The longest wait between two delivery attempts of a notice.
+    #[arg(long, default_value = "5m", value_parser = trust::parse_duration)]
+    pub notify_retry_max: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +248,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.agent_cert_lifetime = a.agent_cert_lifetime;
             cfg.gc_grace = a.gc_grace;
             cfg.store_reserve = a.store_reserve;
+            cfg.alerts = crate::alerts::AlertConfig {
+                every: a.alert_interval,
+                retry_max: a.notify_retry_max,
+            };
             cfg.scheduler = (!a.no_scheduler).then(|| crate::scheduler::decide::SchedConfig {
                 stall_limit_ms: a.stall_limit.as_millis() as u64,
                 retry_base_ms: a.retry_base.as_millis() as u64,
@@ -249,6 +265,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server::run(cfg, nex_backup_shared::clock::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Notify(c) => notify::notify(c).await,
+        Command::Incidents(a) => notify::incidents(a).await,
         Command::Ca(c) => trust::ca(c),
         Command::Token(c) => trust::token(c).await,
         Command::Agents(c) => trust::agents(c).await,

@@ -481,4 +481,74 @@ impl AdminService for AdminApi {
             self.list_audit_impl(request.into_inner()).await?,
         ))
     }
+
+    async fn set_channel(
+        &self,
+        request: Request<pb::ChannelMsg>,
+    ) -> Result<Response<pb::ChannelMsg>, Status> {
+        Ok(Response::new(
+            self.set_channel_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_channels(
+        &self,
+        _request: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        Ok(Response::new(self.list_channels_impl().await?))
+    }
+
+    async fn delete_channel(
+        &self,
+        request: Request<pb::DeleteChannelRequest>,
+    ) -> Result<Response<pb::DeleteChannelResponse>, Status> {
+        Ok(Response::new(
+            self.delete_channel_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn test_channel(
+        &self,
+        request: Request<pb::TestChannelRequest>,
+    ) -> Result<Response<pb::TestChannelResponse>, Status> {
+        Ok(Response::new(
+            self.test_channel_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_alert_rule(
+        &self,
+        request: Request<pb::AlertRuleMsg>,
+    ) -> Result<Response<pb::AlertRuleMsg>, Status> {
+        Ok(Response::new(
+            self.set_alert_rule_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        request: Request<pb::ListAlertRulesRequest>,
+    ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
+        Ok(Response::new(
+            self.list_alert_rules_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        Ok(Response::new(
+            self.list_incidents_impl(request.into_inner()).await?,
+        ))
+    }
+
+    async fn ack_incident(
+        &self,
+        request: Request<pb::AckIncidentRequest>,
+    ) -> Result<Response<pb::IncidentInfo>, Status> {
+        Ok(Response::new(
+            self.ack_incident_impl(request.into_inner()).await?,
+        ))
+    }
 }

@@ -31,6 +31,11 @@ impl AdminApi {
         Ok(crate::fleet::standing::labels(snaps, &jobs, &holds))
     }
 
+    /// Who calls: the admin credential (named credentials are not built yet).
+    pub(super) fn actor(&self) -> String {
+        "operator (admin credential)".into()
+    }
+
     /// Record an operator action durably, and log it.
     pub(super) async fn audit(
         &self,
@@ -46,7 +51,7 @@ impl AdminApi {
             target: target.into(),
             action: action.into(),
             detail,
-            actor: "operator (admin credential)".into(),
+            actor: self.actor(),
         };
         self.state
             .catalog

@@ -172,9 +172,12 @@ impl AgentApi {
                 }
             };
             match msg.msg {
-                Some(Msg::Heartbeat(_)) if last_touch.elapsed() >= Duration::from_secs(1) => {
+                Some(Msg::Heartbeat(hb)) if last_touch.elapsed() >= Duration::from_secs(1) => {
                     last_touch = std::time::Instant::now();
-                    self.touch(&site, &agent).await
+                    self.touch(&site, &agent).await;
+                    if let Some(h) = hb.health {
+                        self.on_health(&site, &agent, h);
+                    }
                 }
                 Some(Msg::Heartbeat(_)) => {}
                 Some(Msg::JobEvent(ev)) => self.on_job_event(&site, &agent, ev).await,
@@ -193,6 +196,22 @@ impl AgentApi {
                     agent_id: agent.clone(),
                 });
         }
+    }
+
+    /// Keep the host's health report (bounded and cleaned) and announce it.
+    fn on_health(&self, site: &str, agent: &str, h: pb::HostHealth) {
+        let version = self
+            .state
+            .hub
+            .session(site, agent)
+            .map(|s| s.version)
+            .unwrap_or_default();
+        let h = crate::health::HostHealth::from_pb(h, &version, now_ms());
+        self.state.health.record(site, agent, h);
+        self.state.events.publish(crate::events::Event::HostHealth {
+            site: site.into(),
+            agent_id: agent.into(),
+        });
     }
 
     async fn touch(&self, site: &str, agent: &str) {

@@ -2,6 +2,7 @@
 //! on receipt, and every failure becomes a `tonic::Status` that names the object.
 
 pub mod admin;
+mod admin_alerts;
 mod admin_policy;
 mod admin_rpo;
 mod admin_safety;
