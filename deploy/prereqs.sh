@@ -22,3 +22,26 @@ nexb_prereqs() {
     return 1
   fi
 }
+
+# The real SMTP server the alert tests send mail to: aiosmtpd from PyPI, in a venv of
+# the checkout (.ci/.venv, ignored by git). Needs python3 with venv (python3-venv).
+nexb_test_prereqs() {
+  local root venv
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  venv="$root/.ci/.venv"
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo ">> installing python3-venv from Debian's packages"
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+    else
+      echo "missing: python3 with venv (python3-venv)" >&2
+      return 1
+    fi
+  fi
+  if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+    echo ">> preparing $venv with aiosmtpd (the SMTP server of the alert tests)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q aiosmtpd==1.4.6
+  fi
+}

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/prereqs.sh
 nexb_prereqs
+nexb_test_prereqs
 export CARGO_TERM_COLOR=never
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check

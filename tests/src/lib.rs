@@ -25,6 +25,8 @@ pub mod pg;
 pub mod procs;
 pub mod proxy;
 pub mod sample;
+pub mod smtp;
+pub mod webhook;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,8 @@
 //!   site and subject) and queues one "opened" notice per channel;
 //! - an open incident whose condition still holds gets a reminder once per reminder
 //!   interval, unless acknowledged;
-//! - an open incident whose condition is gone is resolved, with one "resolved" notice.
+//! - an open incident whose condition is gone is resolved, with one "resolved" notice;
+//!   one whose rule was turned off closes without a notice.
 //!
 //! The incident and its notices are written in one transaction, so a restart neither
 //! repeats nor loses a notice. How long a condition has held is kept in memory: after a
@@ -69,7 +70,10 @@ impl Engine {
                 .remove(&k);
         }
         for (k, inc) in open {
+            let disabled =
+                Rule::parse(&inc.rule).is_none_or(|r| !settings(r, &inc.site, &records).enabled);
             match holding.get(&k) {
+                None if disabled => self.close_quietly(state, inc, now).await?,
                 None => self.resolve(state, inc, now).await?,
                 Some(c) => self.remind_if_due(state, inc, c, &records, now).await?,
             }
@@ -127,6 +131,27 @@ impl Engine {
             })
             .await?;
         state.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// The rule was turned off: the incident closes without a "resolved" notice (the
+    /// condition did not clear; the operator chose not to hear about it).
+    async fn close_quietly(
+        &self,
+        state: &State,
+        mut inc: IncidentRecord,
+        now: u64,
+    ) -> Result<(), CatalogError> {
+        inc.resolved_unix_ms = Some(now);
+        inc.summary = format!("{} (closed: the rule was turned off)", inc.summary);
+        info!(incident = inc.id, rule = %inc.rule, site = %inc.site, "incident closed: its rule was turned off");
+        state
+            .alerts
+            .apply_incident(IncidentChange {
+                incident: inc,
+                notices: vec![],
+            })
+            .await?;
         Ok(())
     }
 

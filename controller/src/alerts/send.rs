@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::Sha256;
 
@@ -113,7 +113,10 @@ async fn email(c: &ChannelRecord, n: &OutboxEntry) -> Result<String, SendError> 
             Some(p) => read_secret(c, p)?,
             None => String::new(),
         };
-        builder = builder.credentials(Credentials::new(user.clone(), pw));
+        // PLAIN first, then LOGIN; the server's answer to a bad password is reported.
+        builder = builder
+            .credentials(Credentials::new(user.clone(), pw))
+            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
     let transport = builder.build();
     let resp = transport

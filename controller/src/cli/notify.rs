@@ -10,7 +10,7 @@ use serde_json::json;
 use super::ClientOpts;
 use super::client::{connect, status};
 use super::format::{table, time};
-use super::trust::parse_duration;
+use super::trust::{parse_duration, parse_duration_or_zero};
 use crate::policy::human_secs;
 
 #[derive(Debug, Subcommand)]
@@ -133,11 +133,12 @@ pub struct RuleArgs {
     /// Turn the rule on or off.
     #[arg(long)]
     pub enabled: Option<bool>,
-    /// How long the condition must hold before an incident opens, e.g. 5m.
-    #[arg(long, value_parser = parse_duration)]
+    /// How long the condition must hold before an incident opens, e.g. 5m (0 = at once).
+    #[arg(long, value_parser = parse_duration_or_zero)]
     pub hold: Option<Duration>,
-    /// Reminder interval while an incident is open and not acknowledged, e.g. 24h.
-    #[arg(long, value_parser = parse_duration)]
+    /// Reminder interval while an incident is open and not acknowledged, e.g. 24h
+    /// (0 = no reminders).
+    #[arg(long, value_parser = parse_duration_or_zero)]
     pub remind: Option<Duration>,
     /// The rule's threshold, in the unit `notify rules` shows (seconds, MiB, days).
     #[arg(long)]

@@ -65,10 +65,7 @@ pub struct PolicySetArgs {
 
 /// A lock may be 0 (no lock).
 fn parse_lock(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(s)
+    super::trust::parse_duration_or_zero(s)
 }
 
 /// The flags of `pairs` that were given.

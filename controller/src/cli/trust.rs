@@ -80,6 +80,15 @@ pub enum RecoveryKeyCommand {
 }
 
 /// "90s", "15m", "24h", "7d", "1h30m" (a bare number is refused: which unit?).
+/// A duration that may be zero: "0", "0s", or anything [`parse_duration`] takes.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" || humantime::parse_duration(t).is_ok_and(|d| d.is_zero()) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
