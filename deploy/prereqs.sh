@@ -23,8 +23,9 @@ nexb_prereqs() {
   fi
 }
 
-# The real SMTP server the alert tests send mail to: aiosmtpd from PyPI, in a venv of
-# the checkout (.ci/.venv, ignored by git). Needs python3 with venv (python3-venv).
+# What the tests use beyond the demo: a real Prometheus server (Debian package) for the
+# metrics test, and the real SMTP server the alert tests send mail to: aiosmtpd from
+# PyPI, in a venv of the checkout (.ci/.venv, ignored by git; needs python3-venv).
 nexb_test_prereqs() {
   local root venv
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +37,16 @@ nexb_test_prereqs() {
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
     else
       echo "missing: python3 with venv (python3-venv)" >&2
+      return 1
+    fi
+  fi
+  if ! command -v prometheus >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo ">> installing prometheus from Debian's packages (the metrics test scrapes with it)"
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+    else
+      echo "missing: prometheus (Debian package)" >&2
       return 1
     fi
   fi

@@ -28,6 +28,7 @@ pub mod events;
 pub mod fleet;
 pub mod health;
 pub mod hub;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod prune;

@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub store_reserve: u64,
     /// Alert rule evaluation and notice delivery.
     pub alerts: crate::alerts::AlertConfig,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -67,6 +69,7 @@ impl ServeConfig {
             scheduler: Some(Default::default()),
             store_reserve: 256 * 1024 * 1024,
             alerts: Default::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -107,6 +110,7 @@ pub struct Bound {
     state: Arc<State>,
     scheduler: Option<crate::scheduler::decide::SchedConfig>,
     alerts: crate::alerts::AlertConfig,
+    metrics_listen: Option<SocketAddr>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin: AdminGuard,
@@ -150,6 +154,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         state,
         scheduler: cfg.scheduler.clone(),
         alerts: cfg.alerts.clone(),
+        metrics_listen: cfg.metrics_listen,
         listener,
         tls,
         admin,
@@ -275,6 +280,10 @@ impl Bound {
         }
         crate::watch::spawn_all(&state);
         crate::alerts::spawn(&state, self.alerts);
+        if let Some(addr) = self.metrics_listen {
+            let bound = crate::metrics::spawn(&state, addr).await?;
+            println!("metrics on http://{bound}/metrics");
+        }
         // On shutdown: stop the workers, tell every agent and end its session (an agent
         // session never ends by itself, so a graceful stop would wait forever), then give
         // the remaining calls a short grace before dropping them.

@@ -299,6 +299,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn holds(&self) -> Result<Vec<safety::HoldRecord>>;
     /// Remove a hold; returns it, `None` if there was none.
     async fn delete_hold(&self, site: &str, target: &str) -> Result<Option<safety::HoldRecord>>;
+    /// Every site's chunk records: (count, sum of stored sizes). Reads every record.
+    async fn chunk_totals(&self) -> Result<(u64, u64)>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
 }

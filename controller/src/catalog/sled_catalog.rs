@@ -462,6 +462,18 @@ impl Catalog for SledCatalog {
         self.delete_hold_sync(site, target)
     }
 
+    async fn chunk_totals(&self) -> Result<(u64, u64)> {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for kv in self.chunks.iter() {
+            let (_, v) = kv.map_err(storage)?;
+            if let Some(len) = v.get(1..5).and_then(|b| b.try_into().ok()) {
+                n += 1;
+                bytes += u32::from_le_bytes(len) as u64;
+            }
+        }
+        Ok((n, bytes))
+    }
+
     async fn flush(&self) -> Result<()> {
         self.db.flush_async().await.map_err(sled_err)?;
         Ok(())

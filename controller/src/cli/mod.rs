@@ -171,6 +171,9 @@ pub struct ServeArgs {
     /// The longest wait between two delivery attempts of a notice.
     #[arg(long, default_value = "5m", value_parser = trust::parse_duration)]
     pub notify_retry_max: std::time::Duration,
+    /// Serve Prometheus metrics (plain HTTP) at http://ADDR/metrics, e.g. 127.0.0.1:9420.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.agent_cert_lifetime = a.agent_cert_lifetime;
             cfg.gc_grace = a.gc_grace;
             cfg.store_reserve = a.store_reserve;
+            cfg.metrics_listen = a.metrics_listen;
             cfg.alerts = crate::alerts::AlertConfig {
                 every: a.alert_interval,
                 retry_max: a.notify_retry_max,
