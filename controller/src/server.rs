@@ -102,6 +102,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         host: Some(gethostname_lossy())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "nex-backup".into()),
+        admins: Default::default(),
     })
 }
 
@@ -129,12 +130,16 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         tls_src.names = default_names(cfg.listen);
     }
     let pki = Arc::new(Pki::load_or_create(&cfg.data_dir, &tls_src).context("load PKI")?);
-    let admin = AdminGuard {
-        hash: load_or_create_admin(&cfg.data_dir)?,
-    };
+    let first_admin = load_or_create_admin(&cfg.data_dir)?;
     let tls = pki.server_config()?;
     let ca_fingerprint = pki.pin_fingerprint.clone();
     let state = Arc::new(open_state(cfg, pki)?);
+    load_admins(&state, first_admin)
+        .await
+        .context("load admin credentials")?;
+    let admin = AdminGuard {
+        book: state.admins.clone(),
+    };
     note_running_jobs(&state)
         .await
         .context("recover job records")?;
@@ -226,6 +231,26 @@ fn write_cli_config(
     nex_backup_shared::keyring::write_private_file(&path, text.as_bytes())
         .with_context(|| format!("write {}", path.display()))?;
     Ok(path)
+}
+
+/// Load the admin credentials; at the first start the credential in `admin.token`
+/// becomes the first one, named `admin`.
+async fn load_admins(state: &State, first: [u8; 32]) -> anyhow::Result<()> {
+    let mut records = state.catalog.admins().await?;
+    if records.is_empty() {
+        let rec = crate::catalog::trust::AdminRecord {
+            v: 1,
+            name: "admin".into(),
+            hash: hex::encode(first),
+            created_unix_ms: nex_backup_shared::clock::now_ms(),
+            revoked_unix_ms: None,
+        };
+        state.catalog.put_admin(&rec).await?;
+        state.durable().await?;
+        records.push(rec);
+    }
+    state.admins.load(&records);
+    Ok(())
 }
 
 /// Jobs still `running` in the catalog may well still be running: the agent keeps a job

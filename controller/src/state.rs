@@ -38,6 +38,8 @@ pub struct State {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// This controller's host name (in Message-IDs and notices).
     pub host: String,
+    /// The admin credentials in force.
+    pub admins: Arc<crate::service::auth::AdminBook>,
 }
 
 impl State {
@@ -140,5 +142,25 @@ fn job_ref(job: &crate::catalog::JobRecord) -> crate::events::JobRef {
         target: job.target.clone(),
         job_id: job.job_id.clone(),
         kind: crate::events::JobKind::of(&job.kind, &job.trigger),
+    }
+}
+
+impl State {
+    /// Append a trust event (enrollment, renewal) to the audit log; a failure to write
+    /// it is logged, never hides the event.
+    pub async fn audit_trust(&self, site: &str, action: &str, detail: String, actor: String) {
+        let e = crate::catalog::safety::AuditEntry {
+            v: 2,
+            unix_ms: nex_backup_shared::clock::now_ms(),
+            site: site.into(),
+            target: String::new(),
+            action: action.into(),
+            detail,
+            actor,
+            outcome: "ok".into(),
+        };
+        if let Err(err) = self.catalog.put_audit(&e).await {
+            tracing::warn!(site, action, error = %err, "audit entry of a trust event not written");
+        }
     }
 }

@@ -173,16 +173,26 @@ pub(super) async fn safety_records(cat: &dyn Catalog) {
         target: String::new(),
         action: "retention lock shortened".into(),
         detail: "7d -> 1d".into(),
+        outcome: "ok".into(),
         actor: "operator".into(),
     };
     for e in [entry("s", 30), entry("s", 10), entry("s2", 20)] {
         cat.put_audit(&e).await.unwrap();
     }
     assert_eq!(
-        cat.audit(Some("s")).await.unwrap(),
+        cat.audit(Some("s"), 0, 100).await.unwrap(),
         vec![entry("s", 10), entry("s", 30)]
     );
-    assert_eq!(cat.audit(None).await.unwrap().len(), 3);
+    assert_eq!(cat.audit(None, 0, 100).await.unwrap().len(), 3);
+    // The newest `limit` since a time, still oldest first.
+    assert_eq!(
+        cat.audit(None, 0, 2).await.unwrap(),
+        vec![entry("s2", 20), entry("s", 30)]
+    );
+    assert_eq!(
+        cat.audit(None, 15, 100).await.unwrap(),
+        vec![entry("s2", 20), entry("s", 30)]
+    );
     let mut hold = HoldRecord {
         v: 1,
         site: "s".into(),

@@ -238,6 +238,9 @@ pub trait Catalog: Send + Sync + 'static {
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
     async fn jobs(&self) -> Result<Vec<JobRecord>>;
     /// Store a new enrollment token.
+    async fn put_admin(&self, a: &trust::AdminRecord) -> Result<()>;
+    /// Every admin credential, revoked ones included.
+    async fn admins(&self) -> Result<Vec<trust::AdminRecord>>;
     async fn put_token(&self, token: &TokenRecord) -> Result<()>;
     /// Atomically mark the token with `hash` used by `agent_id`, if it is usable at `now_ms`.
     async fn consume_token(&self, hash: &str, now_ms: u64, agent_id: &str) -> Result<TokenUse>;
@@ -294,7 +297,13 @@ pub trait Catalog: Send + Sync + 'static {
     /// Append an audit entry (operator actions that weaken protection).
     async fn put_audit(&self, e: &safety::AuditEntry) -> Result<()>;
     /// Audit entries of `site` (or all), oldest first.
-    async fn audit(&self, site: Option<&str>) -> Result<Vec<safety::AuditEntry>>;
+    /// Audit entries at or after `since_ms`, oldest first: the newest `limit` of them.
+    async fn audit(
+        &self,
+        site: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<safety::AuditEntry>>;
     async fn put_hold(&self, h: &safety::HoldRecord) -> Result<()>;
     async fn holds(&self) -> Result<Vec<safety::HoldRecord>>;
     /// Remove a hold; returns it, `None` if there was none.

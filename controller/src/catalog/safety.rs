@@ -16,8 +16,12 @@ pub struct AuditEntry {
     pub action: String,
     /// The details, e.g. `7d -> 1d`.
     pub detail: String,
-    /// Who: `operator` (the admin credential) and the address it came from.
+    /// Who: the named admin credential and the address it came from, an agent, or
+    /// the scheduler.
     pub actor: String,
+    /// `ok`, or why the call was refused.
+    #[serde(default)]
+    pub outcome: String,
 }
 
 /// A target whose new snapshots looked wrong: rotation deletes nothing of it until an

@@ -335,6 +335,14 @@ impl Catalog for SledCatalog {
         Self::scan(&self.jobs, b"")
     }
 
+    async fn put_admin(&self, a: &super::trust::AdminRecord) -> Result<()> {
+        self.trust.put_admin(a)
+    }
+
+    async fn admins(&self) -> Result<Vec<super::trust::AdminRecord>> {
+        self.trust.admins()
+    }
+
     async fn put_token(&self, token: &TokenRecord) -> Result<()> {
         self.trust.put_token(token)
     }
@@ -446,8 +454,13 @@ impl Catalog for SledCatalog {
         self.put_audit_sync(e)
     }
 
-    async fn audit(&self, site: Option<&str>) -> Result<Vec<AuditEntry>> {
-        self.audit_sync(site)
+    async fn audit(
+        &self,
+        site: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        self.audit_sync(site, since_ms, limit)
     }
 
     async fn put_hold(&self, h: &HoldRecord) -> Result<()> {

@@ -15,16 +15,25 @@ impl SledCatalog {
         Ok(())
     }
 
-    pub(super) fn audit_sync(&self, site: Option<&str>) -> Result<Vec<AuditEntry>> {
-        let mut out = vec![];
-        for kv in self.audit.iter() {
+    /// Newest first from the end of the range, so memory stays within `limit`.
+    pub(super) fn audit_sync(
+        &self,
+        site: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let mut out = std::collections::VecDeque::new();
+        for kv in self.audit.range(since_ms.to_be_bytes().to_vec()..).rev() {
             let (k, v) = kv.map_err(storage)?;
             let e: AuditEntry = decode(&k, &v)?;
             if site.is_none_or(|s| s == e.site) {
-                out.push(e);
+                out.push_front(e);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     pub(super) fn put_hold_sync(&self, h: &HoldRecord) -> Result<()> {

@@ -22,6 +22,7 @@ pub(super) struct TrustTrees {
     tokens: sled::Tree,
     identities: sled::Tree,
     sealed: sled::Tree,
+    admins: sled::Tree,
 }
 
 impl TrustTrees {
@@ -30,7 +31,25 @@ impl TrustTrees {
             tokens: db.open_tree("tokens").map_err(storage)?,
             identities: db.open_tree("identities").map_err(storage)?,
             sealed: db.open_tree("sealed_keys").map_err(storage)?,
+            admins: db.open_tree("admins").map_err(storage)?,
         })
+    }
+
+    pub(super) fn put_admin(&self, a: &super::trust::AdminRecord) -> Result<()> {
+        self.admins
+            .insert(a.name.as_bytes(), encode(a))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    pub(super) fn admins(&self) -> Result<Vec<super::trust::AdminRecord>> {
+        self.admins
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
     }
 
     pub(super) fn put_token(&self, t: &TokenRecord) -> Result<()> {

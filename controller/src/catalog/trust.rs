@@ -89,3 +89,14 @@ pub struct SealedKeyRecord {
     pub recipient: [u8; 8],
     pub blob: Vec<u8>,
 }
+
+/// A named admin credential (its SHA-256 only). The log names the person by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    pub v: u32,
+    pub name: String,
+    /// Hex SHA-256 of the credential text.
+    pub hash: String,
+    pub created_unix_ms: u64,
+    pub revoked_unix_ms: Option<u64>,
+}

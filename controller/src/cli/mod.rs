@@ -98,8 +98,12 @@ pub enum Command {
     /// Anomaly holds: targets whose rotation is frozen until an operator releases them.
     #[command(subcommand)]
     Hold(safety::HoldCommand),
-    /// Operator actions that weakened protection (retention lock, released holds).
-    Audit(safety::SiteArgs),
+    /// The audit log: every admin call (who, what, about which site and target, the
+    /// outcome) and every action that weakened protection.
+    Audit(safety::AuditArgs),
+    /// Named admin credentials: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Admin(safety::AdminCommand),
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drill(a) => ops::drill(&a).await,
         Command::Hold(c) => safety::hold(c).await,
         Command::Audit(a) => safety::audit(a).await,
+        Command::Admin(c) => safety::admin(c).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

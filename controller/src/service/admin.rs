@@ -131,424 +131,547 @@ impl AdminService for AdminApi {
 
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let cat = &self.state.catalog;
-        let mut sites = vec![];
-        // One row per agent (a site may have several), by site.
-        let mut agents = cat.agents().await.map_err(catalog_status)?;
-        agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
-        let jobs = cat.jobs().await.map_err(catalog_status)?;
-        let holds = cat.holds().await.map_err(catalog_status)?;
-        for a in agents {
-            let snaps = cat
-                .snapshots(Some(&a.site), None)
-                .await
-                .map_err(catalog_status)?;
-            let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds);
-            let live = self.state.hub.session(&a.site, &a.agent_id);
-            let targets = a
-                .targets
-                .iter()
-                .map(|(name, kind)| {
-                    let newest = snaps.iter().rev().find(|s| &s.target == name);
-                    let mut t = pb::TargetStatus {
-                        target: name.clone(),
-                        kind: kind.clone(),
-                        newest_snapshot: newest.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
-                        newest_unix_ms: newest.map_or(0, |s| s.created_unix_ms),
-                        newest_standing: newest
-                            .and_then(|s| standing.get(&(s.site.clone(), s.snapshot_id.clone())))
-                            .map(|l| l.to_string())
-                            .unwrap_or_default(),
-                        ..Default::default()
-                    };
-                    last_backup(&jobs, &a.site, name, &mut t);
-                    t
+        self.audited("Status", request, |_request| async move {
+            let cat = &self.state.catalog;
+            let mut sites = vec![];
+            // One row per agent (a site may have several), by site.
+            let mut agents = cat.agents().await.map_err(catalog_status)?;
+            agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
+            let jobs = cat.jobs().await.map_err(catalog_status)?;
+            let holds = cat.holds().await.map_err(catalog_status)?;
+            for a in agents {
+                let snaps = cat
+                    .snapshots(Some(&a.site), None)
+                    .await
+                    .map_err(catalog_status)?;
+                let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds);
+                let live = self.state.hub.session(&a.site, &a.agent_id);
+                let targets = a
+                    .targets
+                    .iter()
+                    .map(|(name, kind)| {
+                        let newest = snaps.iter().rev().find(|s| &s.target == name);
+                        let mut t = pb::TargetStatus {
+                            target: name.clone(),
+                            kind: kind.clone(),
+                            newest_snapshot: newest
+                                .map(|s| s.snapshot_id.clone())
+                                .unwrap_or_default(),
+                            newest_unix_ms: newest.map_or(0, |s| s.created_unix_ms),
+                            newest_standing: newest
+                                .and_then(|s| {
+                                    standing.get(&(s.site.clone(), s.snapshot_id.clone()))
+                                })
+                                .map(|l| l.to_string())
+                                .unwrap_or_default(),
+                            ..Default::default()
+                        };
+                        last_backup(&jobs, &a.site, name, &mut t);
+                        t
+                    })
+                    .collect();
+                sites.push(pb::SiteStatus {
+                    site: a.site.clone(),
+                    agent_id: a.agent_id.clone(),
+                    online: live.is_some(),
+                    agent_version: a.version.clone(),
+                    last_seen_unix_ms: if live.is_some() {
+                        now_ms()
+                    } else {
+                        a.last_seen_unix_ms
+                    },
+                    targets,
+                });
+            }
+            let st = &self.state.hub.stats;
+            let workers = self
+                .state
+                .workers
+                .statuses()
+                .into_iter()
+                .map(|w| pb::WorkerInfo {
+                    name: w.name,
+                    state: w.state.as_str().into(),
+                    runs: w.runs,
+                    errors: w.errors,
+                    last_error: w.last_error.unwrap_or_default(),
+                    last_error_unix_ms: w.last_error_unix_ms,
+                    last_run_unix_ms: w.last_run_unix_ms,
                 })
                 .collect();
-            sites.push(pb::SiteStatus {
-                site: a.site.clone(),
-                agent_id: a.agent_id.clone(),
-                online: live.is_some(),
-                agent_version: a.version.clone(),
-                last_seen_unix_ms: if live.is_some() {
-                    now_ms()
-                } else {
-                    a.last_seen_unix_ms
-                },
-                targets,
-            });
-        }
-        let st = &self.state.hub.stats;
-        let workers = self
-            .state
-            .workers
-            .statuses()
-            .into_iter()
-            .map(|w| pb::WorkerInfo {
-                name: w.name,
-                state: w.state.as_str().into(),
-                runs: w.runs,
-                errors: w.errors,
-                last_error: w.last_error.unwrap_or_default(),
-                last_error_unix_ms: w.last_error_unix_ms,
-                last_run_unix_ms: w.last_run_unix_ms,
-            })
-            .collect();
-        Ok(Response::new(pb::StatusResponse {
-            sites,
-            workers,
-            chunks_received: st
-                .chunks_received
-                .load(std::sync::atomic::Ordering::Relaxed),
-            duplicate_chunks_received: st
-                .duplicate_chunks_received
-                .load(std::sync::atomic::Ordering::Relaxed),
-        }))
+            Ok(Response::new(pb::StatusResponse {
+                sites,
+                workers,
+                chunks_received: st
+                    .chunks_received
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                duplicate_chunks_received: st
+                    .duplicate_chunks_received
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            }))
+        })
+        .await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let req = request.into_inner();
-        let site = (!req.site.is_empty()).then_some(req.site.as_str());
-        let target = (!req.target.is_empty()).then_some(req.target.as_str());
-        if let Some(s) = site {
-            check_site(s)?;
-            self.check_target_known(s, target).await?;
-        }
-        let cat = &self.state.catalog;
-        let snaps = cat.snapshots(site, target).await.map_err(catalog_status)?;
-        let (snaps, next_page_token) = super::paging::page(
-            snaps,
-            |s| (s.created_unix_ms, s.snapshot_id.as_str()),
-            super::paging::parse(&req.page_token)?,
-            super::paging::page_size(req.limit, super::paging::MAX_PAGE),
-            false,
-        );
-        let standing = self.standing_of(&snaps).await?;
-        Ok(Response::new(pb::ListSnapshotsResponse {
-            next_page_token,
-            snapshots: snaps
-                .into_iter()
-                .map(|s| pb::SnapshotInfo {
-                    standing: standing
-                        .get(&(s.site.clone(), s.snapshot_id.clone()))
-                        .copied()
-                        .unwrap_or("no job")
-                        .into(),
-                    site: s.site,
-                    target: s.target,
-                    snapshot_id: s.snapshot_id,
-                    created_unix_ms: s.created_unix_ms,
-                    logical_bytes: s.logical_bytes,
-                    stored_bytes: s.stored_bytes,
-                    new_bytes: s.new_bytes,
-                    duration_ms: s.duration_ms,
-                    chunks: s.chunks,
-                })
-                .collect(),
-        }))
+        self.audited("ListSnapshots", request, |request| async move {
+            let req = request.into_inner();
+            let site = (!req.site.is_empty()).then_some(req.site.as_str());
+            let target = (!req.target.is_empty()).then_some(req.target.as_str());
+            if let Some(s) = site {
+                check_site(s)?;
+                self.check_target_known(s, target).await?;
+            }
+            let cat = &self.state.catalog;
+            let snaps = cat.snapshots(site, target).await.map_err(catalog_status)?;
+            let (snaps, next_page_token) = super::paging::page(
+                snaps,
+                |s| (s.created_unix_ms, s.snapshot_id.as_str()),
+                super::paging::parse(&req.page_token)?,
+                super::paging::page_size(req.limit, super::paging::MAX_PAGE),
+                false,
+            );
+            let standing = self.standing_of(&snaps).await?;
+            Ok(Response::new(pb::ListSnapshotsResponse {
+                next_page_token,
+                snapshots: snaps
+                    .into_iter()
+                    .map(|s| pb::SnapshotInfo {
+                        standing: standing
+                            .get(&(s.site.clone(), s.snapshot_id.clone()))
+                            .copied()
+                            .unwrap_or("no job")
+                            .into(),
+                        site: s.site,
+                        target: s.target,
+                        snapshot_id: s.snapshot_id,
+                        created_unix_ms: s.created_unix_ms,
+                        logical_bytes: s.logical_bytes,
+                        stored_bytes: s.stored_bytes,
+                        new_bytes: s.new_bytes,
+                        duration_ms: s.duration_ms,
+                        chunks: s.chunks,
+                    })
+                    .collect(),
+            }))
+        })
+        .await
     }
 
     async fn run_backup(
         &self,
         request: Request<pb::RunBackupRequest>,
     ) -> Result<Response<Self::RunBackupStream>, Status> {
-        let req = request.into_inner();
-        self.check_dispatch(&req.site, &req.target).await?;
-        let sp = crate::state::site_policy_of(&self.state, &req.site)
-            .await
-            .map_err(catalog_status)?;
-        let kind = crate::dispatch::backup_command(&sp, &req.target, now_ms(), req.outside_window)
-            .map_err(|e| {
-                Status::failed_precondition(format!(
-                    "site {}: {e} (use --outside-window to back up now)",
-                    req.site
-                ))
-            })?;
-        Ok(Response::new(
-            self.dispatch(&req.site, &req.target, kind, "manual")
-                .await?,
-        ))
+        self.audited("RunBackup", request, |request| async move {
+            let req = request.into_inner();
+            self.check_dispatch(&req.site, &req.target).await?;
+            let sp = crate::state::site_policy_of(&self.state, &req.site)
+                .await
+                .map_err(catalog_status)?;
+            let kind =
+                crate::dispatch::backup_command(&sp, &req.target, now_ms(), req.outside_window)
+                    .map_err(|e| {
+                        Status::failed_precondition(format!(
+                            "site {}: {e} (use --outside-window to back up now)",
+                            req.site
+                        ))
+                    })?;
+            Ok(Response::new(
+                self.dispatch(&req.site, &req.target, kind, "manual")
+                    .await?,
+            ))
+        })
+        .await
     }
 
     async fn run_restore(
         &self,
         request: Request<pb::RunRestoreRequest>,
     ) -> Result<Response<Self::RunRestoreStream>, Status> {
-        let mut req = request.into_inner();
-        self.check_dispatch(&req.site, &req.target).await?;
-        if req.drill {
-            req.to_database = crate::dispatch::drill_database(now_ms());
-            req.clean = false;
-            req.restore_globals = false;
-        }
-        let db = &req.to_database;
-        if db.is_empty() || db.len() > 63 || db.contains('\0') {
-            return Err(Status::invalid_argument(format!(
-                "database name {db:?} must be 1-63 characters"
-            )));
-        }
-        let snaps = self
-            .state
-            .catalog
-            .snapshots(Some(&req.site), Some(&req.target))
-            .await
-            .map_err(catalog_status)?;
-        let snap = if req.snapshot_id.is_empty() || req.snapshot_id == "latest" {
-            if snaps.is_empty() {
-                return Err(Status::not_found(format!(
-                    "target {} at site {} has no snapshots",
-                    req.target, req.site
+        self.audited("RunRestore", request, |request| async move {
+            let mut req = request.into_inner();
+            self.check_dispatch(&req.site, &req.target).await?;
+            if req.drill {
+                req.to_database = crate::dispatch::drill_database(now_ms());
+                req.clean = false;
+                req.restore_globals = false;
+            }
+            let db = &req.to_database;
+            if db.is_empty() || db.len() > 63 || db.contains('\0') {
+                return Err(Status::invalid_argument(format!(
+                    "database name {db:?} must be 1-63 characters"
                 )));
             }
-            // The newest *good* one: never a snapshot that failed a drill, was flagged by
-            // an anomaly, or that no successful job accounts for.
-            crate::fleet::standing::Judged::load(&*self.state.catalog, &snaps, &req.site, &req.target)
+            let snaps = self
+                .state
+                .catalog
+                .snapshots(Some(&req.site), Some(&req.target))
                 .await
-                .map_err(catalog_status)?
-                .newest_good()
-                .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "target {} at site {} has {} snapshot(s) but none is good (failed drill, anomaly hold, or no successful job); name one with --snapshot",
-                    req.target,
-                    req.site,
-                    snaps.len()
-                ))
-            })?
-        } else {
-            check_snapshot(&req.snapshot_id)?;
-            snaps
-                .iter()
-                .find(|s| s.snapshot_id == req.snapshot_id)
-                .ok_or_else(|| {
-                    Status::not_found(format!(
-                        "snapshot {} of target {} not found",
-                        req.snapshot_id, req.target
+                .map_err(catalog_status)?;
+            let snap = if req.snapshot_id.is_empty() || req.snapshot_id == "latest" {
+                if snaps.is_empty() {
+                    return Err(Status::not_found(format!(
+                        "target {} at site {} has no snapshots",
+                        req.target, req.site
+                    )));
+                }
+                // The newest *good* one: never a snapshot that failed a drill, was flagged by
+                // an anomaly, or that no successful job accounts for.
+                crate::fleet::standing::Judged::load(&*self.state.catalog, &snaps, &req.site, &req.target)
+                    .await
+                    .map_err(catalog_status)?
+                    .newest_good()
+                    .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "target {} at site {} has {} snapshot(s) but none is good (failed drill, anomaly hold, or no successful job); name one with --snapshot",
+                        req.target,
+                        req.site,
+                        snaps.len()
                     ))
                 })?
-        };
-        let kind = Kind::Restore(pb::RestoreCommand {
-            target: req.target.clone(),
-            snapshot_id: snap.snapshot_id.clone(),
-            to_database: req.to_database.clone(),
-            clean: req.clean,
-            restore_globals: req.restore_globals,
-            drill: req.drill,
-            drop_old: req.drop_old && req.clean,
-        });
-        let trigger = if req.drill { "drill" } else { "manual" };
-        Ok(Response::new(
-            self.dispatch(&req.site, &req.target, kind, trigger).await?,
-        ))
+            } else {
+                check_snapshot(&req.snapshot_id)?;
+                snaps
+                    .iter()
+                    .find(|s| s.snapshot_id == req.snapshot_id)
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "snapshot {} of target {} not found",
+                            req.snapshot_id, req.target
+                        ))
+                    })?
+            };
+            let kind = Kind::Restore(pb::RestoreCommand {
+                target: req.target.clone(),
+                snapshot_id: snap.snapshot_id.clone(),
+                to_database: req.to_database.clone(),
+                clean: req.clean,
+                restore_globals: req.restore_globals,
+                drill: req.drill,
+                drop_old: req.drop_old && req.clean,
+            });
+            let trigger = if req.drill { "drill" } else { "manual" };
+            Ok(Response::new(
+                self.dispatch(&req.site, &req.target, kind, trigger).await?,
+            ))
+        })
+        .await
     }
 
     async fn create_token(
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        Ok(Response::new(
-            self.create_token_impl(request.into_inner()).await?,
-        ))
+        self.audited("CreateToken", request, |request| async move {
+            Ok(Response::new(
+                self.create_token_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_agents(
         &self,
-        _request: Request<pb::ListAgentsRequest>,
+        request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        Ok(Response::new(self.list_agents_impl().await?))
+        self.audited("ListAgents", request, |_request| async move {
+            Ok(Response::new(self.list_agents_impl().await?))
+        })
+        .await
     }
 
     async fn revoke_agent(
         &self,
         request: Request<pb::RevokeAgentRequest>,
     ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
-        Ok(Response::new(
-            self.revoke_agent_impl(request.into_inner()).await?,
-        ))
+        self.audited("RevokeAgent", request, |request| async move {
+            Ok(Response::new(
+                self.revoke_agent_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn set_policy(
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        Ok(Response::new(
-            self.set_policy_impl(request.into_inner()).await?,
-        ))
+        self.audited("SetPolicy", request, |request| async move {
+            Ok(Response::new(
+                self.set_policy_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn get_policy(
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        Ok(Response::new(
-            self.get_policy_impl(request.into_inner()).await?,
-        ))
+        self.audited("GetPolicy", request, |request| async move {
+            Ok(Response::new(
+                self.get_policy_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_policies(
         &self,
-        _request: Request<pb::ListPoliciesRequest>,
+        request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        Ok(Response::new(self.list_policies_impl().await?))
+        self.audited("ListPolicies", request, |_request| async move {
+            Ok(Response::new(self.list_policies_impl().await?))
+        })
+        .await
     }
 
     async fn set_site_policy(
         &self,
         request: Request<pb::SetSitePolicyRequest>,
     ) -> Result<Response<pb::SitePolicyInfo>, Status> {
-        Ok(Response::new(
-            self.set_site_policy_impl(request.into_inner()).await?,
-        ))
+        self.audited("SetSitePolicy", request, |request| async move {
+            Ok(Response::new(
+                self.set_site_policy_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn get_site_policy(
         &self,
         request: Request<pb::GetSitePolicyRequest>,
     ) -> Result<Response<pb::SitePolicyInfo>, Status> {
-        Ok(Response::new(
-            self.get_site_policy_impl(request.into_inner()).await?,
-        ))
+        self.audited("GetSitePolicy", request, |request| async move {
+            Ok(Response::new(
+                self.get_site_policy_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn prune(
         &self,
         request: Request<pb::PruneRequest>,
     ) -> Result<Response<pb::PruneResponse>, Status> {
-        Ok(Response::new(self.prune_impl(request.into_inner()).await?))
+        self.audited("Prune", request, |request| async move {
+            Ok(Response::new(self.prune_impl(request.into_inner()).await?))
+        })
+        .await
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        Ok(Response::new(
-            self.list_jobs_impl(request.into_inner()).await?,
-        ))
+        self.audited("ListJobs", request, |request| async move {
+            Ok(Response::new(
+                self.list_jobs_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn rpo(
         &self,
         request: Request<pb::RpoRequest>,
     ) -> Result<Response<pb::RpoResponse>, Status> {
-        Ok(Response::new(self.rpo_impl(request.into_inner()).await?))
+        self.audited("Rpo", request, |request| async move {
+            Ok(Response::new(self.rpo_impl(request.into_inner()).await?))
+        })
+        .await
     }
 
     async fn delete_policy(
         &self,
         request: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        Ok(Response::new(
-            self.delete_policy_impl(request.into_inner()).await?,
-        ))
+        self.audited("DeletePolicy", request, |request| async move {
+            Ok(Response::new(
+                self.delete_policy_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn cancel_job(
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        Ok(Response::new(
-            self.cancel_job_impl(request.into_inner()).await?,
-        ))
+        self.audited("CancelJob", request, |request| async move {
+            Ok(Response::new(
+                self.cancel_job_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_holds(
         &self,
         request: Request<pb::ListHoldsRequest>,
     ) -> Result<Response<pb::ListHoldsResponse>, Status> {
-        Ok(Response::new(
-            self.list_holds_impl(request.into_inner()).await?,
-        ))
+        self.audited("ListHolds", request, |request| async move {
+            Ok(Response::new(
+                self.list_holds_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn release_hold(
         &self,
         request: Request<pb::ReleaseHoldRequest>,
     ) -> Result<Response<pb::HoldInfo>, Status> {
-        Ok(Response::new(
-            self.release_hold_impl(request.into_inner()).await?,
-        ))
+        self.audited("ReleaseHold", request, |request| async move {
+            Ok(Response::new(
+                self.release_hold_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_audit(
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        Ok(Response::new(
-            self.list_audit_impl(request.into_inner()).await?,
-        ))
+        self.audited("ListAudit", request, |request| async move {
+            Ok(Response::new(
+                self.list_audit_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn set_channel(
         &self,
         request: Request<pb::ChannelMsg>,
     ) -> Result<Response<pb::ChannelMsg>, Status> {
-        Ok(Response::new(
-            self.set_channel_impl(request.into_inner()).await?,
-        ))
+        self.audited("SetChannel", request, |request| async move {
+            Ok(Response::new(
+                self.set_channel_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_channels(
         &self,
-        _request: Request<pb::ListChannelsRequest>,
+        request: Request<pb::ListChannelsRequest>,
     ) -> Result<Response<pb::ListChannelsResponse>, Status> {
-        Ok(Response::new(self.list_channels_impl().await?))
+        self.audited("ListChannels", request, |_request| async move {
+            Ok(Response::new(self.list_channels_impl().await?))
+        })
+        .await
     }
 
     async fn delete_channel(
         &self,
         request: Request<pb::DeleteChannelRequest>,
     ) -> Result<Response<pb::DeleteChannelResponse>, Status> {
-        Ok(Response::new(
-            self.delete_channel_impl(request.into_inner()).await?,
-        ))
+        self.audited("DeleteChannel", request, |request| async move {
+            Ok(Response::new(
+                self.delete_channel_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn test_channel(
         &self,
         request: Request<pb::TestChannelRequest>,
     ) -> Result<Response<pb::TestChannelResponse>, Status> {
-        Ok(Response::new(
-            self.test_channel_impl(request.into_inner()).await?,
-        ))
+        self.audited("TestChannel", request, |request| async move {
+            Ok(Response::new(
+                self.test_channel_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn set_alert_rule(
         &self,
         request: Request<pb::AlertRuleMsg>,
     ) -> Result<Response<pb::AlertRuleMsg>, Status> {
-        Ok(Response::new(
-            self.set_alert_rule_impl(request.into_inner()).await?,
-        ))
+        self.audited("SetAlertRule", request, |request| async move {
+            Ok(Response::new(
+                self.set_alert_rule_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_alert_rules(
         &self,
         request: Request<pb::ListAlertRulesRequest>,
     ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
-        Ok(Response::new(
-            self.list_alert_rules_impl(request.into_inner()).await?,
-        ))
+        self.audited("ListAlertRules", request, |request| async move {
+            Ok(Response::new(
+                self.list_alert_rules_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_incidents(
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
-        Ok(Response::new(
-            self.list_incidents_impl(request.into_inner()).await?,
-        ))
+        self.audited("ListIncidents", request, |request| async move {
+            Ok(Response::new(
+                self.list_incidents_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
     async fn ack_incident(
         &self,
         request: Request<pb::AckIncidentRequest>,
     ) -> Result<Response<pb::IncidentInfo>, Status> {
-        Ok(Response::new(
-            self.ack_incident_impl(request.into_inner()).await?,
-        ))
+        self.audited("AckIncident", request, |request| async move {
+            Ok(Response::new(
+                self.ack_incident_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn create_admin(
+        &self,
+        request: Request<pb::CreateAdminRequest>,
+    ) -> Result<Response<pb::CreateAdminResponse>, Status> {
+        self.audited("CreateAdmin", request, |request| async move {
+            Ok(Response::new(
+                self.create_admin_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_admins(
+        &self,
+        request: Request<pb::ListAdminsRequest>,
+    ) -> Result<Response<pb::ListAdminsResponse>, Status> {
+        self.audited("ListAdmins", request, |_request| async move {
+            Ok(Response::new(self.list_admins_impl().await?))
+        })
+        .await
+    }
+
+    async fn revoke_admin(
+        &self,
+        request: Request<pb::RevokeAdminRequest>,
+    ) -> Result<Response<pb::AdminInfo>, Status> {
+        self.audited("RevokeAdmin", request, |request| async move {
+            Ok(Response::new(
+                self.revoke_admin_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 }

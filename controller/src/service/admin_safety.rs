@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::admin::AdminApi;
 use super::{catalog_status, check_site, check_target, now_ms};
-use crate::catalog::safety::{AuditEntry, HoldRecord};
+use crate::catalog::safety::HoldRecord;
 
 fn hold_info(h: HoldRecord) -> pb::HoldInfo {
     pb::HoldInfo {
@@ -29,38 +29,6 @@ impl AdminApi {
         let jobs = cat.jobs().await.map_err(catalog_status)?;
         let holds = cat.holds().await.map_err(catalog_status)?;
         Ok(crate::fleet::standing::labels(snaps, &jobs, &holds))
-    }
-
-    /// Who calls: the admin credential (named credentials are not built yet).
-    pub(super) fn actor(&self) -> String {
-        "operator (admin credential)".into()
-    }
-
-    /// Record an operator action durably, and log it.
-    pub(super) async fn audit(
-        &self,
-        site: &str,
-        target: &str,
-        action: &str,
-        detail: String,
-    ) -> Result<(), Status> {
-        let e = AuditEntry {
-            v: 1,
-            unix_ms: now_ms(),
-            site: site.into(),
-            target: target.into(),
-            action: action.into(),
-            detail,
-            actor: self.actor(),
-        };
-        self.state
-            .catalog
-            .put_audit(&e)
-            .await
-            .map_err(catalog_status)?;
-        super::durable(&self.state).await?;
-        warn!(site, target, action, detail = %e.detail, "audit: operator action");
-        Ok(())
     }
 
     /// Stop a running job (see the RPC's doc): failed first, so that nothing the agent
@@ -175,10 +143,15 @@ impl AdminApi {
         req: pb::ListAuditRequest,
     ) -> Result<pb::ListAuditResponse, Status> {
         let site = (!req.site.is_empty()).then_some(req.site.as_str());
+        let limit = if req.limit == 0 {
+            1000
+        } else {
+            req.limit.min(10_000)
+        } as usize;
         let entries = self
             .state
             .catalog
-            .audit(site)
+            .audit(site, req.since_unix_ms, limit)
             .await
             .map_err(catalog_status)?;
         Ok(pb::ListAuditResponse {
@@ -191,6 +164,7 @@ impl AdminApi {
                     action: e.action,
                     detail: e.detail,
                     actor: e.actor,
+                    outcome: e.outcome,
                 })
                 .collect(),
         })

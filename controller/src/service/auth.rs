@@ -33,10 +33,7 @@ pub fn load_or_create_admin(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let token = match std::fs::read_to_string(&path) {
         Ok(t) => t.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let t = format!(
-                "{ADMIN_TOKEN_PREFIX}{}",
-                URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-            );
+            let t = new_admin_token();
             write_private_file(&path, format!("{t}\n").as_bytes())
                 .with_context(|| format!("write {}", path.display()))?;
             tracing::info!(path = %path.display(), "created the admin credential");
@@ -52,14 +49,68 @@ pub fn load_or_create_admin(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(Sha256::digest(token.as_bytes()).into())
 }
 
+/// The admin credentials in force (not revoked), by name; kept in step with the catalog
+/// by the calls that create and revoke them.
+#[derive(Default)]
+pub struct AdminBook {
+    creds: std::sync::RwLock<Vec<(String, [u8; 32])>>,
+}
+
+impl AdminBook {
+    /// Replace the book with the catalog's records.
+    pub fn load(&self, records: &[crate::catalog::trust::AdminRecord]) {
+        let creds = records
+            .iter()
+            .filter(|r| r.revoked_unix_ms.is_none())
+            .filter_map(|r| {
+                let h: [u8; 32] = hex::decode(&r.hash).ok()?.try_into().ok()?;
+                Some((r.name.clone(), h))
+            })
+            .collect();
+        *self.creds.write().unwrap_or_else(|p| p.into_inner()) = creds;
+    }
+
+    /// The name of the credential whose hash is `h`. Every entry is compared in
+    /// constant time, so the answer's timing says nothing about the others.
+    fn who(&self, h: &[u8]) -> Option<String> {
+        let creds = self.creds.read().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        for (name, hash) in creds.iter() {
+            if bool::from(h.ct_eq(hash)) {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+}
+
+/// The named admin credential behind an admin call (a request extension).
+#[derive(Debug, Clone)]
+pub struct AdminIdentity {
+    pub name: String,
+}
+
+/// A new admin credential's text.
+pub fn new_admin_token() -> String {
+    format!(
+        "{ADMIN_TOKEN_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+/// Hex SHA-256 of a credential's text.
+pub fn token_hash_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
 /// Interceptor guarding the admin service.
 #[derive(Clone)]
 pub struct AdminGuard {
-    pub hash: [u8; 32],
+    pub book: std::sync::Arc<AdminBook>,
 }
 
 impl Interceptor for AdminGuard {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let remote = req.extensions().get::<PeerInfo>().map(|p| p.remote);
         let presented = req
             .metadata()
@@ -73,19 +124,19 @@ impl Interceptor for AdminGuard {
                     "admin credential required (set NEX_ADMIN_TOKEN or admin_token_file in the CLI config)",
                 ))
             }
-            Some(t)
-                if bool::from(
-                    Sha256::digest(t.trim().as_bytes())
-                        .as_slice()
-                        .ct_eq(&self.hash),
-                ) =>
-            {
-                Ok(req)
-            }
-            Some(_) => {
-                warn!(?remote, "admin call with a wrong credential refused");
-                Err(Status::unauthenticated("admin credential rejected"))
-            }
+            Some(t) => match self.book.who(&Sha256::digest(t.trim().as_bytes())) {
+                Some(name) => {
+                    req.extensions_mut().insert(AdminIdentity { name });
+                    Ok(req)
+                }
+                None => {
+                    warn!(
+                        ?remote,
+                        "admin call with a wrong or revoked credential refused"
+                    );
+                    Err(Status::unauthenticated("admin credential rejected"))
+                }
+            },
         }
     }
 }

@@ -132,6 +132,22 @@ impl EnrollService for EnrollApi {
             })
             .await
             .map_err(catalog_status)?;
+        st.audit_trust(
+            &id.site,
+            "agent enrolled",
+            format!(
+                "agent {} serial {} token {}",
+                id.agent_id,
+                id.serial,
+                token.handle()
+            ),
+            format!(
+                "agent {} from {}",
+                id.agent_id,
+                remote.map_or("-".into(), |r| r.to_string())
+            ),
+        )
+        .await;
         super::durable(st).await?;
         info!(?remote, site = %id.site, agent = %id.agent_id, serial = %id.serial,
             token = token.handle(), version = %req.version.escape_debug(), "agent enrolled");

@@ -184,6 +184,16 @@ pub(crate) async fn renew(
     }
     info!(site = %who.site, agent = %who.agent_id, old_serial = %who.serial, serial = %id.serial,
         not_after = id.not_after_unix, "agent certificate renewed");
+    st.audit_trust(
+        &who.site,
+        "agent certificate renewed",
+        format!(
+            "serial {} -> {}, until {}",
+            who.serial, id.serial, id.not_after_unix
+        ),
+        format!("agent {}", who.agent_id),
+    )
+    .await;
     Ok(pb::RenewResponse {
         chain_der: issued.chain_der,
         not_after_unix: id.not_after_unix,

@@ -2,6 +2,7 @@
 //! on receipt, and every failure becomes a `tonic::Status` that names the object.
 
 pub mod admin;
+mod admin_admins;
 mod admin_alerts;
 mod admin_policy;
 mod admin_rpo;
@@ -9,6 +10,7 @@ mod admin_safety;
 mod admin_site;
 mod admin_trust;
 pub mod agent;
+mod audit;
 pub mod auth;
 mod commit;
 pub mod enroll;
