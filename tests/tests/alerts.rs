@@ -488,3 +488,169 @@ fn notify_test_says_what_the_server_answered_or_why_it_failed_naming_the_channel
         out.stderr
     );
 }
+
+/// Binary units with one decimal, as the controller prints sizes.
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Every opened element is closed, in order (void elements aside).
+fn assert_well_formed(html: &str) {
+    let mut stack: Vec<String> = vec![];
+    let mut rest = html;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        let end = rest.find('>').expect("unclosed tag");
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('!') {
+            continue;
+        }
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if ["meta", "br", "hr", "img"].contains(&name.as_str()) {
+            continue;
+        }
+        if tag.starts_with('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.as_str()),
+                "closing </{name}> in {html}"
+            );
+        } else {
+            stack.push(name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed {stack:?}");
+}
+
+#[test]
+fn the_daily_summary_puts_the_site_in_trouble_first_with_the_right_figures() {
+    let env = alert_env(2_000);
+    let sink = SmtpSink::start();
+    add_email(&env, "oncall", &sink);
+    // Three sites on the same server: acme and beta back up, gamma's password is wrong.
+    let mut agents = vec![];
+    for (site, pw) in [("beta", nex_backup_tests::pg::PASSWORD), ("gamma", "wrong")] {
+        let cfg = env.second_agent_config(&format!("{site}-srv1"));
+        let out = env.enroll(&cfg, site);
+        assert!(out.ok, "enroll {site}: {}", out.stderr);
+        let log = env.dir.path().join(format!("{site}.log"));
+        agents.push(nex_backup_tests::procs::Agent::start(
+            &cfg,
+            &[(nex_backup_tests::env::PW_ENV, pw)],
+            &log,
+        ));
+        wait_for(&format!("{site} online"), 30, || {
+            env.status()["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["site"] == site && s["online"] == true)
+                .then_some(())
+        });
+    }
+    let acme = env.backup_ok("main");
+    let beta = env
+        .cli(&["backup", "--site", "beta", "--target", "main", "--json"])
+        .json();
+    assert_eq!(beta["ok"], true, "{beta}");
+    let gamma = env.cli(&["backup", "--site", "gamma", "--target", "main", "--json"]);
+    assert!(!gamma.ok);
+    let out = env.cli(&["notify", "summary", "--send-now"]);
+    assert!(
+        out.ok && out.stdout.contains("1 e-mail channel"),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
+    let mail = wait_for("the summary", 30, || {
+        sink.with_subject("Daily summary").into_iter().next()
+    });
+    assert_eq!(
+        mail.subject,
+        "[NEX Backup] Daily summary: 1 of 3 site(s) need attention"
+    );
+    let sites: Vec<&str> = mail.text.lines().filter(|l| l.starts_with("== ")).collect();
+    assert_eq!(
+        sites,
+        ["== gamma — NEEDS ATTENTION", "== acme", "== beta"],
+        "{}",
+        mail.text
+    );
+    let logical = acme["logical_bytes"].as_u64().expect("logical bytes");
+    let acme_line = format!("backups: 1 ok, 0 failed; {} read", human_bytes(logical));
+    assert!(
+        mail.text.contains(&acme_line),
+        "{acme_line} in {}",
+        mail.text
+    );
+    assert!(
+        mail.text.contains("backups: 0 ok, 1 failed"),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.text.contains("password authentication failed"),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.text.contains("RPO compliance: 0.0%"),
+        "never backed up all day: {}",
+        mail.text
+    );
+    assert!(mail.text.contains("NEVER BACKED UP"), "{}", mail.text);
+    assert_well_formed(&mail.html);
+    assert!(
+        mail.html.contains("<h2>gamma — NEEDS ATTENTION</h2>"),
+        "{}",
+        mail.html
+    );
+    assert!(mail.html.find("<h2>gamma").unwrap() < mail.html.find("<h2>acme").unwrap());
+    assert!(
+        mail.html.contains(&acme_line.replace("backups: ", "")),
+        "the HTML holds the same figures: {}",
+        mail.html
+    );
+    // The schedule: shown, set, and refused when wrong.
+    let out = env.cli(&[
+        "notify",
+        "summary",
+        "--at",
+        "06:30",
+        "--timezone",
+        "Europe/Bratislava",
+        "--weekly",
+        "mon",
+    ]);
+    assert!(
+        out.ok
+            && out
+                .stdout
+                .contains("06:30 (Europe/Bratislava); weekly report: mon"),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
+    let out = env.cli(&["notify", "summary", "--at", "25:00"]);
+    assert!(
+        !out.ok && out.stderr.contains("--at \"25:00\""),
+        "{}",
+        out.stderr
+    );
+    drop(agents);
+}

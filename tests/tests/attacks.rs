@@ -367,7 +367,7 @@ async fn admin_calls_need_the_credential() {
     let e = s.admin().create_token(r).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert_eq!(e.message(), "admin credential rejected");
-    assert_logged("admin call with a wrong credential refused");
+    assert_logged("admin call with a wrong or revoked credential refused");
     assert_logged("admin call without credential refused");
     s.shutdown().await;
 }

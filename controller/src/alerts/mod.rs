@@ -7,12 +7,14 @@
 //! - [`notice`]: what a notice says (subject, text, HTML, webhook JSON).
 //! - [`send`]: delivery to one channel (SMTP, signed webhook).
 //! - [`outbox`]: the delivery worker, with retries and backoff.
+//! - [`summary`]: the daily summary and weekly report by e-mail.
 
 pub mod engine;
 pub mod notice;
 pub mod outbox;
 pub mod rules;
 pub mod send;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +71,13 @@ pub fn spawn(state: &Arc<State>, cfg: AlertConfig) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 r
             }
+        });
+    let st = state.clone();
+    state
+        .workers
+        .periodic("summary", Duration::from_secs(30), None, move || {
+            let st = st.clone();
+            async move { summary::tick(&st).await }
         });
     let st = state.clone();
     let retry_max = cfg.retry_max;

@@ -126,6 +126,20 @@ pub struct OutboxEntry {
     pub last_error: String,
 }
 
+/// When the summary goes out, and when it last did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRecord {
+    pub v: u32,
+    /// Local time of day, "HH:MM".
+    pub at: String,
+    pub timezone: String,
+    /// Day of the weekly report (0 = Monday), if any.
+    pub weekly_day: Option<u8>,
+    /// Local date ("2026-11-30") of the last daily summary and weekly report sent.
+    pub last_daily: String,
+    pub last_weekly: String,
+}
+
 /// What one incident transition writes, atomically: the incident and its notices.
 #[derive(Debug, Clone)]
 pub struct IncidentChange {
@@ -154,4 +168,7 @@ pub trait AlertCatalog: Send + Sync + 'static {
     async fn put_outbox(&self, e: &OutboxEntry) -> Result<()>;
     /// Remove a delivered entry.
     async fn delivered(&self, id: u64) -> Result<()>;
+    async fn summary(&self) -> Result<Option<SummaryRecord>>;
+    /// Set (or with `None` remove) the summary schedule, durably.
+    async fn put_summary(&self, s: Option<&SummaryRecord>) -> Result<()>;
 }

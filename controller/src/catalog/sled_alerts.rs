@@ -7,6 +7,7 @@
 //! | `incidents` | id (u64 be) | JSON [`IncidentRecord`] |
 //! | `incident_open` | rule, 0, site, 0, subject | id of the open incident |
 //! | `outbox` | id (u64 be) | JSON [`OutboxEntry`] |
+//! | `alert_meta` | `summary` | JSON [`SummaryRecord`] |
 
 use async_trait::async_trait;
 use sled::Transactional;
@@ -15,6 +16,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::Result;
 use super::alerts::{
     AlertCatalog, ChannelRecord, IncidentChange, IncidentRecord, OutboxEntry, RuleRecord,
+    SummaryRecord,
 };
 use super::sled_codec::{decode, encode, key, sled_err, storage};
 
@@ -27,6 +29,7 @@ pub struct SledAlerts {
     incidents: sled::Tree,
     open: sled::Tree,
     outbox: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl SledAlerts {
@@ -39,6 +42,7 @@ impl SledAlerts {
             incidents: t("incidents")?,
             open: t("incident_open")?,
             outbox: t("outbox")?,
+            meta: t("alert_meta")?,
         })
     }
 
@@ -158,6 +162,23 @@ impl AlertCatalog for SledAlerts {
 
     async fn delivered(&self, id: u64) -> Result<()> {
         self.outbox.remove(id.to_be_bytes()).map_err(sled_err)?;
+        self.db.flush_async().await.map_err(sled_err)?;
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<Option<SummaryRecord>> {
+        self.meta
+            .get(b"summary")
+            .map_err(sled_err)?
+            .map(|v| decode(b"summary", &v))
+            .transpose()
+    }
+
+    async fn put_summary(&self, s: Option<&SummaryRecord>) -> Result<()> {
+        match s {
+            Some(s) => self.meta.insert(b"summary", encode(s)).map_err(sled_err)?,
+            None => self.meta.remove(b"summary").map_err(sled_err)?,
+        };
         self.db.flush_async().await.map_err(sled_err)?;
         Ok(())
     }

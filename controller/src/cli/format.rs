@@ -2,18 +2,7 @@
 
 /// 1536 -> "1.5 KiB".
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    crate::policy::human_bytes(n)
 }
 
 /// Milliseconds since the epoch -> "2026-11-28 16:40:05Z".
@@ -38,6 +27,47 @@ pub fn age(now_ms: u64, then_ms: u64) -> String {
         3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
     }
+}
+
+/// A host's health in one cell: "load 0.4/2, mem 61%, disk 12.3 GiB free (pg_data main)".
+pub fn health(h: Option<&nex_backup_shared::pb::HostHealth>) -> String {
+    let Some(h) = h else { return "-".into() };
+    let mem = (h.mem_used_bytes.saturating_mul(100))
+        .checked_div(h.mem_total_bytes)
+        .map_or("-".into(), |p| format!("{p}%"));
+    let disk = h
+        .volumes
+        .iter()
+        .min_by_key(|v| v.free_bytes)
+        .map(|v| format!("{} free ({})", bytes(v.free_bytes), v.role))
+        .unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "load {:.1}/{}, mem {mem}, disk {disk}",
+        h.cpu_load_1m, h.cpus
+    );
+    if h.clock_offset_ms.abs() >= 2000 {
+        s.push_str(&format!(
+            ", clock {:+.1}s",
+            h.clock_offset_ms as f64 / 1000.0
+        ));
+    }
+    s
+}
+
+/// A host's health for `--json`.
+pub fn health_json(h: Option<&nex_backup_shared::pb::HostHealth>) -> serde_json::Value {
+    let Some(h) = h else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "cpu_load_1m": h.cpu_load_1m, "cpus": h.cpus, "mem_total_bytes": h.mem_total_bytes,
+        "mem_used_bytes": h.mem_used_bytes, "os": h.os, "clock_offset_ms": h.clock_offset_ms,
+        "at_unix_ms": h.at_unix_ms,
+        "volumes": h.volumes.iter().map(|v| serde_json::json!({"role": v.role, "path": v.path,
+            "free_bytes": v.free_bytes, "total_bytes": v.total_bytes})).collect::<Vec<_>>(),
+        "pg_versions": h.pg_versions.iter().map(|p| serde_json::json!({"target": p.target,
+            "version": p.version})).collect::<Vec<_>>(),
+    })
 }
 
 /// Render rows as a left-aligned table with a header.

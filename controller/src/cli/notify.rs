@@ -32,6 +32,31 @@ pub enum NotifyCommand {
     Rules(RulesArgs),
     /// Change a rule globally or for one site; unset flags keep their value.
     Rule(RuleArgs),
+    /// The daily summary (and weekly report) by e-mail: show, schedule, or send now.
+    Summary(SummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Local time of the daily summary, HH:MM (default 07:00).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Its time zone, e.g. Europe/Bratislava (default: the controller's default zone).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Day of the weekly report: mon..sun, or off.
+    #[arg(long)]
+    pub weekly: Option<String>,
+    /// Stop sending summaries.
+    #[arg(long, conflicts_with_all = ["at", "timezone", "weekly", "send_now"])]
+    pub off: bool,
+    /// Send the summary now (with --weekly-report: the weekly report).
+    #[arg(long)]
+    pub send_now: bool,
+    #[arg(long, requires = "send_now")]
+    pub weekly_report: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +278,7 @@ pub async fn notify(c: NotifyCommand) -> anyhow::Result<ExitCode> {
             );
         }
         NotifyCommand::Rules(a) => rules(&a).await?,
+        NotifyCommand::Summary(a) => summary(a).await?,
         NotifyCommand::Rule(a) => {
             let m = pb::AlertRuleMsg {
                 rule: a.rule,
@@ -442,4 +468,40 @@ pub async fn incidents(a: IncidentsArgs) -> anyhow::Result<ExitCode> {
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn summary(a: SummaryArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.client).await?;
+    if a.send_now {
+        let r = client
+            .send_summary(pb::SendSummaryRequest {
+                weekly: a.weekly_report,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        println!("summary queued for {} e-mail channel(s)", r.queued);
+        return Ok(());
+    }
+    let show_only = !a.off && a.at.is_none() && a.timezone.is_none() && a.weekly.is_none();
+    let m = pb::SummaryMsg {
+        at: a.at.unwrap_or_default(),
+        timezone: a.timezone.unwrap_or_default(),
+        weekly_day: a.weekly.unwrap_or_default(),
+        off: a.off,
+        show_only,
+        enabled: false,
+    };
+    let r = client.set_summary(m).await.map_err(status)?.into_inner();
+    if r.enabled {
+        println!(
+            "daily summary at {} ({}); weekly report: {}",
+            r.at, r.timezone, r.weekly_day
+        );
+    } else {
+        println!(
+            "no summaries are sent (set one with: nex-backup notify summary --at 07:00 --timezone Europe/Bratislava)"
+        );
+    }
+    Ok(())
 }

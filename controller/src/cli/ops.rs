@@ -43,6 +43,7 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
         let sites: Vec<_> = resp.sites.iter().map(|s| json!({
             "site": s.site, "agent_id": s.agent_id, "online": s.online, "agent_version": s.agent_version,
             "last_seen_unix_ms": s.last_seen_unix_ms,
+            "health": super::format::health_json(s.health.as_ref()),
             "targets": s.targets.iter().map(|t| json!({
                 "target": t.target, "kind": t.kind, "newest_snapshot": t.newest_snapshot,
                 "newest_unix_ms": t.newest_unix_ms, "newest_standing": t.newest_standing,
@@ -117,6 +118,23 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
             &rows
         )
     );
+    let hosts: Vec<Vec<String>> = resp
+        .sites
+        .iter()
+        .filter(|s| s.health.is_some())
+        .map(|s| {
+            let h = s.health.as_ref();
+            vec![
+                s.site.clone(),
+                s.agent_id.clone(),
+                super::format::health(h),
+                h.map(|h| h.os.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !hosts.is_empty() {
+        println!("\n{}", table(&["SITE", "AGENT", "HOST", "OS"], &hosts));
+    }
     if !resp.workers.is_empty() {
         println!("\n{}", workers_table(now, &resp.workers));
     }

@@ -186,6 +186,7 @@ fn print_agents(agents: &[pb::AgentInfo], as_json: bool) {
             "site": a.site, "agent_id": a.agent_id, "version": a.version, "online": a.online,
             "last_seen_unix_ms": a.last_seen_unix_ms, "cert_not_after_unix": a.cert_not_after_unix,
             "cert_serial": a.cert_serial, "revoked": a.revoked, "enrolled_unix_ms": a.enrolled_unix_ms,
+            "health": super::format::health_json(a.health.as_ref()),
         })).collect();
         println!("{}", serde_json::Value::Array(v));
         return;
@@ -221,6 +222,7 @@ fn print_agents(agents: &[pb::AgentInfo], as_json: bool) {
                 } else {
                     a.version.clone()
                 },
+                super::format::health(a.health.as_ref()),
             ]
         })
         .collect();
@@ -233,7 +235,8 @@ fn print_agents(agents: &[pb::AgentInfo], as_json: bool) {
                 "STATE",
                 "LAST SEEN",
                 "CERT EXPIRES",
-                "VERSION"
+                "VERSION",
+                "HOST"
             ],
             &rows
         )

@@ -216,6 +216,22 @@ impl Policy {
 }
 
 /// "1d2h", "30m", "45s".
+/// 1536 -> "1.5 KiB" (binary units, one decimal).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 pub fn human_secs(s: u64) -> String {
     let (d, h, m, sec) = (s / 86400, s % 86400 / 3600, s % 3600 / 60, s % 60);
     let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (sec, "s")]

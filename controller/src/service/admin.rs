@@ -183,6 +183,11 @@ impl AdminService for AdminApi {
                         a.last_seen_unix_ms
                     },
                     targets,
+                    health: self
+                        .state
+                        .health
+                        .latest(&a.site, &a.agent_id)
+                        .map(|h| h.to_pb()),
                 });
             }
             let st = &self.state.hub.stats;
@@ -670,6 +675,30 @@ impl AdminService for AdminApi {
         self.audited("RevokeAdmin", request, |request| async move {
             Ok(Response::new(
                 self.revoke_admin_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn set_summary(
+        &self,
+        request: Request<pb::SummaryMsg>,
+    ) -> Result<Response<pb::SummaryMsg>, Status> {
+        self.audited("SetSummary", request, |request| async move {
+            Ok(Response::new(
+                self.set_summary_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn send_summary(
+        &self,
+        request: Request<pb::SendSummaryRequest>,
+    ) -> Result<Response<pb::SendSummaryResponse>, Status> {
+        self.audited("SendSummary", request, |request| async move {
+            Ok(Response::new(
+                self.send_summary_impl(request.into_inner()).await?,
             ))
         })
         .await

@@ -482,3 +482,104 @@ impl AdminApi {
         Ok(incident_info(inc))
     }
 }
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn summary_msg(r: Option<&crate::catalog::alerts::SummaryRecord>) -> pb::SummaryMsg {
+    match r {
+        None => pb::SummaryMsg::default(),
+        Some(r) => pb::SummaryMsg {
+            at: r.at.clone(),
+            timezone: r.timezone.clone(),
+            weekly_day: r
+                .weekly_day
+                .map_or("off".into(), |d| DAYS[d as usize % 7].into()),
+            enabled: true,
+            ..Default::default()
+        },
+    }
+}
+
+impl AdminApi {
+    pub(super) async fn set_summary_impl(
+        &self,
+        m: pb::SummaryMsg,
+    ) -> Result<pb::SummaryMsg, Status> {
+        let a = &self.state.alerts;
+        let current = a.summary().await.map_err(catalog_status)?;
+        if m.show_only {
+            return Ok(summary_msg(current.as_ref()));
+        }
+        if m.off {
+            a.put_summary(None).await.map_err(catalog_status)?;
+            self.audit("", "", "summary turned off", String::new())
+                .await?;
+            return Ok(summary_msg(None));
+        }
+        let mut rec = current.unwrap_or(crate::catalog::alerts::SummaryRecord {
+            v: 1,
+            at: "07:00".into(),
+            timezone: self.state.default_policy.timezone.clone(),
+            ..Default::default()
+        });
+        if !m.at.is_empty() {
+            let ok = m.at.len() == 5 && chrono::NaiveTime::parse_from_str(&m.at, "%H:%M").is_ok();
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "--at {:?}: a local time HH:MM, e.g. 07:00",
+                    m.at
+                )));
+            }
+            rec.at = m.at.clone();
+        }
+        if !m.timezone.is_empty() {
+            m.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "--timezone {:?}: not a time zone name, e.g. Europe/Bratislava",
+                    m.timezone
+                ))
+            })?;
+            rec.timezone = m.timezone.clone();
+        }
+        match m.weekly_day.as_str() {
+            "" => {}
+            "off" => rec.weekly_day = None,
+            d => {
+                let Some(i) = DAYS.iter().position(|x| *x == d) else {
+                    return Err(Status::invalid_argument(format!(
+                        "--weekly {d:?}: one of mon, tue, wed, thu, fri, sat, sun, off"
+                    )));
+                };
+                rec.weekly_day = Some(i as u8);
+            }
+        }
+        a.put_summary(Some(&rec)).await.map_err(catalog_status)?;
+        let out = summary_msg(Some(&rec));
+        self.audit(
+            "",
+            "",
+            "summary schedule set",
+            format!(
+                "daily at {} {}, weekly {}",
+                out.at, out.timezone, out.weekly_day
+            ),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    pub(super) async fn send_summary_impl(
+        &self,
+        r: pb::SendSummaryRequest,
+    ) -> Result<pb::SendSummaryResponse, Status> {
+        let n = crate::alerts::summary::enqueue(&self.state, now_ms(), r.weekly)
+            .await
+            .map_err(catalog_status)?;
+        if n == 0 {
+            return Err(Status::failed_precondition(
+                "no e-mail channel to send the summary to (nex-backup notify add-email)",
+            ));
+        }
+        Ok(pb::SendSummaryResponse { queued: n as u32 })
+    }
+}

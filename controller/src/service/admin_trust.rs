@@ -84,6 +84,11 @@ impl AdminApi {
                 revoked: id.revoked_unix_ms.is_some(),
                 online,
                 enrolled_unix_ms: id.enrolled_unix_ms,
+                health: self
+                    .state
+                    .health
+                    .latest(&id.site, &id.agent_id)
+                    .map(|h| h.to_pb()),
             });
         }
         Ok(pb::ListAgentsResponse { agents })

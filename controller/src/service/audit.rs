@@ -57,7 +57,7 @@ scope!(site: CreateTokenRequest, RevokeAgentRequest, SetSitePolicyRequest, GetSi
     ListIncidentsRequest);
 scope!(none: StatusRequest, ListAgentsRequest, ListPoliciesRequest, CancelJobRequest,
     ListChannelsRequest, DeleteChannelRequest, TestChannelRequest, AckIncidentRequest,
-    CreateAdminRequest, ListAdminsRequest, RevokeAdminRequest);
+    CreateAdminRequest, ListAdminsRequest, RevokeAdminRequest, SummaryMsg, SendSummaryRequest);
 
 /// Who calls: the named credential and the address it came from.
 fn actor_of<T>(req: &Request<T>) -> String {
