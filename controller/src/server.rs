@@ -128,6 +128,14 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     let mut tls_src = cfg.tls.clone();
     if tls_src.names.is_empty() {
         tls_src.names = default_names(cfg.listen);
+    } else if tls_src.cert_file.is_none() {
+        // Names given for remote agents keep the loopback names, so the CLI on the
+        // controller's own host (cli.toml says 127.0.0.1) still verifies.
+        for n in ["localhost", "127.0.0.1", "::1"] {
+            if !tls_src.names.iter().any(|x| x == n) {
+                tls_src.names.push(n.into());
+            }
+        }
     }
     let pki = Arc::new(Pki::load_or_create(&cfg.data_dir, &tls_src).context("load PKI")?);
     let first_admin = load_or_create_admin(&cfg.data_dir)?;

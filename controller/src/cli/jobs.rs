@@ -14,6 +14,8 @@ use super::format::{bytes, table, time};
 /// What `jobs` does besides listing.
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsAction {
+    /// One job in full: its error (whole), times, duration, bytes, snapshot, agent.
+    Show { job_id: String },
     /// Stop a running job: recorded as failed, the agent stops it (a backup commits
     /// nothing). Audited.
     Cancel {
@@ -63,6 +65,7 @@ async fn fetch_jobs(a: &JobsArgs) -> anyhow::Result<Vec<pb::JobInfo>> {
                 failed_only: a.failed,
                 limit: (a.limit as usize - out.len()).min(1000) as u32,
                 page_token,
+                job_id: String::new(),
             })
             .await
             .map_err(|s| anyhow!("{}", s.message()))?
@@ -76,7 +79,68 @@ async fn fetch_jobs(a: &JobsArgs) -> anyhow::Result<Vec<pb::JobInfo>> {
     Ok(out)
 }
 
+/// `jobs show ID`.
+async fn show(a: &JobsArgs, job_id: &str) -> anyhow::Result<ExitCode> {
+    let r = connect(&a.client)
+        .await?
+        .list_jobs(pb::ListJobsRequest {
+            job_id: job_id.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+        .into_inner();
+    let Some(j) = r.jobs.into_iter().next() else {
+        anyhow::bail!("no job {job_id}");
+    };
+    if a.client.json {
+        println!("{}", job_json(&j));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = [
+        ("job", j.job_id.clone()),
+        (
+            "what",
+            format!("{} of {}/{} ({})", j.kind, j.site, j.target, j.trigger),
+        ),
+        ("agent", j.agent_id.clone()),
+        ("state", j.state.clone()),
+        ("started", time(j.started_unix_ms)),
+        ("ended", time(j.ended_unix_ms)),
+        ("duration", duration(&j)),
+        (
+            "snapshot",
+            if j.snapshot_id.is_empty() {
+                "-".into()
+            } else {
+                j.snapshot_id.clone()
+            },
+        ),
+        ("read", bytes(j.logical_bytes)),
+        ("new", bytes(j.new_bytes)),
+    ];
+    for (k, v) in rows {
+        println!("{k:<10}{v}");
+    }
+    if !j.error.is_empty() {
+        println!("error:\n{}", j.error);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn job_json(j: &pb::JobInfo) -> serde_json::Value {
+    json!({
+        "job_id": j.job_id, "site": j.site, "target": j.target, "kind": j.kind,
+        "state": j.state, "trigger": j.trigger, "started_unix_ms": j.started_unix_ms,
+        "ended_unix_ms": j.ended_unix_ms, "error": j.error, "snapshot_id": j.snapshot_id,
+        "logical_bytes": j.logical_bytes, "new_bytes": j.new_bytes, "agent_id": j.agent_id,
+    })
+}
+
 pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(JobsAction::Show { job_id }) = &a.action {
+        return show(&a, job_id).await;
+    }
     if let Some(JobsAction::Cancel { job_id, reason }) = &a.action {
         let j = connect(&a.client)
             .await?
@@ -98,12 +162,7 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
         next_page_token: String::new(),
     };
     if a.client.json {
-        let v: Vec<_> = r.jobs.iter().map(|j| json!({
-            "job_id": j.job_id, "site": j.site, "target": j.target, "kind": j.kind,
-            "state": j.state, "trigger": j.trigger, "started_unix_ms": j.started_unix_ms,
-            "ended_unix_ms": j.ended_unix_ms, "error": j.error, "snapshot_id": j.snapshot_id,
-            "logical_bytes": j.logical_bytes, "new_bytes": j.new_bytes, "agent_id": j.agent_id,
-        })).collect();
+        let v: Vec<_> = r.jobs.iter().map(job_json).collect();
         println!("{}", serde_json::Value::Array(v));
         return Ok(ExitCode::SUCCESS);
     }
@@ -126,7 +185,17 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     "-".into()
                 },
-                j.error.chars().take(80).collect(),
+                match j.error.lines().next() {
+                    Some(first) if first.chars().count() > 80 || j.error.contains('\n') => {
+                        format!(
+                            "{}… (jobs show {})",
+                            first.chars().take(80).collect::<String>(),
+                            j.job_id
+                        )
+                    }
+                    Some(first) => first.to_string(),
+                    None => String::new(),
+                },
             ]
         })
         .collect();

@@ -124,6 +124,44 @@ fn last_backup(
     t.last_job_error = nex_backup_shared::text::clean(first, 200);
 }
 
+/// A snapshot by its id or a unique prefix of it (at least 8 characters, e.g. the
+/// date part `20261130T0912`).
+fn find_snapshot<'a>(
+    snaps: &'a [crate::catalog::SnapshotRecord],
+    id: &str,
+    target: &str,
+) -> Result<&'a crate::catalog::SnapshotRecord, Status> {
+    if let Some(s) = snaps.iter().find(|s| s.snapshot_id == id) {
+        return Ok(s);
+    }
+    if check_snapshot(id).is_ok() || id.len() < 8 {
+        check_snapshot(id)?;
+        return Err(Status::not_found(format!(
+            "snapshot {id} of target {target} not found"
+        )));
+    }
+    let id = nex_backup_shared::text::clean(id, 64);
+    let matches: Vec<_> = snaps
+        .iter()
+        .filter(|s| s.snapshot_id.starts_with(id.as_str()))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Status::not_found(format!(
+            "no snapshot of target {target} starts with {id}"
+        ))),
+        many => Err(Status::invalid_argument(format!(
+            "{id} is the start of {} snapshots of target {target} ({}); give more of the id",
+            many.len(),
+            many.iter()
+                .take(5)
+                .map(|s| s.snapshot_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     type RunBackupStream = ReceiverStream<Result<pb::JobUpdate, Status>>;
@@ -340,16 +378,7 @@ impl AdminService for AdminApi {
                     ))
                 })?
             } else {
-                check_snapshot(&req.snapshot_id)?;
-                snaps
-                    .iter()
-                    .find(|s| s.snapshot_id == req.snapshot_id)
-                    .ok_or_else(|| {
-                        Status::not_found(format!(
-                            "snapshot {} of target {} not found",
-                            req.snapshot_id, req.target
-                        ))
-                    })?
+                find_snapshot(&snaps, &req.snapshot_id, &req.target)?
             };
             let kind = Kind::Restore(pb::RestoreCommand {
                 target: req.target.clone(),

@@ -292,6 +292,24 @@ impl AdminApi {
         &self,
         req: pb::ListJobsRequest,
     ) -> Result<pb::ListJobsResponse, Status> {
+        if !req.job_id.is_empty() {
+            let j = self
+                .state
+                .catalog
+                .job(&req.job_id)
+                .await
+                .map_err(catalog_status)?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no job {} (nex-backup jobs lists them)",
+                        nex_backup_shared::text::clean(&req.job_id, 80)
+                    ))
+                })?;
+            return Ok(pb::ListJobsResponse {
+                jobs: vec![job_info(j)],
+                next_page_token: String::new(),
+            });
+        }
         let mut jobs = self.state.catalog.jobs().await.map_err(catalog_status)?;
         jobs.retain(|j| {
             (req.site.is_empty() || j.site == req.site)
