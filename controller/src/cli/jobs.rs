@@ -31,8 +31,10 @@ pub enum JobsAction {
 pub struct JobsArgs {
     #[command(subcommand)]
     pub action: Option<JobsAction>,
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: Option<String>,
     /// Only failed jobs.
@@ -212,6 +214,7 @@ pub struct RpoArgs {
     /// Window for the compliance figures, in days.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
     #[command(flatten)]

@@ -108,11 +108,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: String,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: String,
-    /// Snapshot id, or `latest`.
+    /// Snapshot id, a unique prefix of it (8+ characters), or `latest`.
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
     #[command(flatten)]
@@ -188,8 +190,10 @@ pub struct ClientOnly {
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: Option<String>,
     #[command(flatten)]
@@ -198,8 +202,10 @@ pub struct SnapshotsArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: String,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: String,
     /// Back up now even if the site's backup window is closed.
@@ -211,11 +217,13 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: String,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: String,
-    /// Snapshot id, or `latest`.
+    /// Snapshot id, a unique prefix of it (8+ characters), or `latest`.
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
     /// Database to restore into (created; must not exist unless --clean).

@@ -142,6 +142,7 @@ pub struct WebhookArgs {
 
 #[derive(Debug, Args)]
 pub struct RulesArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
     #[command(flatten)]
@@ -182,6 +183,7 @@ pub struct IncidentsArgs {
     /// Only open incidents.
     #[arg(long)]
     pub open: bool,
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
     #[command(flatten)]

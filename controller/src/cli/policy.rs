@@ -50,8 +50,10 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: Option<String>,
     /// Show the plan and what it would free; change nothing.

@@ -9,6 +9,7 @@ use super::trust::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct PolicySetArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: String,
     /// The target; without it the command sets the site's own settings.
@@ -30,16 +31,22 @@ pub struct PolicySetArgs {
     /// Site: upload bandwidth limit, e.g. 512KiB, 2MiB (per second); 0 = none.
     #[arg(long, value_parser = parse_rate)]
     pub bandwidth: Option<u64>,
+    /// Recovery point objective: the newest good snapshot must be younger, e.g. 24h.
     #[arg(long, value_parser = parse_duration)]
     pub rpo: Option<Duration>,
+    /// Recovery time objective: a restore drill must finish within it, e.g. 1h.
     #[arg(long, value_parser = parse_duration)]
     pub rto: Option<Duration>,
+    /// Keep the newest good snapshot of each of the last N days.
     #[arg(long)]
     pub keep_daily: Option<u32>,
+    /// Keep the newest good snapshot of each of the last N weeks.
     #[arg(long)]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest good snapshot of each of the last N months.
     #[arg(long)]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest N good snapshots.
     #[arg(long)]
     pub keep_last: Option<u32>,
     /// Rehearse a restore this often (e.g. 7d); 0 disables drills.

@@ -23,6 +23,7 @@ pub enum HoldCommand {
 
 #[derive(Debug, Args)]
 pub struct SiteArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
     #[command(flatten)]
@@ -31,8 +32,10 @@ pub struct SiteArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: String,
+    /// The target (a database the site's agent backs up), e.g. invoices.
     #[arg(long)]
     pub target: String,
     #[command(flatten)]
@@ -101,6 +104,7 @@ pub async fn hold(c: HoldCommand) -> anyhow::Result<ExitCode> {
 /// `nex-backup audit`: the audit log, oldest first.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
+    /// The customer site, e.g. acme.
     #[arg(long)]
     pub site: Option<String>,
     /// Only entries of the last DURATION, e.g. 24h or 7d.
