@@ -654,3 +654,36 @@ fn the_daily_summary_puts_the_site_in_trouble_first_with_the_right_figures() {
     );
     drop(agents);
 }
+
+#[test]
+fn a_drill_over_its_rto_opens_one_incident_and_one_notice() {
+    let env = alert_env(60_000);
+    let sink = SmtpSink::start();
+    only_rules(&env, &["drill-over-rto", "drill-failed"]);
+    add_email(&env, "oncall", &sink);
+    env.backup_ok("main");
+    env.set_target_policy("main", &["--rto", "1s"]);
+    let d = env.cli(&["drill", "--site", SITE, "--target", "main", "--json"]);
+    let v: Value = serde_json::from_str(&d.stdout).expect("drill JSON");
+    assert_eq!(v["ok"], true, "the drill restores and verifies: {v}");
+    assert!(!d.ok, "but the CLI says the RTO was missed (exit status)");
+    let took = v["duration_ms"].as_u64().unwrap_or(0);
+    assert!(
+        took > 1000,
+        "a 60,000-row restore takes longer than 1 s: {took} ms"
+    );
+    let inc = wait_for("the drill incident", 30, || {
+        incidents_of(&env, "drill-over-rto").into_iter().next()
+    });
+    assert!(
+        inc["summary"]
+            .as_str()
+            .unwrap()
+            .contains("over its RTO of 1s"),
+        "{inc}"
+    );
+    wait_for("its notice", 30, || {
+        (sink.with_subject("OPEN: restore drill over its RTO").len() == 1).then_some(())
+    });
+    assert!(incidents_of(&env, "drill-failed").is_empty());
+}
