@@ -146,10 +146,7 @@ impl AgentConfig {
     pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
         let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.into(),
-            key: e
-                .span()
-                .map(|s| key_at(text, s.start))
-                .unwrap_or_else(|| "(syntax)".into()),
+            key: syntax_key(text, &e),
             reason: e.message().to_string(),
         })?;
         let err = |key: &str, reason: String| ConfigError {
@@ -271,6 +268,35 @@ fn default_agent_id() -> String {
         .take(64)
         .collect();
     if id.is_empty() { "agent".into() } else { id }
+}
+
+/// Where a TOML error is: the key path (with the missing key, for a missing field) and
+/// the line, e.g. `targets.user (line 7)`.
+fn syntax_key(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return "(syntax)".into();
+    };
+    let at = span.start.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_text = text[line_start..].lines().next().unwrap_or("").trim();
+    let mut key = match line_text.strip_prefix('[') {
+        // The span is a table (a missing key is reported on its header).
+        Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        None => key_at(text, span.start),
+    };
+    if let Some(missing) = e
+        .message()
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        key = if key == "(top level)" {
+            missing.to_string()
+        } else {
+            format!("{key}.{missing}")
+        };
+    }
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!("{key} (line {line})")
 }
 
 /// The dotted key path at a byte offset, best effort: the nearest `[table]` header plus

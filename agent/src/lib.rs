@@ -1,6 +1,7 @@
 //! NEX Backup agent library: everything behind the `nex-backup-agent` binary.
 //!
 //! Module map:
+//! - [`checkup`]: `check-config` beyond syntax, offline and (`--online`) against the servers.
 //! - [`config`]: the TOML config (what this host can back up); errors name file and key.
 //! - [`enrollment`]: identity files in the state dir (key + certificate, pinned CA, key ring).
 //! - [`trust`]: enroll, seal keys to recovery keys, recover, rotate keys, renew certificates.
@@ -15,6 +16,7 @@
 //! - [`pgtools`]: locating pg_dump & co. of a suitable version on Linux and Windows.
 
 pub mod backup;
+pub mod checkup;
 pub mod config;
 pub mod ctx;
 pub mod custody;

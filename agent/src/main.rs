@@ -22,10 +22,15 @@ enum Command {
         #[arg(long, env = "NEX_AGENT_CONFIG")]
         config: PathBuf,
     },
-    /// Check a config file and exit.
+    /// Check a config file and exit: syntax, then what can be checked here (controller,
+    /// targets, password sources, pg_bin_dir, state dir); with --online also each
+    /// database and the controller.
     CheckConfig {
         #[arg(long, env = "NEX_AGENT_CONFIG")]
         config: PathBuf,
+        /// Also connect to each database and to the controller.
+        #[arg(long)]
+        online: bool,
     },
     /// Enroll this host with a controller: generate the agent key here, spend a
     /// single-use token for a certificate, and (first agent of a site) the site key.
@@ -68,9 +73,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::CheckConfig { config } => AgentConfig::load(&config)
-            .map(|_| println!("config {} is valid", config.display()))
-            .map_err(anyhow::Error::from),
+        Command::CheckConfig { config, online } => check_config(&config, online),
         Command::Run { config } => run(&config),
         Command::Enroll {
             config,
@@ -112,6 +115,30 @@ fn main() -> ExitCode {
 }
 
 /// Run one async operation with the config and print its summary.
+fn check_config(config: &std::path::Path, online: bool) -> anyhow::Result<()> {
+    use nex_backup_agent::checkup;
+    let cfg = AgentConfig::load(config)?;
+    let text = std::fs::read_to_string(config)?;
+    let mut findings = checkup::offline(&cfg, &text);
+    if online {
+        let rt = tokio::runtime::Runtime::new()?;
+        findings.extend(rt.block_on(checkup::online(&cfg, &text)));
+    }
+    if !checkup::report(&findings) {
+        anyhow::bail!("config {} has errors (above)", config.display());
+    }
+    println!(
+        "config {} is valid{}",
+        config.display(),
+        if online {
+            " and its servers answer"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
 fn one_shot<F, Fut>(config: &std::path::Path, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(AgentConfig) -> Fut,

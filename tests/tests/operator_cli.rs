@@ -119,3 +119,59 @@ fn tls_name_keeps_the_loopback_names_for_the_cli_on_the_controllers_host() {
         out.stderr
     );
 }
+
+#[test]
+fn check_config_finds_what_syntax_alone_does_not_and_online_reaches_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "state_dir = \"/nonexistent/nexb-state\"\n\n[[targets]]\nname = \"main\"\nuser = \"postgres\"\ndbname = \"x\"\npassword_env = \"NEXB_SURELY_UNSET_PW\"\npg_bin_dir = \"/nonexistent\"\n",
+    )
+    .unwrap();
+    let out = nex_backup_tests::procs::agent_cmd(
+        &["check-config", "--config", bad.to_str().unwrap()],
+        &[],
+    );
+    assert!(!out.ok, "{}", out.stdout);
+    for want in [
+        "error: controller: no controller URL",
+        "error: line 7: targets[0] (main).password_env: the environment variable NEXB_SURELY_UNSET_PW is not set",
+        "error: line 8: targets[0] (main).pg_bin_dir: /nonexistent holds no pg_dump",
+        "warning: line 1: state_dir",
+    ] {
+        assert!(out.stdout.contains(want), "{want:?} in {}", out.stdout);
+    }
+    let none = dir.path().join("none.toml");
+    std::fs::write(&none, "controller = \"https://127.0.0.1:1\"\nstate_dir = \"/tmp\"\n\n[[targets]]\nname = \"main\"\ndbname = \"x\"\n").unwrap();
+    let out = nex_backup_tests::procs::agent_cmd(
+        &["check-config", "--config", none.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.stderr
+            .contains("targets.user (line 4): missing field `user`"),
+        "{}",
+        out.stderr
+    );
+
+    // The real agent's config: valid, and --online reaches the database and the controller.
+    let env = Env::start(&invoices_sql(10), EnvOpts::default());
+    let cfg = env.agent_config.to_str().unwrap().to_string();
+    let out = nex_backup_tests::procs::agent_cmd(
+        &["check-config", "--config", &cfg, "--online"],
+        &env.agent_env(),
+    );
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("ok: targets[0] (main): PostgreSQL 15"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("accepts agent acme-srv1 of site {SITE}")),
+        "{}",
+        out.stdout
+    );
+}
