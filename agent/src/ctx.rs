@@ -21,6 +21,7 @@ use nex_backup_shared::keyring::KeyRing;
 
 use crate::config::AgentConfig;
 use crate::enrollment::{Enrollment, load_keyring};
+use crate::error::AgentError;
 
 /// See module docs.
 pub struct Ctx {
@@ -239,7 +240,7 @@ impl Ctx {
 
     /// Run `f` until it succeeds, retrying transient failures with jittered backoff
     /// within the configured budget. `what` names the operation in the error.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, String>
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, AgentError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -249,7 +250,7 @@ impl Ctx {
         loop {
             let res = tokio::select! {
                 r = f() => r,
-                _ = self.shutdown.cancelled() => return Err(format!("{what}: agent is shutting down")),
+                _ = self.shutdown.cancelled() => return Err(AgentError::ShuttingDown { what: what.into() }),
             };
             match res {
                 Ok(v) => return Ok(v),
@@ -257,11 +258,11 @@ impl Ctx {
                     tracing::warn!(what, code = ?s.code(), error = %s.message(), "transient failure, retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(jitter(delay)) => {},
-                        _ = self.shutdown.cancelled() => return Err(format!("{what}: agent is shutting down")),
+                        _ = self.shutdown.cancelled() => return Err(AgentError::ShuttingDown { what: what.into() }),
                     }
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
-                Err(s) => return Err(format!("{what}: {}", s.message())),
+                Err(s) => return Err(AgentError::controller(what, &s)),
             }
         }
     }

@@ -11,6 +11,7 @@
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
 //! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool.
+//! - [`error`]: the agent's typed errors (a controller refusal keeps its gRPC code).
 //! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.
 //! - [`pg`]: connecting to PostgreSQL, passwords, row counts.
 //! - [`pgtools`]: locating pg_dump & co. of a suitable version on Linux and Windows.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod ctx;
 pub mod custody;
 pub mod enrollment;
+pub mod error;
 pub mod health;
 pub mod pg;
 pub mod pgtools;

@@ -19,6 +19,7 @@ use tracing::info;
 use self::pipeline::{JobRef, upload_stream};
 use crate::config::TargetConfig;
 use crate::ctx::Ctx;
+use crate::error::AgentError;
 use crate::{pg, pgtools};
 
 pub(crate) use nex_backup_shared::clock::now_ms;
@@ -139,7 +140,17 @@ async fn backup(
         },
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    commit(ctx, job, &manifest, started_ms).await?;
+    commit(ctx, job, &manifest, started_ms)
+        .await
+        .map_err(|e| match e.code() {
+            // The controller no longer runs this job (cancelled, or failed as stalled):
+            // it commits nothing; say so rather than only relaying the refusal.
+            Some(tonic::Code::FailedPrecondition) => format!(
+                "{e} (the controller no longer runs job {}: nothing was committed)",
+                job.job_id
+            ),
+            _ => e.to_string(),
+        })?;
     Ok(manifest.logical_bytes())
 }
 
@@ -253,7 +264,12 @@ async fn count_rows_in_snapshot(
     pg::row_counts(&counter).await.map_err(sql_err)
 }
 
-async fn commit(ctx: &Arc<Ctx>, job: &JobRef, m: &Manifest, started_ms: u64) -> Result<(), String> {
+async fn commit(
+    ctx: &Arc<Ctx>,
+    job: &JobRef,
+    m: &Manifest,
+    started_ms: u64,
+) -> Result<(), AgentError> {
     let sealed = m.seal(job.codec.keys());
     let mut ids: Vec<_> = m.chunk_ids().copied().collect();
     ids.sort_unstable();

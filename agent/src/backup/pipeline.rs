@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::ctx::Ctx;
+use crate::error::AgentError;
 
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
 const BATCH_CHUNKS: usize = 64;
@@ -186,8 +187,11 @@ async fn seal_stage(
             let codec = job_codec.clone();
             let b = batch.clone();
             let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
-            let wanted: std::collections::HashSet<ChunkId> =
-                find_missing(&ctx, &ids).await?.into_iter().collect();
+            let wanted: std::collections::HashSet<ChunkId> = find_missing(&ctx, &ids)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
             let todo = (0..ids.len())
                 .filter(|&i| wanted.contains(&ids[i]) && queued.insert(ids[i]))
                 .collect();
@@ -252,7 +256,7 @@ async fn upload_stage(
         })
         .buffered(UPLOAD_IN_FLIGHT);
     while let Some(done) = uploads.next().await {
-        let (batch_refs, n) = done?;
+        let (batch_refs, n) = done.map_err(|e| e.to_string())?;
         sent += n;
         bytes += batch_refs.iter().map(|(_, l)| u64::from(*l)).sum::<u64>();
         refs.extend(batch_refs);
@@ -278,7 +282,7 @@ fn missing_request(ctx: &Ctx, ids: &[ChunkId]) -> pb::FindMissingRequest {
 }
 
 /// Which of `ids` the controller lacks.
-pub async fn find_missing(ctx: &Ctx, ids: &[ChunkId]) -> Result<Vec<ChunkId>, String> {
+pub async fn find_missing(ctx: &Ctx, ids: &[ChunkId]) -> Result<Vec<ChunkId>, AgentError> {
     let req = missing_request(ctx, ids);
     let resp = ctx
         .retry("find missing chunks", || {
@@ -289,13 +293,17 @@ pub async fn find_missing(ctx: &Ctx, ids: &[ChunkId]) -> Result<Vec<ChunkId>, St
     resp.into_inner()
         .missing
         .iter()
-        .map(|b| ChunkId::try_from(b.as_slice()).map_err(|e| e.to_string()))
+        .map(|b| ChunkId::try_from(b.as_slice()).map_err(|e| AgentError::from(e.to_string())))
         .collect()
 }
 
 /// Upload sealed chunks. After a failed attempt, asks again which are missing and sends
 /// only those, so nothing the controller stored is ever sent twice.
-async fn put_chunks(ctx: &Ctx, job: &JobRef, sealed: Arc<Vec<SealedChunk>>) -> Result<u64, String> {
+async fn put_chunks(
+    ctx: &Ctx,
+    job: &JobRef,
+    sealed: Arc<Vec<SealedChunk>>,
+) -> Result<u64, AgentError> {
     if sealed.is_empty() {
         return Ok(0);
     }

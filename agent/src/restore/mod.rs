@@ -17,6 +17,7 @@ use self::feed::{FeedError, feed};
 use crate::backup::dump;
 use crate::config::TargetConfig;
 use crate::ctx::Ctx;
+use crate::error::AgentError;
 use crate::{pg, pgtools};
 
 /// Run a restore command to completion and describe the outcome.
@@ -69,7 +70,7 @@ async fn restore(
             "drill into {db:?} refused: drills restore only into nexb_drill_ databases"
         ));
     }
-    let (m, codec) = fetch_manifest(ctx, cmd).await?;
+    let (m, codec) = fetch_manifest(ctx, cmd).await.map_err(|e| e.to_string())?;
     result.logical_bytes = m.logical_bytes();
     let admin = pg::connect_admin(t, &[db]).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
@@ -232,7 +233,7 @@ async fn load(
 async fn fetch_manifest(
     ctx: &Arc<Ctx>,
     cmd: &pb::RestoreCommand,
-) -> Result<(Manifest, ChunkCodec), String> {
+) -> Result<(Manifest, ChunkCodec), AgentError> {
     let req = pb::GetManifestRequest {
         site: ctx.site().into(),
         snapshot_id: cmd.snapshot_id.clone(),
@@ -254,7 +255,8 @@ async fn fetch_manifest(
         return Err(format!(
             "snapshot belongs to target {}, not {}",
             m.target, cmd.target
-        ));
+        )
+        .into());
     }
     Ok((m, codec))
 }
