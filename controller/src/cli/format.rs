@@ -5,14 +5,33 @@ pub fn bytes(n: u64) -> String {
     crate::policy::human_bytes(n)
 }
 
-/// Milliseconds since the epoch -> "2026-11-28 16:40:05Z".
+/// Milliseconds since the epoch, in the operator's zone: `NEX_TZ` if set (e.g.
+/// Europe/Bratislava), else the system's (`TZ`, /etc/localtime). UTC prints as
+/// "2026-11-28 16:40:05Z", another zone as "2026-11-28 17:40:05 CET".
 pub fn time(unix_ms: u64) -> String {
+    time_in(unix_ms, operator_zone())
+}
+
+fn time_in(unix_ms: u64, tz: jiff::tz::TimeZone) -> String {
     if unix_ms == 0 {
         return "-".into();
     }
-    jiff::Timestamp::from_millisecond(unix_ms as i64)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| "-".into())
+    let Ok(t) = jiff::Timestamp::from_millisecond(unix_ms as i64) else {
+        return "-".into();
+    };
+    if tz.iana_name().is_none_or(|n| n == "UTC" || n == "Etc/UTC")
+        && tz.to_offset(t) == jiff::tz::Offset::UTC
+    {
+        return t.strftime("%Y-%m-%d %H:%M:%SZ").to_string();
+    }
+    t.to_zoned(tz).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
+}
+
+fn operator_zone() -> jiff::tz::TimeZone {
+    std::env::var("NEX_TZ")
+        .ok()
+        .and_then(|z| jiff::tz::TimeZone::get(&z).ok())
+        .unwrap_or_else(jiff::tz::TimeZone::system)
 }
 
 /// An age such as "3m12s" or "2d4h".
@@ -102,6 +121,10 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(age(200_000, 10_000), "3m10s");
         assert_eq!(time(0), "-");
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(time_in(1_796_000_000_000, utc), "2026-11-30 00:53:20Z");
+        let cet = jiff::tz::TimeZone::get("Europe/Bratislava").unwrap();
+        assert_eq!(time_in(1_796_000_000_000, cet), "2026-11-30 01:53:20 CET");
         assert_eq!(
             table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]),
             "a    bb\nxxx  y"
