@@ -56,12 +56,6 @@ pub fn transient(s: &Status) -> bool {
     )
 }
 
-/// Full jitter: a random delay in [d/2, d].
-pub fn jitter(d: Duration) -> Duration {
-    let ms = d.as_millis() as u64;
-    Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
-}
-
 impl Ctx {
     pub fn new(
         cfg: AgentConfig,
@@ -246,7 +240,8 @@ impl Ctx {
         Fut: Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.retry_budget_secs);
-        let mut delay = Duration::from_millis(200);
+        let mut delays =
+            nex_backup_shared::retry::delays(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let res = tokio::select! {
                 r = f() => r,
@@ -256,11 +251,11 @@ impl Ctx {
                 Ok(v) => return Ok(v),
                 Err(s) if transient(&s) && Instant::now() < deadline => {
                     tracing::warn!(what, code = ?s.code(), error = %s.message(), "transient failure, retrying");
+                    let wait = delays.next().unwrap_or(Duration::from_secs(10));
                     tokio::select! {
-                        _ = tokio::time::sleep(jitter(delay)) => {},
+                        _ = tokio::time::sleep(wait) => {},
                         _ = self.shutdown.cancelled() => return Err(AgentError::ShuttingDown { what: what.into() }),
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 Err(s) => return Err(AgentError::controller(what, &s)),
             }

@@ -9,18 +9,22 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::ctx::{Ctx, jitter};
+use crate::ctx::Ctx;
 use crate::{backup, restore, trust};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Reconnect delays: from 0.5 s, doubling, up to 30 s (with jitter).
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 const RENEW_CHECK: Duration = Duration::from_secs(5);
 
 /// Keep a session up until shutdown.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut delay = Duration::from_millis(500);
+    let fresh = || nex_backup_shared::retry::delays(RECONNECT_FIRST, RECONNECT_MAX);
+    let mut delays = fresh();
     while !ctx.shutdown.is_cancelled() {
         match session_once(&ctx).await {
-            Ok(true) => delay = Duration::from_millis(500),
+            Ok(true) => delays = fresh(),
             Ok(false) => {}
             Err(e) => match expired(&ctx) {
                 // The TLS layer only says "transport error": say what is wrong.
@@ -29,11 +33,11 @@ pub async fn run(ctx: Arc<Ctx>) {
             },
         }
         ctx.detach();
+        let wait = delays.next().unwrap_or(RECONNECT_MAX);
         tokio::select! {
-            _ = tokio::time::sleep(jitter(delay)) => {},
+            _ = tokio::time::sleep(wait) => {},
             _ = ctx.shutdown.cancelled() => break,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
     info!("agent stopped");
 }

@@ -125,10 +125,7 @@ impl State {
         self.events.publish(Event::JobFinished {
             job: job_ref(job),
             outcome,
-            error: job
-                .error
-                .as_deref()
-                .map(|e| e.lines().next().unwrap_or_default().to_string()),
+            error: job.error.is_some().then(|| job.error_line().to_string()),
             duration_ms,
             logical_bytes: job.logical_bytes,
             new_bytes: job.new_bytes,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::ctx::{Ctx, jitter, transient};
+use crate::ctx::{Ctx, transient};
 
 const WINDOW: usize = 32;
 
@@ -37,7 +37,9 @@ async fn fetch_all(
     tx: mpsc::Sender<Fetched>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(ctx.cfg.retry_budget_secs);
-    let mut delay = Duration::from_millis(200);
+    let fresh =
+        || nex_backup_shared::retry::delays(Duration::from_millis(200), Duration::from_secs(10));
+    let mut delays = fresh();
     let mut pos = 0;
     while pos < chunks.len() {
         let window = &chunks[pos..(pos + WINDOW).min(chunks.len())];
@@ -58,7 +60,7 @@ async fn fetch_all(
                     return Ok(()); // consumer gone; it reports why
                 }
                 pos += 1;
-                delay = Duration::from_millis(200);
+                delays = fresh();
             }
             Ok(())
         }
@@ -67,11 +69,11 @@ async fn fetch_all(
             Ok(()) => {}
             Err(s) if transient(&s) && Instant::now() < deadline => {
                 tracing::warn!(error = %s.message(), pos, "fetch chunks failed, resuming");
+                let wait = delays.next().unwrap_or(Duration::from_secs(10));
                 tokio::select! {
-                    _ = tokio::time::sleep(jitter(delay)) => {},
+                    _ = tokio::time::sleep(wait) => {},
                     _ = ctx.shutdown.cancelled() => return Err("agent is shutting down".into()),
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
             Err(s) => {
                 return Err(format!(

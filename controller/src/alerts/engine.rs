@@ -123,15 +123,7 @@ impl Engine {
         inc.last_notice_unix_ms = now;
         let notices = notices(state, &inc, NoticeKind::Resolved, now).await?;
         info!(incident = inc.id, rule = %inc.rule, site = %inc.site, subject = %inc.subject, "incident resolved");
-        state
-            .alerts
-            .apply_incident(IncidentChange {
-                incident: inc,
-                notices,
-            })
-            .await?;
-        state.outbox_wake.notify_one();
-        Ok(())
+        write(state, inc, notices).await
     }
 
     /// The rule was turned off: the incident closes without a "resolved" notice (the
@@ -182,16 +174,22 @@ impl Engine {
             reminders = inc.reminders,
             "incident reminder"
         );
-        state
-            .alerts
-            .apply_incident(IncidentChange {
-                incident: inc,
-                notices,
-            })
-            .await?;
-        state.outbox_wake.notify_one();
-        Ok(())
+        write(state, inc, notices).await
     }
+}
+
+/// Write an incident change with its notices, and wake the notifier.
+async fn write(
+    state: &State,
+    incident: IncidentRecord,
+    notices: Vec<crate::catalog::alerts::OutboxEntry>,
+) -> Result<(), CatalogError> {
+    state
+        .alerts
+        .apply_incident(IncidentChange { incident, notices })
+        .await?;
+    state.outbox_wake.notify_one();
+    Ok(())
 }
 
 /// One notice per channel that hears about `inc`: every global channel and the site's own.

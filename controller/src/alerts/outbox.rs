@@ -19,9 +19,10 @@ pub const GIVE_UP_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Notices sent per pass at most (the rest wait for the next pass).
 const PER_PASS: usize = 100;
 
-/// The delay before attempt `attempts + 1`.
+/// The delay after `attempts` failed attempts (the one retry policy, without jitter so
+/// that the stored next attempt time is what a restart would compute).
 pub fn backoff(attempts: u32, max: Duration) -> Duration {
-    Duration::from_secs(1u64 << attempts.min(20)).min(max)
+    nex_backup_shared::retry::nth_delay(Duration::from_secs(1), max, attempts.saturating_sub(1))
 }
 
 /// One pass over the due notices.

@@ -180,13 +180,7 @@ pub async fn evaluate(state: &State, now: u64) -> Result<Vec<Condition>, Catalog
     }
     for ((site, target), j) in &last_backup {
         if j.state == JobState::Failed {
-            let err = j
-                .error
-                .as_deref()
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("");
+            let err = j.error_line();
             push(
                 Rule::BackupFailed,
                 site,

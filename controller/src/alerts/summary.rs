@@ -74,15 +74,7 @@ pub async fn build(
         if site.is_some_and(|s| s != t.site) {
             continue;
         }
-        let mut mine: Vec<_> = events
-            .iter()
-            .filter(|e| e.site == t.site && e.target == t.target)
-            .cloned()
-            .collect();
-        if mine.last().map(|e| e.state) != Some(t.state) {
-            mine.push(t.event(now));
-        }
-        let (pct, _) = crate::rpo::compliance(&mine, from, now);
+        let (pct, _) = t.compliance(&events, from, now);
         let mut line = TargetLine {
             target: t.target.clone(),
             state: t.state,
@@ -117,14 +109,7 @@ pub async fn build(
                 }
                 JobState::Failed => {
                     line.backups_failed += 1;
-                    let err = j
-                        .error
-                        .as_deref()
-                        .unwrap_or("")
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
+                    let err = j.error_line().to_string();
                     if line.failures.len() < 5 {
                         line.failures
                             .push(format!("{} {}", utc(j.started_unix_ms), err));

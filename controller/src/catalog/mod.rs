@@ -132,6 +132,16 @@ pub struct JobRecord {
     pub expected_snapshot: Option<String>,
 }
 
+impl JobRecord {
+    /// The first line of the job's error ("" for none): what lists and notices show.
+    pub fn error_line(&self) -> &str {
+        self.error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("")
+    }
+}
+
 /// What garbage collection needs to know of a site, read consistently.
 #[derive(Debug, Clone)]
 pub struct GcView {

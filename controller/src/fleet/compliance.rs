@@ -24,6 +24,26 @@ pub struct TargetStatus {
 }
 
 impl TargetStatus {
+    /// This target's share of `[from, now)` in compliance and its violations, from the
+    /// recorded events (all sites' events may be given) plus the present state (the RPO
+    /// watch records a change within a second; a report shows the present).
+    pub fn compliance(
+        &self,
+        events: &[crate::rpo::RpoEvent],
+        from: u64,
+        now: u64,
+    ) -> (f64, Vec<crate::rpo::Violation>) {
+        let mut mine: Vec<_> = events
+            .iter()
+            .filter(|e| e.site == self.site && e.target == self.target)
+            .cloned()
+            .collect();
+        if mine.last().map(|e| e.state) != Some(self.state) {
+            mine.push(self.event(now));
+        }
+        crate::rpo::compliance(&mine, from, now)
+    }
+
     /// This state as a recorded event at `now`.
     pub fn event(&self, now: u64) -> crate::rpo::RpoEvent {
         crate::rpo::RpoEvent {

@@ -241,6 +241,17 @@ fn rule_msg(rule: Rule, site: &str, records: &[RuleRecord]) -> pb::AlertRuleMsg 
 }
 
 impl AdminApi {
+    async fn channel_named(&self, name: &str) -> Result<Option<ChannelRecord>, Status> {
+        Ok(self
+            .state
+            .alerts
+            .channels()
+            .await
+            .map_err(catalog_status)?
+            .into_iter()
+            .find(|c| c.name == name))
+    }
+
     pub(super) async fn set_channel_impl(
         &self,
         m: pb::ChannelMsg,
@@ -298,13 +309,7 @@ impl AdminApi {
     ) -> Result<pb::DeleteChannelResponse, Status> {
         validate_name("channel", &r.name).map_err(bad_input)?;
         let a = &self.state.alerts;
-        let site = a
-            .channels()
-            .await
-            .map_err(catalog_status)?
-            .into_iter()
-            .find(|c| c.name == r.name)
-            .map(|c| c.site);
+        let site = self.channel_named(&r.name).await?.map(|c| c.site);
         let deleted = a.delete_channel(&r.name).await.map_err(catalog_status)?;
         if deleted {
             self.audit(
@@ -324,13 +329,7 @@ impl AdminApi {
     ) -> Result<pb::TestChannelResponse, Status> {
         validate_name("channel", &r.name).map_err(bad_input)?;
         let a = &self.state.alerts;
-        let Some(ch) = a
-            .channels()
-            .await
-            .map_err(catalog_status)?
-            .into_iter()
-            .find(|c| c.name == r.name)
-        else {
+        let Some(ch) = self.channel_named(&r.name).await? else {
             return Err(Status::not_found(format!(
                 "no notification channel {} (nex-backup notify list)",
                 r.name

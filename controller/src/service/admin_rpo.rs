@@ -8,7 +8,7 @@ use tonic::Status;
 use super::admin::AdminApi;
 use super::{catalog_status, check_site, now_ms};
 use crate::fleet::compliance::current;
-use crate::rpo::{RpoState, compliance};
+use crate::rpo::RpoState;
 
 /// Worse first: the order a site's state is chosen by.
 fn severity(s: RpoState) -> u8 {
@@ -46,16 +46,7 @@ impl AdminApi {
             if site_filter.is_some_and(|s| s != t.site) {
                 continue;
             }
-            let mut mine: Vec<_> = events
-                .iter()
-                .filter(|e| e.site == t.site && e.target == t.target)
-                .cloned()
-                .collect();
-            // The scheduler records changes once a second; the report shows the present.
-            if mine.last().map(|e| e.state) != Some(t.state) {
-                mine.push(t.event(now));
-            }
-            let (pct, violations) = compliance(&mine, from, now);
+            let (pct, violations) = t.compliance(&events, from, now);
             let site = sites
                 .entry(t.site.clone())
                 .or_insert((RpoState::Ok, 100.0, 0));
