@@ -687,3 +687,56 @@ fn a_drill_over_its_rto_opens_one_incident_and_one_notice() {
     });
     assert!(incidents_of(&env, "drill-failed").is_empty());
 }
+
+#[test]
+fn sigterm_while_a_notice_hangs_on_a_dead_smtp_server_exits_in_bounds_and_keeps_the_notice() {
+    let mut env = alert_env(200);
+    // A server that accepts and never answers: the notifier waits inside a send.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = vec![];
+        for c in silent.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+        drop(conns);
+    });
+    only_rules(&env, &["backup-failed"]);
+    let p = port.to_string();
+    let out = env.cli(&[
+        "notify", "add-email", "oncall", "--smtp-host", "127.0.0.1", "--smtp-port", &p,
+        "--smtp-tls", "none", "--from", "nex@backup.test", "--to", "ops@it.test",
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    break_password(&env);
+    assert!(!env.backup("main").ok);
+    wait_for("the notifier to be inside a send", 30, || {
+        let s = env.status();
+        let busy = s["workers"].as_array().unwrap().iter().any(|w| w["name"] == "notifier" && w["state"] == "busy");
+        busy.then_some(())
+    });
+    let pid = env.controller.pid();
+    let t = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    wait_for("the controller to exit after SIGTERM", 15, || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(t.elapsed() < Duration::from_secs(12), "exited in {:?}", t.elapsed());
+    let log = std::fs::read_to_string(&env.controller.log).unwrap();
+    assert!(log.contains("controller stopped"), "a clean stop: {log}");
+    assert!(!log.contains("workers still running after the shutdown grace"), "{log}");
+    // Nothing half-written: the notice waits in the outbox, with its incident, and goes
+    // out once a working server is configured.
+    env.controller.restart();
+    let sink = SmtpSink::start();
+    add_email(&env, "oncall", &sink);
+    let list = env.cli(&["notify", "list", "--json"]).json();
+    assert_eq!(list[0]["queued"], 1, "{list}");
+    wait_for("the notice after the restart", 30, || {
+        (sink.with_subject("OPEN: backup failed").len() == 1).then_some(())
+    });
+    assert_eq!(incidents_of(&env, "backup-failed").len(), 1);
+    drop(held);
+}
