@@ -705,28 +705,56 @@ fn sigterm_while_a_notice_hangs_on_a_dead_smtp_server_exits_in_bounds_and_keeps_
     only_rules(&env, &["backup-failed"]);
     let p = port.to_string();
     let out = env.cli(&[
-        "notify", "add-email", "oncall", "--smtp-host", "127.0.0.1", "--smtp-port", &p,
-        "--smtp-tls", "none", "--from", "nex@backup.test", "--to", "ops@it.test",
+        "notify",
+        "add-email",
+        "oncall",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &p,
+        "--smtp-tls",
+        "none",
+        "--from",
+        "nex@backup.test",
+        "--to",
+        "ops@it.test",
     ]);
     assert!(out.ok, "{}", out.stderr);
     break_password(&env);
     assert!(!env.backup("main").ok);
     wait_for("the notifier to be inside a send", 30, || {
         let s = env.status();
-        let busy = s["workers"].as_array().unwrap().iter().any(|w| w["name"] == "notifier" && w["state"] == "busy");
+        let busy = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "notifier" && w["state"] == "busy");
         busy.then_some(())
     });
     let pid = env.controller.pid();
     let t = std::time::Instant::now();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     wait_for("the controller to exit after SIGTERM", 15, || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         (stat.is_empty() || stat.contains(") Z ")).then_some(())
     });
-    assert!(t.elapsed() < Duration::from_secs(12), "exited in {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "exited in {:?}",
+        t.elapsed()
+    );
     let log = std::fs::read_to_string(&env.controller.log).unwrap();
     assert!(log.contains("controller stopped"), "a clean stop: {log}");
-    assert!(!log.contains("workers still running after the shutdown grace"), "{log}");
+    assert!(
+        !log.contains("workers still running after the shutdown grace"),
+        "{log}"
+    );
     // Nothing half-written: the notice waits in the outbox, with its incident, and goes
     // out once a working server is configured.
     env.controller.restart();

@@ -235,7 +235,7 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
     let now = nex_backup_shared::clock::now_ms();
     if a.client.json {
         let targets: Vec<_> = r.targets.iter().map(|t| json!({
-            "site": t.site, "target": t.target, "state": t.state, "reason": t.reason,
+            "site": t.site, "target": t.target, "state": rpo_label(t.state), "reason": t.reason,
             "newest_good_unix_ms": t.newest_good_unix_ms, "rpo_secs": t.rpo_secs,
             "compliance_pct": t.compliance_pct, "rto_secs": t.rto_secs, "drilled": t.drilled,
             "measured_rto_ms": t.measured_rto_ms, "last_drill_ok": t.last_drill_ok,
@@ -247,7 +247,7 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|s| {
                 json!({
-            "site": s.site, "state": s.state, "compliance_pct": s.compliance_pct,
+            "site": s.site, "state": rpo_label(s.state), "compliance_pct": s.compliance_pct,
             "violations": s.violations})
             })
             .collect();
@@ -276,7 +276,7 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
             vec![
                 t.site.clone(),
                 t.target.clone(),
-                t.state.clone(),
+                rpo_label(t.state).into(),
                 super::format::age(now, t.newest_good_unix_ms),
                 crate::policy::human_secs(t.rpo_secs),
                 if t.drilled && t.last_drill_ok {
@@ -311,8 +311,18 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         "VIOLATIONS",
     ];
     println!("{}", table(&header, &rows));
-    for t in r.targets.iter().filter(|t| t.state != "OK") {
-        println!("{}/{}: {}: {}", t.site, t.target, t.state, t.reason);
+    for t in r
+        .targets
+        .iter()
+        .filter(|t| t.state != pb::RpoStatus::Ok as i32)
+    {
+        println!(
+            "{}/{}: {}: {}",
+            t.site,
+            t.target,
+            rpo_label(t.state),
+            t.reason
+        );
     }
     println!("\nper site, last {} days:", a.days);
     let rows: Vec<Vec<String>> = r
@@ -321,7 +331,7 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         .map(|s| {
             vec![
                 s.site.clone(),
-                s.state.clone(),
+                rpo_label(s.state).into(),
                 format!("{:.2} %", s.compliance_pct),
                 s.violations.to_string(),
             ]
@@ -332,4 +342,16 @@ pub async fn rpo(a: RpoArgs) -> anyhow::Result<ExitCode> {
         table(&["SITE", "STATE", "COMPLIANCE", "VIOLATIONS"], &rows)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How an RPO state is printed.
+fn rpo_label(state: i32) -> &'static str {
+    match pb::RpoStatus::try_from(state).unwrap_or_default() {
+        pb::RpoStatus::Ok => "OK",
+        pb::RpoStatus::AtRisk => "AT RISK",
+        pb::RpoStatus::Violated => "VIOLATED",
+        pb::RpoStatus::AgentOffline => "AGENT OFFLINE",
+        pb::RpoStatus::NeverBackedUp => "NEVER BACKED UP",
+        pb::RpoStatus::Unspecified => "?",
+    }
 }

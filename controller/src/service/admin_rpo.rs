@@ -58,7 +58,7 @@ impl AdminApi {
             targets.push(pb::RpoTarget {
                 site: t.site,
                 target: t.target,
-                state: t.state.label().into(),
+                state: pb::RpoStatus::from(t.state).into(),
                 reason: t.reason,
                 newest_good_unix_ms: t.newest_good_ms.unwrap_or(0),
                 rpo_secs: t.rpo_ms / 1000,
@@ -82,11 +82,23 @@ impl AdminApi {
                 .into_iter()
                 .map(|(site, (st, pct, n))| pb::RpoSite {
                     site,
-                    state: st.label().into(),
+                    state: pb::RpoStatus::from(st).into(),
                     compliance_pct: pct,
                     violations: n,
                 })
                 .collect(),
         })
+    }
+}
+
+impl From<RpoState> for pb::RpoStatus {
+    fn from(s: RpoState) -> Self {
+        match s {
+            RpoState::Ok => pb::RpoStatus::Ok,
+            RpoState::AtRisk => pb::RpoStatus::AtRisk,
+            RpoState::Violated => pb::RpoStatus::Violated,
+            RpoState::AgentOffline => pb::RpoStatus::AgentOffline,
+            RpoState::NeverBackedUp => pb::RpoStatus::NeverBackedUp,
+        }
     }
 }
