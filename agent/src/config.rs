@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nex_backup_shared::chunker::ChunkerConfig;
-use nex_backup_shared::ids::validate_name;
+use nex_backup_shared::ids::{AgentId, SiteId, TargetName};
 use serde::Deserialize;
 
 /// A configuration problem, naming the file and key.
@@ -155,10 +155,10 @@ impl AgentConfig {
             reason,
         };
         if let Some(site) = &cfg.site {
-            validate_name("site", site).map_err(|e| err("site", e.to_string()))?;
+            SiteId::try_from(site.as_str()).map_err(|e| err("site", e.to_string()))?;
         }
         let agent_id = cfg.agent_id.clone().unwrap_or_else(default_agent_id);
-        validate_name("agent id", &agent_id).map_err(|e| err("agent_id", e.to_string()))?;
+        AgentId::try_from(agent_id.as_str()).map_err(|e| err("agent_id", e.to_string()))?;
         cfg.agent_id = Some(agent_id);
         if let Some(url) = &cfg.controller {
             nex_backup_shared::tls::host_port(url).map_err(|e| err("controller", e.to_string()))?;
@@ -176,7 +176,7 @@ impl AgentConfig {
         let mut seen = std::collections::HashSet::new();
         for (i, t) in cfg.targets.iter().enumerate() {
             let key = |k: &str| format!("targets[{i}].{k}");
-            validate_name("target", &t.name).map_err(|e| err(&key("name"), e.to_string()))?;
+            TargetName::try_from(t.name.as_str()).map_err(|e| err(&key("name"), e.to_string()))?;
             if !seen.insert(t.name.clone()) {
                 return Err(err(
                     &key("name"),

@@ -4,6 +4,9 @@ use std::fmt;
 
 use crate::error::FormatError;
 
+mod typed;
+pub use typed::{AgentId, JobId, SiteId, SnapshotId, TargetName};
+
 /// A chunk id: HMAC-SHA256 of the chunk plaintext under the site's id key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(pub [u8; 32]);

@@ -60,7 +60,7 @@ impl SitePolicy {
         let tz = Tz::from_str(&self.timezone)
             .map_err(|_| err("timezone", format!("unknown time zone {:?}", self.timezone)))?;
         if let Some(agent) = &self.drill_agent {
-            nex_backup_shared::ids::validate_name("agent id", agent)
+            nex_backup_shared::ids::AgentId::try_from(agent.as_str())
                 .map_err(|e| err("drill-agent", e.to_string()))?;
         }
         self.window

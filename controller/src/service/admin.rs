@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::{State, catalog_status, check_site, check_snapshot, check_target, now_ms};
+use super::{State, catalog_status, now_ms, parse_site, parse_snapshot, parse_target};
 use crate::catalog::AgentRecord;
 
 /// The operator-facing service.
@@ -44,8 +44,8 @@ impl AdminApi {
     /// The site and target exist (whether an agent that can run the job is online is
     /// [`crate::dispatch::start_job`]'s to say, before it records anything).
     async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
-        check_site(site)?;
-        check_target(target)?;
+        parse_site(site)?;
+        parse_target(target)?;
         self.check_target_known(site, Some(target)).await
     }
 
@@ -128,8 +128,8 @@ fn find_snapshot<'a>(
     if let Some(s) = snaps.iter().find(|s| s.snapshot_id == id) {
         return Ok(s);
     }
-    if check_snapshot(id).is_ok() || id.len() < 8 {
-        check_snapshot(id)?;
+    if parse_snapshot(id).is_ok() || id.len() < 8 {
+        parse_snapshot(id)?;
         return Err(Status::not_found(format!(
             "snapshot {id} of target {target} not found"
         )));
@@ -261,7 +261,7 @@ impl AdminService for AdminApi {
             let site = (!req.site.is_empty()).then_some(req.site.as_str());
             let target = (!req.target.is_empty()).then_some(req.target.as_str());
             if let Some(s) = site {
-                check_site(s)?;
+                parse_site(s)?;
                 self.check_target_known(s, target).await?;
             }
             let cat = &self.state.catalog;

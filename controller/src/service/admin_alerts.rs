@@ -6,7 +6,7 @@ use nex_backup_shared::pb;
 use tonic::Status;
 
 use super::admin::AdminApi;
-use super::{bad_input, catalog_status, check_site, now_ms};
+use super::{bad_input, catalog_status, now_ms, parse_site};
 use crate::alerts::rules::{self, Rule};
 use crate::alerts::send::is_loopback;
 use crate::catalog::alerts::{
@@ -55,7 +55,7 @@ fn secret(env: &str, file: &str, what: &str) -> Result<Option<SecretRef>, Status
 fn channel_record(m: &pb::ChannelMsg) -> Result<ChannelRecord, Status> {
     validate_name("channel", &m.name).map_err(bad_input)?;
     if !m.site.is_empty() {
-        check_site(&m.site)?;
+        parse_site(&m.site)?;
     }
     let kind = match m.kind.as_str() {
         "email" => {
@@ -358,7 +358,7 @@ impl AdminApi {
             )));
         };
         if !m.site.is_empty() {
-            check_site(&m.site)?;
+            parse_site(&m.site)?;
         }
         let a = &self.state.alerts;
         let records = a.rules().await.map_err(catalog_status)?;
@@ -409,7 +409,7 @@ impl AdminApi {
         r: pb::ListAlertRulesRequest,
     ) -> Result<pb::ListAlertRulesResponse, Status> {
         if !r.site.is_empty() {
-            check_site(&r.site)?;
+            parse_site(&r.site)?;
         }
         let records = self.state.alerts.rules().await.map_err(catalog_status)?;
         Ok(pb::ListAlertRulesResponse {
@@ -425,7 +425,7 @@ impl AdminApi {
         r: pb::ListIncidentsRequest,
     ) -> Result<pb::ListIncidentsResponse, Status> {
         if !r.site.is_empty() {
-            check_site(&r.site)?;
+            parse_site(&r.site)?;
         }
         let limit = if r.limit == 0 { 200 } else { r.limit.min(1000) } as usize;
         let mut all: Vec<IncidentRecord> = self

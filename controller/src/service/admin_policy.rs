@@ -5,7 +5,7 @@ use tonic::Status;
 use tracing::info;
 
 use super::admin::AdminApi;
-use super::{catalog_status, check_site, check_target, now_ms};
+use super::{catalog_status, now_ms, parse_site, parse_target};
 use crate::catalog::{JobState, PolicyRecord};
 use crate::policy::{Policy, Retention, Schedule};
 use crate::prune::{PruneScope, prune};
@@ -88,8 +88,8 @@ impl AdminApi {
         &self,
         req: pb::SetPolicyRequest,
     ) -> Result<pb::PolicyInfo, Status> {
-        check_site(&req.site)?;
-        check_target(&req.target)?;
+        parse_site(&req.site)?;
+        parse_target(&req.target)?;
         if !req.create {
             self.require_known_target(&req.site, &req.target).await?;
         }
@@ -122,10 +122,10 @@ impl AdminApi {
         &self,
         req: pb::DeletePolicyRequest,
     ) -> Result<pb::DeletePolicyResponse, Status> {
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         let target = (!req.target.is_empty()).then_some(req.target.as_str());
         if let Some(t) = target {
-            check_target(t)?;
+            parse_target(t)?;
         }
         let before = crate::state::site_policy_of(&self.state, &req.site)
             .await
@@ -203,8 +203,8 @@ impl AdminApi {
         &self,
         req: pb::GetPolicyRequest,
     ) -> Result<pb::PolicyInfo, Status> {
-        check_site(&req.site)?;
-        check_target(&req.target)?;
+        parse_site(&req.site)?;
+        parse_target(&req.target)?;
         let own = own_policy(&self.state, &req.site, &req.target)
             .await
             .map_err(catalog_status)?;
@@ -255,10 +255,10 @@ impl AdminApi {
             plan_only: false,
         };
         if let Some(s) = &scope.site {
-            check_site(s)?;
+            parse_site(s)?;
         }
         if let Some(t) = &scope.target {
-            check_target(t)?;
+            parse_target(t)?;
         }
         let r = prune(&self.state, &scope, now_ms()).await.map_err(|e| {
             tracing::error!(error = %e, "prune");

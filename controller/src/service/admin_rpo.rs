@@ -6,7 +6,7 @@ use nex_backup_shared::pb;
 use tonic::Status;
 
 use super::admin::AdminApi;
-use super::{catalog_status, check_site, now_ms};
+use super::{catalog_status, now_ms, parse_site};
 use crate::fleet::compliance::current;
 use crate::rpo::RpoState;
 
@@ -24,7 +24,7 @@ fn severity(s: RpoState) -> u8 {
 impl AdminApi {
     pub(super) async fn rpo_impl(&self, req: pb::RpoRequest) -> Result<pb::RpoResponse, Status> {
         if !req.site.is_empty() {
-            check_site(&req.site)?;
+            parse_site(&req.site)?;
         }
         let now = now_ms();
         let days = if req.days == 0 {

@@ -6,7 +6,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::admin::AdminApi;
-use super::{catalog_status, check_site, check_target, now_ms};
+use super::{catalog_status, now_ms, parse_site, parse_target};
 use crate::catalog::safety::HoldRecord;
 
 fn hold_info(h: HoldRecord) -> pb::HoldInfo {
@@ -108,8 +108,8 @@ impl AdminApi {
         &self,
         req: pb::ReleaseHoldRequest,
     ) -> Result<pb::HoldInfo, Status> {
-        check_site(&req.site)?;
-        check_target(&req.target)?;
+        parse_site(&req.site)?;
+        parse_target(&req.target)?;
         let held = self
             .state
             .catalog

@@ -6,7 +6,7 @@ use tonic::Status;
 use tracing::info;
 
 use super::admin::AdminApi;
-use super::{catalog_status, check_site, now_ms};
+use super::{catalog_status, now_ms, parse_site};
 use crate::catalog::SitePolicyRecord;
 use crate::policy::site::SitePolicy;
 use crate::state::{default_site_policy, own_site_policy};
@@ -60,7 +60,7 @@ impl AdminApi {
         &self,
         req: pb::SetSitePolicyRequest,
     ) -> Result<pb::SitePolicyInfo, Status> {
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         if !req.create {
             self.require_known_site(&req.site).await?;
         }
@@ -153,7 +153,7 @@ impl AdminApi {
         &self,
         req: pb::GetSitePolicyRequest,
     ) -> Result<pb::SitePolicyInfo, Status> {
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         let own = own_site_policy(&self.state, &req.site)
             .await
             .map_err(catalog_status)?;

@@ -2,14 +2,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use nex_backup_shared::ids::validate_name;
 use nex_backup_shared::pb;
 use tonic::Status;
 use tracing::{info, warn};
 
 use super::admin::AdminApi;
 use super::enroll::token_hash;
-use super::{bad_input, catalog_status, check_site, now_ms};
+use super::{catalog_status, now_ms, parse_site};
 use crate::catalog::TokenRecord;
 
 /// Prefix of enrollment tokens (recognisable in a secret scan).
@@ -22,10 +21,9 @@ impl AdminApi {
         &self,
         req: pb::CreateTokenRequest,
     ) -> Result<pb::CreateTokenResponse, Status> {
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         if !req.replace_agent.is_empty() {
-            nex_backup_shared::ids::validate_name("agent id", &req.replace_agent)
-                .map_err(super::bad_input)?;
+            super::parse_agent(&req.replace_agent)?;
         }
         let ttl = if req.ttl_secs == 0 {
             DEFAULT_TTL_SECS
@@ -98,7 +96,7 @@ impl AdminApi {
         &self,
         req: pb::RevokeAgentRequest,
     ) -> Result<pb::RevokeAgentResponse, Status> {
-        validate_name("agent id", &req.agent_id).map_err(bad_input)?;
+        super::parse_agent(&req.agent_id)?;
         let cat = &self.state.catalog;
         let matches: Vec<_> = cat
             .identities()

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use nex_backup_shared::chunk::MAX_CHUNK_LEN;
 use nex_backup_shared::pb::agent_service_server::AgentService;
 use nex_backup_shared::pb::{self, agent_message::Msg};
 use nex_backup_shared::seal::{HEADER_LEN, Header, ObjectKind, TAG_LEN};
 use nex_backup_shared::text::{MAX_LABEL_LEN, clean};
-use nex_backup_shared::{chunk::MAX_CHUNK_LEN, ids::validate_name};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    State, catalog_status, check_site, check_snapshot, check_target, chunk_ids, now_ms,
+    State, catalog_status, chunk_ids, now_ms, parse_site, parse_snapshot, parse_target,
     store_status,
 };
 use crate::catalog::AgentRecord;
@@ -54,8 +54,8 @@ impl AgentApi {
         hello: pb::Hello,
         tx: super::super::hub::SessionTx,
     ) -> Result<(u64, tokio_util::sync::CancellationToken), Status> {
-        check_site(&hello.site)?;
-        validate_name("agent id", &hello.agent_id).map_err(super::bad_input)?;
+        parse_site(&hello.site)?;
+        super::parse_agent(&hello.agent_id)?;
         require_site(who, &hello.site)?;
         if hello.targets.len() > MAX_TARGETS || hello.known_jobs.len() > MAX_KNOWN_JOBS {
             return Err(Status::invalid_argument(format!(
@@ -82,7 +82,7 @@ impl AgentApi {
         .map_err(|_| Status::cancelled("session closed"))?;
         let mut targets = vec![];
         for t in hello.targets {
-            check_target(&t.name)?;
+            parse_target(&t.name)?;
             targets.push((t.name, clean(&t.kind, MAX_LABEL_LEN)));
         }
         let rec = AgentRecord {
@@ -237,7 +237,7 @@ impl AgentApi {
         keys: &HashSet<[u8; 8]>,
         req: pb::PutChunkRequest,
     ) -> Result<Option<u64>, Status> {
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         require_site(who, &req.site)?;
         let id = chunk_ids(std::slice::from_ref(&req.id), 1)?[0];
         if req.blob.len() > MAX_CHUNK_LEN + HEADER_LEN + TAG_LEN {
@@ -341,7 +341,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::FindMissingResponse>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         require_site(&who, &req.site)?;
         let ids = chunk_ids(&req.ids, MAX_IDS_PER_REQUEST)?;
         let missing = self
@@ -417,9 +417,9 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::GetManifestResponse>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         require_site(&who, &req.site)?;
-        check_snapshot(&req.snapshot_id)?;
+        parse_snapshot(&req.snapshot_id)?;
         let cat = &self.state.catalog;
         let not_found = || Status::not_found(format!("snapshot {} not found", req.snapshot_id));
         let rec = cat
@@ -444,7 +444,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::GetChunksStream>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         require_site(&who, &req.site)?;
         let ids = chunk_ids(&req.ids, MAX_CHUNKS_PER_GET)?;
         let store = self.state.store.clone();
@@ -489,7 +489,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::PutSealedKeysResponse>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         require_site(&who, &req.site)?;
         let stored = super::keys::put_sealed(&self.state, &who, req.sealed).await?;
         Ok(Response::new(pb::PutSealedKeysResponse { stored }))
@@ -501,7 +501,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::GetSealedKeysResponse>, Status> {
         let who = agent_identity(&self.state, request.extensions()).await?;
         let req = request.into_inner();
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         require_site(&who, &req.site)?;
         let sealed = self
             .state

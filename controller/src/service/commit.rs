@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::agent::AgentApi;
 use super::{
-    bad_input, catalog_status, check_site, check_snapshot, check_target, chunk_ids, now_ms,
+    bad_input, catalog_status, chunk_ids, now_ms, parse_site, parse_snapshot, parse_target,
     store_status,
 };
 use crate::catalog::{CatalogError, JobRecord, JobState, NewSnapshot, SnapshotRecord};
@@ -45,10 +45,10 @@ impl AgentApi {
         keys: &std::collections::HashSet<[u8; 8]>,
         req: pb::CommitSnapshotRequest,
     ) -> Result<Claim, Status> {
-        check_site(&req.site)?;
+        parse_site(&req.site)?;
         super::auth::require_site(who, &req.site)?;
-        check_target(&req.target)?;
-        check_snapshot(&req.snapshot_id)?;
+        parse_target(&req.target)?;
+        parse_snapshot(&req.snapshot_id)?;
         let what = format!("manifest of snapshot {}", req.snapshot_id);
         let h = Header::parse(&req.manifest, &what).map_err(bad_input)?;
         if h.kind != ObjectKind::Manifest as u8

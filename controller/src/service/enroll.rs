@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use nex_backup_shared::ids::validate_name;
+use nex_backup_shared::ids::AgentId;
 use nex_backup_shared::pb::enroll_service_server::EnrollService;
 use nex_backup_shared::pb::{self};
 use sha2::{Digest, Sha256};
@@ -39,7 +39,7 @@ impl EnrollService for EnrollApi {
             warn!(?remote, agent = %req.agent_id.escape_debug(), reason = why, "enrollment refused");
             status
         };
-        validate_name("agent id", &req.agent_id)
+        AgentId::try_from(req.agent_id.as_str())
             .map_err(|e| refuse("bad agent id", bad_input(e)))?;
         if req.token.len() > 256 || req.version.len() > 64 {
             return Err(refuse(

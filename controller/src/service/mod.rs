@@ -19,7 +19,7 @@ mod paging;
 mod results;
 
 use nex_backup_shared::error::FormatError;
-use nex_backup_shared::ids::{ChunkId, validate_name, validate_snapshot_id};
+use nex_backup_shared::ids::{AgentId, ChunkId, SiteId, SnapshotId, TargetName};
 use tonic::Status;
 
 use crate::catalog::CatalogError;
@@ -91,16 +91,24 @@ impl From<crate::store::StoreFull> for Status {
     }
 }
 
-pub(crate) fn check_site(site: &str) -> Result<(), Status> {
-    validate_name("site", site).map_err(bad_input)
+/// A site name from a request, validated once (`InvalidArgument` naming it if not).
+pub(crate) fn parse_site(site: &str) -> Result<SiteId, Status> {
+    SiteId::try_from(site).map_err(bad_input)
 }
 
-pub(crate) fn check_target(target: &str) -> Result<(), Status> {
-    validate_name("target", target).map_err(bad_input)
+/// A target name from a request.
+pub(crate) fn parse_target(target: &str) -> Result<TargetName, Status> {
+    TargetName::try_from(target).map_err(bad_input)
 }
 
-pub(crate) fn check_snapshot(id: &str) -> Result<(), Status> {
-    validate_snapshot_id(id).map_err(bad_input)
+/// An agent id from a request.
+pub(crate) fn parse_agent(agent: &str) -> Result<AgentId, Status> {
+    AgentId::try_from(agent).map_err(bad_input)
+}
+
+/// A snapshot id from a request.
+pub(crate) fn parse_snapshot(id: &str) -> Result<SnapshotId, Status> {
+    SnapshotId::try_from(id).map_err(bad_input)
 }
 
 pub(crate) fn chunk_ids(raw: &[Vec<u8>], limit: usize) -> Result<Vec<ChunkId>, Status> {
