@@ -12,7 +12,7 @@ use nex_backup_shared::pb::{self, command::Kind};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::catalog::{CatalogError, JobRecord, JobState};
+use crate::catalog::{CatalogError, JobKind, JobRecord, JobState, Trigger};
 use crate::policy::site::SitePolicy;
 use crate::state::State;
 use crate::state::site_policy_of;
@@ -139,7 +139,7 @@ pub async fn start_job(
     site: &str,
     target: &str,
     kind: Kind,
-    trigger: &str,
+    trigger: Trigger,
 ) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), DispatchError> {
     start_job_as(state, new_job_id(), site, target, kind, trigger).await
 }
@@ -151,13 +151,13 @@ pub async fn start_job_as(
     site: &str,
     target: &str,
     kind: Kind,
-    trigger: &str,
+    trigger: Trigger,
 ) -> Result<(String, broadcast::Receiver<pb::JobUpdate>), DispatchError> {
     // The snapshot a job is about is fixed here, by the controller: a backup must commit
     // exactly this id, a restore (or drill) result counts for exactly this snapshot.
     let (kind_name, drill, expected_snapshot, restored) = match &kind {
-        Kind::Backup(b) => ("backup", false, Some(b.snapshot_id.clone()), None),
-        Kind::Restore(r) => ("restore", r.drill, None, Some(r.snapshot_id.clone())),
+        Kind::Backup(b) => (JobKind::Backup, false, Some(b.snapshot_id.clone()), None),
+        Kind::Restore(r) => (JobKind::Restore, r.drill, None, Some(r.snapshot_id.clone())),
     };
     let agent = pick_agent(state, site, target, drill).await?;
     let job = JobRecord {
@@ -165,13 +165,13 @@ pub async fn start_job_as(
         job_id: job_id.clone(),
         site: site.into(),
         target: target.into(),
-        kind: kind_name.into(),
+        kind: kind_name,
         state: JobState::Running,
         started_unix_ms: now_ms(),
         ended_unix_ms: None,
         error: None,
         snapshot_id: restored,
-        trigger: trigger.into(),
+        trigger,
         logical_bytes: 0,
         new_bytes: 0,
         agent_id: agent.clone(),
@@ -198,7 +198,7 @@ pub async fn start_job_as(
         state.job_finished(&failed);
         return Err(DispatchError::Undeliverable(e));
     }
-    info!(site, target, agent = %agent, job = %job_id, kind = kind_name, trigger, "job dispatched");
+    info!(site, target, agent = %agent, job = %job_id, kind = kind_name.as_str(), trigger = trigger.as_str(), "job dispatched");
     state.job_started(&job);
     Ok((job_id, updates))
 }

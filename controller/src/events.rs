@@ -25,11 +25,11 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    /// From a job record's kind and trigger (a drill is a restore the scheduler started).
-    pub fn of(kind: &str, trigger: &str) -> Self {
+    /// From a job record's kind and trigger (a drill is a restore started as a drill).
+    pub fn of(kind: crate::job::JobKind, trigger: crate::job::Trigger) -> Self {
         match (kind, trigger) {
-            ("backup", _) => JobKind::Backup,
-            (_, "drill") => JobKind::Drill,
+            (crate::job::JobKind::Backup, _) => JobKind::Backup,
+            (_, crate::job::Trigger::Drill) => JobKind::Drill,
             _ => JobKind::Restore,
         }
     }

@@ -3,11 +3,12 @@
 //! Modules in layers; each uses only the layers below it:
 //!
 //! 1. **Domain** (no I/O): [`policy`] (per-target policies, the keep set, site settings),
-//!    [`rpo`] (RPO states and compliance over a window), [`events`] (the domain events).
+//!    [`rpo`] (RPO states and compliance over a window), [`job`] (job kinds and
+//!    triggers), [`events`] (the domain events).
 //! 2. **Storage**: [`catalog`] (the [`catalog::Catalog`] trait, the sled backend and its
 //!    conformance suite), [`store`] (the [`store::BlobStore`] trait and the file
 //!    backend), [`datadir`] (the private data directory), [`pki`] (the controller CA).
-//! 3. **Application**: [`state`] (what every handler and worker shares, and the effective
+//! 3. **Application**: [`admins`] (the admin credentials in force), [`state`] (what every handler and worker shares, and the effective
 //!    policy lookups), [`hub`] (live sessions and job watchers), [`fleet`] (the catalog
 //!    view, RPO compliance, drills, snapshot standing), [`dispatch`] (recording and
 //!    sending a job), [`prune`] (retention and GC), [`anomaly`] (anomaly holds),
@@ -18,6 +19,7 @@
 //!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).
 
+pub mod admins;
 pub mod alerts;
 pub mod anomaly;
 pub mod catalog;
@@ -28,6 +30,7 @@ pub mod events;
 pub mod fleet;
 pub mod health;
 pub mod hub;
+pub mod job;
 pub mod metrics;
 pub mod pki;
 pub mod policy;

@@ -341,7 +341,7 @@ fn target_metrics(reg: &mut Registry, state: &State, view: &View, now: u64) {
             .filter(|j| {
                 j.site == t.site
                     && j.target == t.target
-                    && j.kind == "backup"
+                    && j.kind == crate::catalog::JobKind::Backup
                     && j.state == JobState::Succeeded
             })
             .max_by_key(|j| j.started_unix_ms);

@@ -39,7 +39,7 @@ pub struct State {
     /// This controller's host name (in Message-IDs and notices).
     pub host: String,
     /// The admin credentials in force.
-    pub admins: Arc<crate::service::auth::AdminBook>,
+    pub admins: Arc<crate::admins::AdminBook>,
 }
 
 impl State {
@@ -106,7 +106,7 @@ impl State {
     pub fn job_started(&self, job: &crate::catalog::JobRecord) {
         self.events.publish(crate::events::Event::JobStarted {
             job: job_ref(job),
-            trigger: job.trigger.clone(),
+            trigger: job.trigger.as_str().into(),
         });
     }
 
@@ -138,7 +138,7 @@ fn job_ref(job: &crate::catalog::JobRecord) -> crate::events::JobRef {
         site: job.site.clone(),
         target: job.target.clone(),
         job_id: job.job_id.clone(),
-        kind: crate::events::JobKind::of(&job.kind, &job.trigger),
+        kind: crate::events::JobKind::of(job.kind, job.trigger),
     }
 }
 

@@ -171,7 +171,7 @@ pub async fn evaluate(state: &State, now: u64) -> Result<Vec<Condition>, Catalog
     for j in view
         .jobs
         .iter()
-        .filter(|j| j.kind == "backup" && j.state != JobState::Running)
+        .filter(|j| j.kind == crate::catalog::JobKind::Backup && j.state != JobState::Running)
     {
         let e = last_backup.entry((&j.site, &j.target)).or_insert(j);
         if j.started_unix_ms > e.started_unix_ms {
@@ -202,7 +202,7 @@ pub async fn evaluate(state: &State, now: u64) -> Result<Vec<Condition>, Catalog
                 &j.target,
                 format!(
                     "{} job {} of {}/{} has been running for {}",
-                    j.kind,
+                    j.kind.as_str(),
                     j.job_id,
                     j.site,
                     j.target,

@@ -93,7 +93,7 @@ pub async fn build(
         for j in view.jobs.iter().filter(|j| {
             j.site == t.site
                 && j.target == t.target
-                && j.kind == "backup"
+                && j.kind == crate::catalog::JobKind::Backup
                 && j.started_unix_ms >= from
         }) {
             match j.state {

@@ -101,6 +101,8 @@ impl JobState {
     }
 }
 
+pub use crate::job::{JobKind, Trigger};
+
 /// A backup or restore job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -108,15 +110,15 @@ pub struct JobRecord {
     pub job_id: String,
     pub site: String,
     pub target: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub state: JobState,
     pub started_unix_ms: u64,
     pub ended_unix_ms: Option<u64>,
     pub error: Option<String>,
     pub snapshot_id: Option<String>,
-    /// What started it: `manual` (operator), later `schedule`, `retry`, `drill`.
+    /// What started it.
     #[serde(default)]
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Logical bytes the job read or restored, as the agent reported.
     #[serde(default)]
     pub logical_bytes: u64,

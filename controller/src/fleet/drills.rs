@@ -21,7 +21,10 @@ pub struct DrillFacts {
 
 /// Whether a job is a drill of `site`/`target`.
 fn is_drill(j: &JobRecord, site: &str, target: &str) -> bool {
-    j.site == site && j.target == target && j.kind == "restore" && j.trigger == "drill"
+    j.site == site
+        && j.target == target
+        && j.kind == crate::catalog::JobKind::Restore
+        && j.trigger == crate::catalog::Trigger::Drill
 }
 
 pub fn facts(jobs: &[JobRecord], site: &str, target: &str) -> DrillFacts {

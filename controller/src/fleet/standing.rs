@@ -82,7 +82,10 @@ pub fn succeeded_backups<'a>(
     target: &'a str,
 ) -> impl Iterator<Item = &'a JobRecord> + 'a {
     jobs.iter().filter(move |j| {
-        j.site == site && j.target == target && j.kind == "backup" && j.state == JobState::Succeeded
+        j.site == site
+            && j.target == target
+            && j.kind == crate::catalog::JobKind::Backup
+            && j.state == JobState::Succeeded
     })
 }
 

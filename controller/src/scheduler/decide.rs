@@ -42,8 +42,8 @@ pub struct Live {
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start a backup; `trigger` is `schedule` or `retry`.
-    Start { trigger: &'static str },
+    /// Start a backup; `trigger` is `Schedule` or `Retry`.
+    Start { trigger: crate::catalog::Trigger },
     /// Fail a running job that made no progress for `idle_ms`.
     Stalled { job_id: String, idle_ms: u64 },
 }
@@ -105,9 +105,9 @@ pub fn decide(
     let retry_due = rec.retry_at_unix_ms.is_some_and(|t| t <= now);
     if rec.pending_since_unix_ms.is_some() || retry_due {
         let trigger = if rec.pending_since_unix_ms.is_some() {
-            "schedule"
+            crate::catalog::Trigger::Schedule
         } else {
-            "retry"
+            crate::catalog::Trigger::Retry
         };
         rec.pending_since_unix_ms = None;
         rec.retry_at_unix_ms = None;

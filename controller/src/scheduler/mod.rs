@@ -198,7 +198,7 @@ impl Scheduler {
             .find(|j| {
                 j.site == site
                     && j.target == target
-                    && j.kind == "backup"
+                    && j.kind == crate::catalog::JobKind::Backup
                     && j.state == JobState::Running
             })
             .map(|j| (j.job_id.clone(), self.idle_ms(&j.job_id, now)));
@@ -292,7 +292,15 @@ impl Scheduler {
             drill: true,
             drop_old: false,
         });
-        match start_job(&self.state, site, target, kind, "drill").await {
+        match start_job(
+            &self.state,
+            site,
+            target,
+            kind,
+            crate::catalog::Trigger::Drill,
+        )
+        .await
+        {
             Ok((id, _)) => Ok(Some(id)),
             Err(e) => {
                 warn!(%site, %target, error = %e, "drill not delivered");
@@ -305,7 +313,7 @@ impl Scheduler {
         &self,
         site: &str,
         target: &str,
-        trigger: &'static str,
+        trigger: crate::catalog::Trigger,
         sp: &SitePolicy,
         rec: &mut ScheduleRecord,
     ) -> Result<Option<String>, CatalogError> {

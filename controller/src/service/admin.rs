@@ -55,7 +55,7 @@ impl AdminApi {
         site: &str,
         target: &str,
         kind: Kind,
-        trigger: &str,
+        trigger: crate::catalog::Trigger,
     ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
         let (job_id, mut updates) =
             crate::dispatch::start_job(&self.state, site, target, kind, trigger).await?;
@@ -107,7 +107,9 @@ fn last_backup(
 ) {
     let Some(j) = jobs
         .iter()
-        .filter(|j| j.site == site && j.target == target && j.kind == "backup")
+        .filter(|j| {
+            j.site == site && j.target == target && j.kind == crate::catalog::JobKind::Backup
+        })
         .max_by_key(|j| j.started_unix_ms)
     else {
         return;
@@ -319,8 +321,13 @@ impl AdminService for AdminApi {
                         ))
                     })?;
             Ok(Response::new(
-                self.dispatch(&req.site, &req.target, kind, "manual")
-                    .await?,
+                self.dispatch(
+                    &req.site,
+                    &req.target,
+                    kind,
+                    crate::catalog::Trigger::Manual,
+                )
+                .await?,
             ))
         })
         .await
@@ -383,7 +390,11 @@ impl AdminService for AdminApi {
                 drill: req.drill,
                 drop_old: req.drop_old && req.clean,
             });
-            let trigger = if req.drill { "drill" } else { "manual" };
+            let trigger = if req.drill {
+                crate::catalog::Trigger::Drill
+            } else {
+                crate::catalog::Trigger::Manual
+            };
             Ok(Response::new(
                 self.dispatch(&req.site, &req.target, kind, trigger).await?,
             ))

@@ -6,8 +6,8 @@ use nex_backup_shared::pb;
 use tonic::Status;
 
 use super::admin::AdminApi;
-use super::auth::{new_admin_token, token_hash_hex};
 use super::{bad_input, catalog_status, now_ms};
+use crate::admins::{new_admin_token, token_hash_hex};
 use crate::catalog::trust::AdminRecord;
 
 fn info(a: &AdminRecord) -> pb::AdminInfo {

@@ -5,12 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nex_backup_shared::identity::AgentIdentity;
 use nex_backup_shared::keyring::write_private_file;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::service::Interceptor;
 use tracing::warn;
@@ -19,8 +16,7 @@ use crate::state::State;
 use crate::tls_listener::PeerInfo;
 use nex_backup_shared::clock::unix_now;
 
-/// Prefix of admin credentials, so a leaked one is recognisable in a secret scan.
-pub const ADMIN_TOKEN_PREFIX: &str = "nexb-admin-";
+pub use crate::admins::ADMIN_TOKEN_PREFIX;
 
 /// The admin credential file in the data dir.
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
@@ -33,7 +29,7 @@ pub fn load_or_create_admin(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let token = match std::fs::read_to_string(&path) {
         Ok(t) => t.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let t = new_admin_token();
+            let t = crate::admins::new_admin_token();
             write_private_file(&path, format!("{t}\n").as_bytes())
                 .with_context(|| format!("write {}", path.display()))?;
             tracing::info!(path = %path.display(), "created the admin credential");
@@ -49,64 +45,16 @@ pub fn load_or_create_admin(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(Sha256::digest(token.as_bytes()).into())
 }
 
-/// The admin credentials in force (not revoked), by name; kept in step with the catalog
-/// by the calls that create and revoke them.
-#[derive(Default)]
-pub struct AdminBook {
-    creds: std::sync::RwLock<Vec<(String, [u8; 32])>>,
-}
-
-impl AdminBook {
-    /// Replace the book with the catalog's records.
-    pub fn load(&self, records: &[crate::catalog::trust::AdminRecord]) {
-        let creds = records
-            .iter()
-            .filter(|r| r.revoked_unix_ms.is_none())
-            .filter_map(|r| {
-                let h: [u8; 32] = hex::decode(&r.hash).ok()?.try_into().ok()?;
-                Some((r.name.clone(), h))
-            })
-            .collect();
-        *self.creds.write().unwrap_or_else(|p| p.into_inner()) = creds;
-    }
-
-    /// The name of the credential whose hash is `h`. Every entry is compared in
-    /// constant time, so the answer's timing says nothing about the others.
-    fn who(&self, h: &[u8]) -> Option<String> {
-        let creds = self.creds.read().unwrap_or_else(|p| p.into_inner());
-        let mut found = None;
-        for (name, hash) in creds.iter() {
-            if bool::from(h.ct_eq(hash)) {
-                found = Some(name.clone());
-            }
-        }
-        found
-    }
-}
-
 /// The named admin credential behind an admin call (a request extension).
 #[derive(Debug, Clone)]
 pub struct AdminIdentity {
     pub name: String,
 }
 
-/// A new admin credential's text.
-pub fn new_admin_token() -> String {
-    format!(
-        "{ADMIN_TOKEN_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-    )
-}
-
-/// Hex SHA-256 of a credential's text.
-pub fn token_hash_hex(token: &str) -> String {
-    hex::encode(Sha256::digest(token.trim().as_bytes()))
-}
-
 /// Interceptor guarding the admin service.
 #[derive(Clone)]
 pub struct AdminGuard {
-    pub book: std::sync::Arc<AdminBook>,
+    pub book: std::sync::Arc<crate::admins::AdminBook>,
 }
 
 impl Interceptor for AdminGuard {

@@ -123,7 +123,10 @@ impl AgentApi {
             .await
             .map_err(catalog_status)?
             .ok_or_else(|| refuse("no such job"))?;
-        if job.site != who.site || job.agent_id != who.agent_id || job.kind != "backup" {
+        if job.site != who.site
+            || job.agent_id != who.agent_id
+            || job.kind != crate::catalog::JobKind::Backup
+        {
             return Err(refuse("the job was not sent to this agent as a backup"));
         }
         if job.target != req.target {

@@ -87,7 +87,8 @@ impl AgentApi {
             t.table = clean(&t.table, MAX_LABEL_LEN * 2);
         }
         // A backup's snapshot is the one its commit settled; an agent cannot name another.
-        let committed = job.kind == "backup" && job.state == JobState::Succeeded;
+        let committed =
+            job.kind == crate::catalog::JobKind::Backup && job.state == JobState::Succeeded;
         let was_running = job.state == JobState::Running;
         if committed {
             if !r.ok {
@@ -97,12 +98,12 @@ impl AgentApi {
         } else if job.state == JobState::Running
             || job.error.as_deref().is_some_and(is_interruption)
         {
-            job.state = if r.ok && job.kind != "backup" {
+            job.state = if r.ok && job.kind != crate::catalog::JobKind::Backup {
                 JobState::Succeeded
             } else {
                 JobState::Failed
             };
-            if r.ok && job.kind == "backup" {
+            if r.ok && job.kind == crate::catalog::JobKind::Backup {
                 // A backup succeeds only by its commit.
                 r.ok = false;
                 r.error = "the agent reported success but committed no snapshot".into();
@@ -123,7 +124,7 @@ impl AgentApi {
         info!(site, job = %job_id, target = %job.target, ok = r.ok, error = %r.error, "job finished");
         if was_running {
             self.state.job_finished(&job);
-            if job.trigger == "drill" {
+            if job.trigger == crate::catalog::Trigger::Drill {
                 self.state
                     .events
                     .publish(crate::events::Event::DrillFinished {

@@ -45,7 +45,7 @@ fn fires_on_time_and_not_before() {
     assert_eq!(
         a,
         [Action::Start {
-            trigger: "schedule"
+            trigger: crate::catalog::Trigger::Schedule
         }]
     );
     assert_eq!(rec.next_due_unix_ms, T0 + 120 * MIN);
@@ -68,7 +68,7 @@ fn an_offline_agent_gets_one_job_for_all_missed_slots() {
     assert_eq!(
         a,
         [Action::Start {
-            trigger: "schedule"
+            trigger: crate::catalog::Trigger::Schedule
         }],
         "exactly one"
     );
@@ -110,7 +110,7 @@ fn never_two_backups_of_one_target_and_stalls_are_failed() {
     assert_eq!(
         a,
         [Action::Start {
-            trigger: "schedule"
+            trigger: crate::catalog::Trigger::Schedule
         }]
     );
 }
@@ -133,7 +133,12 @@ fn failures_retry_with_backoff_up_to_the_limit() {
             Some(at) => {
                 delays.push((at - t) / MIN);
                 let (r, a) = step(rec, &live(at, true), &format!("j{attempt}"));
-                assert_eq!(a, [Action::Start { trigger: "retry" }]);
+                assert_eq!(
+                    a,
+                    [Action::Start {
+                        trigger: crate::catalog::Trigger::Retry
+                    }]
+                );
                 rec = r;
                 t = at + MIN;
             }
@@ -146,7 +151,7 @@ fn failures_retry_with_backoff_up_to_the_limit() {
     assert_eq!(
         a,
         [Action::Start {
-            trigger: "schedule"
+            trigger: crate::catalog::Trigger::Schedule
         }],
         "the next slot starts afresh"
     );
@@ -190,7 +195,7 @@ fn runs_wait_for_the_backup_window() {
     assert_eq!(
         a,
         [Action::Start {
-            trigger: "schedule"
+            trigger: crate::catalog::Trigger::Schedule
         }]
     );
 }
@@ -214,7 +219,7 @@ fn a_changed_schedule_recomputes_the_next_slot() {
     assert_eq!(
         a,
         [Action::Start {
-            trigger: "schedule"
+            trigger: crate::catalog::Trigger::Schedule
         }]
     );
 }
