@@ -156,7 +156,7 @@ pub async fn online(cfg: &AgentConfig, text: &str) -> Vec<Finding> {
                 level: Level::Error,
                 key,
                 line,
-                message: e,
+                message: e.to_string(),
             }),
             Err(_) => out.push(Finding {
                 level: Level::Error,

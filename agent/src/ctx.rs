@@ -87,12 +87,13 @@ impl Ctx {
     }
 
     /// The site key ring, read fresh so that `recover` and `rotate-key` take effect at once.
-    pub fn keyring(&self) -> Result<KeyRing, String> {
-        load_keyring(&self.cfg.state_dir, &self.site).map_err(|e| format!("{e:#}"))
+    pub fn keyring(&self) -> Result<KeyRing, AgentError> {
+        load_keyring(&self.cfg.state_dir, &self.site)
+            .map_err(|e| AgentError::from(format!("{e:#}")))
     }
 
     /// The codec of the current key epoch, for a new snapshot.
-    pub fn backup_codec(&self) -> Result<ChunkCodec, String> {
+    pub fn backup_codec(&self) -> Result<ChunkCodec, AgentError> {
         let ring = self.keyring()?;
         let (epoch, key) = ring
             .current()
@@ -102,13 +103,14 @@ impl Ctx {
                 "key epoch {epoch} of site {} is not yet sealed to a recovery key; refusing to \
                  make a backup that only this host could decrypt",
                 self.site
-            ));
+            )
+            .into());
         }
         Ok(ChunkCodec::new(key.derive(), self.cfg.zstd_level))
     }
 
     /// The codec for objects sealed under `key_id`.
-    pub fn codec_for(&self, key_id: [u8; 8]) -> Result<ChunkCodec, String> {
+    pub fn codec_for(&self, key_id: [u8; 8]) -> Result<ChunkCodec, AgentError> {
         let ring = self.keyring()?;
         let key = ring.by_key_id(key_id).ok_or_else(|| {
             format!(

@@ -6,20 +6,27 @@ use std::path::Path;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::TargetConfig;
+use crate::error::AgentError;
 
 /// The password for a target, if one is configured. Never logged.
-pub fn password(t: &TargetConfig, dbname: &str) -> Result<Option<String>, String> {
+pub fn password(t: &TargetConfig, dbname: &str) -> Result<Option<String>, AgentError> {
     if let Some(var) = &t.password_env {
         return std::env::var(var).map(Some).map_err(|_| {
             format!(
                 "target {}: environment variable {var} (password_env) is not set",
                 t.name
             )
+            .into()
         });
     }
     if let Some(file) = &t.passfile {
-        return pgpass_lookup(file, &t.host, t.port, dbname, &t.user)
-            .map_err(|e| format!("target {}: passfile {}: {e}", t.name, file.display()));
+        return pgpass_lookup(file, &t.host, t.port, dbname, &t.user).map_err(|e| {
+            AgentError::from(format!(
+                "target {}: passfile {}: {e}",
+                t.name,
+                file.display()
+            ))
+        });
     }
     Ok(None)
 }
@@ -31,7 +38,7 @@ pub fn pgpass_lookup(
     port: u16,
     db: &str,
     user: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, AgentError> {
     let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
     for line in text
         .lines()
@@ -71,7 +78,7 @@ fn split_pgpass(line: &str) -> Vec<String> {
 /// A connection for creating, renaming and dropping `databases`: to the target's own
 /// database unless it is one of them (a database cannot be renamed or dropped by its own
 /// session), else to `postgres`, else `template1`.
-pub async fn connect_admin(t: &TargetConfig, databases: &[&str]) -> Result<Client, String> {
+pub async fn connect_admin(t: &TargetConfig, databases: &[&str]) -> Result<Client, AgentError> {
     if !databases.contains(&t.dbname.as_str()) {
         return connect(t, &t.dbname).await;
     }
@@ -81,7 +88,7 @@ pub async fn connect_admin(t: &TargetConfig, databases: &[&str]) -> Result<Clien
     }
 }
 
-pub async fn connect(t: &TargetConfig, dbname: &str) -> Result<Client, String> {
+pub async fn connect(t: &TargetConfig, dbname: &str) -> Result<Client, AgentError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&t.host)
         .port(t.port)
@@ -127,14 +134,14 @@ pub fn db_error_text(e: &tokio_postgres::Error) -> String {
 }
 
 /// The server's version as (`server_version_num`, `server_version`), e.g. (150018, "15.18").
-pub async fn server_version(client: &Client) -> Result<(i32, String), String> {
+pub async fn server_version(client: &Client) -> Result<(i32, String), AgentError> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
             &[],
         )
         .await
-        .map_err(|e| format!("read server version: {}", db_error_text(&e)))?;
+        .map_err(|e| AgentError::from(format!("read server version: {}", db_error_text(&e))))?;
     Ok((row.get(0), row.get(1)))
 }
 

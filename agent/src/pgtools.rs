@@ -1,6 +1,7 @@
 //! Finding PostgreSQL client tools (pg_dump, pg_dumpall, pg_restore, psql) whose major
 //! version is at least the server's, on Linux and on Windows.
 
+use crate::error::AgentError;
 use std::path::{Path, PathBuf};
 
 /// A located tool and its major version.
@@ -83,7 +84,11 @@ async fn probe(path: &Path) -> Option<Tool> {
 }
 
 /// Find `name` with major version >= `min_major`, preferring the newest.
-pub async fn find(name: &str, configured: Option<&Path>, min_major: u32) -> Result<Tool, String> {
+pub async fn find(
+    name: &str,
+    configured: Option<&Path>,
+    min_major: u32,
+) -> Result<Tool, AgentError> {
     let mut seen = vec![];
     let mut best: Option<Tool> = None;
     for dir in candidate_dirs(configured) {
@@ -104,6 +109,7 @@ pub async fn find(name: &str, configured: Option<&Path>, min_major: u32) -> Resu
         let where_ = configured.map_or("(discovery)".to_string(), |d| d.display().to_string());
         format!("{name} {min_major} or newer is needed for this server; found: {found} (searched {where_}; set pg_bin_dir)")
     })
+    .map_err(AgentError::from)
 }
 
 #[cfg(test)]
@@ -131,7 +137,8 @@ mod tests {
     async fn too_old_is_explained() {
         let e = find("pg_dump", Some(Path::new("/nonexistent-dir")), 99)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("pg_dump 99 or newer") && e.contains("/nonexistent-dir"),
             "{e}"

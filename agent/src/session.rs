@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::ctx::Ctx;
+use crate::error::AgentError;
 use crate::{backup, restore, trust};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -63,7 +64,7 @@ fn hello(ctx: &Ctx) -> pb::AgentMessage {
 }
 
 /// One session. Ok(true) if it was established before it ended.
-async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
+async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, AgentError> {
     let (tx, rx) = mpsc::channel(256);
     tx.send(hello(ctx))
         .await
@@ -125,11 +126,11 @@ async fn session_once(ctx: &Arc<Ctx>) -> Result<bool, String> {
             })) => on_welcome(ctx, custody).await,
             Ok(Some(m)) => on_message(ctx, m),
             Ok(None) => break Ok(true),
-            Err(s) => break Err(format!("session: {}", s.message())),
+            Err(s) => break Err(format!("session: {}", s.message()).into()),
         }
     };
     heartbeat.abort();
-    res.or_else(|e| {
+    res.or_else(|e: AgentError| {
         warn!(error = %e, "session lost");
         Ok(true)
     })

@@ -8,6 +8,7 @@ use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 
 use crate::config::TargetConfig;
+use crate::error::AgentError;
 use crate::pgtools::Tool;
 
 const STDERR_TAIL: usize = 4096;
@@ -41,7 +42,7 @@ pub fn spawn(
     password: Option<&str>,
     stdin: bool,
     stdout: bool,
-) -> Result<Running, String> {
+) -> Result<Running, AgentError> {
     let name = tool
         .path
         .file_stem()
@@ -64,7 +65,7 @@ pub fn spawn(
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("start {} ({}): {e}", name, tool.path.display()))?;
+        .map_err(|e| AgentError::from(format!("start {} ({}): {e}", name, tool.path.display())))?;
     let stderr = child.stderr.take().expect("stderr piped");
     Ok(Running {
         name,
@@ -91,12 +92,12 @@ async fn tail(mut r: ChildStderr) -> String {
 
 impl Running {
     /// Wait for exit. Ok(stderr) on status 0; otherwise an error quoting stderr.
-    pub async fn finish(mut self) -> Result<String, String> {
+    pub async fn finish(mut self) -> Result<String, AgentError> {
         let status = self
             .child
             .wait()
             .await
-            .map_err(|e| format!("wait for {}: {e}", self.name))?;
+            .map_err(|e| AgentError::from(format!("wait for {}: {e}", self.name)))?;
         let err = self.stderr.await.unwrap_or_default();
         if status.success() {
             Ok(err)
@@ -106,7 +107,7 @@ impl Running {
             } else {
                 err
             };
-            Err(format!("{} failed ({status}): {quoted}", self.name))
+            Err(format!("{} failed ({status}): {quoted}", self.name).into())
         }
     }
 }

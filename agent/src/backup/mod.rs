@@ -33,7 +33,7 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
         Ok(c) => c,
         Err(e) => {
             return pb::JobResult {
-                error: e,
+                error: e.to_string(),
                 ..Default::default()
             };
         }
@@ -53,7 +53,7 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
     };
     let outcome = match ctx.cfg.target(&cmd.target) {
         Some(t) => within_window(cmd.window_remaining_ms, backup(&ctx, &job, t, started_ms)).await,
-        None => Err(format!("unknown target {}", cmd.target)),
+        None => Err(format!("unknown target {}", cmd.target).into()),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     match outcome {
@@ -67,7 +67,7 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
         },
         Err(e) => pb::JobResult {
             ok: false,
-            error: e,
+            error: e.to_string(),
             duration_ms,
             ..Default::default()
         },
@@ -78,8 +78,8 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
 /// window). Dropping the work kills pg_dump and ends the exporting transaction.
 async fn within_window<T>(
     remaining_ms: u64,
-    work: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    work: impl std::future::Future<Output = Result<T, AgentError>>,
+) -> Result<T, AgentError> {
     if remaining_ms == 0 {
         return work.await;
     }
@@ -94,7 +94,7 @@ async fn within_window<T>(
         Err(format!(
             "the site's backup window closed {:.0} s after the backup started; stopped before commit (uploaded chunks are reused by the next run)",
             limit.as_secs_f64()
-        ))
+        ).into())
     })
 }
 
@@ -103,20 +103,20 @@ async fn backup(
     job: &JobRef,
     t: &TargetConfig,
     started_ms: u64,
-) -> Result<u64, String> {
+) -> Result<u64, AgentError> {
     let started = Instant::now();
     let client = pg::connect(t, &t.dbname).await?;
     let (server_num, server_version) = pg::server_version(&client)
         .await
-        .map_err(|e| format!("target {}: {e}", t.name))?;
+        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     let major = (server_num / 10000) as u32;
     let dir = t.pg_bin_dir.as_deref();
     let pg_dump = pgtools::find("pg_dump", dir, major)
         .await
-        .map_err(|e| format!("target {}: {e}", t.name))?;
+        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     let pg_dumpall = pgtools::find("pg_dumpall", dir, major)
         .await
-        .map_err(|e| format!("target {}: {e}", t.name))?;
+        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     let password = pg::password(t, &t.dbname)?;
     info!(target = %t.name, server = %server_version, pg_dump = %pg_dump.version, "backup starting");
 
@@ -161,7 +161,7 @@ async fn dump_globals(
     t: &TargetConfig,
     pg_dumpall: &pgtools::Tool,
     password: Option<&str>,
-) -> Result<StreamEntry, String> {
+) -> Result<StreamEntry, AgentError> {
     let mut args = dump::conn_args(t, &t.dbname);
     args[6] = "-l".into(); // pg_dumpall names its maintenance database with -l
     args.push("--globals-only".into());
@@ -181,7 +181,7 @@ async fn dump_globals(
     };
     proc.finish()
         .await
-        .map_err(|e| format!("target {}: {e}", t.name))?;
+        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     Ok(entry)
 }
 
@@ -193,7 +193,7 @@ async fn dump_database(
     client: &tokio_postgres::Client,
     pg_dump: &pgtools::Tool,
     password: Option<&str>,
-) -> Result<(StreamEntry, Vec<(String, i64)>), String> {
+) -> Result<(StreamEntry, Vec<(String, i64)>), AgentError> {
     let sql_err =
         |e: tokio_postgres::Error| format!("target {}: {}", t.name, pg::db_error_text(&e));
     client
@@ -227,7 +227,7 @@ async fn dump_database(
             counts.abort();
             let _ = proc.child.start_kill();
             return match proc.finish().await {
-                Err(pe) if !pe.contains("signal") => Err(format!("{e}; {pe}")),
+                Err(pe) if !pe.to_string().contains("signal") => Err(format!("{e}; {pe}").into()),
                 _ => Err(e),
             };
         }
@@ -235,10 +235,10 @@ async fn dump_database(
     // pg_dump's own error explains a failure best, so it goes first.
     proc.finish()
         .await
-        .map_err(|e| format!("target {}: {e}", t.name))?;
+        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     let counts = counts
         .await
-        .map_err(|e| format!("target {}: count rows: {e}", t.name))??;
+        .map_err(|e| AgentError::from(format!("target {}: count rows: {e}", t.name)))??;
     Ok((entry, counts))
 }
 
@@ -249,7 +249,7 @@ async fn count_rows_in_snapshot(
     t: TargetConfig,
     snapshot: String,
     imported: tokio::sync::oneshot::Sender<()>,
-) -> Result<Vec<(String, i64)>, String> {
+) -> Result<Vec<(String, i64)>, AgentError> {
     let sql_err = |e: tokio_postgres::Error| {
         format!("target {}: count rows: {}", t.name, pg::db_error_text(&e))
     };
@@ -261,7 +261,7 @@ async fn count_rows_in_snapshot(
     let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
     counter.batch_execute(&set).await.map_err(sql_err)?;
     let _ = imported.send(());
-    pg::row_counts(&counter).await.map_err(sql_err)
+    Ok(pg::row_counts(&counter).await.map_err(sql_err)?)
 }
 
 async fn commit(
@@ -308,16 +308,16 @@ mod tests {
     async fn a_backup_stops_when_the_window_closes() {
         let slow = async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok::<_, String>(1)
+            Ok::<_, crate::error::AgentError>(1)
         };
-        let e = within_window(90_000, slow).await.unwrap_err();
+        let e = within_window(90_000, slow).await.unwrap_err().to_string();
         assert!(e.contains("window closed 90 s after"), "{e}");
         // No window: the work runs to its end; a window longer than the work: too.
         let quick = || async {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok::<_, String>(2)
+            Ok::<_, crate::error::AgentError>(2)
         };
-        assert_eq!(within_window(0, quick()).await, Ok(2));
-        assert_eq!(within_window(10_000, quick()).await, Ok(2));
+        assert_eq!(within_window(0, quick()).await.unwrap(), 2);
+        assert_eq!(within_window(10_000, quick()).await.unwrap(), 2);
     }
 }

@@ -47,8 +47,8 @@ pub struct JobRef {
 type Batch = Arc<Vec<Vec<u8>>>;
 
 /// A stage's downstream ended: the stage that failed reports the real error.
-fn closed<T>(_: mpsc::error::SendError<T>) -> String {
-    "pipeline closed".into()
+fn closed<T>(_: mpsc::error::SendError<T>) -> AgentError {
+    AgentError::from("pipeline closed")
 }
 
 struct SealedBatch {
@@ -83,7 +83,7 @@ fn decouple<R: AsyncRead + Unpin + Send + 'static>(mut r: R) -> impl AsyncRead +
 }
 
 /// Run `f(i)` for i in 0..n on blocking threads, in `workers` contiguous slices, in order.
-async fn par_map<R, F>(n: usize, workers: usize, f: F) -> Result<Vec<R>, String>
+async fn par_map<R, F>(n: usize, workers: usize, f: F) -> Result<Vec<R>, AgentError>
 where
     R: Send + 'static,
     F: Fn(usize) -> R + Send + Sync + 'static,
@@ -103,7 +103,10 @@ where
         .collect();
     let mut out = Vec::with_capacity(n);
     for h in handles {
-        out.extend(h.await.map_err(|e| format!("worker thread: {e}"))?);
+        out.extend(
+            h.await
+                .map_err(|e| AgentError::from(format!("worker thread: {e}")))?,
+        );
     }
     Ok(out)
 }
@@ -119,7 +122,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
     name: &str,
     what: String,
     reader: R,
-) -> Result<StreamEntry, String> {
+) -> Result<StreamEntry, AgentError> {
     let reader = decouple(reader);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (sealed_tx, sealed_rx) = mpsc::channel::<SealedBatch>(1);
@@ -147,7 +150,7 @@ pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
             batch_tx.send(Arc::new(batch)).await.map_err(closed)?;
         }
         drop(batch_tx);
-        Ok::<_, String>(chunker.finish())
+        Ok::<_, AgentError>(chunker.finish())
     };
     let (summary, (), chunks) = tokio::try_join!(
         chunk_stage,
@@ -177,7 +180,7 @@ async fn seal_stage(
     job_codec: ChunkCodec,
     mut rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<SealedBatch>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let (plan_tx, plan_rx) = mpsc::channel::<Planned>(1);
     let plan = async {
         // Ids already queued for upload in this stream: a chunk repeated in a later batch
@@ -187,11 +190,8 @@ async fn seal_stage(
             let codec = job_codec.clone();
             let b = batch.clone();
             let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
-            let wanted: std::collections::HashSet<ChunkId> = find_missing(&ctx, &ids)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .collect();
+            let wanted: std::collections::HashSet<ChunkId> =
+                find_missing(&ctx, &ids).await?.into_iter().collect();
             let todo = (0..ids.len())
                 .filter(|&i| wanted.contains(&ids[i]) && queued.insert(ids[i]))
                 .collect();
@@ -201,7 +201,7 @@ async fn seal_stage(
                 .map_err(closed)?;
         }
         drop(plan_tx);
-        Ok::<_, String>(())
+        Ok::<_, AgentError>(())
     };
     let seal = async {
         let mut sealed = tokio_stream::wrappers::ReceiverStream::new(plan_rx)
@@ -210,13 +210,13 @@ async fn seal_stage(
         while let Some(b) = sealed.next().await {
             tx.send(b?).await.map_err(closed)?;
         }
-        Ok::<_, String>(())
+        Ok::<_, AgentError>(())
     };
     tokio::try_join!(plan, seal)?;
     Ok(())
 }
 
-async fn seal_batch(codec: ChunkCodec, p: Planned) -> Result<SealedBatch, String> {
+async fn seal_batch(codec: ChunkCodec, p: Planned) -> Result<SealedBatch, AgentError> {
     let (b, ids, todo) = (p.batch.clone(), Arc::new(p.ids), Arc::new(p.todo));
     let (ids_c, todo_c) = (ids.clone(), todo.clone());
     let sealed = par_map(todo.len(), workers(), move |k| {
@@ -236,7 +236,7 @@ async fn upload_stage(
     job: JobRef,
     name: &str,
     rx: mpsc::Receiver<SealedBatch>,
-) -> Result<Vec<(ChunkId, u32)>, String> {
+) -> Result<Vec<(ChunkId, u32)>, AgentError> {
     let mut refs = vec![];
     let (mut bytes, mut sent, mut last) = (0u64, 0u64, Instant::now());
     // Several uploads in flight: the controller makes each chunk durable (fsync) before
@@ -256,7 +256,7 @@ async fn upload_stage(
         })
         .buffered(UPLOAD_IN_FLIGHT);
     while let Some(done) = uploads.next().await {
-        let (batch_refs, n) = done.map_err(|e| e.to_string())?;
+        let (batch_refs, n) = done?;
         sent += n;
         bytes += batch_refs.iter().map(|(_, l)| u64::from(*l)).sum::<u64>();
         refs.extend(batch_refs);

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ctx::{Ctx, transient};
+use crate::error::AgentError;
 
 const WINDOW: usize = 32;
 
@@ -35,7 +36,7 @@ async fn fetch_all(
     ctx: Arc<Ctx>,
     chunks: Vec<(ChunkId, u32)>,
     tx: mpsc::Sender<Fetched>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let deadline = Instant::now() + Duration::from_secs(ctx.cfg.retry_budget_secs);
     let fresh =
         || nex_backup_shared::retry::delays(Duration::from_millis(200), Duration::from_secs(10));
@@ -80,7 +81,8 @@ async fn fetch_all(
                     "fetch chunk {}: {}",
                     chunks[pos.min(chunks.len() - 1)].0.short(),
                     s.message()
-                ));
+                )
+                .into());
             }
         }
         if tx.is_closed() {
@@ -131,7 +133,7 @@ pub async fn feed<W: AsyncWrite + Unpin>(
     fetcher
         .await
         .map_err(|e| FeedError::Data(format!("fetch task: {e}")))?
-        .map_err(FeedError::Data)?;
+        .map_err(|e| FeedError::Data(e.to_string()))?;
     w.shutdown().await.map_err(FeedError::Write)?;
     drop(w);
     let actual: [u8; 32] = hasher.finalize().into();

@@ -37,8 +37,9 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::
         None if cmd.drill => Err(format!(
             "unknown target {} and no [drill] server configured on this agent",
             cmd.target
-        )),
-        None => Err(format!("unknown target {}", cmd.target)),
+        )
+        .into()),
+        None => Err(format!("unknown target {}", cmd.target).into()),
     };
     result.duration_ms = started.elapsed().as_millis() as u64;
     match outcome {
@@ -63,12 +64,13 @@ async fn restore(
     t: &TargetConfig,
     cmd: &pb::RestoreCommand,
     result: &mut pb::JobResult,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let db = &cmd.to_database;
     if cmd.drill && !db.starts_with("nexb_drill_") {
         return Err(format!(
             "drill into {db:?} refused: drills restore only into nexb_drill_ databases"
-        ));
+        )
+        .into());
     }
     let (m, codec) = fetch_manifest(ctx, cmd).await.map_err(|e| e.to_string())?;
     result.logical_bytes = m.logical_bytes();
@@ -78,7 +80,7 @@ async fn restore(
     if exists && !cmd.clean {
         return Err(format!(
             "database {db} already exists; pass --clean to replace it (after verification, keeping the old one)"
-        ));
+        ).into());
     }
     // An existing database is replaced only by a verified copy restored beside it.
     let into = if exists {
@@ -136,9 +138,9 @@ impl Restored<'_> {
     /// was); a verified replacement is swapped in.
     async fn settle(
         &self,
-        verified: Result<Vec<pb::TableCheck>, String>,
+        verified: Result<Vec<pb::TableCheck>, AgentError>,
         result: &mut pb::JobResult,
-    ) -> Result<(), String> {
+    ) -> Result<(), AgentError> {
         let (db, t) = (&self.cmd.to_database, self.t);
         let untouched = if self.replaces {
             format!("; {db} is untouched")
@@ -149,7 +151,7 @@ impl Restored<'_> {
             Ok(tables) => tables,
             Err(e) => {
                 let note = swap::discard(t, self.into, self.server_num).await;
-                return Err(format!("{e} ({note}{untouched})"));
+                return Err(format!("{e} ({note}{untouched})").into());
             }
         };
         let all_ok = result.stream_hash_ok && tables.iter().all(|t| t.ok);
@@ -170,7 +172,11 @@ impl Restored<'_> {
 }
 
 /// A drill leaves nothing behind, whatever its outcome.
-async fn drop_drill_database(t: &TargetConfig, db: &str, server_num: i32) -> Result<(), String> {
+async fn drop_drill_database(
+    t: &TargetConfig,
+    db: &str,
+    server_num: i32,
+) -> Result<(), AgentError> {
     let admin = pg::connect_admin(t, &[db]).await?;
     swap::drop_db(&admin, db, server_num).await?;
     info!(database = %db, "drill database dropped");
@@ -188,7 +194,7 @@ async fn load(
     m: &Manifest,
     server_num: i32,
     result: &mut pb::JobResult,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let db = &cmd.to_database;
     let dir = t.pg_bin_dir.as_deref();
     let major = (server_num / 10000) as u32;
@@ -261,7 +267,7 @@ async fn fetch_manifest(
     Ok((m, codec))
 }
 
-async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<bool, String> {
+async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<bool, AgentError> {
     Ok(admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
         .await
@@ -269,14 +275,14 @@ async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<boo
         .is_some())
 }
 
-async fn create_database(admin: &tokio_postgres::Client, db: &str) -> Result<(), String> {
+async fn create_database(admin: &tokio_postgres::Client, db: &str) -> Result<(), AgentError> {
     admin
         .batch_execute(&format!(
             "CREATE DATABASE {} TEMPLATE template0",
             pg::quote_ident(db)
         ))
         .await
-        .map_err(|e| format!("create database {db}: {}", pg::db_error_text(&e)))
+        .map_err(|e| AgentError::from(format!("create database {db}: {}", pg::db_error_text(&e))))
 }
 
 /// Run `tool` and feed stream `s` into its stdin; a tool failure is quoted.
@@ -288,7 +294,7 @@ async fn pipe_into(
     args: Vec<String>,
     password: Option<&str>,
     s: &StreamEntry,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let mut proc = dump::spawn(tool, &args, password, true, false)?;
     let stdin = proc.child.stdin.take().expect("stdin piped");
     match feed(ctx, codec, job_id, s, stdin).await {
@@ -298,10 +304,10 @@ async fn pipe_into(
             .finish()
             .await
             .err()
-            .unwrap_or_else(|| format!("write to {}: {e}", proc_name(tool)))),
+            .unwrap_or_else(|| format!("write to {}: {e}", proc_name(tool)).into())),
         Err(FeedError::Data(e)) => {
             let _ = proc.child.start_kill();
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -317,11 +323,11 @@ async fn verify_counts(
     t: &TargetConfig,
     db: &str,
     m: &Manifest,
-) -> Result<Vec<pb::TableCheck>, String> {
+) -> Result<Vec<pb::TableCheck>, AgentError> {
     let client = pg::connect(t, db).await?;
     let actual: std::collections::HashMap<String, i64> = pg::row_counts(&client)
         .await
-        .map_err(|e| format!("count rows in {db}: {}", pg::db_error_text(&e)))?
+        .map_err(|e| AgentError::from(format!("count rows in {db}: {}", pg::db_error_text(&e))))?
         .into_iter()
         .collect();
     Ok(m.row_counts

@@ -7,6 +7,7 @@
 use tracing::{info, warn};
 
 use crate::config::TargetConfig;
+use crate::error::AgentError;
 use crate::pg;
 
 /// PostgreSQL's identifier limit.
@@ -46,7 +47,7 @@ pub(super) async fn drop_db(
     admin: &tokio_postgres::Client,
     db: &str,
     server_num: i32,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let force = if server_num >= 130_000 {
         " WITH (FORCE)"
     } else {
@@ -58,7 +59,7 @@ pub(super) async fn drop_db(
             pg::quote_ident(db)
         ))
         .await
-        .map_err(|e| format!("drop database {db}: {}", pg::db_error_text(&e)))
+        .map_err(|e| AgentError::from(format!("drop database {db}: {}", pg::db_error_text(&e))))
 }
 
 /// Swap the verified `staging` database in as `db`; the old one becomes `old` (and is
@@ -72,7 +73,7 @@ pub async fn swap_in(
     old: &str,
     drop_old: bool,
     server_num: i32,
-) -> Result<String, String> {
+) -> Result<String, AgentError> {
     let admin = pg::connect_admin(t, &[db, staging, old]).await?;
     let (q_db, q_new, q_old) = (
         pg::quote_ident(db),
@@ -114,7 +115,7 @@ pub async fn swap_in(
     }
     Err(format!(
         "the restore into {staging} was verified, but swapping it in as {db} failed: {last}; {db} is unchanged and the verified copy stays as {staging}"
-    ))
+    ).into())
 }
 
 /// Drop the database a failed restore created (a new one, or the staging copy beside
