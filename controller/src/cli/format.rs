@@ -89,26 +89,23 @@ pub fn health_json(h: Option<&nex_backup_shared::pb::HostHealth>) -> serde_json:
     })
 }
 
-/// Render rows as a left-aligned table with a header.
+/// Render rows as a left-aligned table with a header: columns two spaces apart, no
+/// borders (comfy-table), trailing spaces trimmed.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     debug_assert!(rows.iter().all(|r| r.len() == header.len()), "ragged table");
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.iter().copied())
+        .add_rows(rows.iter().cloned());
+    let last = header.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i == last { 0 } else { 2 }));
     }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        padded.join("  ").trim_end().to_string()
-    };
-    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect())];
-    out.extend(rows.iter().map(|r| line(r.clone())));
-    out.join("\n")
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -119,6 +116,9 @@ mod tests {
     fn figures() {
         assert_eq!(bytes(10), "10 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(2 << 20), "2.0 MiB");
+        assert_eq!(bytes(493_977), "482.4 KiB");
         assert_eq!(age(200_000, 10_000), "3m10s");
         assert_eq!(time(0), "-");
         let utc = jiff::tz::TimeZone::UTC;

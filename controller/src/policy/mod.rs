@@ -216,20 +216,9 @@ impl Policy {
 }
 
 /// "1d2h", "30m", "45s".
-/// 1536 -> "1.5 KiB" (binary units, one decimal).
+/// 1536 -> "1.5 KiB" (binary units, one decimal; bytesize).
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 pub fn human_secs(s: u64) -> String {
