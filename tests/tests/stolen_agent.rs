@@ -254,7 +254,10 @@ async fn made_up_jobs_and_hostile_texts_are_dropped_or_defused() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let jobs = list_jobs(&st.s).await;
     assert_eq!(jobs.len(), before.len() + 3);
-    for j in jobs.iter().filter(|j| j.state == "failed") {
+    for j in jobs
+        .iter()
+        .filter(|j| j.state == pb::JobStatus::Failed as i32)
+    {
         assert!(j.error.len() < 5000, "error text capped: {}", j.error.len());
     }
     // And they page: one at a time, every job once.

@@ -89,6 +89,37 @@ pub fn health_json(h: Option<&nex_backup_shared::pb::HostHealth>) -> serde_json:
     })
 }
 
+/// How a job's kind, state and trigger are printed (the same words the catalog keeps).
+pub fn job_kind(k: i32) -> &'static str {
+    use nex_backup_shared::pb::JobKind as K;
+    match K::try_from(k).unwrap_or_default() {
+        K::Backup => "backup",
+        K::Restore => "restore",
+        K::Unspecified => "?",
+    }
+}
+
+pub fn job_state(s: i32) -> &'static str {
+    use nex_backup_shared::pb::JobStatus as S;
+    match S::try_from(s).unwrap_or_default() {
+        S::Running => "running",
+        S::Succeeded => "succeeded",
+        S::Failed => "failed",
+        S::Unspecified => "",
+    }
+}
+
+pub fn job_trigger(t: i32) -> &'static str {
+    use nex_backup_shared::pb::JobTrigger as T;
+    match T::try_from(t).unwrap_or_default() {
+        T::Manual => "manual",
+        T::Schedule => "schedule",
+        T::Retry => "retry",
+        T::Drill => "drill",
+        T::Unspecified => "?",
+    }
+}
+
 /// Render rows as a left-aligned table with a header: columns two spaces apart, no
 /// borders (comfy-table), trailing spaces trimmed.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::ClientOpts;
 use super::client::connect;
-use super::format::{bytes, table, time};
+use super::format::{bytes, job_kind, job_state, job_trigger, table, time};
 
 /// What `jobs` does besides listing.
 #[derive(Debug, clap::Subcommand)]
@@ -103,10 +103,16 @@ async fn show(a: &JobsArgs, job_id: &str) -> anyhow::Result<ExitCode> {
         ("job", j.job_id.clone()),
         (
             "what",
-            format!("{} of {}/{} ({})", j.kind, j.site, j.target, j.trigger),
+            format!(
+                "{} of {}/{} ({})",
+                job_kind(j.kind),
+                j.site,
+                j.target,
+                job_trigger(j.trigger)
+            ),
         ),
         ("agent", j.agent_id.clone()),
-        ("state", j.state.clone()),
+        ("state", job_state(j.state).into()),
         ("started", time(j.started_unix_ms)),
         ("ended", time(j.ended_unix_ms)),
         ("duration", duration(&j)),
@@ -132,8 +138,8 @@ async fn show(a: &JobsArgs, job_id: &str) -> anyhow::Result<ExitCode> {
 
 fn job_json(j: &pb::JobInfo) -> serde_json::Value {
     json!({
-        "job_id": j.job_id, "site": j.site, "target": j.target, "kind": j.kind,
-        "state": j.state, "trigger": j.trigger, "started_unix_ms": j.started_unix_ms,
+        "job_id": j.job_id, "site": j.site, "target": j.target, "kind": job_kind(j.kind),
+        "state": job_state(j.state), "trigger": job_trigger(j.trigger), "started_unix_ms": j.started_unix_ms,
         "ended_unix_ms": j.ended_unix_ms, "error": j.error, "snapshot_id": j.snapshot_id,
         "logical_bytes": j.logical_bytes, "new_bytes": j.new_bytes, "agent_id": j.agent_id,
     })
@@ -155,7 +161,10 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
             .into_inner();
         println!(
             "job {} ({} of {}/{}) cancelled; its agent was told to stop",
-            j.job_id, j.kind, j.site, j.target
+            j.job_id,
+            job_kind(j.kind),
+            j.site,
+            j.target
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -177,10 +186,10 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
                 j.site.clone(),
                 j.target.clone(),
                 j.agent_id.clone(),
-                format!("{} ({})", j.kind, j.trigger),
+                format!("{} ({})", job_kind(j.kind), job_trigger(j.trigger)),
                 time(j.started_unix_ms),
                 time(j.ended_unix_ms),
-                j.state.clone(),
+                job_state(j.state).into(),
                 duration(j),
                 if j.logical_bytes > 0 {
                     format!("{} / {} new", bytes(j.logical_bytes), bytes(j.new_bytes))

@@ -20,10 +20,11 @@ fn status_err(s: tonic::Status) -> anyhow::Error {
 
 /// "failed 3m ago: target main: connect …", "succeeded 2h ago", or "-".
 fn last_job(now: u64, t: &pb::TargetStatus) -> String {
-    if t.last_job_state.is_empty() {
+    let state = super::format::job_state(t.last_job_state);
+    if state.is_empty() {
         return "-".into();
     }
-    let mut s = format!("{} {} ago", t.last_job_state, age(now, t.last_job_unix_ms));
+    let mut s = format!("{state} {} ago", age(now, t.last_job_unix_ms));
     if !t.last_job_error.is_empty() {
         s.push_str(": ");
         s.extend(t.last_job_error.chars().take(80));
@@ -47,7 +48,7 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
             "targets": s.targets.iter().map(|t| json!({
                 "target": t.target, "kind": t.kind, "newest_snapshot": t.newest_snapshot,
                 "newest_unix_ms": t.newest_unix_ms, "newest_standing": t.newest_standing,
-                "last_job_state": t.last_job_state, "last_job_unix_ms": t.last_job_unix_ms,
+                "last_job_state": super::format::job_state(t.last_job_state), "last_job_unix_ms": t.last_job_unix_ms,
                 "last_job_error": t.last_job_error,
                 "newest_age_s": (t.newest_unix_ms > 0).then(|| now.saturating_sub(t.newest_unix_ms) / 1000),
             })).collect::<Vec<_>>(),

@@ -114,7 +114,7 @@ fn last_backup(
     else {
         return;
     };
-    t.last_job_state = j.state.as_str().into();
+    t.last_job_state = pb::JobStatus::from(j.state).into();
     t.last_job_unix_ms = j.ended_unix_ms.unwrap_or(j.started_unix_ms);
     let first = j.error_line();
     t.last_job_error = nex_backup_shared::text::clean(first, 200);

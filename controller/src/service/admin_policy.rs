@@ -14,19 +14,49 @@ use crate::state::own_policy;
 /// A job as the operator API shows it.
 pub(super) fn job_info(j: crate::catalog::JobRecord) -> pb::JobInfo {
     pb::JobInfo {
-        state: j.state.as_str().into(),
+        state: pb::JobStatus::from(j.state).into(),
         job_id: j.job_id,
         site: j.site,
         target: j.target,
-        kind: j.kind.as_str().into(),
+        kind: pb::JobKind::from(j.kind).into(),
         started_unix_ms: j.started_unix_ms,
         ended_unix_ms: j.ended_unix_ms.unwrap_or(0),
         error: j.error.unwrap_or_default(),
         snapshot_id: j.snapshot_id.unwrap_or_default(),
-        trigger: j.trigger.as_str().into(),
+        trigger: pb::JobTrigger::from(j.trigger).into(),
         logical_bytes: j.logical_bytes,
         new_bytes: j.new_bytes,
         agent_id: j.agent_id,
+    }
+}
+
+impl From<crate::catalog::JobState> for pb::JobStatus {
+    fn from(s: crate::catalog::JobState) -> Self {
+        match s {
+            crate::catalog::JobState::Running => pb::JobStatus::Running,
+            crate::catalog::JobState::Succeeded => pb::JobStatus::Succeeded,
+            crate::catalog::JobState::Failed => pb::JobStatus::Failed,
+        }
+    }
+}
+
+impl From<crate::catalog::JobKind> for pb::JobKind {
+    fn from(k: crate::catalog::JobKind) -> Self {
+        match k {
+            crate::catalog::JobKind::Backup => pb::JobKind::Backup,
+            crate::catalog::JobKind::Restore => pb::JobKind::Restore,
+        }
+    }
+}
+
+impl From<crate::catalog::Trigger> for pb::JobTrigger {
+    fn from(t: crate::catalog::Trigger) -> Self {
+        match t {
+            crate::catalog::Trigger::Manual => pb::JobTrigger::Manual,
+            crate::catalog::Trigger::Schedule => pb::JobTrigger::Schedule,
+            crate::catalog::Trigger::Retry => pb::JobTrigger::Retry,
+            crate::catalog::Trigger::Drill => pb::JobTrigger::Drill,
+        }
     }
 }
 
