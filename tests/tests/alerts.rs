@@ -268,7 +268,7 @@ fn an_offline_agent_gets_one_notice_one_reminder_and_one_resolved() {
 #[test]
 fn rpo_violation_and_low_disk_each_open_one_incident_and_ack_stops_reminders() {
     let env = alert_env(200);
-    only_rules(&env, &["rpo-violated", "agent-low-disk"]);
+    only_rules(&env, &["rpo-violated", "agent-low-disk", "cert-expiring"]);
     // Never backed up: the RPO is violated from the start.
     let open = wait_for("the RPO incident", 30, || {
         incidents(&env)
@@ -318,8 +318,25 @@ fn rpo_violation_and_low_disk_each_open_one_incident_and_ack_stops_reminders() {
         let all = incidents(&env);
         (all.len() == 2 && all.iter().all(|i| i["resolved_unix_ms"].is_u64())).then_some(())
     });
+    // A certificate within the warning period (here: ten years) opens its incident, which
+    // says how to re-enroll.
+    let out = env.cli(&["notify", "rule", "cert-expiring", "--threshold", "3650"]);
+    assert!(out.ok, "{}", out.stderr);
+    let cert = wait_for("the certificate incident", 30, || {
+        incidents_of(&env, "cert-expiring").into_iter().next()
+    });
+    assert_eq!(cert["subject"], "acme-srv1");
+    let summary = cert["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("expires in") && summary.contains("--replace-agent acme-srv1"),
+        "{summary}"
+    );
     let open_now = env.cli(&["incidents", "--open", "--json"]).json();
-    assert_eq!(open_now.as_array().unwrap().len(), 0, "{open_now}");
+    assert_eq!(
+        open_now.as_array().unwrap().len(),
+        1,
+        "only the certificate's: {open_now}"
+    );
 }
 
 #[test]
