@@ -143,14 +143,6 @@ impl HealthBook {
             .and_then(|q| q.back().cloned())
     }
 
-    /// Every agent's latest report.
-    pub fn all_latest(&self) -> Vec<(String, String, HostHealth)> {
-        self.lock()
-            .iter()
-            .filter_map(|((s, a), q)| q.back().map(|h| (s.clone(), a.clone(), h.clone())))
-            .collect()
-    }
-
     /// Forget an agent (revoked).
     pub fn forget(&self, site: &str, agent: &str) {
         self.lock().remove(&(site.to_string(), agent.to_string()));

@@ -68,7 +68,7 @@ struct NameL {
     name: String,
 }
 
-/// Counters fed by the event bus.
+/// Counters fed by the event bus, and the cached store totals.
 #[derive(Default, Clone)]
 pub struct Counters {
     jobs: Family<JobL, Counter>,
@@ -76,6 +76,27 @@ pub struct Counters {
     gc_freed: Counter,
     gc_snapshots: Counter,
     snapshots: Counter,
+    /// (when read, chunk count, stored bytes): reading them walks every chunk record, so
+    /// a scrape reuses a reading younger than [`TOTALS_MAX_AGE`].
+    totals: Arc<std::sync::Mutex<Option<(std::time::Instant, u64, u64)>>>,
+}
+
+/// How long a reading of the store totals serves scrapes.
+const TOTALS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Counters {
+    async fn store_totals(&self, state: &State) -> Result<(u64, u64), CatalogError> {
+        let cached = *self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, n, bytes)) = cached
+            && at.elapsed() < TOTALS_MAX_AGE
+        {
+            return Ok((n, bytes));
+        }
+        let (n, bytes) = state.catalog.chunk_totals().await?;
+        *self.totals.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), n, bytes));
+        Ok((n, bytes))
+    }
 }
 
 impl Counters {
@@ -202,7 +223,7 @@ async fn render(state: &State, counters: &Counters) -> Result<String, CatalogErr
     let mut reg = Registry::with_prefix("nexb");
     target_metrics(&mut reg, state, &view, now);
     agent_metrics(&mut reg, state, &view).await?;
-    let (chunks, stored) = state.catalog.chunk_totals().await?;
+    let (chunks, stored) = counters.store_totals(state).await?;
     gauge(
         &mut reg,
         "store_chunks",

@@ -157,7 +157,7 @@ impl State {
             outcome: "ok".into(),
         };
         if let Err(err) = self.catalog.put_audit(&e).await {
-            tracing::warn!(site, action, error = %err, "audit entry of a trust event not written");
+            tracing::error!(site, action, error = %err, "audit entry of a trust event not written");
         }
     }
 }

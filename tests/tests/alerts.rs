@@ -49,9 +49,15 @@ fn only_rules(env: &Env, on: &[&str]) {
     }
 }
 
-fn add_email(env: &Env, name: &str, sink: &SmtpSink) {
-    let port = sink.port.to_string();
-    let out = env.cli(&[
+/// `notify add-email NAME` to plain SMTP on this machine at `port`, with `extra` flags.
+fn add_email_at(
+    env: &Env,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+) -> nex_backup_tests::procs::CliOut {
+    let port = port.to_string();
+    let mut args = vec![
         "notify",
         "add-email",
         name,
@@ -65,7 +71,13 @@ fn add_email(env: &Env, name: &str, sink: &SmtpSink) {
         "NEX Backup <nex@backup.test>",
         "--to",
         "oncall@it.test,boss@it.test",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    env.cli(&args)
+}
+
+fn add_email(env: &Env, name: &str, sink: &SmtpSink) {
+    let out = add_email_at(env, name, sink.port, &[]);
     assert!(out.ok, "add-email: {}", out.stderr);
 }
 
@@ -394,27 +406,9 @@ fn notify_test_says_what_the_server_answered_or_why_it_failed_naming_the_channel
     let env = alert_env(100);
     let sink = SmtpSink::start_with_auth("alerts", "right-password");
     let pw = env.dir.path().join("smtp.pw");
-    let port = sink.port.to_string();
     let add = |name: &str, pw_file: &str| {
-        let out = env.cli(&[
-            "notify",
-            "add-email",
-            name,
-            "--smtp-host",
-            "127.0.0.1",
-            "--smtp-port",
-            &port,
-            "--smtp-tls",
-            "none",
-            "--smtp-user",
-            "alerts",
-            "--password-file",
-            pw_file,
-            "--from",
-            "nex@backup.test",
-            "--to",
-            "ops@it.test",
-        ]);
+        let extra = ["--smtp-user", "alerts", "--password-file", pw_file];
+        let out = add_email_at(&env, name, sink.port, &extra);
         assert!(out.ok, "{}", out.stderr);
     };
     std::fs::write(&pw, "wrong-password\n").unwrap();
@@ -441,22 +435,8 @@ fn notify_test_says_what_the_server_answered_or_why_it_failed_naming_the_channel
     );
     assert_eq!(sink.with_subject("test message for channel badpw").len(), 1);
 
-    let closed = nex_backup_tests::free_port().to_string();
-    let out = env.cli(&[
-        "notify",
-        "add-email",
-        "badhost",
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        &closed,
-        "--smtp-tls",
-        "none",
-        "--from",
-        "nex@backup.test",
-        "--to",
-        "ops@it.test",
-    ]);
+    let closed = nex_backup_tests::free_port();
+    let out = add_email_at(&env, "badhost", closed, &[]);
     assert!(out.ok, "{}", out.stderr);
     let out = env.cli(&["notify", "test", "--channel", "badhost"]);
     assert!(!out.ok);
@@ -504,21 +484,6 @@ fn notify_test_says_what_the_server_answered_or_why_it_failed_naming_the_channel
         "{}",
         out.stderr
     );
-}
-
-/// Binary units with one decimal, as the controller prints sizes.
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (n as f64, 0);
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
 }
 
 /// Every opened element is closed, in order (void elements aside).
@@ -609,7 +574,10 @@ fn the_daily_summary_puts_the_site_in_trouble_first_with_the_right_figures() {
         mail.text
     );
     let logical = acme["logical_bytes"].as_u64().expect("logical bytes");
-    let acme_line = format!("backups: 1 ok, 0 failed; {} read", human_bytes(logical));
+    let acme_line = format!(
+        "backups: 1 ok, 0 failed; {} read",
+        nex_backup::policy::human_bytes(logical)
+    );
     assert!(
         mail.text.contains(&acme_line),
         "{acme_line} in {}",
@@ -720,22 +688,7 @@ fn sigterm_while_a_notice_hangs_on_a_dead_smtp_server_exits_in_bounds_and_keeps_
         drop(conns);
     });
     only_rules(&env, &["backup-failed"]);
-    let p = port.to_string();
-    let out = env.cli(&[
-        "notify",
-        "add-email",
-        "oncall",
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        &p,
-        "--smtp-tls",
-        "none",
-        "--from",
-        "nex@backup.test",
-        "--to",
-        "ops@it.test",
-    ]);
+    let out = add_email_at(&env, "oncall", port, &[]);
     assert!(out.ok, "{}", out.stderr);
     break_password(&env);
     assert!(!env.backup("main").ok);

@@ -127,6 +127,8 @@ impl AdminApi {
             .map_err(catalog_status)?;
         super::durable(&self.state).await?;
         let cut = self.state.hub.cut(&site, &req.agent_id);
+        // A revoked host's health no longer counts (no low-disk incident for it).
+        self.state.health.forget(&site, &req.agent_id);
         warn!(%site, agent = %req.agent_id, session_cut = cut, "agent revoked");
         Ok(pb::RevokeAgentResponse {
             site,

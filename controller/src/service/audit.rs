@@ -137,8 +137,10 @@ impl AdminApi {
                 actor,
                 outcome,
             };
+            // The call has taken effect; its caller is answered as it would be, and
+            // the missing entry is an error for whoever watches the log.
             if let Err(err) = self.state.catalog.put_audit(&e).await {
-                warn!(method, error = %err, "audit entry not written");
+                tracing::error!(method, actor = %e.actor, error = %err, "audit entry not written");
             }
         }
         r

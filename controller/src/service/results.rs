@@ -52,9 +52,11 @@ impl AgentApi {
         job_id: &str,
         is_result: bool,
     ) -> Option<JobRecord> {
-        if job_id.is_empty() || job_id.len() > 128 {
+        if nex_backup_shared::ids::JobId::try_from(job_id).is_err() {
             if is_result {
-                warn!(site, agent, "job result without a valid job id dropped");
+                // A malformed id names no job the controller sent: same refusal.
+                warn!(site, agent, job = ?nex_backup_shared::text::clean(job_id, 64),
+                    "event for a job not sent to this agent dropped");
             }
             return None;
         }
