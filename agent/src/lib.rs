@@ -13,6 +13,8 @@
 //! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool.
 //! - [`error`]: the agent's typed errors (a controller refusal keeps its gRPC code).
 //! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.
+//! - [`offline`]: restore without the controller, from a copy of its blob store and a
+//!   recovery key (`snapshots`, `restore --store`).
 //! - [`pg`]: connecting to PostgreSQL, passwords, row counts.
 //! - [`pgtools`]: locating pg_dump & co. of a suitable version on Linux and Windows.
 
@@ -24,6 +26,7 @@ pub mod custody;
 pub mod enrollment;
 pub mod error;
 pub mod health;
+pub mod offline;
 pub mod pg;
 pub mod pgtools;
 pub mod restore;

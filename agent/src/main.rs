@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nex_backup_agent::config::AgentConfig;
+use nex_backup_agent::offline::commands as offline;
 use nex_backup_agent::trust::{self, EnrollArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,99 @@ enum Command {
         #[arg(long, env = "NEX_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// List the snapshots in a copy of the controller's blob store (no controller needed).
+    Snapshots {
+        /// The copy of the controller's blob store (its `blobs` directory or data directory).
+        #[arg(long)]
+        store: PathBuf,
+        /// The recovery private key file from `nex-backup recovery-key create`.
+        #[arg(long)]
+        recovery_key: PathBuf,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Restore a snapshot from a copy of the controller's blob store, without the
+    /// controller, on any host: into a database (verified), or as pg_dump files.
+    Restore(RestoreCli),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_database", "to_file"])))]
+struct RestoreCli {
+    /// The copy of the controller's blob store (its `blobs` directory or data directory).
+    #[arg(long)]
+    store: PathBuf,
+    /// The recovery private key file from `nex-backup recovery-key create`.
+    #[arg(long)]
+    recovery_key: PathBuf,
+    #[arg(long)]
+    site: String,
+    #[arg(long)]
+    target: String,
+    /// A snapshot id, or `latest` (the newest of the target in the store).
+    #[arg(long)]
+    snapshot: String,
+    /// Restore into this database (a new one; an existing one only with --clean).
+    #[arg(long)]
+    to_database: Option<String>,
+    /// Write the pg_dump custom archive here, and OUT.globals.sql beside it.
+    #[arg(long, value_name = "OUT")]
+    to_file: Option<PathBuf>,
+    /// Replace an existing database, only once the restored copy is verified; the old
+    /// one is kept renamed.
+    #[arg(long, requires = "to_database")]
+    clean: bool,
+    /// Also replay globals.sql (roles, tablespaces) before the database.
+    #[arg(long, requires = "to_database")]
+    restore_globals: bool,
+    /// Take the server connection of --target from this agent config.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// PostgreSQL host (default 127.0.0.1, or the config's).
+    #[arg(long)]
+    pg_host: Option<String>,
+    #[arg(long)]
+    pg_port: Option<u16>,
+    /// PostgreSQL user (default postgres, or the config's).
+    #[arg(long)]
+    pg_user: Option<String>,
+    /// Name of the environment variable holding the password.
+    #[arg(long)]
+    pg_password_env: Option<String>,
+    /// Directory of pg_restore and psql (discovered if absent).
+    #[arg(long)]
+    pg_bin_dir: Option<PathBuf>,
+}
+
+impl RestoreCli {
+    fn into_args(self) -> offline::RestoreArgs {
+        let to = match (self.to_database, self.to_file) {
+            (Some(name), _) => offline::Destination::Database {
+                name,
+                clean: self.clean,
+                restore_globals: self.restore_globals,
+            },
+            (None, Some(out)) => offline::Destination::File(out),
+            (None, None) => unreachable!("clap requires one destination"),
+        };
+        offline::RestoreArgs {
+            store: self.store,
+            recovery_key: self.recovery_key,
+            site: self.site,
+            target: self.target,
+            snapshot: self.snapshot,
+            to,
+            server: offline::Server {
+                config: self.config,
+                host: self.pg_host,
+                port: self.pg_port,
+                user: self.pg_user,
+                password_env: self.pg_password_env,
+                pg_bin_dir: self.pg_bin_dir,
+            },
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,6 +198,14 @@ fn main() -> ExitCode {
         Command::RotateKey { config } => one_shot(&config, |cfg| async move {
             trust::rotate_key(&cfg.state_dir).await
         }),
+        Command::Snapshots {
+            store,
+            recovery_key,
+            site,
+        } => offline::snapshots(&store, &recovery_key, site.as_deref())
+            .map(|out| println!("{out}"))
+            .map_err(anyhow::Error::from),
+        Command::Restore(r) => restore_offline(r.into_args()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,6 +249,13 @@ where
     let cfg = AgentConfig::load(config)?;
     let rt = tokio::runtime::Runtime::new()?;
     let summary = rt.block_on(f(cfg))?;
+    println!("{summary}");
+    Ok(())
+}
+
+fn restore_offline(args: offline::RestoreArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let summary = rt.block_on(offline::restore(&args))?;
     println!("{summary}");
     Ok(())
 }

@@ -18,7 +18,7 @@ use nex_backup_shared::pb::{
     self, agent_service_client::AgentServiceClient, enroll_service_client::EnrollServiceClient,
 };
 use nex_backup_shared::recovery::{
-    RecoveryPublicKey, RecoverySecret, open_master_key, seal_master_key, sealed_info,
+    RecoveryPublicKey, RecoverySecret, open_into_ring, seal_master_key,
 };
 use nex_backup_shared::tls::{
     client_config, endpoint, error_chain, fingerprint, parse_fingerprint,
@@ -198,38 +198,18 @@ pub async fn recover(state_dir: &Path, key_file: &Path) -> anyhow::Result<String
         .await
         .map_err(|s| anyhow!("fetch sealed keys: {}", s.message()))?
         .into_inner();
-    if resp.sealed.is_empty() {
-        return Err(anyhow!(
-            "the controller holds no sealed key for site {}",
-            e.site
-        ));
-    }
     let mut ring = match KeyRing::load(&keyring_path(state_dir))? {
         Some(r) if r.site == e.site => r,
         _ => KeyRing::new(&e.site),
     };
-    let tag = secret.public().tag();
-    let mut recipients = std::collections::BTreeSet::new();
-    let mut opened = vec![];
-    for blob in &resp.sealed {
-        let info = sealed_info(blob)?;
-        recipients.insert(format!("rk:{}", hex::encode(info.recipient)));
-        if info.recipient == tag {
-            let (info, key) = open_master_key(&e.site, blob, &secret)?;
-            ring.insert(info.epoch, key);
-            opened.push(info.epoch);
-        }
-    }
-    if opened.is_empty() {
-        return Err(anyhow!(
-            "recovery key {} does not open any key of site {} (its keys are sealed to {})",
-            secret.public().fingerprint(),
-            e.site,
-            recipients.into_iter().collect::<Vec<_>>().join(", ")
-        ));
-    }
+    let opened = open_into_ring(
+        &e.site,
+        resp.sealed.iter().map(Vec::as_slice),
+        &secret,
+        &mut ring,
+        " by the controller",
+    )?;
     ring.save(&keyring_path(state_dir))?;
-    opened.sort_unstable();
     Ok(format!(
         "recovered key epochs {:?} of site {}; every snapshot sealed with them can be restored",
         opened, e.site

@@ -151,6 +151,9 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     note_running_jobs(&state)
         .await
         .context("recover job records")?;
+    crate::service::keys::copy_all_to_store(&state)
+        .await
+        .context("copy sealed keys into the blob store")?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("bind {}", cfg.listen))?;

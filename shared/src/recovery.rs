@@ -55,6 +55,16 @@ pub enum RecoveryError {
     Tampered { epoch: u32 },
     #[error("sealed key of epoch {epoch} decrypts to a key whose id is not {expected}")]
     KeyIdMismatch { epoch: u32, expected: String },
+    #[error("no sealed key of site {site} is held{where_}")]
+    NoneHeld { site: String, where_: String },
+    #[error(
+        "recovery key {have} does not open any key of site {site} (its keys are sealed to {sealed_to})"
+    )]
+    NoneForThisKey {
+        have: String,
+        site: String,
+        sealed_to: String,
+    },
 }
 
 /// An operator's recovery public key (`nexb-rk1:…`).
@@ -271,6 +281,46 @@ pub fn open_master_key(
         });
     }
     Ok((info, key))
+}
+
+/// Open every sealed key of `site` in `blobs` that was sealed to `secret` and add it to
+/// `ring`. Returns the epochs opened, sorted; none is an error naming the recovery keys
+/// the site's keys are sealed to. `held_at` says where the sealed keys came from.
+pub fn open_into_ring<'a>(
+    site: &str,
+    blobs: impl IntoIterator<Item = &'a [u8]>,
+    secret: &RecoverySecret,
+    ring: &mut crate::keyring::KeyRing,
+    held_at: &str,
+) -> Result<Vec<u32>, RecoveryError> {
+    let tag = secret.public().tag();
+    let mut recipients = std::collections::BTreeSet::new();
+    let mut opened = vec![];
+    for blob in blobs {
+        let info = sealed_info(blob)?;
+        recipients.insert(format!("rk:{}", hex::encode(info.recipient)));
+        if info.recipient == tag {
+            let (info, key) = open_master_key(site, blob, secret)?;
+            ring.insert(info.epoch, key);
+            opened.push(info.epoch);
+        }
+    }
+    if recipients.is_empty() {
+        return Err(RecoveryError::NoneHeld {
+            site: site.into(),
+            where_: held_at.into(),
+        });
+    }
+    if opened.is_empty() {
+        return Err(RecoveryError::NoneForThisKey {
+            have: secret.public().fingerprint(),
+            site: site.into(),
+            sealed_to: recipients.into_iter().collect::<Vec<_>>().join(", "),
+        });
+    }
+    opened.sort_unstable();
+    opened.dedup();
+    Ok(opened)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Feeding a snapshot stream into a writer (pg_restore's stdin): fetch sealed chunks in
-//! order, verify and decode each on worker threads, write, and check the stream SHA-256.
-//! A network failure resumes from the first chunk not yet received.
+//! Feeding a snapshot stream into a writer (pg_restore's stdin, a file): fetch sealed
+//! chunks in order from a [`ChunkSource`] (the controller, or a copy of its store), verify
+//! and decode each on worker threads, write, and check the stream SHA-256. A network
+//! failure resumes from the first chunk not yet received.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +31,37 @@ pub enum FeedError {
     Data(String),
 }
 
-type Fetched = (ChunkId, u32, Vec<u8>);
+/// A chunk as fetched: id, plaintext length, sealed blob.
+pub type Fetched = (ChunkId, u32, Vec<u8>);
 
-async fn fetch_all(
+/// Where a restore reads sealed chunks, and where its progress goes.
+pub trait ChunkSource: Send + Sync + 'static {
+    /// Send the sealed blobs of `chunks` into `tx`, in order; stop early (`Ok`) when the
+    /// receiver is gone.
+    fn fetch_all(
+        self: Arc<Self>,
+        chunks: Vec<(ChunkId, u32)>,
+        tx: mpsc::Sender<Fetched>,
+    ) -> impl std::future::Future<Output = Result<(), AgentError>> + Send;
+    /// Best-effort progress of job `job_id`.
+    fn progress(&self, job_id: &str, phase: &str, bytes: u64, chunks: u64, detail: String);
+}
+
+impl ChunkSource for Ctx {
+    fn fetch_all(
+        self: Arc<Self>,
+        chunks: Vec<(ChunkId, u32)>,
+        tx: mpsc::Sender<Fetched>,
+    ) -> impl std::future::Future<Output = Result<(), AgentError>> + Send {
+        fetch_remote(self, chunks, tx)
+    }
+
+    fn progress(&self, job_id: &str, phase: &str, bytes: u64, chunks: u64, detail: String) {
+        Ctx::progress(self, job_id, phase, bytes, chunks, detail);
+    }
+}
+
+async fn fetch_remote(
     ctx: Arc<Ctx>,
     chunks: Vec<(ChunkId, u32)>,
     tx: mpsc::Sender<Fetched>,
@@ -93,15 +122,15 @@ async fn fetch_all(
 }
 
 /// Write stream `s` of a snapshot into `w`, verifying everything. Progress goes to `job_id`.
-pub async fn feed<W: AsyncWrite + Unpin>(
-    ctx: &Arc<Ctx>,
+pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
+    ctx: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     s: &StreamEntry,
     mut w: W,
 ) -> Result<(), FeedError> {
     let (tx, rx) = mpsc::channel::<Fetched>(8);
-    let fetcher = tokio::spawn(fetch_all(ctx.clone(), s.chunks.clone(), tx));
+    let fetcher = tokio::spawn(ctx.clone().fetch_all(s.chunks.clone(), tx));
     let codec = codec.clone();
     let mut decoded = ReceiverStream::new(rx)
         .map(|(id, len, blob)| {

@@ -13,7 +13,7 @@ use nex_backup_shared::pb;
 use nex_backup_shared::seal::Header;
 use tracing::info;
 
-use self::feed::{FeedError, feed};
+use self::feed::{ChunkSource, FeedError, feed};
 use crate::backup::dump;
 use crate::config::TargetConfig;
 use crate::ctx::Ctx;
@@ -42,9 +42,16 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::
         None => Err(format!("unknown target {}", cmd.target).into()),
     };
     result.duration_ms = started.elapsed().as_millis() as u64;
+    conclude(&mut result, outcome, &cmd.snapshot_id);
+    result
+}
+
+/// Judge a finished restore: it is good only if the stream hash matched and every
+/// table's row count did; otherwise `error` says why.
+pub fn conclude(result: &mut pb::JobResult, outcome: Result<(), AgentError>, snapshot_id: &str) {
     match outcome {
         Ok(()) => result.ok = result.stream_hash_ok && result.tables.iter().all(|t| t.ok),
-        Err(e) => result.error = format!("restore snapshot {}: {e}", cmd.snapshot_id),
+        Err(e) => result.error = format!("restore snapshot {snapshot_id}: {e}"),
     }
     if result.error.is_empty() && !result.ok {
         let bad: Vec<_> = result
@@ -55,7 +62,6 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::
             .collect();
         result.error = format!("row counts differ in {}", bad.join(", "));
     }
-    result
 }
 
 async fn restore(
@@ -73,6 +79,22 @@ async fn restore(
         .into());
     }
     let (m, codec) = fetch_manifest(ctx, cmd).await.map_err(|e| e.to_string())?;
+    restore_into(ctx, &codec, &m, job_id, t, cmd, result).await
+}
+
+/// Restore the opened manifest `m` with chunks from `src` into the database `cmd` names
+/// on server `t`: a new database, or (`--clean`) a verified copy swapped in. Drills drop
+/// what they restored.
+pub async fn restore_into<S: ChunkSource>(
+    src: &Arc<S>,
+    codec: &ChunkCodec,
+    m: &Manifest,
+    job_id: &str,
+    t: &TargetConfig,
+    cmd: &pb::RestoreCommand,
+    result: &mut pb::JobResult,
+) -> Result<(), AgentError> {
+    let db = &cmd.to_database;
     result.logical_bytes = m.logical_bytes();
     let admin = pg::connect_admin(t, &[db]).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
@@ -92,18 +114,18 @@ async fn restore(
     into_cmd.to_database = into.clone();
     create_database(&admin, &into).await?;
     drop(admin);
-    let loaded = load(ctx, &codec, job_id, t, &into_cmd, &m, server_num, result).await;
+    let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result).await;
     let verified = match loaded {
         Ok(()) => {
             info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
-            ctx.progress(
+            src.progress(
                 job_id,
                 "verify",
                 m.logical_bytes(),
                 0,
                 "counting rows".into(),
             );
-            verify_counts(t, &into, &m).await
+            verify_counts(t, &into, m).await
         }
         Err(e) => Err(e),
     };
@@ -185,8 +207,8 @@ async fn drop_drill_database(
 
 /// Globals (if asked) and the database stream into the freshly created database.
 #[allow(clippy::too_many_arguments)]
-async fn load(
-    ctx: &Arc<Ctx>,
+async fn load<S: ChunkSource>(
+    ctx: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     t: &TargetConfig,
@@ -286,8 +308,8 @@ async fn create_database(admin: &tokio_postgres::Client, db: &str) -> Result<(),
 }
 
 /// Run `tool` and feed stream `s` into its stdin; a tool failure is quoted.
-async fn pipe_into(
-    ctx: &Arc<Ctx>,
+async fn pipe_into<S: ChunkSource>(
+    ctx: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     tool: &pgtools::Tool,

@@ -146,7 +146,46 @@ pub(crate) async fn put_sealed(
     if stored > 0 {
         super::durable(st).await?;
     }
+    copy_to_store(st, &recs).await.map_err(|e| {
+        tracing::error!(site = %who.site, error = %e, "copy sealed keys into the blob store");
+        Status::unavailable(format!(
+            "could not copy the sealed keys into the blob store: {e}"
+        ))
+    })?;
     Ok(stored)
+}
+
+/// Copy sealed keys into the blob store (write-once), beside the snapshots they open.
+pub(crate) async fn copy_to_store(
+    st: &State,
+    recs: &[SealedKeyRecord],
+) -> Result<(), crate::store::StoreError> {
+    for r in recs {
+        let key = crate::store::sealed_key_key(&r.site, r.epoch, &r.recipient);
+        st.store.put(&key, r.blob.clone().into()).await?;
+    }
+    Ok(())
+}
+
+/// Make sure every sealed key the catalog holds has its copy in the blob store (keys
+/// stored before copies existed, or a crash between the catalog and the store).
+pub async fn copy_all_to_store(st: &State) -> anyhow::Result<usize> {
+    let mut sites: Vec<String> = st
+        .catalog
+        .identities()
+        .await?
+        .into_iter()
+        .map(|i| i.site)
+        .collect();
+    sites.sort();
+    sites.dedup();
+    let mut n = 0;
+    for site in sites {
+        let recs = st.catalog.sealed_keys(&site).await?;
+        copy_to_store(st, &recs).await?;
+        n += recs.len();
+    }
+    Ok(n)
 }
 
 pub(crate) async fn renew(

@@ -14,7 +14,7 @@ mod audit;
 pub mod auth;
 mod commit;
 pub mod enroll;
-mod keys;
+pub mod keys;
 mod paging;
 mod results;
 

@@ -2,7 +2,8 @@
 //!
 //! One small async trait, [`BlobStore`], with [`fs::FsStore`] (files under the data
 //! directory) as the embedded default. Every backend must pass [`conformance::run_all`].
-//! Keys are built only by [`chunk_key`] and [`manifest_key`] from validated names.
+//! Keys are built only by [`chunk_key`], [`manifest_key`] and [`sealed_key_key`] from
+//! validated names.
 
 pub mod conformance;
 pub mod fs;
@@ -35,6 +36,12 @@ pub fn chunk_key(site: &str, id: &ChunkId) -> String {
 /// Where the sealed manifest of a snapshot lives.
 pub fn manifest_key(site: &str, snapshot_id: &str) -> String {
     format!("manifests/{site}/{snapshot_id}")
+}
+
+/// Where a site's master key of `epoch`, sealed to the recovery key whose tag is
+/// `recipient`, lives: the store alone is then enough to restore (with a recovery key).
+pub fn sealed_key_key(site: &str, epoch: u32, recipient: &[u8; 8]) -> String {
+    format!("keys/{site}/{epoch:010}-{}", hex::encode(recipient))
 }
 
 /// A blob store backend. `put` must be atomic, durable and write-once: after it returns
