@@ -36,7 +36,7 @@ async fn populate(dir: &Path, chunks: u64, snapshots: u64) {
     let cat = SledCatalog::open(dir).expect("open");
     let t = Instant::now();
     for i in 0..chunks {
-        cat.record_chunk("bench-site", &id(i), 70_000)
+        cat.record_chunk("bench-site", &id(i), 70_000, &[1; 32])
             .await
             .expect("record");
     }
@@ -80,7 +80,7 @@ async fn populate(dir: &Path, chunks: u64, snapshots: u64) {
     println!("flushed");
     // Unflushed tail, interrupted by SIGKILL from the parent.
     for i in chunks..chunks + 10_000_000 {
-        cat.record_chunk("bench-site", &id(i), 70_000)
+        cat.record_chunk("bench-site", &id(i), 70_000, &[1; 32])
             .await
             .expect("record");
         if i == chunks + 50_000 {

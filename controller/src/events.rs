@@ -22,6 +22,7 @@ pub enum JobKind {
     Backup,
     Restore,
     Drill,
+    Verify,
 }
 
 impl JobKind {
@@ -29,6 +30,7 @@ impl JobKind {
     pub fn of(kind: crate::job::JobKind, trigger: crate::job::Trigger) -> Self {
         match (kind, trigger) {
             (crate::job::JobKind::Backup, _) => JobKind::Backup,
+            (crate::job::JobKind::Verify, _) => JobKind::Verify,
             (_, crate::job::Trigger::Drill) => JobKind::Drill,
             _ => JobKind::Restore,
         }
@@ -39,6 +41,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
             JobKind::Drill => "drill",
+            JobKind::Verify => "verify",
         }
     }
 }
@@ -126,6 +129,15 @@ pub enum Event {
         deleted_snapshots: u64,
         deleted_chunks: u64,
         freed_bytes: u64,
+    },
+    /// A store verification pass (or share of one) ended.
+    StoreVerified {
+        objects: u64,
+        bytes: u64,
+        /// Objects found missing or damaged.
+        bad: u64,
+        /// Snapshots marked damaged.
+        damaged_snapshots: u64,
     },
     /// A notice left the outbox (`ok`) or a delivery attempt failed.
     NotificationSent {

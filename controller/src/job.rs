@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum JobKind {
     Backup,
     Restore,
+    /// Deep verification of a snapshot through the agent (restores nothing).
+    Verify,
 }
 
 impl JobKind {
@@ -16,6 +18,7 @@ impl JobKind {
         match self {
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
+            JobKind::Verify => "verify",
         }
     }
 }

@@ -5,8 +5,8 @@
 //! 1. **Domain** (no I/O): [`policy`] (per-target policies, the keep set, site settings),
 //!    [`rpo`] (RPO states and compliance over a window), [`job`] (job kinds and
 //!    triggers), [`events`] (the domain events).
-//! 2. **Storage**: [`catalog`] (the [`catalog::Catalog`] trait, the sled backend and its
-//!    conformance suite), [`store`] (the [`store::BlobStore`] trait and the file
+//! 2. **Storage**: [`catalog`] (the [`catalog::Catalog`] trait, the alert and integrity
+//!    traits, the sled backend and its conformance suite), [`store`] (the [`store::BlobStore`] trait and the file
 //!    backend), [`datadir`] (the private data directory), [`pki`] (the controller CA).
 //! 3. **Application**: [`admins`] (the admin credentials in force), [`state`] (what every handler and worker shares, and the effective
 //!    policy lookups), [`hub`] (live sessions and job watchers), [`fleet`] (the catalog
@@ -14,7 +14,8 @@
 //!    sending a job), [`prune`] (retention and GC), [`anomaly`] (anomaly holds),
 //!    [`scheduler`] (scheduled backups and drills), [`workers`] (named background
 //!    workers under one shutdown tree), [`alerts`] (incident rules, the outbox and its
-//!    delivery by e-mail and webhook).
+//!    delivery by e-mail and webhook), [`verify`] (store verification against the
+//!    recorded checksums, damaged snapshots, the scheduled share).
 //! 4. **Edges**: [`service`] (the gRPC services and who may call them), [`metrics`]
 //!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).
@@ -42,5 +43,6 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod tls_listener;
+pub mod verify;
 pub mod watch;
 pub mod workers;

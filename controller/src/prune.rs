@@ -101,6 +101,12 @@ fn plan_target(
         })
         .collect();
     let (keep, delete, spared) = plan(&view, &policy.retention, &tz, guards);
+    // A damaged snapshot is not counted, but not deleted either: its chunks may come back
+    // with the next backup (verification heals it), and what is left of it is for a
+    // person to judge.
+    let (damaged, delete): (Vec<String>, Vec<String>) = delete
+        .into_iter()
+        .partition(|id| standing.get(id).is_some_and(|s| s.damaged));
     let label = |id: &String| standing.get(id).copied().unwrap_or_default().label();
     TargetPrune {
         site: snaps.first().map(|s| s.site.clone()).unwrap_or_default(),
@@ -117,6 +123,7 @@ fn plan_target(
                 };
                 (id, why)
             })
+            .chain(damaged.into_iter().map(|id| (id, "damaged")))
             .collect(),
         hold: None,
     }
@@ -145,6 +152,7 @@ pub async fn prune(
     }
     let mut doomed: BTreeMap<String, HashSet<String>> = BTreeMap::new();
     let jobs = state.catalog.jobs().await?;
+    let damaged = crate::fleet::standing::load_damaged(&*state.integrity).await?;
     let holds: HashMap<(String, String), HoldRecord> = state
         .catalog
         .holds()
@@ -167,7 +175,8 @@ pub async fn prune(
         let (site, target) = key;
         let policy = policies.get(key).unwrap_or(&state.default_policy);
         let hold = holds.get(key);
-        let standing = crate::fleet::standing::of_target(snaps, &jobs, hold, site, target);
+        let standing =
+            crate::fleet::standing::of_target(snaps, &jobs, hold, &damaged, site, target);
         let lock_secs = locks
             .get(site)
             .copied()
@@ -321,4 +330,62 @@ async fn collect_site(
     Err(site_err(
         "commits kept arriving; garbage collection gave up for now".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, day: u64) -> SnapshotRecord {
+        SnapshotRecord {
+            v: 1,
+            site: "s".into(),
+            target: "t".into(),
+            snapshot_id: id.into(),
+            job_id: String::new(),
+            created_unix_ms: day * 86_400_000,
+            committed_unix_ms: day * 86_400_000,
+            logical_bytes: 1,
+            stored_bytes: 1,
+            new_bytes: 1,
+            duration_ms: 1,
+            chunks: 1,
+        }
+    }
+
+    #[test]
+    fn retention_spares_damaged_snapshots_it_does_not_count() {
+        let snaps: Vec<_> = (1..=10).map(|d| snap(&format!("d{d:02}"), d)).collect();
+        let mut standing = HashMap::new();
+        for s in &snaps {
+            let good = Standing {
+                good: true,
+                ..Default::default()
+            };
+            standing.insert(s.snapshot_id.clone(), good);
+        }
+        // Old and damaged: a policy keeping 2 would delete it.
+        standing.insert(
+            "d01".into(),
+            Standing {
+                damaged: true,
+                ..Default::default()
+            },
+        );
+        let mut policy = Policy::default();
+        policy.retention.keep_daily = 2;
+        policy.retention.keep_weekly = 0;
+        policy.retention.keep_monthly = 0;
+        policy.retention.keep_last = 0;
+        policy.retention.keep_verified = 0;
+        let guards = Guards {
+            now_ms: 30 * 86_400_000,
+            lock_ms: 0,
+            held: false,
+        };
+        let t = plan_target(&snaps, &policy, &standing, guards);
+        assert!(t.delete.contains(&"d02".to_string()), "{:?}", t.delete);
+        assert!(!t.delete.contains(&"d01".to_string()), "{:?}", t.delete);
+        assert!(t.spared.contains(&("d01".to_string(), "damaged")));
+    }
 }

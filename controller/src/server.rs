@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub alerts: crate::alerts::AlertConfig,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The scheduled store verification.
+    pub verify: crate::verify::worker::VerifyConfig,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -70,6 +72,7 @@ impl ServeConfig {
             store_reserve: 256 * 1024 * 1024,
             alerts: Default::default(),
             metrics_listen: None,
+            verify: Default::default(),
         }
     }
 }
@@ -80,6 +83,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
     crate::datadir::prepare(data_dir)?;
     let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
     let alerts = catalog.alerts().context("open alert records")?;
+    let integrity = catalog.integrity().context("open integrity records")?;
     let store = FsStore::open(&data_dir.join("blobs")).context("open blob store")?;
     Ok(State {
         catalog: Arc::new(catalog),
@@ -98,6 +102,7 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         workers: Default::default(),
         health: Default::default(),
         alerts: Arc::new(alerts),
+        integrity: Arc::new(integrity),
         outbox_wake: Default::default(),
         host: Some(gethostname_lossy())
             .filter(|h| !h.is_empty())
@@ -112,6 +117,7 @@ pub struct Bound {
     scheduler: Option<crate::scheduler::decide::SchedConfig>,
     alerts: crate::alerts::AlertConfig,
     metrics_listen: Option<SocketAddr>,
+    verify: crate::verify::worker::VerifyConfig,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin: AdminGuard,
@@ -171,6 +177,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         scheduler: cfg.scheduler.clone(),
         alerts: cfg.alerts.clone(),
         metrics_listen: cfg.metrics_listen,
+        verify: cfg.verify,
         listener,
         tls,
         admin,
@@ -315,6 +322,7 @@ impl Bound {
             state.workers.spawn("scheduler", |w| s.run(w));
         }
         crate::watch::spawn_all(&state);
+        crate::verify::worker::spawn(&state, self.verify);
         crate::alerts::spawn(&state, self.alerts);
         if let Some(addr) = self.metrics_listen {
             let bound = crate::metrics::spawn(&state, addr).await?;

@@ -34,6 +34,8 @@ pub struct State {
     pub health: crate::health::HealthBook,
     /// Alerting records (channels, rules, incidents, outbox).
     pub alerts: Arc<dyn crate::catalog::alerts::AlertCatalog>,
+    /// Store integrity records (chunk checksums, damaged snapshots, verification cursor).
+    pub integrity: Arc<dyn crate::catalog::integrity::IntegrityCatalog>,
     /// Notices for the outbox worker: wakes it when something was queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// This controller's host name (in Message-IDs and notices).

@@ -20,6 +20,12 @@ impl ChunkId {
         hex::encode(self.0)
     }
 
+    /// Parse the 64 hex digits [`ChunkId::to_hex`] writes.
+    pub fn from_hex(s: &str) -> Result<Self, FormatError> {
+        let b = hex::decode(s).map_err(|e| FormatError::invalid("chunk id", e.to_string()))?;
+        ChunkId::try_from(b.as_slice())
+    }
+
     /// A short form for logs and errors (first 12 hex digits).
     pub fn short(&self) -> String {
         hex::encode(&self.0[..6])

@@ -205,7 +205,7 @@ async fn stream_to_file(
             .await
             .map_err(|e| match e {
                 FeedError::Write(e) => format!("write {}: {e}", tmp.display()),
-                FeedError::Data(e) => e,
+                FeedError::Data(e) | FeedError::Damaged(e) => e,
             })?;
         w.into_inner()
             .sync_all()

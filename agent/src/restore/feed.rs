@@ -27,8 +27,19 @@ const WINDOW: usize = 32;
 pub enum FeedError {
     /// The consumer (pg_restore) stopped reading.
     Write(std::io::Error),
-    /// Fetching or verifying the data failed.
+    /// Fetching the data failed.
     Data(String),
+    /// The data failed verification: a chunk did not decode or the stream hash differs.
+    Damaged(String),
+}
+
+impl std::fmt::Display for FeedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedError::Write(e) => write!(f, "write: {e}"),
+            FeedError::Data(e) | FeedError::Damaged(e) => f.write_str(e),
+        }
+    }
 }
 
 /// A chunk as fetched: id, plaintext length, sealed blob.
@@ -143,7 +154,7 @@ pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
     while let Some(res) = decoded.next().await {
         let plain = res
             .map_err(|e| FeedError::Data(format!("decode worker: {e}")))?
-            .map_err(|e| FeedError::Data(e.to_string()))?;
+            .map_err(|e| FeedError::Damaged(e.to_string()))?;
         hasher.update(&plain);
         w.write_all(&plain).await.map_err(FeedError::Write)?;
         done += plain.len() as u64;
@@ -167,7 +178,7 @@ pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
     drop(w);
     let actual: [u8; 32] = hasher.finalize().into();
     if n as usize != s.chunks.len() || actual != s.sha256 {
-        return Err(FeedError::Data(
+        return Err(FeedError::Damaged(
             FormatError::StreamHash {
                 stream: s.name.clone(),
                 expected: hex::encode(s.sha256),

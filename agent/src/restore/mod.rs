@@ -3,6 +3,7 @@
 
 pub mod feed;
 pub mod swap;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,9 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::
         snapshot_id: cmd.snapshot_id.clone(),
         ..Default::default()
     };
+    if cmd.verify_only {
+        return verify::run(&ctx, &job_id, &cmd).await;
+    }
     let t = if cmd.drill {
         ctx.cfg.drill_target(&cmd.target)
     } else {
@@ -262,18 +266,7 @@ async fn fetch_manifest(
     ctx: &Arc<Ctx>,
     cmd: &pb::RestoreCommand,
 ) -> Result<(Manifest, ChunkCodec), AgentError> {
-    let req = pb::GetManifestRequest {
-        site: ctx.site().into(),
-        snapshot_id: cmd.snapshot_id.clone(),
-    };
-    let blob = ctx
-        .retry("get manifest", || {
-            let (mut c, r) = (ctx.client(), req.clone());
-            async move { c.get_manifest(r).await }
-        })
-        .await?
-        .into_inner()
-        .manifest;
+    let blob = manifest_blob(ctx, &cmd.snapshot_id).await?;
     let what = format!("manifest of snapshot {}", cmd.snapshot_id);
     let header = Header::parse(&blob, &what).map_err(|e| e.to_string())?;
     let codec = ctx.codec_for(header.key_id)?;
@@ -287,6 +280,25 @@ async fn fetch_manifest(
         .into());
     }
     Ok((m, codec))
+}
+
+/// The sealed manifest of `snapshot_id`, from the controller.
+pub(crate) async fn manifest_blob(
+    ctx: &Arc<Ctx>,
+    snapshot_id: &str,
+) -> Result<Vec<u8>, AgentError> {
+    let req = pb::GetManifestRequest {
+        site: ctx.site().into(),
+        snapshot_id: snapshot_id.into(),
+    };
+    Ok(ctx
+        .retry("get manifest", || {
+            let (mut c, r) = (ctx.client(), req.clone());
+            async move { c.get_manifest(r).await }
+        })
+        .await?
+        .into_inner()
+        .manifest)
 }
 
 async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<bool, AgentError> {
@@ -327,7 +339,7 @@ async fn pipe_into<S: ChunkSource>(
             .await
             .err()
             .unwrap_or_else(|| format!("write to {}: {e}", proc_name(tool)).into())),
-        Err(FeedError::Data(e)) => {
+        Err(FeedError::Data(e) | FeedError::Damaged(e)) => {
             let _ = proc.child.start_kill();
             Err(e.into())
         }

@@ -24,10 +24,11 @@ pub enum Rule {
     StoreLowDisk,
     CertExpiring,
     KeyUnsealed,
+    StoreDamaged,
 }
 
 /// Every rule, in the order `notify rules` lists them.
-pub const ALL: [Rule; 11] = [
+pub const ALL: [Rule; 12] = [
     Rule::BackupFailed,
     Rule::RpoAtRisk,
     Rule::RpoViolated,
@@ -39,6 +40,7 @@ pub const ALL: [Rule; 11] = [
     Rule::StoreLowDisk,
     Rule::CertExpiring,
     Rule::KeyUnsealed,
+    Rule::StoreDamaged,
 ];
 
 /// A rule's effective settings.
@@ -64,6 +66,7 @@ impl Rule {
             Rule::StoreLowDisk => "store-low-disk",
             Rule::CertExpiring => "cert-expiring",
             Rule::KeyUnsealed => "key-unsealed",
+            Rule::StoreDamaged => "store-damaged",
         }
     }
 
@@ -96,6 +99,7 @@ impl Rule {
             Rule::StoreLowDisk => "low disk on the controller's store",
             Rule::CertExpiring => "agent certificate expiring",
             Rule::KeyUnsealed => "site key not sealed to a recovery key",
+            Rule::StoreDamaged => "snapshots damaged in the store",
         }
     }
 
@@ -265,6 +269,7 @@ pub async fn evaluate(state: &State, now: u64) -> Result<Vec<Condition>, Catalog
     }
     agent_conditions(state, &view, now, &th, &mut push);
     store_condition(state, &th, &mut push).await;
+    damage_conditions(state, &mut push).await?;
     trust_conditions(state, now, &th, &mut push).await?;
     Ok(out)
 }
@@ -341,6 +346,38 @@ async fn store_condition(
             );
         }
     }
+}
+
+/// One condition per target with damaged snapshots.
+async fn damage_conditions(state: &State, push: &mut Push<'_>) -> Result<(), CatalogError> {
+    let mut by_target: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
+    for d in state.integrity.damages(None).await? {
+        by_target
+            .entry((d.site.clone(), d.target.clone()))
+            .or_default()
+            .push(d);
+    }
+    for ((site, target), ds) in by_target {
+        let first = &ds[0];
+        let what = first
+            .objects
+            .first()
+            .map(|o| format!("{} {}", o.key, o.problem))
+            .unwrap_or_default();
+        push(
+            Rule::StoreDamaged,
+            &site,
+            &target,
+            format!(
+                "{} snapshot(s) of {site}/{target} need stored objects that are missing or damaged \
+                 (first: {}: {what}); they no longer count as backups. Take a fresh backup \
+                 (nex-backup backup --site {site} --target {target}), then nex-backup verify --site {site}",
+                ds.len(),
+                first.snapshot_id
+            ),
+        );
+    }
+    Ok(())
 }
 
 async fn trust_conditions(

@@ -69,9 +69,9 @@ async fn chunks_and_missing(cat: &dyn Catalog) {
     let a = ChunkId([1; 32]);
     let b = ChunkId([2; 32]);
     assert_eq!(cat.missing_chunks("s1", &[a, b]).await.unwrap(), vec![a, b]);
-    assert!(cat.record_chunk("s1", &a, 77).await.unwrap());
+    assert!(cat.record_chunk("s1", &a, 77, &[7; 32]).await.unwrap());
     assert!(
-        !cat.record_chunk("s1", &a, 77).await.unwrap(),
+        !cat.record_chunk("s1", &a, 77, &[7; 32]).await.unwrap(),
         "second record reports already present"
     );
     assert_eq!(cat.missing_chunks("s1", &[a, b]).await.unwrap(), vec![b]);
@@ -91,7 +91,7 @@ async fn commit_is_checked_and_idempotent(cat: &dyn Catalog) {
         "refused commit is invisible"
     );
     for id in &snap.chunk_ids {
-        cat.record_chunk("s1", id, 100).await.unwrap();
+        cat.record_chunk("s1", id, 100, &[7; 32]).await.unwrap();
     }
     let rec = cat.commit_snapshot(snap.clone()).await.unwrap();
     assert_eq!(rec.chunks, 2);
@@ -118,7 +118,7 @@ async fn commit_is_checked_and_idempotent(cat: &dyn Catalog) {
 
     let later = sample_snapshot("s1", "db", 11);
     for id in &later.chunk_ids {
-        cat.record_chunk("s1", id, 1).await.unwrap();
+        cat.record_chunk("s1", id, 1, &[7; 32]).await.unwrap();
     }
     cat.commit_snapshot(later.clone()).await.unwrap();
     let list = cat.snapshots(Some("s1"), Some("db")).await.unwrap();
@@ -196,7 +196,7 @@ async fn a_commit_settles_its_running_job_once(cat: &dyn Catalog) {
     let first = sample_snapshot("s9", "db", 61);
     let second = sample_snapshot("s9", "db", 62);
     for id in first.chunk_ids.iter().chain(&second.chunk_ids) {
-        cat.record_chunk("s9", id, 10).await.unwrap();
+        cat.record_chunk("s9", id, 10, &[7; 32]).await.unwrap();
     }
     let settle = |snap: &NewSnapshot| {
         let mut s = snap.clone();

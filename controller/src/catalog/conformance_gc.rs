@@ -19,12 +19,12 @@ async fn delete_and_collect(cat: &dyn Catalog) {
     );
     for s in [&a, &b] {
         for id in &s.chunk_ids {
-            cat.record_chunk(site, id, 10).await.unwrap();
+            cat.record_chunk(site, id, 10, &[7; 32]).await.unwrap();
         }
         cat.commit_snapshot(s.clone()).await.unwrap();
     }
     let orphan = ChunkId([250; 32]);
-    cat.record_chunk(site, &orphan, 7).await.unwrap();
+    cat.record_chunk(site, &orphan, 7, &[7; 32]).await.unwrap();
     let view = cat.gc_view(site).await.unwrap();
     assert_eq!(view.chunks.len(), 5);
     let referenced = view.referenced_without(&Default::default());
@@ -63,7 +63,7 @@ async fn delete_and_collect(cat: &dyn Catalog) {
     let stale = cat.gc_view(site).await.unwrap();
     let c = sample_snapshot(site, "t", 43);
     for id in &c.chunk_ids {
-        cat.record_chunk(site, id, 10).await.unwrap();
+        cat.record_chunk(site, id, 10, &[7; 32]).await.unwrap();
     }
     cat.commit_snapshot(c).await.unwrap();
     assert!(!cat.delete_chunks(site, &[orphan], stale.seq).await.unwrap());
@@ -78,7 +78,7 @@ async fn delete_and_collect(cat: &dyn Catalog) {
     // A commit referencing a deleted chunk is refused, atomically.
     let d = sample_snapshot(site, "t", 44);
     for id in &d.chunk_ids {
-        cat.record_chunk(site, id, 10).await.unwrap();
+        cat.record_chunk(site, id, 10, &[7; 32]).await.unwrap();
     }
     let view = cat.gc_view(site).await.unwrap();
     assert!(

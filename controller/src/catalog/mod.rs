@@ -8,11 +8,13 @@ pub mod alerts;
 pub mod conformance;
 mod conformance_gc;
 mod conformance_trust;
+pub mod integrity;
 pub mod safety;
 pub mod sled_alerts;
 pub mod sled_catalog;
 mod sled_codec;
 mod sled_gc;
+mod sled_integrity;
 mod sled_policy;
 mod sled_safety;
 mod sled_trust;
@@ -227,8 +229,15 @@ pub struct NewSnapshot {
 pub trait Catalog: Send + Sync + 'static {
     /// The subset of `ids` not stored for `site`, in input order.
     async fn missing_chunks(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;
-    /// Record a stored chunk. Returns false when it was already recorded.
-    async fn record_chunk(&self, site: &str, id: &ChunkId, stored_len: u32) -> Result<bool>;
+    /// Record a stored chunk with the SHA-256 of its blob as stored. Returns false when
+    /// it was already recorded.
+    async fn record_chunk(
+        &self,
+        site: &str,
+        id: &ChunkId,
+        stored_len: u32,
+        sha256: &[u8; 32],
+    ) -> Result<bool>;
     /// Stored length of a chunk, if recorded.
     async fn chunk_len(&self, site: &str, id: &ChunkId) -> Result<Option<u32>>;
     /// Atomically make a snapshot visible, after checking every chunk is recorded and

@@ -2,7 +2,7 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `chunks` | site, 0, id(32) | `[1, stored_len u32 le]` |
+//! | `chunks` | site, 0, id(32) | `[2, stored_len u32 le, sha256(32) of the blob]` (v1: `[1, len]`) |
 //! | `snapshots` | site, 0, target, 0, snapshot id | JSON [`SnapshotRecord`] |
 //! | `snapshot_target` | site, 0, snapshot id | target |
 //! | `manifests` | site, 0, snapshot id | sealed manifest |
@@ -29,7 +29,17 @@ use super::{
     TokenRecord, TokenUse,
 };
 
-const CHUNK_RECORD_V1: u8 = 1;
+const CHUNK_RECORD_V2: u8 = 2;
+
+/// A chunk record's stored length and blob checksum (v1 records have none).
+pub(super) fn chunk_value(v: &[u8]) -> Option<(u32, Option<[u8; 32]>)> {
+    let len = u32::from_le_bytes(v.get(1..5)?.try_into().ok()?);
+    match (v[0], v.len()) {
+        (1, 5) => Some((len, None)),
+        (2, 37) => Some((len, Some(v[5..37].try_into().ok()?))),
+        _ => None,
+    }
+}
 
 /// Why a commit transaction gave up.
 enum CommitAbort {
@@ -123,8 +133,8 @@ impl SledCatalog {
                 .get(Self::chunk_key(site, id))
                 .map_err(storage)?
             {
-                Some(v) if v.len() == 5 => {
-                    stored += u64::from(u32::from_le_bytes(v[1..5].try_into().expect("4")))
+                Some(v) if chunk_value(&v).is_some() => {
+                    stored += u64::from(chunk_value(&v).map_or(0, |(len, _)| len))
                 }
                 _ => missing.push(*id),
             }
@@ -163,9 +173,16 @@ impl Catalog for SledCatalog {
             .collect())
     }
 
-    async fn record_chunk(&self, site: &str, id: &ChunkId, stored_len: u32) -> Result<bool> {
-        let mut v = vec![CHUNK_RECORD_V1];
+    async fn record_chunk(
+        &self,
+        site: &str,
+        id: &ChunkId,
+        stored_len: u32,
+        sha256: &[u8; 32],
+    ) -> Result<bool> {
+        let mut v = vec![CHUNK_RECORD_V2];
         v.extend_from_slice(&stored_len.to_le_bytes());
+        v.extend_from_slice(sha256);
         let prev = self
             .chunks
             .compare_and_swap(Self::chunk_key(site, id), None as Option<&[u8]>, Some(v))
@@ -178,8 +195,8 @@ impl Catalog for SledCatalog {
             .chunks
             .get(Self::chunk_key(site, id))
             .map_err(storage)?
-            .filter(|v| v.len() == 5)
-            .map(|v| u32::from_le_bytes(v[1..5].try_into().expect("4"))))
+            .and_then(|v| chunk_value(&v))
+            .map(|(len, _)| len))
     }
 
     async fn commit_snapshot(&self, snap: NewSnapshot) -> Result<SnapshotRecord> {
@@ -511,7 +528,7 @@ mod tests {
         {
             let cat = SledCatalog::open(dir.path()).unwrap();
             for id in &snap.chunk_ids {
-                cat.record_chunk("s1", id, 10).await.unwrap();
+                cat.record_chunk("s1", id, 10, &[7; 32]).await.unwrap();
             }
             cat.commit_snapshot(snap.clone()).await.unwrap();
         }

@@ -95,6 +95,7 @@ pub fn job_kind(k: i32) -> &'static str {
     match K::try_from(k).unwrap_or_default() {
         K::Backup => "backup",
         K::Restore => "restore",
+        K::Verify => "verify",
         K::Unspecified => "?",
     }
 }

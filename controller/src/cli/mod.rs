@@ -11,6 +11,7 @@ mod policy_args;
 mod safety;
 mod site_policy;
 mod trust;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +105,10 @@ pub enum Command {
     /// Named admin credentials: create (shown once), list, revoke.
     #[command(subcommand)]
     Admin(safety::AdminCommand),
+    /// Check the stored data: every chunk against the checksum recorded when it was
+    /// stored (no keys needed), or with --deep one snapshot decrypted by its agent;
+    /// --damaged lists the snapshots marked damaged.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +185,16 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (plain HTTP) at http://ADDR/metrics, e.g. 127.0.0.1:9420.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The scheduled store verification re-reads the whole store once per this period
+    /// (0 = never).
+    #[arg(long, default_value = "30d", value_parser = trust::parse_duration)]
+    pub verify_period: std::time::Duration,
+    /// How often the scheduled verification checks its next share of the store.
+    #[arg(long, default_value = "1h", value_parser = trust::parse_duration)]
+    pub verify_every: std::time::Duration,
+    /// Read rate of the scheduled verification (e.g. 50MiB; 0 = unlimited).
+    #[arg(long, default_value = "50MiB", value_parser = policy_args::parse_rate)]
+    pub verify_rate: u64,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +279,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.gc_grace = a.gc_grace;
             cfg.store_reserve = a.store_reserve;
             cfg.metrics_listen = a.metrics_listen;
+            cfg.verify = crate::verify::worker::VerifyConfig {
+                period: a.verify_period,
+                every: a.verify_every,
+                rate_bytes_per_sec: a.verify_rate,
+            };
             cfg.alerts = crate::alerts::AlertConfig {
                 every: a.alert_interval,
                 retry_max: a.notify_retry_max,
@@ -295,6 +315,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hold(c) => safety::hold(c).await,
         Command::Audit(a) => safety::audit(a).await,
         Command::Admin(c) => safety::admin(c).await,
+        Command::Verify(a) => verify::verify(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

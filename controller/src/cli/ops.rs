@@ -372,6 +372,7 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         restore_globals: a.globals,
         drill: false,
         drop_old: a.drop_old,
+        verify_only: false,
     };
     let (ok, _) = run_restore(&a.client, req, &a.to_database).await?;
     Ok(exit(ok))
@@ -423,6 +424,44 @@ pub async fn drill(a: &super::DrillArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run a restore (or drill) and print its verification. Returns (ok, duration ms).
+/// `nex-backup verify --deep`: the site's agent decrypts and checks one snapshot.
+pub async fn deep_verify(a: &super::verify::VerifyArgs) -> anyhow::Result<ExitCode> {
+    let site = a.site.clone().unwrap_or_default();
+    let target = a.target.clone().unwrap_or_default();
+    let req = pb::RunRestoreRequest {
+        site: site.clone(),
+        target: target.clone(),
+        snapshot_id: a.snapshot.clone(),
+        verify_only: true,
+        ..Default::default()
+    };
+    let stream = connect(&a.client)
+        .await?
+        .run_restore(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let (job_id, o) = follow(stream, a.client.json).await?;
+    if print_json(a.client.json, &job_id, &o)? {
+        return Ok(exit(o.ok));
+    }
+    if o.ok {
+        println!(
+            "deep verification of {site}/{target} snapshot {} ok: every chunk decrypted and \
+             matched its id, every stream matched its SHA-256 ({} in {:.1}s)",
+            o.snapshot_id,
+            bytes(o.logical_bytes),
+            o.duration_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "deep verification of {site}/{target} snapshot {} FAILED ({job_id}): {}",
+            o.snapshot_id, o.error
+        );
+    }
+    Ok(exit(o.ok))
+}
+
 async fn run_restore(
     client: &ClientOpts,
     req: pb::RunRestoreRequest,

@@ -64,7 +64,9 @@ pub async fn current(state: &State, now: u64) -> Result<Vec<TargetStatus>, Catal
 
 /// Why a snapshot does not count as good, in an operator's words.
 fn not_good_reason(st: crate::fleet::standing::Standing) -> &'static str {
-    if st.suspect {
+    if st.damaged {
+        "damaged: store verification found an object it needs missing or damaged"
+    } else if st.suspect {
         "suspect: its restore drill failed"
     } else if st.suspicious {
         "suspicious: flagged by an anomaly hold"
@@ -92,7 +94,14 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
         // Only good snapshots count: from a dispatched job that succeeded, not suspect
         // (failed drill), not suspicious (anomaly hold).
         let key = (site.clone(), target.clone());
-        let judged = Judged::new(snaps, jobs, view.holds.get(&key), &site, &target);
+        let judged = Judged::new(
+            snaps,
+            jobs,
+            view.holds.get(&key),
+            &view.damaged,
+            &site,
+            &target,
+        );
         let newest = judged.newest_good().map(|s| s.created_unix_ms);
         // The next run starts at its slot, or when the site's window next opens after it.
         let next_run = view

@@ -4,13 +4,14 @@
 //! - **verified**: its most recent restore drill passed;
 //! - **good**: it was committed by a backup job the controller dispatched and that
 //!   succeeded, no drill of it failed (suspect), and no anomaly flagged it (suspicious);
-//! - anything else (a commit no job accounts for, a failed drill, an anomaly) is not
-//!   good: retention does not count it, and RPO does not see it as a backup.
+//! - **damaged**: store verification found an object it needs missing or damaged;
+//! - anything else (a commit no job accounts for, a failed drill, an anomaly, damage) is
+//!   not good: retention does not count it, and RPO does not see it as a backup.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::catalog::safety::HoldRecord;
-use crate::catalog::{Catalog, CatalogError, JobRecord, JobState, SnapshotRecord};
+use crate::catalog::{CatalogError, JobRecord, JobState, SnapshotRecord};
 use crate::fleet::drills;
 
 /// The standing of one snapshot.
@@ -22,12 +23,31 @@ pub struct Standing {
     pub suspicious: bool,
     /// Its last drill failed.
     pub suspect: bool,
+    /// Verification found an object it needs missing or damaged.
+    pub damaged: bool,
+}
+
+/// Damaged snapshots, by (site, snapshot id).
+pub type Damaged = HashSet<(String, String)>;
+
+/// The damaged set from the integrity records.
+pub async fn load_damaged(
+    ints: &dyn crate::catalog::integrity::IntegrityCatalog,
+) -> Result<Damaged, CatalogError> {
+    Ok(ints
+        .damages(None)
+        .await?
+        .into_iter()
+        .map(|d| (d.site, d.snapshot_id))
+        .collect())
 }
 
 impl Standing {
-    /// One word for operators: verified, good, suspicious, suspect, or "no job".
+    /// One word for operators: damaged, verified, good, suspicious, suspect, or "no job".
     pub fn label(&self) -> &'static str {
-        if self.verified {
+        if self.damaged {
+            "damaged"
+        } else if self.verified {
             "verified"
         } else if self.good {
             "good"
@@ -46,6 +66,7 @@ pub fn of_target<'a>(
     snaps: impl IntoIterator<Item = &'a SnapshotRecord>,
     jobs: &[JobRecord],
     hold: Option<&HoldRecord>,
+    damaged: &Damaged,
     site: &str,
     target: &str,
 ) -> HashMap<String, Standing> {
@@ -63,12 +84,14 @@ pub fn of_target<'a>(
             let id = s.snapshot_id.as_str();
             let suspect = facts.suspect.contains(id);
             let suspicious = flagged.contains(id);
-            let good = backed.contains(id) && !suspect && !suspicious;
+            let damaged = damaged.contains(&(site.to_string(), s.snapshot_id.clone()));
+            let good = backed.contains(id) && !suspect && !suspicious && !damaged;
             let st = Standing {
                 good,
                 verified: good && facts.verified.contains(id),
                 suspicious,
                 suspect,
+                damaged,
             };
             (s.snapshot_id.clone(), st)
         })
@@ -101,6 +124,7 @@ impl<'a> Judged<'a> {
         all: &'a [SnapshotRecord],
         jobs: &[JobRecord],
         hold: Option<&HoldRecord>,
+        damaged: &Damaged,
         site: &str,
         target: &str,
     ) -> Self {
@@ -108,21 +132,22 @@ impl<'a> Judged<'a> {
             .iter()
             .filter(|s| s.site == site && s.target == target)
             .collect();
-        let standing = of_target(snaps.iter().copied(), jobs, hold, site, target);
+        let standing = of_target(snaps.iter().copied(), jobs, hold, damaged, site, target);
         Judged { snaps, standing }
     }
 
-    /// As [`Judged::new`], reading the jobs and holds from the catalog.
+    /// As [`Judged::new`], reading the jobs, holds and damage from the catalog.
     pub async fn load(
-        cat: &dyn Catalog,
+        state: &crate::state::State,
         all: &'a [SnapshotRecord],
         site: &str,
         target: &str,
     ) -> Result<Self, CatalogError> {
-        let jobs = cat.jobs().await?;
-        let holds = cat.holds().await?;
+        let jobs = state.catalog.jobs().await?;
+        let holds = state.catalog.holds().await?;
+        let damaged = load_damaged(&*state.integrity).await?;
         let hold = holds.iter().find(|h| h.site == site && h.target == target);
-        Ok(Judged::new(all, &jobs, hold, site, target))
+        Ok(Judged::new(all, &jobs, hold, &damaged, site, target))
     }
 
     /// The newest good snapshot, if any.
@@ -147,6 +172,7 @@ pub fn labels(
     snaps: &[SnapshotRecord],
     jobs: &[JobRecord],
     holds: &[HoldRecord],
+    damaged: &Damaged,
 ) -> HashMap<(String, String), &'static str> {
     let mut targets: Vec<(&str, &str)> = snaps
         .iter()
@@ -157,7 +183,7 @@ pub fn labels(
     let mut out = HashMap::new();
     for (site, target) in targets {
         let hold = holds.iter().find(|h| h.site == site && h.target == target);
-        for (id, st) in of_target(snaps, jobs, hold, site, target) {
+        for (id, st) in of_target(snaps, jobs, hold, damaged, site, target) {
             out.insert((site.to_string(), id), st.label());
         }
     }

@@ -24,6 +24,8 @@ pub struct View {
     default_site: SitePolicy,
     /// Anomaly holds per (site, target).
     pub holds: HashMap<Key, crate::catalog::safety::HoldRecord>,
+    /// Snapshots store verification found damaged.
+    pub damaged: crate::fleet::standing::Damaged,
 }
 
 impl View {
@@ -59,6 +61,7 @@ impl View {
                 .into_iter()
                 .map(|h| ((h.site.clone(), h.target.clone()), h))
                 .collect(),
+            damaged: crate::fleet::standing::load_damaged(&*state.integrity).await?,
         })
     }
 

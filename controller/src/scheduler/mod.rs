@@ -276,6 +276,7 @@ impl Scheduler {
             &view.snapshots,
             jobs,
             view.holds.get(&key),
+            &view.damaged,
             site,
             target,
         );
@@ -291,6 +292,7 @@ impl Scheduler {
             restore_globals: false,
             drill: true,
             drop_old: false,
+            verify_only: false,
         });
         match start_job(
             &self.state,

@@ -175,12 +175,15 @@ impl AdminService for AdminApi {
             agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
             let jobs = cat.jobs().await.map_err(catalog_status)?;
             let holds = cat.holds().await.map_err(catalog_status)?;
+            let damaged = crate::fleet::standing::load_damaged(&*self.state.integrity)
+                .await
+                .map_err(catalog_status)?;
             for a in agents {
                 let snaps = cat
                     .snapshots(Some(&a.site), None)
                     .await
                     .map_err(catalog_status)?;
-                let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds);
+                let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds, &damaged);
                 let live = self.state.hub.session(&a.site, &a.agent_id);
                 let targets = a
                     .targets
@@ -340,13 +343,18 @@ impl AdminService for AdminApi {
         self.audited("RunRestore", request, |request| async move {
             let mut req = request.into_inner();
             self.check_dispatch(&req.site, &req.target).await?;
-            if req.drill {
+            if req.verify_only {
+                req.to_database = String::new();
+                req.drill = false;
+                req.clean = false;
+                req.restore_globals = false;
+            } else if req.drill {
                 req.to_database = crate::dispatch::drill_database(now_ms());
                 req.clean = false;
                 req.restore_globals = false;
             }
             let db = &req.to_database;
-            if db.is_empty() || db.len() > 63 || db.contains('\0') {
+            if !req.verify_only && (db.is_empty() || db.len() > 63 || db.contains('\0')) {
                 return Err(Status::invalid_argument(format!(
                     "database name {db:?} must be 1-63 characters"
                 )));
@@ -357,7 +365,16 @@ impl AdminService for AdminApi {
                 .snapshots(Some(&req.site), Some(&req.target))
                 .await
                 .map_err(catalog_status)?;
-            let snap = if req.snapshot_id.is_empty() || req.snapshot_id == "latest" {
+            let latest = req.snapshot_id.is_empty() || req.snapshot_id == "latest";
+            let snap = if latest && req.verify_only {
+                // Deep verification checks what is there, good or not: the newest.
+                snaps.last().ok_or_else(|| {
+                    Status::not_found(format!(
+                        "target {} at site {} has no snapshots",
+                        req.target, req.site
+                    ))
+                })?
+            } else if latest {
                 if snaps.is_empty() {
                     return Err(Status::not_found(format!(
                         "target {} at site {} has no snapshots",
@@ -366,7 +383,7 @@ impl AdminService for AdminApi {
                 }
                 // The newest *good* one: never a snapshot that failed a drill, was flagged by
                 // an anomaly, or that no successful job accounts for.
-                crate::fleet::standing::Judged::load(&*self.state.catalog, &snaps, &req.site, &req.target)
+                crate::fleet::standing::Judged::load(&self.state, &snaps, &req.site, &req.target)
                     .await
                     .map_err(catalog_status)?
                     .newest_good()
@@ -389,6 +406,7 @@ impl AdminService for AdminApi {
                 restore_globals: req.restore_globals,
                 drill: req.drill,
                 drop_old: req.drop_old && req.clean,
+                verify_only: req.verify_only,
             });
             let trigger = if req.drill {
                 crate::catalog::Trigger::Drill
@@ -698,6 +716,30 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListAdminsResponse>, Status> {
         self.audited("ListAdmins", request, |_request| async move {
             Ok(Response::new(self.list_admins_impl().await?))
+        })
+        .await
+    }
+
+    async fn verify_store(
+        &self,
+        request: Request<pb::VerifyStoreRequest>,
+    ) -> Result<Response<pb::VerifyStoreResponse>, Status> {
+        self.audited("VerifyStore", request, |request| async move {
+            Ok(Response::new(
+                self.verify_store_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_damaged(
+        &self,
+        request: Request<pb::ListDamagedRequest>,
+    ) -> Result<Response<pb::ListDamagedResponse>, Status> {
+        self.audited("ListDamaged", request, |request| async move {
+            Ok(Response::new(
+                self.list_damaged_impl(request.into_inner()).await?,
+            ))
         })
         .await
     }

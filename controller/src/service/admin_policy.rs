@@ -45,6 +45,7 @@ impl From<crate::catalog::JobKind> for pb::JobKind {
         match k {
             crate::catalog::JobKind::Backup => pb::JobKind::Backup,
             crate::catalog::JobKind::Restore => pb::JobKind::Restore,
+            crate::catalog::JobKind::Verify => pb::JobKind::Verify,
         }
     }
 }

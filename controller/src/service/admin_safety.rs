@@ -28,7 +28,12 @@ impl AdminApi {
         let cat = &self.state.catalog;
         let jobs = cat.jobs().await.map_err(catalog_status)?;
         let holds = cat.holds().await.map_err(catalog_status)?;
-        Ok(crate::fleet::standing::labels(snaps, &jobs, &holds))
+        let damaged = crate::fleet::standing::load_damaged(&*self.state.integrity)
+            .await
+            .map_err(catalog_status)?;
+        Ok(crate::fleet::standing::labels(
+            snaps, &jobs, &holds, &damaged,
+        ))
     }
 
     /// Stop a running job (see the RPC's doc): failed first, so that nothing the agent

@@ -275,15 +275,31 @@ impl AgentApi {
             return duplicate();
         }
         let len = req.blob.len();
-        self.state
+        let key = chunk_key(&req.site, &id);
+        let blob = Bytes::from(req.blob);
+        let wrote = self
+            .state
             .store
-            .put(&chunk_key(&req.site, &id), Bytes::from(req.blob))
+            .put(&key, blob.clone())
             .await
             .map_err(store_status)?;
+        // The checksum is of what the store holds: when another upload of the same chunk
+        // (sealed with another nonce) won the write, that one's bytes.
+        let (len, sha256) = match wrote {
+            true => (len, sha256_of(&blob)),
+            false => match self.state.store.get(&key).await.map_err(store_status)? {
+                Some(stored) => (stored.len(), sha256_of(&stored)),
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "{what}: stored blob vanished; send it again"
+                    )));
+                }
+            },
+        };
         // Two uploads of the same chunk may race past the check above; only the one that
         // records it counts as new.
         if !cat
-            .record_chunk(&req.site, &id, len as u32)
+            .record_chunk(&req.site, &id, len as u32, &sha256)
             .await
             .map_err(catalog_status)?
         {
@@ -515,4 +531,10 @@ impl AgentService for AgentApi {
             custody: Some(super::keys::custody(&self.state, &who.site).await?),
         }))
     }
+}
+
+/// SHA-256 of a stored blob, recorded with its chunk and checked by `verify`.
+fn sha256_of(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
 }

@@ -54,7 +54,7 @@ scope!(site, target: ListSnapshotsRequest, RunBackupRequest, RunRestoreRequest, 
     GetPolicyRequest, PruneRequest, ListJobsRequest, DeletePolicyRequest, ReleaseHoldRequest);
 scope!(site: CreateTokenRequest, RevokeAgentRequest, SetSitePolicyRequest, GetSitePolicyRequest,
     RpoRequest, ListHoldsRequest, ListAuditRequest, ChannelMsg, AlertRuleMsg, ListAlertRulesRequest,
-    ListIncidentsRequest);
+    ListIncidentsRequest, VerifyStoreRequest, ListDamagedRequest);
 scope!(none: StatusRequest, ListAgentsRequest, ListPoliciesRequest, CancelJobRequest,
     ListChannelsRequest, DeleteChannelRequest, TestChannelRequest, AckIncidentRequest,
     CreateAdminRequest, ListAdminsRequest, RevokeAdminRequest, SummaryMsg, SendSummaryRequest);

@@ -9,6 +9,7 @@ mod admin_rpo;
 mod admin_safety;
 mod admin_site;
 mod admin_trust;
+mod admin_verify;
 pub mod agent;
 mod audit;
 pub mod auth;

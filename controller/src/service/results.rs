@@ -124,6 +124,9 @@ impl AgentApi {
             return;
         }
         info!(site, job = %job_id, target = %job.target, ok = r.ok, error = %r.error, "job finished");
+        if was_running && job.kind == crate::catalog::JobKind::Verify {
+            self.deep_verified(&job, &r).await;
+        }
         if was_running {
             self.state.job_finished(&job);
             if job.trigger == crate::catalog::Trigger::Drill {
@@ -154,6 +157,55 @@ impl AgentApi {
 }
 
 impl AgentApi {
+    /// A deep verification's verdict on its snapshot (the one the controller dispatched):
+    /// damaged data marks it damaged; a later passing one clears that mark. A job that
+    /// could not run (network, a key the agent lacks) changes nothing.
+    async fn deep_verified(&self, job: &JobRecord, r: &pb::JobResult) {
+        use crate::catalog::integrity::{BadObject, DamageRecord, DamageSource};
+        let Some(snap) = job.snapshot_id.clone() else {
+            return;
+        };
+        let ints = &self.state.integrity;
+        let existing = match ints.damages(Some(&job.site)).await {
+            Ok(ds) => ds.into_iter().find(|d| d.snapshot_id == snap),
+            Err(e) => {
+                warn!(site = %job.site, error = %e, "read damage records");
+                return;
+            }
+        };
+        let result = if r.ok {
+            // A mark the store verification made stays until it finds the objects whole.
+            match existing {
+                Some(d) if d.source == DamageSource::Deep => {
+                    ints.clear_damage(&job.site, &snap).await.map(|_| ())
+                }
+                _ => Ok(()),
+            }
+        } else if r.data_damaged && existing.is_none() {
+            warn!(site = %job.site, target = %job.target, snapshot = %snap, error = %r.error,
+                "deep verification found the snapshot damaged");
+            ints.put_damage(&DamageRecord {
+                v: 1,
+                site: job.site.clone(),
+                target: job.target.clone(),
+                snapshot_id: snap,
+                found_unix_ms: now_ms(),
+                source: DamageSource::Deep,
+                objects: vec![BadObject {
+                    key: format!("snapshot {}", job.snapshot_id.as_deref().unwrap_or("")),
+                    problem: r.error.clone(),
+                    chunk: None,
+                }],
+            })
+            .await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result.and(self.state.catalog.flush().await) {
+            warn!(site = %job.site, job = %job.job_id, error = %e, "record the deep verification's verdict");
+        }
+    }
+
     /// What a finished backup means for its target, for the operator: an anomaly hold it
     /// raised, and what retention deletes now that it exists (nothing young, by the lock).
     async fn backup_note(&self, job: &JobRecord) -> String {
