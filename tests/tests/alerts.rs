@@ -13,7 +13,7 @@ use nex_backup_tests::webhook::WebhookSink;
 use serde_json::Value;
 use sha2::Sha256;
 
-const RULES: [&str; 11] = [
+const RULES: [&str; 12] = [
     "backup-failed",
     "rpo-at-risk",
     "rpo-violated",
@@ -25,6 +25,7 @@ const RULES: [&str; 11] = [
     "store-low-disk",
     "cert-expiring",
     "key-unsealed",
+    "store-damaged",
 ];
 
 /// A controller that evaluates its rules every second and retries deliveries quickly.
