@@ -15,7 +15,8 @@
 //!    [`scheduler`] (scheduled backups and drills), [`workers`] (named background
 //!    workers under one shutdown tree), [`alerts`] (incident rules, the outbox and its
 //!    delivery by e-mail and webhook), [`verify`] (store verification against the
-//!    recorded checksums, damaged snapshots, the scheduled share).
+//!    recorded checksums, damaged snapshots, the scheduled share), [`dr`] (the sealed
+//!    state copy and `restore-controller`).
 //! 4. **Edges**: [`service`] (the gRPC services and who may call them), [`metrics`]
 //!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod cli;
 pub mod datadir;
 pub mod dispatch;
+pub mod dr;
 pub mod events;
 pub mod fleet;
 pub mod health;

@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The scheduled store verification.
     pub verify: crate::verify::worker::VerifyConfig,
+    /// How often the controller writes a sealed copy of its state into the store.
+    pub state_copy_every: Duration,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -73,6 +75,7 @@ impl ServeConfig {
             alerts: Default::default(),
             metrics_listen: None,
             verify: Default::default(),
+            state_copy_every: Duration::from_secs(3600),
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct Bound {
     alerts: crate::alerts::AlertConfig,
     metrics_listen: Option<SocketAddr>,
     verify: crate::verify::worker::VerifyConfig,
+    state_copy_every: Duration,
+    data_dir: std::path::PathBuf,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin: AdminGuard,
@@ -178,6 +183,8 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         alerts: cfg.alerts.clone(),
         metrics_listen: cfg.metrics_listen,
         verify: cfg.verify,
+        state_copy_every: cfg.state_copy_every,
+        data_dir: cfg.data_dir.clone(),
         listener,
         tls,
         admin,
@@ -323,6 +330,7 @@ impl Bound {
         }
         crate::watch::spawn_all(&state);
         crate::verify::worker::spawn(&state, self.verify);
+        crate::dr::spawn(&state, &self.data_dir, self.state_copy_every);
         crate::alerts::spawn(&state, self.alerts);
         if let Some(addr) = self.metrics_listen {
             let bound = crate::metrics::spawn(&state, addr).await?;

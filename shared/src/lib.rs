@@ -13,6 +13,7 @@
 //! - [`manifest`]: the snapshot manifest domain type, sealing and validation.
 //! - [`keyring`]: the agent's key epochs on disk (current epoch seals new snapshots).
 //! - [`recovery`]: sealing a master key to offline X25519 recovery keys.
+//! - [`statecopy`]: the controller's state copy sealed to the recovery keys.
 //! - [`retry`]: the one retry policy (exponential backoff with jitter, backon).
 //! - [`tls`]: TLS 1.3 client setup pinned to the controller CA fingerprint.
 //! - [`identity`]: the agent identity inside a client certificate.
@@ -33,6 +34,7 @@ pub mod manifest;
 pub mod recovery;
 pub mod retry;
 pub mod seal;
+pub mod statecopy;
 pub mod text;
 pub mod tls;
 

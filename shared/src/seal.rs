@@ -35,6 +35,8 @@ pub const FLAG_ZSTD: u8 = 1;
 pub enum ObjectKind {
     Chunk = 1,
     Manifest = 2,
+    /// The controller's own state copy (`statecopy`).
+    ControllerState = 3,
 }
 
 /// The parsed clear header of a sealed object. Parsing checks shape only, not authenticity.

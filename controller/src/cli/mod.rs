@@ -109,6 +109,10 @@ pub enum Command {
     /// stored (no keys needed), or with --deep one snapshot decrypted by its agent;
     /// --damaged lists the snapshots marked damaged.
     Verify(verify::VerifyArgs),
+    /// Build a new controller data dir from a copy of the blob store and a recovery key:
+    /// the newest state copy (CA, admins, policies, ...) and the snapshot and chunk
+    /// records rebuilt from the store. Agents reconnect with their certificates.
+    RestoreController(verify::RestoreControllerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +199,10 @@ pub struct ServeArgs {
     /// Read rate of the scheduled verification (e.g. 50MiB; 0 = unlimited).
     #[arg(long, default_value = "50MiB", value_parser = policy_args::parse_rate)]
     pub verify_rate: u64,
+    /// How often the controller writes a copy of its own state (CA, admins, policies,
+    /// ...) into the store, sealed to the recovery keys, for `restore-controller` (0 = never).
+    #[arg(long, default_value = "1h", value_parser = trust::parse_duration)]
+    pub state_copy_every: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.gc_grace = a.gc_grace;
             cfg.store_reserve = a.store_reserve;
             cfg.metrics_listen = a.metrics_listen;
+            cfg.state_copy_every = a.state_copy_every;
             cfg.verify = crate::verify::worker::VerifyConfig {
                 period: a.verify_period,
                 every: a.verify_every,
@@ -316,6 +325,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => safety::audit(a).await,
         Command::Admin(c) => safety::admin(c).await,
         Command::Verify(a) => verify::verify(a).await,
+        Command::RestoreController(a) => verify::restore_controller(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,
