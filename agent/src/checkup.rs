@@ -84,12 +84,13 @@ pub fn offline(cfg: &AgentConfig, text: &str) -> Vec<Finding> {
     if cfg.controller.is_none() && enrolled.is_none() {
         push(Level::Error, "controller".into(), None, "no controller URL and this agent is not enrolled yet: add controller = \"https://backup.example.net:7420\"".into());
     }
-    if cfg.targets.is_empty() {
+    if cfg.declared().is_empty() {
         push(
             Level::Error,
             "targets".into(),
             None,
-            "no [[targets]]: this agent has nothing to back up".into(),
+            "no [[targets]], [[file_sets]] or [[env_sets]]: this agent has nothing to back up"
+                .into(),
         );
     }
     match std::fs::metadata(&cfg.state_dir) {

@@ -11,6 +11,9 @@ use nex_backup_shared::chunker::ChunkerConfig;
 use nex_backup_shared::ids::{AgentId, SiteId, TargetName};
 use serde::Deserialize;
 
+mod sets;
+pub use sets::{EnvSetConfig, FileSetConfig, SetSpec};
+
 /// A configuration problem, naming the file and key.
 #[derive(Debug, thiserror::Error)]
 #[error("config {file}: {key}: {reason}")]
@@ -46,6 +49,12 @@ pub struct AgentConfig {
     pub chunking: Option<ChunkingConfig>,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// File sets: configuration files and directories, each a target.
+    #[serde(default)]
+    pub file_sets: Vec<FileSetConfig>,
+    /// Environment sets: variables of this agent's environment and `.env` files.
+    #[serde(default)]
+    pub env_sets: Vec<EnvSetConfig>,
     /// A PostgreSQL server for restore drills. With it, this agent rehearses restores of
     /// any target there (an operator may make it the site's drill agent); without it,
     /// drills of a target restore into that target's own server.
@@ -196,6 +205,29 @@ impl AgentConfig {
                 ));
             }
         }
+        for (i, f) in cfg.file_sets.iter().enumerate() {
+            let key = |k: &str| format!("file_sets[{i}].{k}");
+            TargetName::try_from(f.name.as_str()).map_err(|e| err(&key("name"), e.to_string()))?;
+            if !seen.insert(f.name.clone()) {
+                return Err(err(
+                    &key("name"),
+                    format!("duplicate target name {:?}", f.name),
+                ));
+            }
+            f.check().map_err(|(k, r)| err(&key(k), r))?;
+        }
+        for (i, e) in cfg.env_sets.iter().enumerate() {
+            let key = |k: &str| format!("env_sets[{i}].{k}");
+            TargetName::try_from(e.name.as_str())
+                .map_err(|er| err(&key("name"), er.to_string()))?;
+            if !seen.insert(e.name.clone()) {
+                return Err(err(
+                    &key("name"),
+                    format!("duplicate target name {:?}", e.name),
+                ));
+            }
+            e.check().map_err(|(k, r)| err(&key(k), r))?;
+        }
         if let Some(d) = &cfg.drill
             && d.password_env.is_some()
             && d.passfile.is_some()
@@ -226,6 +258,33 @@ impl AgentConfig {
             },
             None => ChunkerConfig::default(),
         }
+    }
+
+    /// The file or environment set `name`, ready to back up.
+    pub fn set(&self, name: &str) -> Option<SetSpec> {
+        if let Some(f) = self.file_sets.iter().find(|f| f.name == name) {
+            return f.spec().ok();
+        }
+        self.env_sets
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.spec())
+    }
+
+    /// Every target this agent declares: (name, kind).
+    pub fn declared(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.kind.clone()))
+            .collect();
+        out.extend(
+            self.file_sets
+                .iter()
+                .map(|f| (f.name.clone(), "files".into())),
+        );
+        out.extend(self.env_sets.iter().map(|e| (e.name.clone(), "env".into())));
+        out
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {

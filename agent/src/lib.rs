@@ -11,6 +11,7 @@
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
 //! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool.
+//! - [`files`]: file and environment sets: archive, restore into a directory, ls, diff.
 //! - [`error`]: the agent's typed errors (a controller refusal keeps its gRPC code).
 //! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.
 //! - [`offline`]: restore without the controller, from a copy of its blob store and a
@@ -25,6 +26,7 @@ pub mod ctx;
 pub mod custody;
 pub mod enrollment;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod offline;
 pub mod pg;

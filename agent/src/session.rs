@@ -51,12 +51,9 @@ fn hello(ctx: &Ctx) -> pb::AgentMessage {
             version: nex_backup_shared::VERSION.into(),
             targets: ctx
                 .cfg
-                .targets
-                .iter()
-                .map(|t| pb::TargetInfo {
-                    name: t.name.clone(),
-                    kind: t.kind.clone(),
-                })
+                .declared()
+                .into_iter()
+                .map(|(name, kind)| pb::TargetInfo { name, kind })
                 .collect(),
             known_jobs: ctx.known_jobs(),
         })),

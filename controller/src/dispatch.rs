@@ -157,6 +157,9 @@ pub async fn start_job_as(
     // exactly this id, a restore (or drill) result counts for exactly this snapshot.
     let (kind_name, drill, expected_snapshot, restored) = match &kind {
         Kind::Backup(b) => (JobKind::Backup, false, Some(b.snapshot_id.clone()), None),
+        Kind::Restore(r) if r.list_only || !r.diff_against.is_empty() => {
+            (JobKind::Inspect, false, None, Some(r.snapshot_id.clone()))
+        }
         Kind::Restore(r) if r.verify_only => {
             (JobKind::Verify, false, None, Some(r.snapshot_id.clone()))
         }

@@ -23,6 +23,7 @@ pub enum JobKind {
     Restore,
     Drill,
     Verify,
+    Inspect,
 }
 
 impl JobKind {
@@ -31,6 +32,7 @@ impl JobKind {
         match (kind, trigger) {
             (crate::job::JobKind::Backup, _) => JobKind::Backup,
             (crate::job::JobKind::Verify, _) => JobKind::Verify,
+            (crate::job::JobKind::Inspect, _) => JobKind::Inspect,
             (_, crate::job::Trigger::Drill) => JobKind::Drill,
             _ => JobKind::Restore,
         }
@@ -42,6 +44,7 @@ impl JobKind {
             JobKind::Restore => "restore",
             JobKind::Drill => "drill",
             JobKind::Verify => "verify",
+            JobKind::Inspect => "inspect",
         }
     }
 }

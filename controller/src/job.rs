@@ -11,6 +11,8 @@ pub enum JobKind {
     Restore,
     /// Deep verification of a snapshot through the agent (restores nothing).
     Verify,
+    /// `ls` or `diff` of a file set snapshot through the agent (restores nothing).
+    Inspect,
 }
 
 impl JobKind {
@@ -19,6 +21,7 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
             JobKind::Verify => "verify",
+            JobKind::Inspect => "inspect",
         }
     }
 }

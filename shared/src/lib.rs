@@ -10,6 +10,7 @@
 //! - [`chunk`]: chunk codec: id (HMAC-SHA256), zstd, seal; and the verifying decoder.
 //! - [`chunker`]: streaming content-defined chunking (FastCDC) over any `AsyncRead`,
 //!   with a whole-stream SHA-256 and stall detection.
+//! - [`files`]: file and environment sets: the archive stream and its per-file entries.
 //! - [`manifest`]: the snapshot manifest domain type, sealing and validation.
 //! - [`keyring`]: the agent's key epochs on disk (current epoch seals new snapshots).
 //! - [`recovery`]: sealing a master key to offline X25519 recovery keys.
@@ -26,6 +27,7 @@ pub mod chunk;
 pub mod chunker;
 pub mod clock;
 pub mod error;
+pub mod files;
 pub mod identity;
 pub mod ids;
 pub mod keyring;

@@ -53,6 +53,8 @@ pub struct Manifest {
     pub row_counts: Vec<(String, i64)>,
     pub source: SourceInfo,
     pub duration_ms: u64,
+    /// File and environment sets: every entry of the archive (empty for databases).
+    pub files: Vec<crate::files::FileEntry>,
 }
 
 impl Manifest {
@@ -169,6 +171,7 @@ impl From<&Manifest> for pb::Manifest {
                 host: m.source.host.clone(),
             }),
             duration_ms: m.duration_ms,
+            files: m.files.iter().map(pb::FileEntry::from).collect(),
         }
     }
 }
@@ -212,6 +215,11 @@ impl TryFrom<pb::Manifest> for Manifest {
                 host: src.host,
             },
             duration_ms: p.duration_ms,
+            files: p
+                .files
+                .into_iter()
+                .map(crate::files::FileEntry::try_from)
+                .collect::<Result<Vec<_>, _>>()?,
         })
     }
 }

@@ -13,6 +13,7 @@ pub fn empty_manifest(snapshot_id: &str) -> nex_backup_shared::manifest::Manifes
         row_counts: vec![],
         source: Default::default(),
         duration_ms: 1,
+        files: vec![],
     }
 }
 

@@ -123,6 +123,7 @@ async fn commit_referencing_only_another_sites_chunks_is_refused() {
         row_counts: vec![],
         source: Default::default(),
         duration_ms: 1,
+        files: vec![],
     };
     let commit = commit_request("other", &d, manifest.seal(&keys), &[&chunk], 100);
     let e = s

@@ -1,4 +1,4 @@
-//! A PostgreSQL backup job: globals, then the database dumped from an exported snapshot
+//! A backup job (file and environment sets: [`crate::files`]). A PostgreSQL backup: globals, then the database dumped from an exported snapshot
 //! with exact row counts taken in that same snapshot; committed only if every step
 //! succeeded. A backup still running when the site's backup window closes is stopped
 //! (pg_dump killed, nothing committed); the chunks it uploaded are reused by the next run.
@@ -51,18 +51,26 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
         codec,
         throttle,
     };
-    let outcome = match ctx.cfg.target(&cmd.target) {
-        Some(t) => within_window(cmd.window_remaining_ms, backup(&ctx, &job, t, started_ms)).await,
-        None => Err(format!("unknown target {}", cmd.target).into()),
+    let window = cmd.window_remaining_ms;
+    let outcome = if let Some(t) = ctx.cfg.target(&cmd.target) {
+        within_window(window, async {
+            Ok((backup(&ctx, &job, t, started_ms).await?, String::new()))
+        })
+        .await
+    } else if let Some(set) = ctx.cfg.set(&cmd.target) {
+        within_window(window, crate::files::backup(&ctx, &job, set, started_ms)).await
+    } else {
+        Err(format!("unknown target {}", cmd.target).into())
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(logical) => pb::JobResult {
+        Ok((logical, note)) => pb::JobResult {
             ok: true,
             snapshot_id: job.snapshot_id,
             logical_bytes: logical,
             duration_ms,
             stream_hash_ok: true,
+            note,
             ..Default::default()
         },
         Err(e) => pb::JobResult {
@@ -139,6 +147,7 @@ async fn backup(
             host: ctx.agent_id.clone(),
         },
         duration_ms: started.elapsed().as_millis() as u64,
+        files: vec![],
     };
     commit(ctx, job, &manifest, started_ms)
         .await
@@ -264,7 +273,7 @@ async fn count_rows_in_snapshot(
     Ok(pg::row_counts(&counter).await.map_err(sql_err)?)
 }
 
-async fn commit(
+pub(crate) async fn commit(
     ctx: &Arc<Ctx>,
     job: &JobRef,
     m: &Manifest,

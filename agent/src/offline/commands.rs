@@ -173,7 +173,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
                 restore_globals: *restore_globals,
                 drill: false,
                 drop_old: false,
-                verify_only: false,
+                ..Default::default()
             };
             let r = to_database(&u, &m, &codec, &t, &cmd).await;
             if !r.ok {

@@ -31,6 +31,13 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::RestoreCommand) -> pb::
     if cmd.verify_only {
         return verify::run(&ctx, &job_id, &cmd).await;
     }
+    let files = cmd.list_only
+        || !cmd.diff_against.is_empty()
+        || !cmd.to_dir.is_empty()
+        || ctx.cfg.set(&cmd.target).is_some();
+    if files {
+        return crate::files::jobs::run(&ctx, &job_id, &cmd).await;
+    }
     let t = if cmd.drill {
         ctx.cfg.drill_target(&cmd.target)
     } else {
@@ -262,7 +269,7 @@ async fn load<S: ChunkSource>(
 
 /// Fetch and open the manifest; it must belong to this site, snapshot and target.
 /// Returns the codec of the key epoch the snapshot was sealed with.
-async fn fetch_manifest(
+pub(crate) async fn fetch_manifest(
     ctx: &Arc<Ctx>,
     cmd: &pb::RestoreCommand,
 ) -> Result<(Manifest, ChunkCodec), AgentError> {

@@ -96,6 +96,7 @@ pub fn job_kind(k: i32) -> &'static str {
         K::Backup => "backup",
         K::Restore => "restore",
         K::Verify => "verify",
+        K::Inspect => "inspect",
         K::Unspecified => "?",
     }
 }

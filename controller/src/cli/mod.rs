@@ -2,6 +2,7 @@
 //! operator command talking to a controller over gRPC.
 
 mod client;
+mod files;
 mod format;
 mod jobs;
 mod notify;
@@ -70,8 +71,14 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// Back up a target now and wait for the result.
     Backup(BackupArgs),
-    /// Restore a snapshot into a database through the site's agent, and verify it.
+    /// Restore a snapshot into a database (or a file set into a directory) through the
+    /// site's agent, and verify it.
     Restore(RestoreArgs),
+    /// List the files of a file or environment set snapshot.
+    Ls(files::LsArgs),
+    /// Compare two snapshots of a file or environment set: files added, removed and
+    /// changed, and the keys of `.env` files and environments (values masked).
+    Diff(files::DiffArgs),
     /// The controller CA (what agents and the CLI pin).
     #[command(subcommand)]
     Ca(trust::CaCommand),
@@ -239,6 +246,7 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("into").required(true).args(["to_database", "to_dir"])))]
 pub struct RestoreArgs {
     /// The customer site, e.g. acme.
     #[arg(long)]
@@ -251,7 +259,18 @@ pub struct RestoreArgs {
     pub snapshot: String,
     /// Database to restore into (created; must not exist unless --clean).
     #[arg(long)]
-    pub to_database: String,
+    pub to_database: Option<String>,
+    /// File and environment sets: the directory (absolute, on the agent's host) to
+    /// restore into; existing files are kept unless --overwrite.
+    #[arg(long)]
+    pub to_dir: Option<String>,
+    /// With --to-dir: only these archive paths or globs (e.g. etc/app/config.yaml,
+    /// 'etc/app/*.env'); repeatable.
+    #[arg(long = "path", requires = "to_dir")]
+    pub paths: Vec<String>,
+    /// With --to-dir: replace files that exist.
+    #[arg(long, requires = "to_dir")]
+    pub overwrite: bool,
     /// Replace the database if it exists: the snapshot is restored under a temporary
     /// name and verified, then the two are swapped in one step; the old database is kept
     /// as <name>_old_<time> (a failed restore leaves the existing one untouched).
@@ -330,5 +349,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,
         Command::Restore(a) => ops::restore(&a).await,
+        Command::Ls(a) => files::ls(&a).await,
+        Command::Diff(a) => files::diff(&a).await,
     }
 }

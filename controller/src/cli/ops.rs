@@ -244,7 +244,7 @@ pub async fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Follow a job's update stream, showing progress on stderr; returns its outcome.
-async fn follow(
+pub(super) async fn follow(
     mut stream: tonic::Streaming<pb::JobUpdate>,
     quiet: bool,
 ) -> anyhow::Result<(String, pb::JobOutcome)> {
@@ -298,6 +298,7 @@ async fn follow(
 fn outcome_json(job_id: &str, o: &pb::JobOutcome) -> serde_json::Value {
     json!({
         "job_id": job_id, "ok": o.ok, "error": o.error, "snapshot_id": o.snapshot_id,
+        "lines": o.lines,
         "logical_bytes": o.logical_bytes, "duration_ms": o.duration_ms, "new_bytes": o.new_bytes,
         "stream_hash_ok": o.stream_hash_ok, "note": o.note,
         "tables": o.tables.iter().map(|t| json!({"table": t.table, "expected_rows": t.expected_rows,
@@ -306,7 +307,7 @@ fn outcome_json(job_id: &str, o: &pb::JobOutcome) -> serde_json::Value {
 }
 
 /// Print a job's outcome as JSON when asked; true if it was printed.
-fn print_json(json: bool, job_id: &str, o: &pb::JobOutcome) -> anyhow::Result<bool> {
+pub(super) fn print_json(json: bool, job_id: &str, o: &pb::JobOutcome) -> anyhow::Result<bool> {
     if json {
         println!(
             "{}",
@@ -316,7 +317,7 @@ fn print_json(json: bool, job_id: &str, o: &pb::JobOutcome) -> anyhow::Result<bo
     Ok(json)
 }
 
-fn exit(ok: bool) -> ExitCode {
+pub(super) fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -367,14 +368,20 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         site: a.site.clone(),
         target: a.target.clone(),
         snapshot_id: a.snapshot.clone(),
-        to_database: a.to_database.clone(),
+        to_database: a.to_database.clone().unwrap_or_default(),
         clean: a.clean,
         restore_globals: a.globals,
-        drill: false,
         drop_old: a.drop_old,
-        verify_only: false,
+        to_dir: a.to_dir.clone().unwrap_or_default(),
+        paths: a.paths.clone(),
+        overwrite: a.overwrite,
+        ..Default::default()
     };
-    let (ok, _) = run_restore(&a.client, req, &a.to_database).await?;
+    if let Some(dir) = &a.to_dir {
+        return super::files::restore_to_dir(&a.client, req, dir).await;
+    }
+    let into = a.to_database.clone().unwrap_or_default();
+    let (ok, _) = run_restore(&a.client, req, &into).await?;
     Ok(exit(ok))
 }
 

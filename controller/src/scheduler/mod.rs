@@ -291,8 +291,7 @@ impl Scheduler {
             clean: false,
             restore_globals: false,
             drill: true,
-            drop_old: false,
-            verify_only: false,
+            ..Default::default()
         });
         match start_job(
             &self.state,

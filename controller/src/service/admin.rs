@@ -43,14 +43,14 @@ impl AdminApi {
 
     /// The site and target exist (whether an agent that can run the job is online is
     /// [`crate::dispatch::start_job`]'s to say, before it records anything).
-    async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
+    pub(super) async fn check_dispatch(&self, site: &str, target: &str) -> Result<(), Status> {
         parse_site(site)?;
         parse_target(target)?;
         self.check_target_known(site, Some(target)).await
     }
 
     /// Record, watch and dispatch a job; stream its updates until its outcome.
-    async fn dispatch(
+    pub(super) async fn dispatch(
         &self,
         site: &str,
         target: &str,
@@ -122,7 +122,7 @@ fn last_backup(
 
 /// A snapshot by its id or a unique prefix of it (at least 8 characters, e.g. the
 /// date part `20261130T0912`).
-fn find_snapshot<'a>(
+pub(super) fn find_snapshot<'a>(
     snaps: &'a [crate::catalog::SnapshotRecord],
     id: &str,
     target: &str,
@@ -341,80 +341,8 @@ impl AdminService for AdminApi {
         request: Request<pb::RunRestoreRequest>,
     ) -> Result<Response<Self::RunRestoreStream>, Status> {
         self.audited("RunRestore", request, |request| async move {
-            let mut req = request.into_inner();
-            self.check_dispatch(&req.site, &req.target).await?;
-            if req.verify_only {
-                req.to_database = String::new();
-                req.drill = false;
-                req.clean = false;
-                req.restore_globals = false;
-            } else if req.drill {
-                req.to_database = crate::dispatch::drill_database(now_ms());
-                req.clean = false;
-                req.restore_globals = false;
-            }
-            let db = &req.to_database;
-            if !req.verify_only && (db.is_empty() || db.len() > 63 || db.contains('\0')) {
-                return Err(Status::invalid_argument(format!(
-                    "database name {db:?} must be 1-63 characters"
-                )));
-            }
-            let snaps = self
-                .state
-                .catalog
-                .snapshots(Some(&req.site), Some(&req.target))
-                .await
-                .map_err(catalog_status)?;
-            let latest = req.snapshot_id.is_empty() || req.snapshot_id == "latest";
-            let snap = if latest && req.verify_only {
-                // Deep verification checks what is there, good or not: the newest.
-                snaps.last().ok_or_else(|| {
-                    Status::not_found(format!(
-                        "target {} at site {} has no snapshots",
-                        req.target, req.site
-                    ))
-                })?
-            } else if latest {
-                if snaps.is_empty() {
-                    return Err(Status::not_found(format!(
-                        "target {} at site {} has no snapshots",
-                        req.target, req.site
-                    )));
-                }
-                // The newest *good* one: never a snapshot that failed a drill, was flagged by
-                // an anomaly, or that no successful job accounts for.
-                crate::fleet::standing::Judged::load(&self.state, &snaps, &req.site, &req.target)
-                    .await
-                    .map_err(catalog_status)?
-                    .newest_good()
-                    .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "target {} at site {} has {} snapshot(s) but none is good (failed drill, anomaly hold, or no successful job); name one with --snapshot",
-                        req.target,
-                        req.site,
-                        snaps.len()
-                    ))
-                })?
-            } else {
-                find_snapshot(&snaps, &req.snapshot_id, &req.target)?
-            };
-            let kind = Kind::Restore(pb::RestoreCommand {
-                target: req.target.clone(),
-                snapshot_id: snap.snapshot_id.clone(),
-                to_database: req.to_database.clone(),
-                clean: req.clean,
-                restore_globals: req.restore_globals,
-                drill: req.drill,
-                drop_old: req.drop_old && req.clean,
-                verify_only: req.verify_only,
-            });
-            let trigger = if req.drill {
-                crate::catalog::Trigger::Drill
-            } else {
-                crate::catalog::Trigger::Manual
-            };
             Ok(Response::new(
-                self.dispatch(&req.site, &req.target, kind, trigger).await?,
+                self.run_restore_impl(request.into_inner()).await?,
             ))
         })
         .await

@@ -46,6 +46,7 @@ impl From<crate::catalog::JobKind> for pb::JobKind {
             crate::catalog::JobKind::Backup => pb::JobKind::Backup,
             crate::catalog::JobKind::Restore => pb::JobKind::Restore,
             crate::catalog::JobKind::Verify => pb::JobKind::Verify,
+            crate::catalog::JobKind::Inspect => pb::JobKind::Inspect,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 mod admin_admins;
 mod admin_alerts;
 mod admin_policy;
+mod admin_restore;
 mod admin_rpo;
 mod admin_safety;
 mod admin_site;

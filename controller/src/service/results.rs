@@ -14,6 +14,9 @@ use crate::catalog::{JobRecord, JobState};
 
 /// Most table checks one result may carry.
 const MAX_TABLES: usize = 100_000;
+/// Most output lines (`ls`, `diff`) a job result carries, and their total size.
+const MAX_LINES: usize = 100_000;
+const MAX_LINES_BYTES: usize = 12 << 20;
 
 impl AgentApi {
     pub(super) async fn on_job_event(&self, site: &str, agent: &str, ev: pb::JobEvent) {
@@ -85,6 +88,17 @@ impl AgentApi {
         r.error = clean(&r.error, MAX_ERROR_LEN);
         r.note = clean(&r.note, MAX_LABEL_LEN * 4);
         r.tables.truncate(MAX_TABLES);
+        // `ls` and `diff` output: bounded in count and in total size, each line escaped.
+        r.lines.truncate(MAX_LINES);
+        let mut budget = MAX_LINES_BYTES;
+        r.lines = std::mem::take(&mut r.lines)
+            .into_iter()
+            .map(|l| clean(&l, MAX_LABEL_LEN * 8))
+            .take_while(|l| {
+                budget = budget.saturating_sub(l.len() + 1);
+                budget > 0
+            })
+            .collect();
         for t in &mut r.tables {
             t.table = clean(&t.table, MAX_LABEL_LEN * 2);
         }
@@ -280,5 +294,6 @@ fn outcome(r: pb::JobResult, new_bytes: u64) -> pb::JobOutcome {
         stream_hash_ok: r.stream_hash_ok,
         new_bytes,
         note: r.note,
+        lines: r.lines,
     }
 }

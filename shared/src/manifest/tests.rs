@@ -43,6 +43,7 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                 ..Default::default()
             },
             duration_ms: ts / 7,
+            files: vec![],
         })
 }
 
