@@ -79,7 +79,7 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("to").required(true).args(["to_database", "to_file"])))]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_database", "to_file", "to_dir"])))]
 struct RestoreCli {
     /// The copy of the controller's blob store (its `blobs` directory or data directory).
     #[arg(long)]
@@ -100,6 +100,15 @@ struct RestoreCli {
     /// Write the pg_dump custom archive here, and OUT.globals.sql beside it.
     #[arg(long, value_name = "OUT")]
     to_file: Option<PathBuf>,
+    /// File and environment sets: restore into this directory.
+    #[arg(long)]
+    to_dir: Option<PathBuf>,
+    /// With --to-dir: only these archive paths or globs; repeatable.
+    #[arg(long = "path", requires = "to_dir")]
+    paths: Vec<String>,
+    /// With --to-dir: replace files that exist.
+    #[arg(long, requires = "to_dir")]
+    overwrite: bool,
     /// Replace an existing database, only once the restored copy is verified; the old
     /// one is kept renamed.
     #[arg(long, requires = "to_database")]
@@ -128,14 +137,19 @@ struct RestoreCli {
 
 impl RestoreCli {
     fn into_args(self) -> offline::RestoreArgs {
-        let to = match (self.to_database, self.to_file) {
-            (Some(name), _) => offline::Destination::Database {
+        let to = match (self.to_database, self.to_file, self.to_dir) {
+            (Some(name), _, _) => offline::Destination::Database {
                 name,
                 clean: self.clean,
                 restore_globals: self.restore_globals,
             },
-            (None, Some(out)) => offline::Destination::File(out),
-            (None, None) => unreachable!("clap requires one destination"),
+            (None, Some(out), _) => offline::Destination::File(out),
+            (None, None, Some(dir)) => offline::Destination::Dir {
+                dir,
+                paths: self.paths,
+                overwrite: self.overwrite,
+            },
+            (None, None, None) => unreachable!("clap requires one destination"),
         };
         offline::RestoreArgs {
             store: self.store,

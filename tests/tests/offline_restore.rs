@@ -73,7 +73,25 @@ impl Offline<'_> {
 
 #[test]
 fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
-    let mut env = Env::start(&invoices_sql(5_000), EnvOpts::default());
+    let conf = tempfile::Builder::new()
+        .prefix("nexconf")
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir_all(conf.path().join("app")).unwrap();
+    std::fs::write(conf.path().join("app/config.yaml"), "port: 8080\n").unwrap();
+    std::fs::write(conf.path().join("app/.env"), "KEY=value\n").unwrap();
+    let set = format!(
+        "\n[[file_sets]]\nname = \"conf\"\npaths = [\"{}\"]\n",
+        conf.path().display()
+    );
+    let mut env = Env::start(
+        &invoices_sql(5_000),
+        EnvOpts {
+            extra_targets: set,
+            ..Default::default()
+        },
+    );
+    env.backup_ok("conf");
     let s1 = env.backup_ok("main")["snapshot_id"]
         .as_str()
         .unwrap()
@@ -111,7 +129,29 @@ fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
         assert!(line.contains(SITE) && line.contains("main"), "{line}");
         assert!(line.contains("database.dump"), "{line}");
     }
-    assert!(out.stdout.contains("2 snapshot(s)"), "{}", out.stdout);
+    assert!(out.stdout.contains("3 snapshot(s)"), "{}", out.stdout);
+
+    // A file set, into a directory on a host that never enrolled.
+    let into = env.dir.path().join("conf-restored");
+    let i = into.display().to_string();
+    let out = off.run(&[
+        "restore",
+        "--site",
+        SITE,
+        "--target",
+        "conf",
+        "--snapshot",
+        "latest",
+        "--to-dir",
+        &i,
+    ]);
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    let rel = conf.path().strip_prefix("/").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(into.join(rel).join("app/config.yaml")).unwrap(),
+        "port: 8080\n"
+    );
+    assert!(into.join(rel).join("app/.env").exists());
 
     // `latest` is the newest snapshot of the target, restored and verified.
     let out = off.restore("latest", &["--to-database", "offline_latest"]);

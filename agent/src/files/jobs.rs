@@ -17,7 +17,7 @@ use super::extract::{Extracted, Plan, extract, selection};
 use super::inspect::{diff_lines, is_env_file, ls_line};
 use crate::ctx::Ctx;
 use crate::error::AgentError;
-use crate::restore::feed::feed;
+use crate::restore::feed::{ChunkSource, feed};
 
 /// Most output lines one job returns.
 pub const MAX_LINES: usize = 100_000;
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Arc<Ctx>, job_id: &str, cmd: &pb::RestoreCommand) -> pb::
     r
 }
 
-fn files_stream(m: &Manifest) -> Result<&StreamEntry, AgentError> {
+pub fn files_stream(m: &Manifest) -> Result<&StreamEntry, AgentError> {
     m.stream(STREAM_FILES).ok_or_else(|| {
         format!(
             "snapshot {} of {} holds no files (a database target: restore it with --to-database)",
@@ -58,8 +58,8 @@ fn files_stream(m: &Manifest) -> Result<&StreamEntry, AgentError> {
 }
 
 /// Feed the archive of `m` to `work` running on a blocking thread; both must succeed.
-async fn through_archive<T: Send + 'static>(
-    ctx: &Arc<Ctx>,
+pub async fn through_archive<S: ChunkSource, T: Send + 'static>(
+    ctx: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     m: &Manifest,

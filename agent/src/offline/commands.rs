@@ -21,6 +21,13 @@ pub enum Destination {
     },
     /// The pg_dump archive at this path, `globals.sql` beside it.
     File(PathBuf),
+    /// A file or environment set into this directory (only `paths` if any; existing
+    /// files replaced only with `overwrite`).
+    Dir {
+        dir: PathBuf,
+        paths: Vec<String>,
+        overwrite: bool,
+    },
 }
 
 /// How to reach the PostgreSQL server restored into.
@@ -157,6 +164,14 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
     match &a.to {
         Destination::File(out) => {
             let note = to_file(&u, &m, &codec, out).await?;
+            Ok(format!("{what}: {note}"))
+        }
+        Destination::Dir {
+            dir,
+            paths,
+            overwrite,
+        } => {
+            let note = super::to_dir(&u, &m, &codec, dir, paths, *overwrite).await?;
             Ok(format!("{what}: {note}"))
         }
         Destination::Database {

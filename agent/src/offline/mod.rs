@@ -251,6 +251,52 @@ pub async fn to_file(
     Ok(note)
 }
 
+/// Restore a file or environment set snapshot into `dir`, every file checked against its
+/// SHA-256; nothing lands outside `dir`, nothing existing is replaced without `overwrite`.
+pub async fn to_dir(
+    u: &Unlocked,
+    m: &Manifest,
+    codec: &ChunkCodec,
+    dir: &Path,
+    paths: &[String],
+    overwrite: bool,
+) -> Result<String, AgentError> {
+    use crate::files::extract::{Plan, extract, selection};
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let plan = Plan {
+        dir: dir.clone(),
+        only: selection(paths)?,
+        overwrite,
+        entries: m
+            .files
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect(),
+    };
+    let src = u.chunks();
+    let x = crate::files::jobs::through_archive(&src, codec, "offline", m, move |rd| {
+        extract(rd, &plan)
+    })
+    .await?;
+    let mut note = format!(
+        "restored {} file(s) ({} bytes), {} dir(s), {} link(s) into {}, every file matched its SHA-256",
+        x.files,
+        x.bytes,
+        x.dirs,
+        x.links,
+        dir.display()
+    );
+    if let Some((p, why)) = x.refused.first() {
+        return Err(format!(
+            "{note}; {} entr(ies) NOT restored, first {p}: {why}",
+            x.refused.len()
+        )
+        .into());
+    }
+    note.push('.');
+    Ok(note)
+}
+
 /// Restore a snapshot into database `cmd.to_database` on server `t`, verified like a
 /// normal restore (stream SHA-256, then every table's row count).
 pub async fn to_database(
