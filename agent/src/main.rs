@@ -75,7 +75,7 @@ enum Command {
     },
     /// Restore a snapshot from a copy of the controller's blob store, without the
     /// controller, on any host: into a database (verified), or as pg_dump files.
-    Restore(RestoreCli),
+    Restore(Box<RestoreCli>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,7 +219,7 @@ fn main() -> ExitCode {
         } => offline::snapshots(&store, &recovery_key, site.as_deref())
             .map(|out| println!("{out}"))
             .map_err(anyhow::Error::from),
-        Command::Restore(r) => restore_offline(r.into_args()),
+        Command::Restore(r) => restore_offline((*r).into_args()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
