@@ -138,6 +138,34 @@ pub fn offline(cfg: &AgentConfig, text: &str) -> Vec<Finding> {
     out
 }
 
+/// What a role lacks for backups, restores and drills (`docs/operations.md`, least
+/// privilege), from (superuser, CREATEDB, may read all data).
+pub fn rights_findings(
+    user: &str,
+    (superuser, createdb, read_all): (bool, bool, bool),
+) -> Vec<String> {
+    let mut out = vec![];
+    if !read_all {
+        out.push(format!(
+            "role {user} may not read all data: a backup fails on the first table it cannot read; \
+             GRANT pg_read_all_data TO {user} (PostgreSQL 14+; older: SELECT on every table and sequence)"
+        ));
+    }
+    if !superuser && !createdb {
+        out.push(format!(
+            "role {user} cannot create databases: restores and drills on this server fail; ALTER ROLE {user} CREATEDB"
+        ));
+    }
+    if !superuser {
+        out.push(format!(
+            "role {user} is not a superuser: a restore that gives objects to their owners needs \
+             membership in each owning role (GRANT owner TO {user}); otherwise restore with --no-owner \
+             (drills do so on their own)"
+        ));
+    }
+    out
+}
+
 /// Online checks: each database answers; the controller accepts this agent.
 pub async fn online(cfg: &AgentConfig, text: &str) -> Vec<Finding> {
     let mut out = vec![];
@@ -146,13 +174,24 @@ pub async fn online(cfg: &AgentConfig, text: &str) -> Vec<Finding> {
         let key = format!("targets[{i}] ({})", t.name);
         let probe = async {
             let c = crate::pg::connect(t, &t.dbname).await?;
-            crate::pg::server_version(&c).await.map(|v| v.1)
+            let v = crate::pg::server_version(&c).await?.1;
+            Ok::<_, crate::error::AgentError>((v, crate::pg::rights(&c).await?))
         };
         match tokio::time::timeout(Duration::from_secs(15), probe).await {
-            Ok(Ok(v)) => println!(
-                "ok: {key}: PostgreSQL {v} at {}:{} database {}",
-                t.host, t.port, t.dbname
-            ),
+            Ok(Ok((v, rights))) => {
+                println!(
+                    "ok: {key}: PostgreSQL {v} at {}:{} database {}",
+                    t.host, t.port, t.dbname
+                );
+                for message in rights_findings(&t.user, rights) {
+                    out.push(Finding {
+                        level: Level::Warning,
+                        key: key.clone(),
+                        line,
+                        message,
+                    });
+                }
+            }
             Ok(Err(e)) => out.push(Finding {
                 level: Level::Error,
                 key,

@@ -116,6 +116,9 @@ struct RestoreCli {
     /// Also replay globals.sql (roles, tablespaces) before the database.
     #[arg(long, requires = "to_database")]
     restore_globals: bool,
+    /// pg_restore --no-owner: the connecting role owns what is restored.
+    #[arg(long, requires = "to_database")]
+    no_owner: bool,
     /// Take the server connection of --target from this agent config.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -142,6 +145,7 @@ impl RestoreCli {
                 name,
                 clean: self.clean,
                 restore_globals: self.restore_globals,
+                no_owner: self.no_owner,
             },
             (None, Some(out), _) => offline::Destination::File(out),
             (None, None, Some(dir)) => offline::Destination::Dir {

@@ -152,6 +152,33 @@ pub fn quote_ident(s: &str) -> String {
 
 /// Exact row counts of every ordinary table (partitions included), keyed by
 /// `"schema"."table"`. Runs in whatever transaction the client is in.
+/// Whether the connected role is a superuser.
+pub async fn is_superuser(client: &Client) -> Result<bool, AgentError> {
+    let row = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| AgentError::from(format!("read the role's rights: {}", db_error_text(&e))))?;
+    Ok(row.get(0))
+}
+
+/// What the connected role may do that backups, restores and drills need: (superuser,
+/// may create databases, may read all data).
+pub async fn rights(client: &Client) -> Result<(bool, bool, bool), AgentError> {
+    let row = client
+        .query_one(
+            "SELECT rolsuper, rolcreatedb, \
+             rolsuper OR pg_has_role(current_user, 'pg_read_all_data', 'MEMBER') \
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| AgentError::from(format!("read the role's rights: {}", db_error_text(&e))))?;
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
 pub async fn row_counts(client: &Client) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
     let rows = client
         .query(

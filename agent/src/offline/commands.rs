@@ -18,6 +18,7 @@ pub enum Destination {
         name: String,
         clean: bool,
         restore_globals: bool,
+        no_owner: bool,
     },
     /// The pg_dump archive at this path, `globals.sql` beside it.
     File(PathBuf),
@@ -178,6 +179,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
             name,
             clean,
             restore_globals,
+            no_owner,
         } => {
             let t = server_config(&a.server, &a.target)?;
             let cmd = pb::RestoreCommand {
@@ -186,6 +188,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
                 to_database: name.clone(),
                 clean: *clean,
                 restore_globals: *restore_globals,
+                no_owner: *no_owner,
                 drill: false,
                 drop_old: false,
                 ..Default::default()

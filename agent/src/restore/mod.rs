@@ -109,6 +109,9 @@ pub async fn restore_into<S: ChunkSource>(
     result.logical_bytes = m.logical_bytes();
     let admin = pg::connect_admin(t, &[db]).await?;
     let (server_num, _) = pg::server_version(&admin).await?;
+    // A drill by a role that is not a superuser cannot give objects to their owners;
+    // it checks the data, so it restores them as its own.
+    let no_owner = cmd.no_owner || (cmd.drill && !pg::is_superuser(&admin).await?);
     let exists = database_exists(&admin, db).await?;
     if exists && !cmd.clean {
         return Err(format!(
@@ -123,6 +126,7 @@ pub async fn restore_into<S: ChunkSource>(
     };
     let mut into_cmd = cmd.clone();
     into_cmd.to_database = into.clone();
+    into_cmd.no_owner = no_owner;
     create_database(&admin, &into).await?;
     drop(admin);
     let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result).await;
@@ -253,6 +257,9 @@ async fn load<S: ChunkSource>(
     let pg_restore = pgtools::find("pg_restore", dir, major).await?;
     let mut args = dump::conn_args(t, db);
     args.push("--single-transaction".into());
+    if cmd.no_owner {
+        args.push("--no-owner".into());
+    }
     pipe_into(
         ctx,
         codec,

@@ -282,6 +282,10 @@ pub struct RestoreArgs {
     /// Also restore cluster globals (roles, tablespaces) first.
     #[arg(long)]
     pub globals: bool,
+    /// Do not give objects to their original owners: the agent's role owns what it
+    /// restores (for a restore without those roles, or by a role that is no member of them).
+    #[arg(long)]
+    pub no_owner: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }

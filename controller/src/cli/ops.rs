@@ -375,6 +375,7 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         to_dir: a.to_dir.clone().unwrap_or_default(),
         paths: a.paths.clone(),
         overwrite: a.overwrite,
+        no_owner: a.no_owner,
         ..Default::default()
     };
     if let Some(dir) = &a.to_dir {

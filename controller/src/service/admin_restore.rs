@@ -137,6 +137,7 @@ impl AdminApi {
             overwrite: req.overwrite,
             list_only: req.list_only,
             diff_against,
+            no_owner: req.no_owner,
         });
         let trigger = if req.drill {
             crate::catalog::Trigger::Drill
