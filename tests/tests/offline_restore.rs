@@ -80,8 +80,9 @@ fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
     std::fs::create_dir_all(conf.path().join("app")).unwrap();
     std::fs::write(conf.path().join("app/config.yaml"), "port: 8080\n").unwrap();
     std::fs::write(conf.path().join("app/.env"), "KEY=value\n").unwrap();
+    // One configured path is missing: the backup is partial, and says which.
     let set = format!(
-        "\n[[file_sets]]\nname = \"conf\"\npaths = [\"{}\"]\n",
+        "\n[[file_sets]]\nname = \"conf\"\npaths = [\"{}\", \"/nonexistent/app.ini\"]\n",
         conf.path().display()
     );
     let mut env = Env::start(
@@ -91,7 +92,18 @@ fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
             ..Default::default()
         },
     );
-    env.backup_ok("conf");
+    let partial = env.backup_ok("conf");
+    assert!(
+        partial["note"]
+            .as_str()
+            .unwrap()
+            .contains("partial: 1 file(s) could not be read")
+            && partial["note"]
+                .as_str()
+                .unwrap()
+                .contains("nonexistent/app.ini: no such file"),
+        "{partial}"
+    );
     let s1 = env.backup_ok("main")["snapshot_id"]
         .as_str()
         .unwrap()

@@ -306,3 +306,50 @@ fn entry<W: Write>(
     e.sha256 = Some(data.hasher.finalize().into());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_path_is_listed_with_its_error_and_the_rest_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "a: 1\n").unwrap();
+        let spec = SetSpec {
+            name: "s".into(),
+            kind: "files",
+            paths: vec![
+                dir.path().display().to_string(),
+                dir.path().join("missing.yaml").display().to_string(),
+            ],
+            excludes: globset::GlobSet::empty(),
+            max_file_size: None,
+            fail_on_unreadable: false,
+            variables: vec![],
+        };
+        let mut tar = Vec::new();
+        let out = write(&spec, None, &mut tar).unwrap();
+        assert_eq!(out.unreadable, 1);
+        let missing = out
+            .entries
+            .iter()
+            .find(|e| e.path.ends_with("missing.yaml"))
+            .unwrap();
+        assert!(missing.error.contains("no such file"), "{missing:?}");
+        let a = out
+            .entries
+            .iter()
+            .find(|e| e.path.ends_with("a.yaml"))
+            .unwrap();
+        assert!(a.stored() && a.sha256.is_some() && !a.changed);
+        // The archive holds the stored entries, readable, content where the manifest says.
+        let start = a.data_offset as usize;
+        assert_eq!(&tar[start..start + 5], b"a: 1\n");
+        let names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "the directory and a.yaml: {names:?}");
+    }
+}

@@ -128,7 +128,16 @@ impl AgentApi {
             job.error = (!r.error.is_empty()).then(|| r.error.clone());
         }
         if committed {
-            r.note = self.backup_note(&job).await;
+            // The agent's own note (a partial file set) first, then what the controller adds.
+            let ours = self.backup_note(&job).await;
+            if !r.note.is_empty() {
+                warn!(site, job = %job_id, note = %r.note, "backup note from the agent");
+            }
+            r.note = [std::mem::take(&mut r.note), ours]
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
         }
         // The snapshot of a job is the one the controller dispatched, whatever the agent says.
         r.snapshot_id = job.snapshot_id.clone().unwrap_or_default();
