@@ -50,6 +50,16 @@ nexb_test_prereqs() {
       return 1
     fi
   fi
+  if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v runuser >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo ">> installing systemd and util-linux (the install test verifies units, runs services as their user)"
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd util-linux >/dev/null
+    else
+      echo "missing: systemd-analyze (systemd) and runuser (util-linux)" >&2
+      return 1
+    fi
+  fi
   if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo ">> preparing $venv with aiosmtpd (the SMTP server of the alert tests)"
     python3 -m venv "$venv"
