@@ -163,3 +163,17 @@ impl State {
         }
     }
 }
+
+/// The sites that have (or had) an enrolled agent, sorted.
+pub async fn enrolled_sites(state: &State) -> Result<Vec<String>, CatalogError> {
+    let mut sites: Vec<String> = state
+        .catalog
+        .identities()
+        .await?
+        .into_iter()
+        .map(|i| i.site)
+        .collect();
+    sites.sort();
+    sites.dedup();
+    Ok(sites)
+}

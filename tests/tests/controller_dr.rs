@@ -50,18 +50,21 @@ fn a_lost_controller_is_rebuilt_from_its_store_and_its_agents_reconnect() {
 
     let new_dir = env.dir.path().join("controller-rebuilt");
     let key = env.recovery_key.display().to_string();
-    let out = cli_bare(
-        &[
-            "restore-controller",
-            "--store",
-            &store.display().to_string(),
-            "--recovery-key",
-            &key,
-            "--data-dir",
-            &new_dir.display().to_string(),
-        ],
-        &[],
-    );
+    let rebuild = || {
+        cli_bare(
+            &[
+                "restore-controller",
+                "--store",
+                &store.display().to_string(),
+                "--recovery-key",
+                &key,
+                "--data-dir",
+                &new_dir.display().to_string(),
+            ],
+            &[],
+        )
+    };
+    let out = rebuild();
     assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("1 site(s), 2 snapshot(s)") && out.stdout.contains("NOT recovered"),
@@ -69,18 +72,7 @@ fn a_lost_controller_is_rebuilt_from_its_store_and_its_agents_reconnect() {
         out.stdout
     );
     // It never builds over an existing data dir.
-    let again = cli_bare(
-        &[
-            "restore-controller",
-            "--store",
-            &store.display().to_string(),
-            "--recovery-key",
-            &key,
-            "--data-dir",
-            &new_dir.display().to_string(),
-        ],
-        &[],
-    );
+    let again = rebuild();
     assert!(
         !again.ok && again.stderr.contains("not empty"),
         "{}",

@@ -8,8 +8,7 @@ use clap::Args;
 use nex_backup_shared::pb;
 
 use super::ClientOpts;
-use super::client::{connect, status};
-use super::ops::{exit, follow, print_json};
+use super::ops::{exit, print_json, restore_job};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -40,13 +39,7 @@ pub struct DiffArgs {
 
 /// Run an agent job and print its lines; true when it succeeded.
 async fn lines_job(client: &ClientOpts, req: pb::RunRestoreRequest) -> anyhow::Result<bool> {
-    let stream = connect(client)
-        .await?
-        .run_restore(req)
-        .await
-        .map_err(status)?
-        .into_inner();
-    let (job_id, o) = follow(stream, client.json).await?;
+    let (job_id, o) = restore_job(client, req).await?;
     if print_json(client.json, &job_id, &o)? {
         return Ok(o.ok);
     }

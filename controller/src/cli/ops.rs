@@ -432,6 +432,21 @@ pub async fn drill(a: &super::DrillArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run a restore (or drill) and print its verification. Returns (ok, duration ms).
+/// Start a job through `RunRestore` (restore, drill, deep verification, ls, diff) and
+/// follow it to its outcome.
+pub(super) async fn restore_job(
+    client: &ClientOpts,
+    req: pb::RunRestoreRequest,
+) -> anyhow::Result<(String, pb::JobOutcome)> {
+    let stream = connect(client)
+        .await?
+        .run_restore(req)
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    follow(stream, client.json).await
+}
+
 /// `nex-backup verify --deep`: the site's agent decrypts and checks one snapshot.
 pub async fn deep_verify(a: &super::verify::VerifyArgs) -> anyhow::Result<ExitCode> {
     let site = a.site.clone().unwrap_or_default();
@@ -443,13 +458,7 @@ pub async fn deep_verify(a: &super::verify::VerifyArgs) -> anyhow::Result<ExitCo
         verify_only: true,
         ..Default::default()
     };
-    let stream = connect(&a.client)
-        .await?
-        .run_restore(req)
-        .await
-        .map_err(status_err)?
-        .into_inner();
-    let (job_id, o) = follow(stream, a.client.json).await?;
+    let (job_id, o) = restore_job(&a.client, req).await?;
     if print_json(a.client.json, &job_id, &o)? {
         return Ok(exit(o.ok));
     }
@@ -475,13 +484,7 @@ async fn run_restore(
     req: pb::RunRestoreRequest,
     into: &str,
 ) -> anyhow::Result<(bool, u64)> {
-    let stream = connect(client)
-        .await?
-        .run_restore(req)
-        .await
-        .map_err(status_err)?
-        .into_inner();
-    let (job_id, o) = follow(stream, client.json).await?;
+    let (job_id, o) = restore_job(client, req).await?;
     if print_json(client.json, &job_id, &o)? {
         return Ok((o.ok, o.duration_ms));
     }

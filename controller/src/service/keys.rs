@@ -170,17 +170,8 @@ pub(crate) async fn copy_to_store(
 /// Make sure every sealed key the catalog holds has its copy in the blob store (keys
 /// stored before copies existed, or a crash between the catalog and the store).
 pub async fn copy_all_to_store(st: &State) -> anyhow::Result<usize> {
-    let mut sites: Vec<String> = st
-        .catalog
-        .identities()
-        .await?
-        .into_iter()
-        .map(|i| i.site)
-        .collect();
-    sites.sort();
-    sites.dedup();
     let mut n = 0;
-    for site in sites {
+    for site in crate::state::enrolled_sites(st).await? {
         let recs = st.catalog.sealed_keys(&site).await?;
         copy_to_store(st, &recs).await?;
         n += recs.len();

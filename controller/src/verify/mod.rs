@@ -94,20 +94,6 @@ impl Pace {
     }
 }
 
-/// The sites with agents (revoked ones included), sorted.
-async fn all_sites(state: &State) -> anyhow::Result<Vec<String>> {
-    let mut sites: Vec<String> = state
-        .catalog
-        .identities()
-        .await?
-        .into_iter()
-        .map(|i| i.site)
-        .collect();
-    sites.sort();
-    sites.dedup();
-    Ok(sites)
-}
-
 /// Run a verification. Cancelling stops it at the next object; its cursor is kept.
 pub async fn run(
     state: &State,
@@ -117,7 +103,7 @@ pub async fn run(
     let started = Instant::now();
     let sites = match &scope.site {
         Some(s) => vec![s.clone()],
-        None => all_sites(state).await?,
+        None => crate::state::enrolled_sites(state).await?,
     };
     // Only whole-store runs move the recorded pass; a one-site run leaves it alone.
     let track = scope.site.is_none();
