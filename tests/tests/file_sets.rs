@@ -160,6 +160,10 @@ fn a_file_set_backs_up_only_changes_and_restores_byte_for_byte() {
     let second = env.backup_ok("conf");
     let s2 = snapshot(&second);
     let new_bytes = second["new_bytes"].as_u64().unwrap();
+    eprintln!(
+        "file set: first backup {} logical, {} new; after 4 changes {} new",
+        first["logical_bytes"], first["new_bytes"], new_bytes
+    );
     assert!(new_bytes < 8 << 20, "only the changes are sent: {second}");
 
     // Restore into an empty directory: the same tree, byte for byte.
