@@ -13,6 +13,7 @@
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
+//! - [`store_files`]: a controller's stored chunks: listed, told apart, damaged.
 //!
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
@@ -26,6 +27,7 @@ pub mod procs;
 pub mod proxy;
 pub mod sample;
 pub mod smtp;
+pub mod store_files;
 pub mod webhook;
 
 use std::time::{Duration, Instant};

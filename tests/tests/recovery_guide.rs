@@ -14,6 +14,7 @@ use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE};
 use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::{Controller, bin};
 use nex_backup_tests::sample::invoices_sql;
+use nex_backup_tests::store_files::{chunk_files, flip_byte, varies_per_dump};
 use nex_backup_tests::wait_for;
 
 /// The tested blocks of the guide: (id, script).
@@ -108,6 +109,14 @@ impl Run {
                 std::fs::remove_dir_all(&self.conf).unwrap();
                 let cfg = self.env.second_agent_config("acme-new");
                 self.set("AGENT_CONFIG", cfg.display().to_string());
+                let text = std::fs::read_to_string(&cfg).unwrap();
+                let state = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("state_dir = "))
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string();
+                self.set("AGENT_STATE", state);
             }
             "ransomware" => {
                 let first = self.snapshots("main")[0].clone();
@@ -148,12 +157,13 @@ impl Run {
                     "INSERT INTO invoices (id, customer_id, total, status) SELECT g, 1, 1, 'new' FROM generate_series(900001, 902000) g",
                 );
                 self.env.backup_ok("main");
-                let newest =
-                    newest_chunk(&self.env.controller.data_dir.join("blobs/chunks").join(SITE));
-                let mut b = std::fs::read(&newest).unwrap();
-                let mid = b.len() / 2;
-                b[mid] ^= 0x10;
-                std::fs::write(&newest, b).unwrap();
+                // The newest data chunk: the next backup of the same data stores it again.
+                let keyring = PathBuf::from(&self.vars["AGENT_STATE"]).join("keyring");
+                let (victim, _) = chunk_files(&self.env.controller.data_dir, SITE)
+                    .into_iter()
+                    .rfind(|(p, _)| !varies_per_dump(&keyring, p))
+                    .expect("a data chunk");
+                flip_byte(&victim);
             }
             "config-change" => {
                 let good = self.snapshots("conf").last().unwrap().clone();
@@ -208,19 +218,6 @@ impl Run {
     }
 }
 
-fn newest_chunk(dir: &Path) -> PathBuf {
-    let mut all = vec![];
-    for d in std::fs::read_dir(dir).unwrap() {
-        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let t = std::fs::metadata(&p).unwrap().modified().unwrap();
-            all.push((t, p));
-        }
-    }
-    all.sort();
-    all.pop().unwrap().1
-}
-
 #[test]
 fn every_tested_command_of_the_recovery_guide_works() {
     let guide_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/RECOVERY_GUIDE.md");
@@ -273,6 +270,7 @@ fn every_tested_command_of_the_recovery_guide_works() {
         ("FILESET", "conf".into()),
         ("CONFIG_FILE", config_file),
         ("AGENT_CONFIG", env.agent_config.display().to_string()),
+        ("AGENT_STATE", env.agent_state_dir().display().to_string()),
         ("RECOVERY_KEY", env.recovery_key.display().to_string()),
         ("WORK", work.display().to_string()),
         ("PGHOST", "127.0.0.1".into()),

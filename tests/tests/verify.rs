@@ -8,43 +8,26 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 
 use nex_backup_tests::env::{Env, EnvOpts, SITE};
 use nex_backup_tests::procs::bin;
 use nex_backup_tests::sample::invoices_sql;
+use nex_backup_tests::store_files::{chunk_files, flip_byte, varies_per_dump};
 use nex_backup_tests::wait_for;
 use serde_json::Value;
 
-fn chunk_files(env: &Env) -> Vec<(PathBuf, SystemTime)> {
-    let mut out = vec![];
-    let root = env.controller.data_dir.join("blobs/chunks").join(SITE);
-    for d in std::fs::read_dir(&root).unwrap() {
-        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let t = std::fs::metadata(&p).unwrap().modified().unwrap();
-            out.push((p, t));
-        }
-    }
-    out.sort_by_key(|(_, t)| *t);
-    out
-}
-
 fn chunk_id(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-fn flip_byte(p: &Path) {
-    let mut b = std::fs::read(p).unwrap();
-    let mid = b.len() / 2;
-    b[mid] ^= 0x20;
-    std::fs::write(p, b).unwrap();
 }
 
 /// A verify report (printed whether or not it found damage).
 fn report(out: &nex_backup_tests::procs::CliOut) -> Value {
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("verify report: {e}: {}\n{}", out.stdout, out.stderr))
+}
+
+fn chunks(env: &Env) -> Vec<(PathBuf, std::time::SystemTime)> {
+    chunk_files(&env.controller.data_dir, SITE)
 }
 
 fn snapshot_id(v: &Value) -> String {
@@ -80,7 +63,7 @@ fn standing(env: &Env, snap: &str) -> String {
 fn verify_names_bad_chunks_marks_their_snapshots_and_a_fresh_backup_heals() {
     let env = Env::start(&invoices_sql(5_000), EnvOpts::default());
     let s1 = snapshot_id(&env.backup_ok("main"));
-    let after_s1 = chunk_files(&env);
+    let after_s1 = chunks(&env);
     env.pg.psql(
         "invoices",
         "UPDATE invoices SET note = 'changed' WHERE id % 2 = 0",
@@ -98,13 +81,15 @@ fn verify_names_bad_chunks_marks_their_snapshots_and_a_fresh_backup_heals() {
     // One chunk only the second snapshot has gets a flipped byte; one the first has is
     // deleted; the first snapshot's manifest copy in the store is deleted too.
     let old: Vec<PathBuf> = after_s1.iter().map(|(p, _)| p.clone()).collect();
-    // The last one written: the first ones of a dump carry its header (with pg_dump's
-    // timestamp), which no later dump repeats.
-    let new_only = chunk_files(&env)
+    // A data chunk: not the one with the dump's header (pg_dump's timestamp), nor the
+    // globals (pg_dumpall writes a random \restrict key), which no later dump repeats; a
+    // later backup of the same data stores every data chunk again.
+    let new_only = chunks(&env)
         .into_iter()
         .map(|(p, _)| p)
-        .rfind(|p| !old.contains(p))
-        .expect("the second backup stored new chunks");
+        .filter(|p| !old.contains(p))
+        .find(|p| !varies_per_dump(&env.agent_state_dir().join("keyring"), p))
+        .expect("the second backup stored new data chunks");
     flip_byte(&new_only);
     std::fs::remove_file(&old[0]).unwrap();
     let manifest = env
@@ -201,7 +186,7 @@ fn verify_names_bad_chunks_marks_their_snapshots_and_a_fresh_backup_heals() {
 fn deep_verify_finds_a_chunk_resealed_under_its_own_id() {
     let mut env = Env::start(&invoices_sql(3_000), EnvOpts::default());
     let s1 = snapshot_id(&env.backup_ok("main"));
-    let (victim, _) = chunk_files(&env).pop().unwrap();
+    let (victim, _) = chunks(&env).pop().unwrap();
     env.controller.kill();
     let keyring = env.agent_state_dir().join("keyring");
     let out = Command::new(bin("nexb-reseal"))
@@ -276,7 +261,7 @@ fn the_scheduled_verification_finds_damage_and_opens_an_incident() {
         },
     );
     let s1 = snapshot_id(&env.backup_ok("main"));
-    let (victim, _) = chunk_files(&env).remove(0);
+    let (victim, _) = chunks(&env).remove(0);
     flip_byte(&victim);
     let d = wait_for("the scheduled verification marks the snapshot", 30, || {
         let d = damaged(&env);
