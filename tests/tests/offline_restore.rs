@@ -104,6 +104,12 @@ fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
                 .contains("nonexistent/app.ini: no such file"),
         "{partial}"
     );
+    let jobs = env.cli(&["jobs", "--site", SITE, "--json"]).json();
+    assert!(
+        jobs.to_string()
+            .contains("partial: 1 file(s) could not be read"),
+        "the job list shows the partial backup: {jobs}"
+    );
     let s1 = env.backup_ok("main")["snapshot_id"]
         .as_str()
         .unwrap()

@@ -352,4 +352,23 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "the directory and a.yaml: {names:?}");
     }
+
+    /// A file whose content differs from what its size said when it was read (here a
+    /// /proc file: size 0, content behind it) is stored as read and flagged.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_that_changes_while_read_is_flagged() {
+        let spec = SetSpec {
+            name: "s".into(),
+            kind: "files",
+            paths: vec!["/proc/self/status".into()],
+            excludes: globset::GlobSet::empty(),
+            max_file_size: None,
+            fail_on_unreadable: false,
+            variables: vec![],
+        };
+        let out = write(&spec, None, Vec::new()).unwrap();
+        let e = &out.entries[0];
+        assert!(e.changed && e.stored(), "{e:?}");
+    }
 }

@@ -133,6 +133,10 @@ impl AgentApi {
             if !r.note.is_empty() {
                 warn!(site, job = %job_id, note = %r.note, "backup note from the agent");
             }
+            // A partial file set stays visible in the job list and status.
+            if let Some(p) = r.note.split("; ").find(|n| n.starts_with("partial:")) {
+                job.error = Some(p.to_string());
+            }
             r.note = [std::mem::take(&mut r.note), ours]
                 .into_iter()
                 .filter(|n| !n.is_empty())
