@@ -104,6 +104,20 @@ fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
                 .contains("nonexistent/app.ini: no such file"),
         "{partial}"
     );
+    let wrong = env.cli(&[
+        "restore",
+        "--site",
+        SITE,
+        "--target",
+        "conf",
+        "--to-database",
+        "x",
+    ]);
+    assert!(
+        !wrong.ok && wrong.stdout.contains("restore it with --to-dir"),
+        "{}",
+        wrong.stdout
+    );
     let jobs = env.cli(&["jobs", "--site", SITE, "--json"]).json();
     assert!(
         jobs.to_string()

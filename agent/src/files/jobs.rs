@@ -89,6 +89,13 @@ async fn to_dir(
     cmd: &pb::RestoreCommand,
     r: &mut pb::JobResult,
 ) -> Result<(), AgentError> {
+    if cmd.to_dir.is_empty() && !cmd.drill {
+        return Err(format!(
+            "target {} is a file or environment set: restore it with --to-dir DIR",
+            cmd.target
+        )
+        .into());
+    }
     let (m, codec) = crate::restore::fetch_manifest(ctx, cmd).await?;
     let dir = if cmd.drill {
         ctx.cfg.state_dir.join("drills").join(job_id)
