@@ -261,14 +261,14 @@ impl AgentConfig {
     }
 
     /// The file or environment set `name`, ready to back up.
-    pub fn set(&self, name: &str) -> Option<SetSpec> {
+    pub fn set(&self, name: &str) -> Option<Result<SetSpec, String>> {
         if let Some(f) = self.file_sets.iter().find(|f| f.name == name) {
-            return f.spec().ok();
+            return Some(f.spec().map_err(|e| format!("file set {name}: {e}")));
         }
         self.env_sets
             .iter()
             .find(|e| e.name == name)
-            .map(|e| e.spec())
+            .map(|e| Ok(e.spec()))
     }
 
     /// Every target this agent declares: (name, kind).

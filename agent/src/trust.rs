@@ -186,10 +186,7 @@ pub async fn ensure_sealed(
 
 /// Unseal the site's keys with the offline recovery key in `key_file`.
 pub async fn recover(state_dir: &Path, key_file: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(key_file)
-        .with_context(|| format!("read recovery key {}", key_file.display()))?;
-    let secret = RecoverySecret::from_file_text(&text)
-        .with_context(|| format!("recovery key {}", key_file.display()))?;
+    let secret = RecoverySecret::read_file(key_file)?;
     let (e, mut client) = agent_client(state_dir).await?;
     let resp = client
         .get_sealed_keys(pb::GetSealedKeysRequest {

@@ -135,6 +135,18 @@ impl RecoverySecret {
         )
     }
 
+    /// Read and parse a key file; errors name the file.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, RecoveryError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RecoveryError::BadKey {
+            what: "file",
+            reason: format!("read {}: {e}", path.display()),
+        })?;
+        Self::from_file_text(&text).map_err(|e| RecoveryError::BadKey {
+            what: "file",
+            reason: format!("{}: {e}", path.display()),
+        })
+    }
+
     /// Parse a key file written by [`Self::to_file_text`].
     pub fn from_file_text(text: &str) -> Result<Self, RecoveryError> {
         let value = text

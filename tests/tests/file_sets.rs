@@ -9,6 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::procs::CliOut;
 use nex_backup_tests::sample::invoices_sql;
 
 const SECRET_OLD: &str = "hunter2-old-secret";
@@ -117,6 +118,23 @@ fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// `nex-backup restore` of set `conf` into `dir`, with `extra` options.
+fn restore_conf(env: &Env, snapshot: &str, dir: &str, extra: &[&str]) -> CliOut {
+    let mut args = vec![
+        "restore",
+        "--site",
+        SITE,
+        "--target",
+        "conf",
+        "--snapshot",
+        snapshot,
+        "--to-dir",
+        dir,
+    ];
+    args.extend(extra);
+    env.cli(&args)
+}
+
 fn snapshot(v: &serde_json::Value) -> String {
     v["snapshot_id"].as_str().unwrap().to_string()
 }
@@ -169,17 +187,7 @@ fn a_file_set_backs_up_only_changes_and_restores_byte_for_byte() {
     // Restore into an empty directory: the same tree, byte for byte.
     let dst = root.path().join("restored");
     let d = dst.display().to_string();
-    let out = env.cli(&[
-        "restore",
-        "--site",
-        SITE,
-        "--target",
-        "conf",
-        "--snapshot",
-        &s2,
-        "--to-dir",
-        &d,
-    ]);
+    let out = restore_conf(&env, &s2, &d, &[]);
     assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
     assert!(
         !dst.join(src.strip_prefix("/").unwrap())
@@ -193,38 +201,13 @@ fn a_file_set_backs_up_only_changes_and_restores_byte_for_byte() {
     // Nothing is overwritten without --overwrite.
     std::fs::write(restored_src.join("conf/new.yaml"), "local edit\n").unwrap();
     let new_yaml = format!("{}/conf/new.yaml", src.strip_prefix("/").unwrap().display());
-    let out = env.cli(&[
-        "restore",
-        "--site",
-        SITE,
-        "--target",
-        "conf",
-        "--snapshot",
-        &s2,
-        "--to-dir",
-        &d,
-        "--path",
-        &new_yaml,
-    ]);
+    let out = restore_conf(&env, &s2, &d, &["--path", &new_yaml]);
     assert!(!out.ok && out.stdout.contains("exists"), "{}", out.stdout);
     assert_eq!(
         std::fs::read_to_string(restored_src.join("conf/new.yaml")).unwrap(),
         "local edit\n"
     );
-    let out = env.cli(&[
-        "restore",
-        "--site",
-        SITE,
-        "--target",
-        "conf",
-        "--snapshot",
-        &s2,
-        "--to-dir",
-        &d,
-        "--path",
-        &new_yaml,
-        "--overwrite",
-    ]);
+    let out = restore_conf(&env, &s2, &d, &["--path", &new_yaml, "--overwrite"]);
     assert!(out.ok, "{}", out.stdout);
     assert_eq!(
         std::fs::read_to_string(restored_src.join("conf/new.yaml")).unwrap(),
@@ -237,19 +220,12 @@ fn a_file_set_backs_up_only_changes_and_restores_byte_for_byte() {
         "{}/many/03/0500.txt",
         src.strip_prefix("/").unwrap().display()
     );
-    let out = env.cli(&[
-        "restore",
-        "--site",
-        SITE,
-        "--target",
-        "conf",
-        "--snapshot",
+    let out = restore_conf(
+        &env,
         &s1,
-        "--to-dir",
         &one.display().to_string(),
-        "--path",
-        &archive_path,
-    ]);
+        &["--path", &archive_path],
+    );
     assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
     let files: Vec<_> = walk(&one)
         .into_iter()

@@ -11,6 +11,7 @@ use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE};
 use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::{CliOut, agent_cmd, recovery_key};
 use nex_backup_tests::sample::invoices_sql;
+use nex_backup_tests::store_files::flip_byte;
 
 fn copy_tree(from: &Path, to: &Path) {
     let st = Command::new("cp")
@@ -253,10 +254,7 @@ fn snapshots_restore_from_a_store_copy_with_the_controller_gone() {
 
     // A damaged copy: the restore names the chunk and leaves no database behind.
     for chunk in files_under(&copy.join("chunks")) {
-        let mut b = std::fs::read(&chunk).unwrap();
-        let mid = b.len() / 2;
-        b[mid] ^= 0x40;
-        std::fs::write(&chunk, b).unwrap();
+        flip_byte(&chunk);
     }
     let out = off.restore("latest", &["--to-database", "offline_damaged"]);
     assert!(!out.ok);

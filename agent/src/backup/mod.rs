@@ -58,7 +58,12 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
         })
         .await
     } else if let Some(set) = ctx.cfg.set(&cmd.target) {
-        within_window(window, crate::files::backup(&ctx, &job, set, started_ms)).await
+        match set {
+            Ok(set) => {
+                within_window(window, crate::files::backup(&ctx, &job, set, started_ms)).await
+            }
+            Err(e) => Err(e.into()),
+        }
     } else {
         Err(format!("unknown target {}", cmd.target).into())
     };

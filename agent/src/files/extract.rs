@@ -166,7 +166,7 @@ pub fn extract<R: Read>(r: R, plan: &Plan) -> std::io::Result<Extracted> {
                     std::fs::create_dir_all(parent)?;
                 }
                 platform::symlink(&e.link, &dest)?;
-                let _ = set_times(&dest, e);
+                set_times(&dest, e)?;
                 out.links += 1;
             }
             _ => {
@@ -187,7 +187,7 @@ pub fn extract<R: Read>(r: R, plan: &Plan) -> std::io::Result<Extracted> {
     // Directory times last: writing into a directory changes its mtime.
     for (d, e) in dirs.iter().rev() {
         platform::set_mode(d, e.mode, e.readonly)?;
-        let _ = set_times(d, e);
+        set_times(d, e)?;
     }
     platform::sync_fs(&plan.dir)?;
     Ok(out)

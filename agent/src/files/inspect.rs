@@ -61,7 +61,8 @@ fn kind_char(e: &FileEntry) -> char {
     }
 }
 
-fn utc(sec: i64) -> String {
+/// A Unix time in seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc(sec: i64) -> String {
     jiff::Timestamp::from_second(sec)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()

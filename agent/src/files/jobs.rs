@@ -120,8 +120,11 @@ async fn to_dir(
         Some(picked) => one_by_one(ctx, &codec, &m, &plan, picked).await,
         None => through_archive(ctx, &codec, job_id, &m, move |rd| extract(rd, &plan)).await,
     };
-    if cmd.drill {
-        let _ = std::fs::remove_dir_all(&dir);
+    if cmd.drill
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the drill's scratch directory");
     }
     let x: Extracted = extracted?;
     r.stream_hash_ok = true;

@@ -60,9 +60,7 @@ fn site_id(s: &str) -> Result<SiteId, AgentError> {
 }
 
 fn utc(ms: u64) -> String {
-    jiff::Timestamp::from_millisecond(ms as i64)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| ms.to_string())
+    crate::files::inspect::utc((ms / 1000) as i64) + "Z"
 }
 
 /// List the snapshots of a store copy, one line each.

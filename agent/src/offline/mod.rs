@@ -38,10 +38,7 @@ pub struct Unlocked {
 
 /// Read the recovery private key file.
 pub fn read_secret(path: &Path) -> Result<RecoverySecret, AgentError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("read recovery key {}: {e}", path.display()))?;
-    RecoverySecret::from_file_text(&text)
-        .map_err(|e| format!("recovery key {}: {e}", path.display()).into())
+    RecoverySecret::read_file(path).map_err(|e| e.to_string().into())
 }
 
 /// Open the sealed keys of `site` held in the store with `secret`.

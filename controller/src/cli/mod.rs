@@ -2,6 +2,7 @@
 //! operator command talking to a controller over gRPC.
 
 mod client;
+mod dr;
 mod files;
 mod format;
 mod jobs;
@@ -119,7 +120,7 @@ pub enum Command {
     /// Build a new controller data dir from a copy of the blob store and a recovery key:
     /// the newest state copy (CA, admins, policies, ...) and the snapshot and chunk
     /// records rebuilt from the store. Agents reconnect with their certificates.
-    RestoreController(verify::RestoreControllerArgs),
+    RestoreController(dr::RestoreControllerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -354,7 +355,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => safety::audit(a).await,
         Command::Admin(c) => safety::admin(c).await,
         Command::Verify(a) => verify::verify(a).await,
-        Command::RestoreController(a) => verify::restore_controller(a).await,
+        Command::RestoreController(a) => dr::restore_controller(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::ClientOpts;
 use super::client::{connect, status};
 use super::format::{bytes, table, time};
+use super::ops::exit;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -175,75 +176,5 @@ async fn damaged(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
         "{}",
         table(&["TARGET", "SNAPSHOT", "FOUND", "BY", "OBJECTS"], &rows)
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn exit(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct RestoreControllerArgs {
-    /// The copy of the blob store (the old controller's `blobs` directory or its data dir).
-    #[arg(long)]
-    pub store: std::path::PathBuf,
-    /// A recovery private key file (`nex-backup recovery-key create`).
-    #[arg(long)]
-    pub recovery_key: std::path::PathBuf,
-    /// The new data dir to build (must not exist or be empty).
-    #[arg(long)]
-    pub data_dir: std::path::PathBuf,
-}
-
-/// `nex-backup restore-controller`: rebuild a controller from its store alone.
-pub async fn restore_controller(a: RestoreControllerArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&a.recovery_key)
-        .map_err(|e| anyhow::anyhow!("read recovery key {}: {e}", a.recovery_key.display()))?;
-    let secret = nex_backup_shared::recovery::RecoverySecret::from_file_text(&text)
-        .map_err(|e| anyhow::anyhow!("recovery key {}: {e}", a.recovery_key.display()))?;
-    let r = crate::dr::rebuild::restore_controller(&a.store, &secret, &a.data_dir).await?;
-    let made = time(r.copy_made_unix_ms);
-    println!(
-        "restored the controller state copy {} (made {made}) into {}",
-        r.copy_key,
-        a.data_dir.display()
-    );
-    println!(
-        "rebuilt from the store: {} site(s), {} snapshot(s), {} chunk(s){}",
-        r.sites,
-        r.snapshots,
-        r.chunks,
-        if r.without_job > 0 {
-            format!(
-                "; {} snapshot(s) taken after the copy were given a recovered job record",
-                r.without_job
-            )
-        } else {
-            String::new()
-        }
-    );
-    println!(
-        "start it with the same address and recovery keys as before, e.g.\n  nex-backup serve --data-dir {} --listen ADDR --recovery-key nexb-rk1:...\n\
-         agents enrolled before {made} reconnect with their certificates",
-        a.data_dir.display()
-    );
-    println!("NOT recovered:");
-    for line in [
-        format!("job history, audit entries, policy and channel changes after {made}"),
-        "RPO history (`rpo --days`), incidents and notices, unused enrollment tokens".into(),
-        format!("agents enrolled after {made}: enroll them again"),
-        "the checksums recorded at upload: chunks were re-recorded as the store holds them now; \
-         run `nex-backup verify --deep` on the snapshots you rely on"
-            .into(),
-    ]
-    .into_iter()
-    .chain(r.lost.iter().cloned())
-    {
-        println!("  - {line}");
-    }
     Ok(ExitCode::SUCCESS)
 }

@@ -214,18 +214,25 @@ async fn rebuild_site(
     let mut sealed = vec![];
     if let Ok(rd) = std::fs::read_dir(&keys_dir) {
         for f in rd {
-            let blob = std::fs::read(f?.path())?;
-            if let Ok(info) = sealed_info(&blob) {
-                cat.put_sealed_key(&SealedKeyRecord {
-                    site: site.to_string(),
-                    epoch: info.epoch,
-                    key_id: info.key_id,
-                    recipient: info.recipient,
-                    blob: blob.clone(),
-                })
-                .await?;
-                sealed.push(blob);
-            }
+            let path = f?.path();
+            let blob = std::fs::read(&path)?;
+            let info = match sealed_info(&blob) {
+                Ok(info) => info,
+                Err(e) => {
+                    out.lost
+                        .push(format!("sealed key {}: {e}; skipped", path.display()));
+                    continue;
+                }
+            };
+            cat.put_sealed_key(&SealedKeyRecord {
+                site: site.to_string(),
+                epoch: info.epoch,
+                key_id: info.key_id,
+                recipient: info.recipient,
+                blob: blob.clone(),
+            })
+            .await?;
+            sealed.push(blob);
         }
     }
     let mut ring = KeyRing::new(site);

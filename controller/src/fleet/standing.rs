@@ -84,7 +84,8 @@ pub fn of_target<'a>(
             let id = s.snapshot_id.as_str();
             let suspect = facts.suspect.contains(id);
             let suspicious = flagged.contains(id);
-            let damaged = damaged.contains(&(site.to_string(), s.snapshot_id.clone()));
+            let damaged =
+                !damaged.is_empty() && damaged.contains(&(site.to_string(), s.snapshot_id.clone()));
             let good = backed.contains(id) && !suspect && !suspicious && !damaged;
             let st = Standing {
                 good,
