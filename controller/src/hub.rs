@@ -44,6 +44,9 @@ struct Inner {
     /// Chunks an agent was told exist (FindMissing) or just uploaded, with the time until
     /// which garbage collection must leave them alone.
     pins: HashMap<(String, ChunkId), u64>,
+    /// Chunks whose blob garbage collection or the orphan sweeper is deleting right now:
+    /// an upload of one waits until the deletion is over (see [`Hub::pin_upload`]).
+    deleting: std::collections::HashSet<(String, ChunkId)>,
 }
 
 /// Counters reported by `nex-backup status --json`.
@@ -235,6 +238,44 @@ impl Hub {
         for id in ids {
             let e = g.pins.entry((site.to_string(), id)).or_default();
             *e = (*e).max(until_ms);
+        }
+    }
+
+    /// Pin a chunk an agent is uploading, unless its blob is being deleted right now
+    /// (then false: the upload must be tried again once the deletion is over, or it
+    /// could record a chunk whose blob is about to go).
+    pub fn pin_upload(&self, site: &str, id: &ChunkId, until_ms: u64) -> bool {
+        let mut g = self.lock();
+        let key = (site.to_string(), *id);
+        if g.deleting.contains(&key) {
+            return false;
+        }
+        let e = g.pins.entry(key).or_default();
+        *e = (*e).max(until_ms);
+        true
+    }
+
+    /// Claim chunks for deletion: those neither pinned at `now_ms` nor already claimed.
+    /// Under the same lock as [`Hub::pin_upload`], so no upload starts relying on a
+    /// claimed chunk. Release them with [`Hub::release_delete`] when the blobs are gone.
+    pub fn claim_delete(&self, site: &str, ids: &[ChunkId], now_ms: u64) -> Vec<ChunkId> {
+        let mut g = self.lock();
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = (site.to_string(), *id);
+            let pinned = g.pins.get(&key).is_some_and(|until| *until > now_ms);
+            if !pinned && g.deleting.insert(key) {
+                claimed.push(*id);
+            }
+        }
+        claimed
+    }
+
+    /// End the claims of [`Hub::claim_delete`].
+    pub fn release_delete(&self, site: &str, ids: &[ChunkId]) {
+        let mut g = self.lock();
+        for id in ids {
+            g.deleting.remove(&(site.to_string(), *id));
         }
     }
 

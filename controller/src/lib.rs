@@ -44,6 +44,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod sweep;
 pub mod tls_listener;
 pub mod verify;
 pub mod watch;

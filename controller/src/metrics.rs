@@ -244,6 +244,7 @@ async fn render(state: &State, counters: &Counters) -> Result<String, CatalogErr
             free as f64,
         );
     }
+    store_meter_metrics(&mut reg, &state.store_meter.snapshot());
     let open = family::<NameL>(&mut reg, "incidents_open", "Open incidents per rule");
     for i in state
         .alerts
@@ -297,6 +298,39 @@ async fn render(state: &State, counters: &Counters) -> Result<String, CatalogErr
     let mut out = String::new();
     encode(&mut out, &reg).map_err(|e| CatalogError::Storage(format!("encode metrics: {e}")))?;
     Ok(out)
+}
+
+/// The blob store's requests, errors and bytes since start (from its metering layer).
+fn store_meter_metrics(reg: &mut Registry, m: &crate::store::layers::MeterReading) {
+    let req = family::<NameL>(
+        reg,
+        "store_requests",
+        "Blob store requests since start, by operation (every attempt)",
+    );
+    let err = family::<NameL>(
+        reg,
+        "store_request_errors",
+        "Failed blob store requests since start, by operation",
+    );
+    for (op, n, e) in &m.ops {
+        let l = NameL {
+            name: (*op).to_string(),
+        };
+        req.get_or_create(&l).set(*n as f64);
+        err.get_or_create(&l).set(*e as f64);
+    }
+    gauge(
+        reg,
+        "store_written_bytes",
+        "Bytes written to the blob store since start",
+        m.bytes_written as f64,
+    );
+    gauge(
+        reg,
+        "store_read_bytes",
+        "Bytes read from the blob store since start",
+        m.bytes_read as f64,
+    );
 }
 
 fn target_metrics(reg: &mut Registry, state: &State, view: &View, now: u64) {

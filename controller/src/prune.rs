@@ -14,7 +14,9 @@
 //!    makes the pass start over), then the blobs. Pins live in memory, so no chunk is
 //!    collected during the grace period after a controller start.
 //!
-//! A dry run does step 1 and reports what steps 2 and 3 would free.
+//! 4. **Sweep** each site's objects no record references ([`crate::sweep`]).
+//!
+//! A dry run does step 1 and reports what steps 2 to 4 would free.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,6 +72,11 @@ pub struct PruneReport {
     pub pinned_chunks: u64,
     /// Set when garbage collection will not run yet, saying until when.
     pub gc_note: Option<String>,
+    /// Store objects no record referenced, deleted by the sweeper (see [`crate::sweep`]).
+    pub orphans_deleted: u64,
+    pub orphan_bytes: u64,
+    /// Sites whose sweep stopped, with why.
+    pub sweep_refused: Vec<String>,
 }
 
 /// Prune failures, naming the site or snapshot.
@@ -79,6 +86,8 @@ pub enum PruneError {
     Catalog(#[from] CatalogError),
     #[error("prune site {site}: {reason}")]
     Site { site: String, reason: String },
+    #[error("prune: {0}")]
+    Sweep(#[from] crate::sweep::SweepError),
 }
 
 fn plan_target(
@@ -221,6 +230,14 @@ pub async fn prune(
     }
     for (site, delete) in &doomed {
         collect_site(state, site, delete, now_ms, &mut report).await?;
+        if !gc_waits(state, now_ms) {
+            let swept = crate::sweep::sweep_site(state, site, now_ms, scope.dry_run).await?;
+            report.orphans_deleted += swept.deleted;
+            report.orphan_bytes += swept.deleted_bytes;
+            if let Some(why) = swept.refused {
+                report.sweep_refused.push(format!("{site}: {why}"));
+            }
+        }
     }
     if !scope.dry_run {
         info!(
@@ -228,6 +245,7 @@ pub async fn prune(
             chunks = report.deleted_chunks,
             freed_bytes = report.freed_bytes,
             pinned = report.pinned_chunks,
+            orphans = report.orphans_deleted,
             "prune finished"
         );
         state.events.publish(crate::events::Event::PruneDone {
@@ -243,6 +261,33 @@ pub async fn prune(
 /// live in memory, so until then an upload may rely on a chunk nobody references).
 fn gc_waits(state: &State, now_ms: u64) -> bool {
     now_ms < state.started_ms + state.gc_grace_ms
+}
+
+/// Delete the records of claimed chunks, fenced by `seq`, then their blobs. False when
+/// a commit came in between (nothing deleted).
+async fn delete_claimed(
+    state: &State,
+    site: &str,
+    victims: &[ChunkId],
+    seq: u64,
+) -> Result<bool, PruneError> {
+    if !state.catalog.delete_chunks(site, victims, seq).await? {
+        return Ok(false);
+    }
+    // Durable before any blob goes: a crash must never leave a chunk record whose
+    // blob is gone (FindMissing would then call a lost chunk present).
+    state.catalog.flush().await?;
+    for id in victims {
+        state
+            .store
+            .delete(&chunk_key(site, id))
+            .await
+            .map_err(|e| PruneError::Site {
+                site: site.into(),
+                reason: format!("delete chunk {}: {e}", id.short()),
+            })?;
+    }
+    Ok(true)
 }
 
 /// Delete `delete` snapshots of `site` (unless dry), then its unreferenced chunks.
@@ -293,38 +338,28 @@ async fn collect_site(
     for _attempt in 0..10 {
         let view = state.catalog.gc_view(site).await?;
         let referenced = view.referenced_without(&HashSet::new());
-        let (mut victims, mut bytes, mut pinned) = (Vec::<ChunkId>::new(), 0u64, 0u64);
-        for (id, len) in &view.chunks {
-            if referenced.contains(id) {
-                continue;
-            }
-            if state.hub.pinned(site, id, now_ms) {
-                pinned += 1;
-                continue;
-            }
-            victims.push(*id);
-            bytes += u64::from(*len);
-        }
-        if !state
-            .catalog
-            .delete_chunks(site, &victims, view.seq)
-            .await?
-        {
+        let unreferenced: Vec<(ChunkId, u32)> = view
+            .chunks
+            .iter()
+            .filter(|(id, _)| !referenced.contains(id))
+            .copied()
+            .collect();
+        let ids: Vec<ChunkId> = unreferenced.iter().map(|(id, _)| *id).collect();
+        // Claimed chunks cannot be pinned by an upload until they are released.
+        let victims = state.hub.claim_delete(site, &ids, now_ms);
+        let outcome = delete_claimed(state, site, &victims, view.seq).await;
+        state.hub.release_delete(site, &victims);
+        if !outcome? {
             continue; // a commit slipped in: look again
         }
-        // Durable before any blob goes: a crash must never leave a chunk record whose
-        // blob is gone (FindMissing would then call a lost chunk present).
-        state.catalog.flush().await?;
-        for id in &victims {
-            state
-                .store
-                .delete(&chunk_key(site, id))
-                .await
-                .map_err(|e| site_err(format!("delete chunk {}: {e}", id.short())))?;
-        }
+        let claimed: HashSet<&ChunkId> = victims.iter().collect();
         report.deleted_chunks += victims.len() as u64;
-        report.freed_bytes += bytes;
-        report.pinned_chunks += pinned;
+        report.freed_bytes += unreferenced
+            .iter()
+            .filter(|(id, _)| claimed.contains(id))
+            .map(|(_, len)| u64::from(*len))
+            .sum::<u64>();
+        report.pinned_chunks += (ids.len() - victims.len()) as u64;
         return Ok(());
     }
     Err(site_err(

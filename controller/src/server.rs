@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub state_copy_every: Duration,
     /// The blob store (`--store URL`); `None`: files under `data_dir/blobs`.
     pub store_url: Option<String>,
+    /// Timeouts, retries (and in tests, injected faults) of the blob store.
+    pub store_layers: crate::store::layers::StackOptions,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -79,6 +81,7 @@ impl ServeConfig {
             verify: Default::default(),
             state_copy_every: Duration::from_secs(3600),
             store_url: None,
+            store_layers: Default::default(),
         }
     }
 }
@@ -90,13 +93,15 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
     let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
     let alerts = catalog.alerts().context("open alert records")?;
     let integrity = catalog.integrity().context("open integrity records")?;
-    let store: Arc<dyn crate::store::BlobStore> = match &cfg.store_url {
+    let backend: Arc<dyn crate::store::BlobStore> = match &cfg.store_url {
         Some(url) => crate::store::url::open(url)?,
         None => Arc::new(FsStore::open(&data_dir.join("blobs")).context("open blob store")?),
     };
+    let (store, store_meter) = crate::store::layers::stack(backend, &cfg.store_layers);
     Ok(State {
         catalog: Arc::new(catalog),
         store,
+        store_meter,
         hub: Hub::default(),
         pki,
         recovery_keys: cfg.recovery_keys.clone(),

@@ -14,6 +14,8 @@ use crate::store::BlobStore;
 pub struct State {
     pub catalog: Arc<dyn Catalog>,
     pub store: Arc<dyn BlobStore>,
+    /// Requests, errors and bytes of the blob store (for `/metrics`).
+    pub store_meter: Arc<crate::store::layers::Meter>,
     pub hub: Hub,
     pub pki: Arc<crate::pki::Pki>,
     pub recovery_keys: Vec<nex_backup_shared::recovery::RecoveryPublicKey>,

@@ -16,6 +16,42 @@ pub struct S3Server {
     child: Child,
     _dir: tempfile::TempDir,
     pub port: u16,
+    /// s3, master, volume, filer, admin.
+    ports: [u16; 5],
+}
+
+fn spawn(dir: &std::path::Path, ports: [u16; 5]) -> Child {
+    let [s3, master, volume, filer, admin] = ports;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("weed.log"))
+        .unwrap();
+    Command::new(weed())
+        .arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args([
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+        ])
+        .args([
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ])
+        .arg(format!("-s3.port={s3}"))
+        .arg(format!("-master.port={master}"))
+        .arg(format!("-volume.port={volume}"))
+        .arg(format!("-filer.port={filer}"))
+        .arg(format!("-admin.port={admin}"))
+        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+        .arg(format!("-bucket={BUCKET}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start weed mini")
 }
 
 fn weed() -> PathBuf {
@@ -53,41 +89,47 @@ impl S3Server {
             ),
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("credentials"),
+            format!(
+                "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+            ),
+        )
+        .unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        let [s3, master, volume, filer, admin] = [(); 5].map(|_| free_port_pair());
-        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let child = Command::new(weed())
-            .arg("mini")
-            .arg(format!("-dir={}", dir.path().join("data").display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-            ])
-            .args([
-                "-admin.ui=false",
-                "-webdav=false",
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-            ])
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-master.port={master}"))
-            .arg(format!("-volume.port={volume}"))
-            .arg(format!("-filer.port={filer}"))
-            .arg(format!("-admin.port={admin}"))
-            .arg(format!("-s3.config={}", config.display()))
-            .arg(format!("-bucket={BUCKET}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start weed mini");
+        let ports = [(); 5].map(|_| free_port_pair());
+        let child = spawn(dir.path(), ports);
         let server = S3Server {
             child,
             _dir: dir,
-            port: s3,
+            port: ports[0],
+            ports,
         };
         server.wait_ready();
         server
+    }
+
+    /// Kill the server (its data stays): requests now fail to connect.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the stopped server again on the same ports and data, and wait until it
+    /// takes requests.
+    pub fn restart(&mut self) {
+        self.child = spawn(self._dir.path(), self.ports);
+        self.wait_ready();
+    }
+
+    /// The controller's `--store` for `prefix` in the bucket, its credentials read from
+    /// a credentials file (so no environment is needed).
+    pub fn url_with_file(&self, prefix: &str) -> String {
+        format!(
+            "{}&credentials_file={}",
+            self.url(prefix),
+            self._dir.path().join("credentials").display()
+        )
     }
 
     /// The controller's `--store` for `prefix` in the bucket.

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use nex_backup::store::BlobStore;
 use nex_backup::store::object::ObjectBlobStore;
 use nex_backup_tests::env::{Env, EnvOpts, SITE};
 use nex_backup_tests::procs::Controller;
@@ -65,7 +64,9 @@ fn a_controller_on_s3_backs_up_and_restores() {
     // The objects are in the bucket, under the prefix.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = ObjectBlobStore::new(Arc::new(s3.client()), "s3://backups".into());
-    let keys = rt.block_on(store.list("nex/")).unwrap();
+    let keys = rt
+        .block_on(nex_backup::store::list_keys(&store, "nex/"))
+        .unwrap();
     assert!(
         keys.iter().any(|k| k.starts_with("nex/chunks/acme/")),
         "{keys:?}"

@@ -212,6 +212,12 @@ pub struct ServeArgs {
     /// Default: files under <data dir>/blobs.
     #[arg(long, env = "NEX_STORE")]
     pub store: Option<String>,
+    /// How long one blob store request may take before it is retried.
+    #[arg(long, default_value = "60s", value_parser = trust::parse_duration)]
+    pub store_timeout: std::time::Duration,
+    /// Tests only: fail this share of blob store requests on purpose (0..1).
+    #[arg(long, default_value_t = 0.0, hide = true)]
+    pub inject_store_faults: f64,
     /// How often the controller writes a copy of its own state (CA, admins, policies,
     /// ...) into the store, sealed to the recovery keys, for `restore-controller` (0 = never).
     #[arg(long, default_value = "1h", value_parser = trust::parse_duration)]
@@ -318,6 +324,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.metrics_listen = a.metrics_listen;
             cfg.state_copy_every = a.state_copy_every;
             cfg.store_url = a.store;
+            cfg.store_layers = crate::store::layers::StackOptions {
+                timeout: a.store_timeout,
+                fault_rate: a.inject_store_faults,
+                ..Default::default()
+            };
             cfg.verify = crate::verify::worker::VerifyConfig {
                 period: a.verify_period,
                 every: a.verify_every,

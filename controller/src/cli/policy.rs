@@ -265,7 +265,9 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
             "{}",
             json!({"dry_run": r.dry_run, "targets": targets, "deleted_snapshots": r.deleted_snapshots,
                 "deleted_chunks": r.deleted_chunks, "freed_bytes": r.freed_bytes,
-                "pinned_chunks": r.pinned_chunks, "gc_note": r.gc_note})
+                "pinned_chunks": r.pinned_chunks, "gc_note": r.gc_note,
+                "orphans_deleted": r.orphans_deleted, "orphan_bytes": r.orphan_bytes,
+                "sweep_refused": r.sweep_refused})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -323,5 +325,16 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
+    if r.orphans_deleted > 0 {
+        let verb = if r.dry_run { "would sweep" } else { "swept" };
+        println!(
+            "{verb} {} orphaned store object(s) no catalog record referenced: {}",
+            r.orphans_deleted,
+            bytes(r.orphan_bytes)
+        );
+    }
+    for why in &r.sweep_refused {
+        println!("sweep stopped for {why}");
+    }
     Ok(ExitCode::SUCCESS)
 }

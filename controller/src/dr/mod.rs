@@ -131,7 +131,7 @@ pub async fn write_copy(state: &State, data_dir: &Path) -> anyhow::Result<String
         Some(b) if b == blob => {}
         _ => anyhow::bail!("state copy {key} did not read back as written; older copies kept"),
     }
-    let mut all = state.store.list(PREFIX).await?;
+    let mut all = crate::store::list_keys(&*state.store, PREFIX).await?;
     all.sort();
     let excess = all.len().saturating_sub(KEEP);
     for old in &all[..excess] {

@@ -317,6 +317,9 @@ impl AdminApi {
             freed_bytes: r.freed_bytes,
             pinned_chunks: r.pinned_chunks,
             gc_note: r.gc_note.unwrap_or_default(),
+            orphans_deleted: r.orphans_deleted,
+            orphan_bytes: r.orphan_bytes,
+            sweep_refused: r.sweep_refused,
         })
     }
 

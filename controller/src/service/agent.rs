@@ -257,9 +257,15 @@ impl AgentApi {
         super::keys::check_key_id(keys, who, &what, h.key_id)?;
         let cat = &self.state.catalog;
         let stats = &self.state.hub.stats;
-        self.state
+        if !self
+            .state
             .hub
-            .pin(&req.site, [id], now_ms() + self.state.gc_grace_ms);
+            .pin_upload(&req.site, &id, now_ms() + self.state.gc_grace_ms)
+        {
+            return Err(Status::unavailable(format!(
+                "{what}: garbage collection is deleting an old copy of it; send it again"
+            )));
+        }
         let duplicate = || {
             stats
                 .duplicate_chunks_received

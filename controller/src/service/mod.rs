@@ -70,6 +70,9 @@ pub(crate) fn store_status(e: StoreError) -> Status {
                 "the controller's blob store is full ({e}); uploads are refused until space is freed (nex-backup prune) or the store is grown"
             ))
         }
+        _ if e.is_transient() => Status::unavailable(format!(
+            "the controller's blob store is unavailable ({e}); try again"
+        )),
         _ => Status::internal(e.to_string()),
     }
 }

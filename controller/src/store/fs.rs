@@ -7,7 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobStore, Result, StoreError};
+use futures::StreamExt;
+
+use super::{BlobMeta, BlobStore, BlobStream, Result, StoreError};
 
 /// Files under a root directory.
 pub struct FsStore {
@@ -83,24 +85,47 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn list_dir(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+/// Walk `start` in key order on a blocking thread, sending what is under `prefix`.
+fn walk(
+    root: &Path,
+    start: &Path,
+    prefix: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<BlobMeta>>,
+) -> std::result::Result<(), StoreError> {
+    let io = |source: std::io::Error| StoreError::Io {
+        key: prefix.into(),
+        source,
     };
-    for entry in entries {
-        let entry = entry?;
-        let p = entry.path();
-        if entry.file_type()?.is_dir() {
-            list_dir(root, &p, out)?;
-        } else if !p.to_string_lossy().contains(".tmp.") {
-            let rel = p.strip_prefix(root).expect("under root");
-            let parts: Vec<_> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect();
-            out.push(parts.join("/"));
+    if !start.exists() {
+        return Ok(());
+    }
+    for entry in walkdir::WalkDir::new(start).sort_by_file_name() {
+        let entry = entry.map_err(|e| io(e.into()))?;
+        if !entry.file_type().is_file() || entry.file_name().to_string_lossy().contains(".tmp.") {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).expect("under root");
+        let parts: Vec<_> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect();
+        let key = parts.join("/");
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| io(e.into()))?;
+        let modified_unix_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        let m = BlobMeta {
+            key,
+            size: meta.len(),
+            modified_unix_ms,
+        };
+        if tx.blocking_send(Ok(m)).is_err() {
+            return Ok(()); // the reader stopped listening
         }
     }
     Ok(())
@@ -162,31 +187,25 @@ impl BlobStore for FsStore {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let root = self.root.clone();
+    fn list<'a>(&'a self, prefix: &'a str) -> BlobStream<'a> {
         let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let start = if dir_part.is_empty() {
-            root.clone()
+            Ok(self.root.clone())
         } else {
-            self.path(dir_part)?
+            self.path(dir_part)
         };
-        let prefix_owned = prefix.to_string();
-        let mut keys = tokio::task::spawn_blocking(move || {
-            let mut out = vec![];
-            list_dir(&root, &start, &mut out).map(|()| out)
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            key: prefix.into(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|source| StoreError::Io {
-            key: prefix.into(),
-            source,
-        })?;
-        keys.retain(|k| k.starts_with(&prefix_owned));
-        keys.sort();
-        Ok(keys)
+        let start = match start {
+            Ok(s) => s,
+            Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let (root, prefix) = (self.root.clone(), prefix.to_string());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = walk(&root, &start, &prefix, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
     }
 }
 
@@ -207,7 +226,12 @@ mod tests {
         let store = FsStore::open(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("chunks/s")).unwrap();
         std::fs::write(dir.path().join("chunks/s/x.tmp.0123"), b"partial").unwrap();
-        assert!(store.list("chunks/").await.unwrap().is_empty());
+        assert!(
+            super::super::list_keys(&store, "chunks/")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.get("chunks/s/x.tmp.0123").await.is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod fs;
+pub mod layers;
 pub mod object;
 pub mod url;
 
@@ -26,6 +27,39 @@ pub enum StoreError {
     },
     #[error("blob key {key:?} is not valid")]
     BadKey { key: String },
+    #[error("blob {key}: the store did not answer within {secs} s")]
+    Timeout { key: String, secs: u64 },
+}
+
+impl StoreError {
+    /// Whether trying again may succeed (a network or server fault), as opposed to a
+    /// refused key or a full disk.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::BadKey { .. } => false,
+            StoreError::Timeout { .. } => true,
+            StoreError::Io { source, .. } => !is_disk_full(source),
+        }
+    }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub key: String,
+    pub size: u64,
+    /// When it was written (ms since the epoch; 0 if the backend cannot tell).
+    pub modified_unix_ms: u64,
+}
+
+/// A listing, streamed in key order: nothing holds a whole bucket's keys in memory.
+pub type BlobStream<'a> = futures::stream::BoxStream<'a, Result<BlobMeta>>;
+
+/// The keys under `prefix`, collected: only for listings known to be small (the
+/// controller's state copies, tests).
+pub async fn list_keys(store: &dyn BlobStore, prefix: &str) -> Result<Vec<String>> {
+    use futures::TryStreamExt;
+    store.list(prefix).map_ok(|m| m.key).try_collect().await
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -58,8 +92,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     async fn exists(&self, key: &str) -> Result<bool>;
     async fn delete(&self, key: &str) -> Result<()>;
-    /// Keys under `prefix`, sorted.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Objects under `prefix`, in key order, streamed.
+    fn list<'a>(&'a self, prefix: &'a str) -> BlobStream<'a>;
     /// Where the store is, for messages (`/var/lib/nex-backup/blobs`, `s3://…`).
     fn location(&self) -> String;
     /// Bytes still free for new blobs, if the backend can tell.

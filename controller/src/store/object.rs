@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::{BlobStore, Result, StoreError};
+use super::{BlobMeta, BlobStore, BlobStream, Result, StoreError};
 
 /// See module docs.
 pub struct ObjectBlobStore {
@@ -91,20 +91,20 @@ impl BlobStore for ObjectBlobStore {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> BlobStream<'a> {
         // Listing is by whole path segments: list the directory part, then filter.
         let dir = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let from = (!dir.is_empty()).then(|| ObjectPath::from(dir));
-        let mut keys: Vec<String> = self
-            .inner
+        self.inner
             .list(from.as_ref())
-            .map_ok(|m| m.location.to_string())
-            .try_filter(|k| futures::future::ready(k.starts_with(prefix)))
-            .try_collect()
-            .await
-            .map_err(|e| err(prefix, e))?;
-        keys.sort();
-        Ok(keys)
+            .map_ok(|m| BlobMeta {
+                key: m.location.to_string(),
+                size: m.size,
+                modified_unix_ms: m.last_modified.timestamp_millis().max(0) as u64,
+            })
+            .map_err(move |e| err(prefix, e))
+            .try_filter(move |m| futures::future::ready(m.key.starts_with(prefix)))
+            .boxed()
     }
 
     fn location(&self) -> String {
