@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub state_copy_every: Duration,
     /// The blob store (`--store URL`); `None`: files under `data_dir/blobs`.
     pub store_url: Option<String>,
+    /// The catalog (`--catalog postgres://...`); `None`: sled under `data_dir/catalog`.
+    pub catalog_url: Option<String>,
     /// Timeouts, retries (and in tests, injected faults) of the blob store.
     pub store_layers: crate::store::layers::StackOptions,
 }
@@ -81,25 +83,44 @@ impl ServeConfig {
             verify: Default::default(),
             state_copy_every: Duration::from_secs(3600),
             store_url: None,
+            catalog_url: None,
             store_layers: Default::default(),
         }
     }
 }
 
-/// Open the embedded catalog and blob store under `data_dir`.
-pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
-    let data_dir = &cfg.data_dir;
-    crate::datadir::prepare(data_dir)?;
-    let catalog = SledCatalog::open(&data_dir.join("catalog")).context("open catalog")?;
+/// The catalog's three areas, on one engine.
+type Catalogs = (
+    Arc<dyn crate::catalog::Catalog>,
+    Arc<dyn crate::catalog::alerts::AlertCatalog>,
+    Arc<dyn crate::catalog::integrity::IntegrityCatalog>,
+);
+
+/// Open the catalog: PostgreSQL with `--catalog`, else the embedded one in `data_dir`.
+async fn open_catalog(cfg: &ServeConfig) -> anyhow::Result<Catalogs> {
+    if let Some(url) = &cfg.catalog_url {
+        let pg = crate::catalog::pg::PgCatalog::connect(url).await?;
+        let pg = Arc::new(pg);
+        return Ok((pg.clone(), pg.clone(), pg));
+    }
+    let catalog = SledCatalog::open(&cfg.data_dir.join("catalog")).context("open catalog")?;
     let alerts = catalog.alerts().context("open alert records")?;
     let integrity = catalog.integrity().context("open integrity records")?;
+    Ok((Arc::new(catalog), Arc::new(alerts), Arc::new(integrity)))
+}
+
+/// Open the catalog and blob store.
+pub async fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
+    let data_dir = &cfg.data_dir;
+    crate::datadir::prepare(data_dir)?;
+    let (catalog, alerts, integrity) = open_catalog(cfg).await?;
     let backend: Arc<dyn crate::store::BlobStore> = match &cfg.store_url {
         Some(url) => crate::store::url::open(url)?,
         None => Arc::new(FsStore::open(&data_dir.join("blobs")).context("open blob store")?),
     };
     let (store, store_meter) = crate::store::layers::stack(backend, &cfg.store_layers);
     Ok(State {
-        catalog: Arc::new(catalog),
+        catalog,
         store,
         store_meter,
         hub: Hub::default(),
@@ -115,8 +136,8 @@ pub fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
         events: Default::default(),
         workers: Default::default(),
         health: Default::default(),
-        alerts: Arc::new(alerts),
-        integrity: Arc::new(integrity),
+        alerts,
+        integrity,
         outbox_wake: Default::default(),
         host: Some(gethostname_lossy())
             .filter(|h| !h.is_empty())
@@ -163,7 +184,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     let first_admin = load_or_create_admin(&cfg.data_dir)?;
     let tls = pki.server_config()?;
     let ca_fingerprint = pki.pin_fingerprint.clone();
-    let state = Arc::new(open_state(cfg, pki)?);
+    let state = Arc::new(open_state(cfg, pki).await?);
     load_admins(&state, first_admin)
         .await
         .context("load admin credentials")?;

@@ -34,7 +34,7 @@ pub fn sample_snapshot(site: &str, target: &str, seed: u8) -> NewSnapshot {
 }
 
 /// A running backup job of target `db` on agent `a1`.
-fn running_backup(job_id: &str, site: &str, started_unix_ms: u64) -> JobRecord {
+pub(super) fn running_backup(job_id: &str, site: &str, started_unix_ms: u64) -> JobRecord {
     JobRecord {
         v: 1,
         job_id: job_id.into(),
@@ -63,6 +63,7 @@ pub async fn run_all(cat: &dyn Catalog) {
     a_commit_settles_its_running_job_once(cat).await;
     super::conformance_trust::run_all(cat).await;
     super::conformance_gc::run_all(cat).await;
+    super::conformance_race::run_all(cat).await;
 }
 
 async fn chunks_and_missing(cat: &dyn Catalog) {

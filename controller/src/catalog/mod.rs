@@ -6,9 +6,12 @@
 
 pub mod alerts;
 pub mod conformance;
+pub mod conformance_areas;
 mod conformance_gc;
+mod conformance_race;
 mod conformance_trust;
 pub mod integrity;
+pub mod pg;
 pub mod safety;
 pub mod sled_alerts;
 pub mod sled_catalog;
@@ -256,6 +259,10 @@ pub trait Catalog: Send + Sync + 'static {
     async fn put_agent(&self, agent: &AgentRecord) -> Result<()>;
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
     async fn put_job(&self, job: &JobRecord) -> Result<()>;
+    /// Replace a job record only if the stored one still equals `expected` (compare and
+    /// set, durable when it returns). False, writing nothing, when another writer (a
+    /// stall check, an operator's cancel, a commit) changed it first.
+    async fn update_job(&self, expected: &JobRecord, new: &JobRecord) -> Result<bool>;
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
     async fn jobs(&self) -> Result<Vec<JobRecord>>;
     /// Store a new enrollment token.

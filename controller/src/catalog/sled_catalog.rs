@@ -340,6 +340,26 @@ impl Catalog for SledCatalog {
         Ok(())
     }
 
+    async fn update_job(&self, expected: &JobRecord, new: &JobRecord) -> Result<bool> {
+        let k = expected.job_id.as_bytes();
+        loop {
+            let Some(old) = self.jobs.get(k).map_err(storage)? else {
+                return Ok(false);
+            };
+            if decode::<JobRecord>(k, &old)? != *expected {
+                return Ok(false);
+            }
+            let swapped = self
+                .jobs
+                .compare_and_swap(k, Some(old), Some(encode(new)))
+                .map_err(storage)?;
+            if swapped.is_ok() {
+                self.db.flush_async().await.map_err(sled_err)?;
+                return Ok(true);
+            }
+        }
+    }
+
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
         self.jobs
             .get(job_id.as_bytes())
@@ -519,6 +539,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cat = SledCatalog::open(dir.path()).unwrap();
         super::super::conformance::run_all(&cat).await;
+    }
+
+    #[tokio::test]
+    async fn sled_areas_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = SledCatalog::open(dir.path()).unwrap();
+        let (alerts, ints) = (cat.alerts().unwrap(), cat.integrity().unwrap());
+        super::super::conformance_areas::run_all(&cat, &alerts, &ints).await;
     }
 
     #[tokio::test]

@@ -212,6 +212,10 @@ pub struct ServeArgs {
     /// Default: files under <data dir>/blobs.
     #[arg(long, env = "NEX_STORE")]
     pub store: Option<String>,
+    /// The catalog on PostgreSQL: `postgres://user:password@host:port/db` (the schema
+    /// is created or migrated at start). Default: the embedded catalog under the data dir.
+    #[arg(long, env = "NEX_CATALOG", hide_env_values = true)]
+    pub catalog: Option<String>,
     /// How long one blob store request may take before it is retried.
     #[arg(long, default_value = "60s", value_parser = trust::parse_duration)]
     pub store_timeout: std::time::Duration,
@@ -324,6 +328,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.metrics_listen = a.metrics_listen;
             cfg.state_copy_every = a.state_copy_every;
             cfg.store_url = a.store;
+            cfg.catalog_url = a.catalog;
             cfg.store_layers = crate::store::layers::StackOptions {
                 timeout: a.store_timeout,
                 fault_rate: a.inject_store_faults,

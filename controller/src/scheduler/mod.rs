@@ -356,6 +356,7 @@ impl Scheduler {
         let Some(job) = jobs.iter().find(|j| j.job_id == job_id) else {
             return Ok(());
         };
+        let as_read = job.clone();
         let mut job = job.clone();
         job.state = JobState::Failed;
         job.ended_unix_ms = Some(nex_backup_shared::clock::now_ms());
@@ -364,8 +365,11 @@ impl Scheduler {
             crate::policy::human_secs(idle_ms / 1000),
             crate::policy::human_secs(self.cfg.stall_limit_ms / 1000)
         ));
+        // Only a job still as read: its result or commit may have landed meanwhile.
+        if !self.state.catalog.update_job(&as_read, &job).await? {
+            return Ok(());
+        }
         warn!(site = %job.site, target = %job.target, job = %job_id, idle_ms, "job stalled; failed");
-        self.state.catalog.put_job(&job).await?;
         self.state.job_finished(&job);
         // Stop it on the agent too, so that the next run is never a second backup
         // alongside it; the agent's "cancelled" result then replaces this record.

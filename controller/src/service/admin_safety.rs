@@ -60,10 +60,20 @@ impl AdminApi {
         } else {
             format!("cancelled by an operator: {reason}")
         };
+        let as_read = job.clone();
         job.state = crate::catalog::JobState::Failed;
         job.ended_unix_ms = Some(now_ms());
         job.error = Some(why.clone());
-        cat.put_job(&job).await.map_err(catalog_status)?;
+        if !cat
+            .update_job(&as_read, &job)
+            .await
+            .map_err(catalog_status)?
+        {
+            return Err(Status::failed_precondition(format!(
+                "job {} finished while it was being cancelled; nothing to cancel",
+                job.job_id
+            )));
+        }
         self.state.job_finished(&job);
         self.audit(
             &job.site,

@@ -134,14 +134,18 @@ impl AgentApi {
             {
                 continue;
             }
+            let as_read = job.clone();
             job.state = crate::catalog::JobState::Failed;
             job.ended_unix_ms = Some(now_ms());
             job.error = Some("interrupted: the agent restarted before reporting".into());
-            warn!(%site, job = %job.job_id, target = %job.target, "job lost with an agent restart");
-            if let Err(e) = self.state.catalog.put_job(&job).await {
-                warn!(%site, job = %job.job_id, error = %e, "record lost job");
+            match self.state.catalog.update_job(&as_read, &job).await {
+                Ok(true) => {
+                    warn!(%site, job = %job.job_id, target = %job.target, "job lost with an agent restart");
+                    self.state.job_finished(&job);
+                }
+                Ok(false) => {} // settled meanwhile
+                Err(e) => warn!(%site, job = %job.job_id, error = %e, "record lost job"),
             }
-            self.state.job_finished(&job);
         }
     }
 

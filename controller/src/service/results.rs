@@ -85,6 +85,7 @@ impl AgentApi {
     async fn on_result(&self, site: &str, agent: &str, mut job: JobRecord, mut r: pb::JobResult) {
         let cat = &self.state.catalog;
         let job_id = job.job_id.clone();
+        let as_read = job.clone();
         r.error = clean(&r.error, MAX_ERROR_LEN);
         r.note = clean(&r.note, MAX_LABEL_LEN * 4);
         r.tables.truncate(MAX_TABLES);
@@ -146,9 +147,18 @@ impl AgentApi {
         // The snapshot of a job is the one the controller dispatched, whatever the agent says.
         r.snapshot_id = job.snapshot_id.clone().unwrap_or_default();
         job.logical_bytes = r.logical_bytes;
-        if let Err(e) = cat.put_job(&job).await.and(cat.flush().await) {
-            warn!(site, job = %job_id, error = %e, "record job result; the agent will re-send it");
-            return;
+        match cat.update_job(&as_read, &job).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // A stall check or a cancel wrote first: the re-sent result is judged
+                // against what it wrote.
+                warn!(site, job = %job_id, "job changed while its result was recorded; the agent will re-send it");
+                return;
+            }
+            Err(e) => {
+                warn!(site, job = %job_id, error = %e, "record job result; the agent will re-send it");
+                return;
+            }
         }
         info!(site, job = %job_id, target = %job.target, ok = r.ok, error = %r.error, "job finished");
         if was_running && job.kind == crate::catalog::JobKind::Verify {

@@ -1,0 +1,93 @@
+//! Concurrency cases of the conformance suite (part of [`super::conformance::run_all`]):
+//! writers that race each other on one record. On a backend with real concurrency
+//! (PostgreSQL, one connection per future) the two sides overlap in the engine; on sled
+//! they interleave at their awaits. Either way exactly one side may win.
+
+use nex_backup_shared::ids::ChunkId;
+
+use super::conformance::{running_backup, sample_snapshot};
+use super::{Catalog, CatalogError, JobState};
+
+pub(super) async fn run_all(cat: &dyn Catalog) {
+    two_writers_race_on_a_job(cat).await;
+    a_commit_races_garbage_collection(cat).await;
+    the_same_commit_twice_at_once(cat).await;
+}
+
+/// A stall check and a cancel both finish one running job: one wins, the other writes
+/// nothing, and the record is the winner's.
+async fn two_writers_race_on_a_job(cat: &dyn Catalog) {
+    for round in 0..10 {
+        let id = format!("race-job-{round}");
+        let running = running_backup(&id, "s-race", 1);
+        cat.put_job(&running).await.unwrap();
+        let finish = |why: &str| {
+            let mut j = running.clone();
+            j.state = JobState::Failed;
+            j.error = Some(why.into());
+            j
+        };
+        let (stalled, cancelled) = (finish("stalled"), finish("cancelled"));
+        let (a, b) = futures::join!(
+            cat.update_job(&running, &stalled),
+            cat.update_job(&running, &cancelled)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a ^ b, "exactly one writer wins: {a} {b}");
+        let stored = cat.job(&id).await.unwrap().unwrap();
+        assert_eq!(stored, if a { stalled } else { cancelled });
+        assert!(
+            !cat.update_job(&running, &running).await.unwrap(),
+            "a stale expectation writes nothing"
+        );
+    }
+}
+
+/// A commit that needs a chunk and a GC pass deleting it: never both.
+async fn a_commit_races_garbage_collection(cat: &dyn Catalog) {
+    for seed in 150..170u8 {
+        let snap = sample_snapshot("s-gc-race", "db", seed);
+        for id in &snap.chunk_ids {
+            cat.record_chunk("s-gc-race", id, 10, &[7; 32])
+                .await
+                .unwrap();
+        }
+        let view = cat.gc_view("s-gc-race").await.unwrap();
+        let victims: Vec<ChunkId> = snap.chunk_ids[..1].to_vec();
+        let (committed, collected) = futures::join!(
+            cat.commit_snapshot(snap.clone()),
+            cat.delete_chunks("s-gc-race", &victims, view.seq)
+        );
+        match (committed, collected.unwrap()) {
+            (Ok(_), false) => {
+                assert_eq!(
+                    cat.chunk_len("s-gc-race", &victims[0]).await.unwrap(),
+                    Some(10)
+                );
+            }
+            (Err(CatalogError::MissingChunks { .. }), true) => {
+                assert!(
+                    cat.snapshot("s-gc-race", &snap.record.snapshot_id)
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+            }
+            (c, g) => panic!("a commit and a GC both went through: {c:?} {g}"),
+        }
+    }
+}
+
+/// Two deliveries of the same commit at once: one snapshot, both answered with it.
+async fn the_same_commit_twice_at_once(cat: &dyn Catalog) {
+    let snap = sample_snapshot("s-twice", "db", 200);
+    for id in &snap.chunk_ids {
+        cat.record_chunk("s-twice", id, 10, &[7; 32]).await.unwrap();
+    }
+    let (a, b) = futures::join!(
+        cat.commit_snapshot(snap.clone()),
+        cat.commit_snapshot(snap.clone())
+    );
+    assert_eq!(a.unwrap(), b.unwrap());
+    assert_eq!(cat.snapshots(Some("s-twice"), None).await.unwrap().len(), 1);
+}
