@@ -121,6 +121,9 @@ pub enum Command {
     /// the newest state copy (CA, admins, policies, ...) and the snapshot and chunk
     /// records rebuilt from the store. Agents reconnect with their certificates.
     RestoreController(dr::RestoreControllerArgs),
+    /// Move a stopped embedded controller (sled catalog, local blobs) onto a PostgreSQL
+    /// catalog and an object store, for replicas. Reads the old data, never changes it.
+    Migrate(dr::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +375,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(c) => safety::admin(c).await,
         Command::Verify(a) => verify::verify(a).await,
         Command::RestoreController(a) => dr::restore_controller(a).await,
+        Command::Migrate(a) => dr::migrate(a).await,
         Command::Status(a) => ops::status(&a.client).await,
         Command::Snapshots(a) => ops::snapshots(&a).await,
         Command::Backup(a) => ops::backup(&a).await,

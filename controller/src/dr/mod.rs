@@ -8,6 +8,7 @@
 //! - this module: what a copy holds, making and storing one, the `state-copy` worker;
 //! - [`rebuild`]: `nex-backup restore-controller`, a working data dir from a store alone.
 
+pub mod migrate;
 pub mod rebuild;
 
 use std::path::Path;

@@ -102,6 +102,18 @@ impl PgCatalog {
         Ok(cat)
     }
 
+    /// Make the id sequence hand out ids above `max` (after records were copied in).
+    pub async fn advance_ids(&self, max: u64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "SELECT setval('nexb_ids', GREATEST($1, (SELECT last_value FROM nexb_ids)))",
+            &[&(max.max(1) as i64)],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
     }
