@@ -54,17 +54,18 @@ pub fn online_agent(
     drill: bool,
 ) -> Result<String, DispatchError> {
     if let (true, Some(agent)) = (drill, &sp.drill_agent) {
-        return hub.session(site, agent).map(|s| s.agent_id).ok_or_else(|| {
-            DispatchError::NoAgent(format!("drill agent {agent} of site {site} is offline"))
-        });
+        return hub
+            .online(site, agent)
+            .then(|| agent.clone())
+            .ok_or_else(|| {
+                DispatchError::NoAgent(format!("drill agent {agent} of site {site} is offline"))
+            });
     }
-    hub.agent_for(site, target)
-        .map(|s| s.agent_id)
-        .ok_or_else(|| {
-            DispatchError::NoAgent(format!(
-                "no agent of site {site} that backs up target {target} is online"
-            ))
-        })
+    hub.agent_id_for(site, target).ok_or_else(|| {
+        DispatchError::NoAgent(format!(
+            "no agent of site {site} that backs up target {target} is online"
+        ))
+    })
 }
 
 /// The backup window is closed; it opens at `opens_at_ms`.
@@ -207,4 +208,30 @@ pub async fn start_job_as(
     info!(site, target, agent = %agent, job = %job_id, kind = kind_name.as_str(), trigger = trigger.as_str(), "job dispatched");
     state.job_started(&job);
     Ok((job_id, updates))
+}
+
+/// When the agent of a job holds its session at another replica, relay the job's
+/// outcome to this replica's watchers once it is recorded there; stops when it arrives,
+/// when nobody waits any more, or at shutdown.
+pub fn follow_remote(state: &std::sync::Arc<State>, site: &str, agent_id: &str, job_id: &str) {
+    let (Some(f), None) = (state.hub.forwarder(), state.hub.session(site, agent_id)) else {
+        return;
+    };
+    let (st, job_id) = (state.clone(), job_id.to_string());
+    let stop = state.workers.stop_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+            if let Some(u) = f.fetch_outcome(&job_id).await {
+                st.hub.publish(u);
+                return;
+            }
+            if !st.hub.watched(&job_id) {
+                return;
+            }
+        }
+    });
 }

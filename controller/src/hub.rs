@@ -56,17 +56,98 @@ pub struct Stats {
     pub duplicate_chunks_received: AtomicU64,
 }
 
+/// Delivers a command to an agent whose session another controller replica holds.
+#[tonic::async_trait]
+pub trait Forwarder: Send + Sync + 'static {
+    async fn forward(
+        &self,
+        site: &str,
+        agent_id: &str,
+        msg: pb::ControllerMessage,
+    ) -> Result<(), String>;
+    /// Keep a job's final update where every replica can read it.
+    async fn share_outcome(&self, update: &pb::JobUpdate);
+    /// The final update of a job another replica recorded, once there is one.
+    async fn fetch_outcome(&self, job_id: &str) -> Option<pb::JobUpdate>;
+}
+
+/// What this replica knows of the sessions and job progress other replicas hold
+/// (refreshed from the shared catalog; empty on a single controller).
+#[derive(Default)]
+pub struct RemoteView {
+    /// (site, agent) -> the agent's targets.
+    pub sessions: HashMap<(String, String), Vec<(String, String)>>,
+    /// Progress events of jobs running through other replicas.
+    pub progress: HashMap<String, u64>,
+}
+
 /// See module docs.
 #[derive(Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
     next_conn: AtomicU64,
     pub stats: Stats,
+    remote: Mutex<RemoteView>,
+    forwarder: std::sync::OnceLock<std::sync::Arc<dyn Forwarder>>,
 }
 
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, RemoteView> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Route commands for agents of other replicas through `f` (set once, at start).
+    pub fn set_forwarder(&self, f: std::sync::Arc<dyn Forwarder>) {
+        let _ = self.forwarder.set(f);
+    }
+
+    /// Share a job's final update with the other replicas (nothing on a single one).
+    pub async fn share_outcome(&self, update: &pb::JobUpdate) {
+        if let Some(f) = self.forwarder.get() {
+            f.share_outcome(update).await;
+        }
+    }
+
+    /// The route to other replicas, if this controller has any.
+    pub fn forwarder(&self) -> Option<std::sync::Arc<dyn Forwarder>> {
+        self.forwarder.get().cloned()
+    }
+
+    /// Whether someone here waits for a job's updates.
+    pub fn watched(&self, job_id: &str) -> bool {
+        self.lock().watchers.contains_key(job_id)
+    }
+
+    /// Replace what is known of other replicas' sessions and progress.
+    pub fn set_remote(&self, view: RemoteView) {
+        *self.remote() = view;
+    }
+
+    /// Whether the agent holds a session here or at another replica.
+    pub fn online(&self, site: &str, agent_id: &str) -> bool {
+        self.session(site, agent_id).is_some()
+            || self
+                .remote()
+                .sessions
+                .contains_key(&(site.to_string(), agent_id.to_string()))
+    }
+
+    /// The agent that backs up `target` at `site`, online here (preferred) or at
+    /// another replica.
+    pub fn agent_id_for(&self, site: &str, target: &str) -> Option<String> {
+        if let Some(s) = self.agent_for(site, target) {
+            return Some(s.agent_id);
+        }
+        self.remote()
+            .sessions
+            .iter()
+            .filter(|((s, _), targets)| s == site && targets.iter().any(|(t, _)| t == target))
+            .map(|((_, a), _)| a.clone())
+            .min()
     }
 
     /// Register a session of `agent_id` at `site`, replacing (and cutting) that agent's
@@ -155,10 +236,16 @@ impl Hub {
         agent_id: &str,
         msg: pb::ControllerMessage,
     ) -> Result<(), String> {
-        let tx = self
-            .session(site, agent_id)
-            .map(|s| s.tx)
-            .ok_or_else(|| format!("agent {agent_id} of site {site} is offline"))?;
+        let Some(tx) = self.session(site, agent_id).map(|s| s.tx) else {
+            let remote = self
+                .remote()
+                .sessions
+                .contains_key(&(site.to_string(), agent_id.to_string()));
+            return match (remote, self.forwarder.get()) {
+                (true, Some(f)) => f.forward(site, agent_id, msg).await,
+                _ => Err(format!("agent {agent_id} of site {site} is offline")),
+            };
+        };
         tx.send(Ok(msg))
             .await
             .map_err(|_| format!("agent {agent_id} of site {site} disconnected"))
@@ -229,7 +316,23 @@ impl Hub {
 
     /// How many progress events a job has sent so far.
     pub fn progress_count(&self, job_id: &str) -> u64 {
-        self.lock().progress.get(job_id).copied().unwrap_or(0)
+        let here = self.lock().progress.get(job_id).copied().unwrap_or(0);
+        here + self.remote().progress.get(job_id).copied().unwrap_or(0)
+    }
+
+    /// Progress events of every job running through this replica (to share them).
+    pub fn local_progress(&self) -> Vec<(String, u64)> {
+        let g = self.lock();
+        g.progress.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Every live session here, by (site, agent).
+    pub fn local_sessions(&self) -> Vec<((String, String), LiveSession)> {
+        let g = self.lock();
+        g.sessions
+            .iter()
+            .map(|(k, l)| (k.clone(), l.clone()))
+            .collect()
     }
 
     /// Protect `ids` of `site` from garbage collection until `until_ms`.

@@ -446,7 +446,7 @@ async fn agent_metrics(reg: &mut Registry, state: &State, view: &View) -> Result
         };
         online
             .get_or_create(&l)
-            .set(if state.hub.session(&a.site, &a.agent_id).is_some() {
+            .set(if state.hub.online(&a.site, &a.agent_id) {
                 1.0
             } else {
                 0.0

@@ -277,7 +277,13 @@ async fn delete_claimed(
     // Durable before any blob goes: a crash must never leave a chunk record whose
     // blob is gone (FindMissing would then call a lost chunk present).
     state.catalog.flush().await?;
-    for id in victims {
+    delete_blobs(state, site, victims).await?;
+    Ok(true)
+}
+
+/// Delete the blobs of tombstoned chunks, then the tombstones.
+async fn delete_blobs(state: &State, site: &str, ids: &[ChunkId]) -> Result<(), PruneError> {
+    for id in ids {
         state
             .store
             .delete(&chunk_key(site, id))
@@ -287,7 +293,8 @@ async fn delete_claimed(
                 reason: format!("delete chunk {}: {e}", id.short()),
             })?;
     }
-    Ok(true)
+    state.catalog.purge_chunks(site, ids).await?;
+    Ok(())
 }
 
 /// Delete `delete` snapshots of `site` (unless dry), then its unreferenced chunks.
@@ -335,6 +342,12 @@ async fn collect_site(
         return Ok(());
     }
     state.hub.expire_pins(now_ms);
+    // Deletions a crash interrupted (shared catalogs keep tombstones until purged).
+    let pending = state.catalog.pending_deletions(site).await?;
+    if !pending.is_empty() {
+        info!(%site, chunks = pending.len(), "finishing deletions interrupted earlier");
+        delete_blobs(state, site, &pending).await?;
+    }
     for _attempt in 0..10 {
         let view = state.catalog.gc_view(site).await?;
         let referenced = view.referenced_without(&HashSet::new());

@@ -198,7 +198,18 @@ impl Sweep<'_> {
                 site: self.site.into(),
                 source,
             })?;
-        for id in &still {
+        // Tombstoned in a shared catalog, so no other replica records one meanwhile.
+        let cat = |source| SweepError::Catalog {
+            site: self.site.into(),
+            source,
+        };
+        let doomed = self
+            .state
+            .catalog
+            .claim_orphans(self.site, &still)
+            .await
+            .map_err(cat)?;
+        for id in &doomed {
             self.state
                 .store
                 .delete(&chunk_key(self.site, id))
@@ -207,7 +218,11 @@ impl Sweep<'_> {
             report.deleted += 1;
             report.deleted_bytes += sizes[id];
         }
-        Ok(())
+        self.state
+            .catalog
+            .purge_chunks(self.site, &doomed)
+            .await
+            .map_err(cat)
     }
 
     /// Manifest copies of snapshots the catalog no longer (or never) held.

@@ -3,6 +3,9 @@
 //! worker with its state, runs, last error and error count, all under one shutdown
 //! tree: [`Workers::shutdown`] cancels every worker and joins them within a bound.
 //! `nex-backup status` shows the table.
+//!
+//! Periodic workers run only while this controller leads ([`Leadership`]): always on
+//! a single controller; with replicas, on the one holding the leader lock.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -53,6 +56,35 @@ struct Inner {
     tracker: TaskTracker,
     stop: CancellationToken,
     table: Mutex<BTreeMap<String, WorkerStatus>>,
+    leadership: Leadership,
+}
+
+/// Whether this controller runs the fleet-wide work (scheduler, RPO, GC, alerting,
+/// verification). A single controller always does; of several replicas, only the one
+/// elected (see `crate::cluster`).
+#[derive(Debug)]
+pub struct Leadership {
+    leader: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership {
+            leader: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Set by the election; returns the previous value.
+    pub fn set(&self, leader: bool) -> bool {
+        self.leader
+            .swap(leader, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// See module docs. Cloning gives another handle on the same tree.
@@ -104,6 +136,11 @@ impl WorkerCtx {
 impl Workers {
     fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, WorkerStatus>> {
         self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this controller leads (see [`Leadership`]).
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
     }
 
     /// The token every worker stops on.
@@ -195,6 +232,9 @@ async fn periodic_loop<F, Fut, E>(
             _ = ctx.stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
             _ = woken(&wake) => {}
+        }
+        if !ctx.workers.leadership().is_leader() {
+            continue; // another replica does this work
         }
         ctx.begin();
         let r = tokio::select! {

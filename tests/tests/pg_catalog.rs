@@ -25,7 +25,7 @@ fn the_postgres_catalog_passes_the_conformance_suites() {
     });
     assert_eq!(
         pg.psql("nexcat", "SELECT max(version) FROM nexb_schema"),
-        "1"
+        "2"
     );
 }
 

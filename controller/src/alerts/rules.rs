@@ -284,7 +284,7 @@ fn agent_conditions(
     push: &mut Push<'_>,
 ) {
     for a in &view.agents {
-        let online = state.hub.session(&a.site, &a.agent_id).is_some();
+        let online = state.hub.online(&a.site, &a.agent_id);
         // Offline time counts from the later of the last heartbeat and this
         // controller's start: a restart of the controller is not an agent outage.
         let since = a.last_seen_unix_ms.max(state.started_ms);

@@ -12,6 +12,46 @@ pub(super) async fn run_all(cat: &dyn Catalog) {
     two_writers_race_on_a_job(cat).await;
     a_commit_races_garbage_collection(cat).await;
     the_same_commit_twice_at_once(cat).await;
+    a_deleted_chunk_cannot_be_recorded_until_purged(cat).await;
+}
+
+/// Between a deletion and its purge a chunk is missing, no commit may use it, and
+/// recording it again is either refused as being deleted (engines with tombstones) or a
+/// fresh record (engines that delete at once); after the purge it records normally.
+async fn a_deleted_chunk_cannot_be_recorded_until_purged(cat: &dyn Catalog) {
+    let site = "s-tomb";
+    let id = ChunkId([42; 32]);
+    cat.record_chunk(site, &id, 10, &[1; 32]).await.unwrap();
+    let view = cat.gc_view(site).await.unwrap();
+    assert!(cat.delete_chunks(site, &[id], view.seq).await.unwrap());
+    assert_eq!(cat.missing_chunks(site, &[id]).await.unwrap(), vec![id]);
+    assert_eq!(cat.chunk_len(site, &id).await.unwrap(), None);
+    let tombstoned = match cat.record_chunk(site, &id, 10, &[1; 32]).await {
+        Err(CatalogError::ChunkBeingDeleted { .. }) => true,
+        Ok(true) => false,
+        other => panic!("recording a chunk being deleted: {other:?}"),
+    };
+    if tombstoned {
+        assert_eq!(cat.pending_deletions(site).await.unwrap(), vec![id]);
+        let snap = super::conformance::sample_snapshot(site, "db", 42);
+        assert!(matches!(
+            cat.commit_snapshot(snap).await,
+            Err(CatalogError::MissingChunks { .. })
+        ));
+    }
+    cat.purge_chunks(site, &[id]).await.unwrap();
+    assert!(cat.pending_deletions(site).await.unwrap().is_empty());
+    let again = cat.record_chunk(site, &id, 10, &[1; 32]).await.unwrap();
+    assert!(
+        again || !tombstoned,
+        "after the purge the chunk records anew"
+    );
+    // An orphan claim: only ids without any record are claimed.
+    let orphan = ChunkId([43; 32]);
+    let claimed = cat.claim_orphans(site, &[orphan]).await.unwrap();
+    assert_eq!(claimed, vec![orphan]);
+    cat.purge_chunks(site, &claimed).await.unwrap();
+    assert!(cat.record_chunk(site, &orphan, 1, &[0; 32]).await.unwrap());
 }
 
 /// A stall check and a cancel both finish one running job: one wins, the other writes

@@ -50,6 +50,10 @@ pub enum CatalogError {
     JobNotRunning { job: String },
     #[error("site {site} already holds a different key for epoch {epoch}")]
     KeyEpochConflict { site: String, epoch: u32 },
+    #[error(
+        "chunk {chunk} of site {site} is being deleted by garbage collection; send it again shortly"
+    )]
+    ChunkBeingDeleted { site: String, chunk: String },
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -309,7 +313,20 @@ pub trait Catalog: Send + Sync + 'static {
     async fn gc_view(&self, site: &str) -> Result<GcView>;
     /// Delete chunk records of `site` in one transaction, only if no commit happened since
     /// `seq`. Returns false (nothing deleted) if one did.
+    ///
+    /// The deletion protocol, for engines that several controllers share: a deleted
+    /// record may stay behind as a *tombstone* until [`Catalog::purge_chunks`], and while
+    /// it does the chunk counts as missing, a commit needing it is refused, and recording
+    /// it again fails with [`CatalogError::ChunkBeingDeleted`] (the upload is retried).
+    /// So no replica can record a chunk whose blob another replica is deleting.
     async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool>;
+    /// Tombstone chunks that have no record (orphaned blobs about to be swept); returns
+    /// those claimed. Engines for one controller return `ids` as they are.
+    async fn claim_orphans(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;
+    /// Drop the tombstones of `ids` once their blobs are gone.
+    async fn purge_chunks(&self, site: &str, ids: &[ChunkId]) -> Result<()>;
+    /// Tombstones a crash left between a deletion and its purge.
+    async fn pending_deletions(&self, site: &str) -> Result<Vec<ChunkId>>;
     async fn put_policy(&self, rec: &PolicyRecord) -> Result<()>;
     /// Remove the own policy of `target` (and its schedule state), or with no target the
     /// site's own settings. Returns whether there was one.

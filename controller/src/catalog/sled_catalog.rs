@@ -451,6 +451,18 @@ impl Catalog for SledCatalog {
         self.delete_chunks_sync(site, ids, seq)
     }
 
+    async fn claim_orphans(&self, _site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        Ok(ids.to_vec()) // one controller: its in-memory claims suffice
+    }
+
+    async fn purge_chunks(&self, _site: &str, _ids: &[ChunkId]) -> Result<()> {
+        Ok(()) // records are deleted at once, no tombstones
+    }
+
+    async fn pending_deletions(&self, _site: &str) -> Result<Vec<ChunkId>> {
+        Ok(vec![])
+    }
+
     async fn put_policy(&self, rec: &PolicyRecord) -> Result<()> {
         self.put_policy_sync(rec)
     }

@@ -123,7 +123,7 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
             now_ms: now,
             newest_good_ms: newest,
             rpo_ms: policy.rpo_secs * 1000,
-            agent_online: state.hub.agent_for(&site, &target).is_some(),
+            agent_online: state.hub.agent_id_for(&site, &target).is_some(),
             next_run_ms: next_run,
             expected_duration_ms: expected,
         };

@@ -78,6 +78,9 @@ impl Scheduler {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 _ = w.stop.cancelled() => return,
             }
+            if !self.state.workers.leadership().is_leader() {
+                continue; // another replica schedules
+            }
             w.begin();
             let r = tokio::select! {
                 r = self.tick() => r.map(|_| ()),
@@ -211,7 +214,7 @@ impl Scheduler {
         });
         let live = Live {
             now_ms: now,
-            agent_online: self.state.hub.agent_for(&site, &target).is_some(),
+            agent_online: self.state.hub.agent_id_for(&site, &target).is_some(),
             outside_window,
             running,
             last_outcome,

@@ -59,6 +59,9 @@ impl AdminApi {
     ) -> Result<ReceiverStream<Result<pb::JobUpdate, Status>>, Status> {
         let (job_id, mut updates) =
             crate::dispatch::start_job(&self.state, site, target, kind, trigger).await?;
+        if let Ok(Some(job)) = self.state.catalog.job(&job_id).await {
+            crate::dispatch::follow_remote(&self.state, site, &job.agent_id, &job_id);
+        }
         let (tx, rx) = mpsc::channel(16);
         // The job id at once, so that a client can name the job (to cancel it, say)
         // before its first progress report.
@@ -184,7 +187,7 @@ impl AdminService for AdminApi {
                     .await
                     .map_err(catalog_status)?;
                 let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds, &damaged);
-                let live = self.state.hub.session(&a.site, &a.agent_id);
+                let live = self.state.hub.online(&a.site, &a.agent_id).then_some(());
                 let targets = a
                     .targets
                     .iter()

@@ -43,6 +43,7 @@ pub(crate) async fn durable(state: &State) -> Result<(), Status> {
 
 pub(crate) fn catalog_status(e: CatalogError) -> Status {
     match e {
+        CatalogError::ChunkBeingDeleted { .. } => Status::unavailable(e.to_string()),
         CatalogError::MissingChunks { .. } | CatalogError::JobNotRunning { .. } => {
             Status::failed_precondition(e.to_string())
         }

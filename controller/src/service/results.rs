@@ -180,10 +180,13 @@ impl AgentApi {
                     });
             }
         }
-        self.state.hub.publish(pb::JobUpdate {
+        let done = pb::JobUpdate {
             job_id: job_id.clone(),
             update: Some(Update::Outcome(outcome(r, job.new_bytes))),
-        });
+        };
+        // A CLI waiting through another replica reads it from the shared catalog.
+        self.state.hub.share_outcome(&done).await;
+        self.state.hub.publish(done);
         let ack = pb::ControllerMessage {
             msg: Some(pb::controller_message::Msg::AckJob(job_id)),
         };

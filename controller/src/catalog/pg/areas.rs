@@ -169,7 +169,7 @@ impl IntegrityCatalog for PgCatalog {
         let after: &[u8] = after.map_or(&[], |a| a.0.as_slice());
         let rows = c
             .query(
-                "SELECT id, len, sha FROM chunks WHERE site = $1 AND id > $2
+                "SELECT id, len, sha FROM chunks WHERE site = $1 AND id > $2 AND NOT deleting
                  ORDER BY id LIMIT $3",
                 &[&site, &after, &(limit as i64)],
             )
@@ -190,7 +190,7 @@ impl IntegrityCatalog for PgCatalog {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT len, sha FROM chunks WHERE site = $1 AND id = $2",
+                "SELECT len, sha FROM chunks WHERE site = $1 AND id = $2 AND NOT deleting",
                 &[&site, &id.0.as_slice()],
             )
             .await

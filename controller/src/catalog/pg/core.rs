@@ -73,7 +73,7 @@ impl PgCatalog {
         let ids = id_bytes(&distinct);
         let rows = tx
             .query(
-                "SELECT id, len FROM chunks WHERE site = $1 AND id = ANY($2)",
+                "SELECT id, len FROM chunks WHERE site = $1 AND id = ANY($2) AND NOT deleting",
                 &[&r.site, &ids],
             )
             .await
@@ -174,7 +174,7 @@ impl Catalog for PgCatalog {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT id FROM chunks WHERE site = $1 AND id = ANY($2)",
+                "SELECT id FROM chunks WHERE site = $1 AND id = ANY($2) AND NOT deleting",
                 &[&site, &id_bytes(ids)],
             )
             .await
@@ -211,14 +211,31 @@ impl Catalog for PgCatalog {
             )
             .await
             .map_err(pg_err)?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(true);
+        }
+        let deleting = c
+            .query_opt(
+                "SELECT deleting FROM chunks WHERE site = $1 AND id = $2",
+                &[&site, &id.0.as_slice()],
+            )
+            .await
+            .map_err(pg_err)?
+            .is_some_and(|r| r.get::<_, bool>(0));
+        if deleting {
+            return Err(CatalogError::ChunkBeingDeleted {
+                site: site.into(),
+                chunk: id.short(),
+            });
+        }
+        Ok(false)
     }
 
     async fn chunk_len(&self, site: &str, id: &ChunkId) -> Result<Option<u32>> {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT len FROM chunks WHERE site = $1 AND id = $2",
+                "SELECT len FROM chunks WHERE site = $1 AND id = $2 AND NOT deleting",
                 &[&site, &id.0.as_slice()],
             )
             .await
@@ -515,7 +532,10 @@ impl Catalog for PgCatalog {
             refs.entry(r.get(0)).or_default().push(id_of(r.get(1))?);
         }
         let chunks = tx
-            .query("SELECT id, len FROM chunks WHERE site = $1", &[&site])
+            .query(
+                "SELECT id, len FROM chunks WHERE site = $1 AND NOT deleting",
+                &[&site],
+            )
             .await
             .map_err(pg_err)?
             .iter()
@@ -548,13 +568,50 @@ impl Catalog for PgCatalog {
             return Ok(false);
         }
         tx.execute(
-            "DELETE FROM chunks WHERE site = $1 AND id = ANY($2)",
+            "UPDATE chunks SET deleting = true WHERE site = $1 AND id = ANY($2)",
             &[&site, &id_bytes(ids)],
         )
         .await
         .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
         Ok(true)
+    }
+
+    async fn claim_orphans(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "INSERT INTO chunks (site, id, len, sha, deleting)
+                 SELECT $1, u, 0, NULL, true FROM unnest($2::bytea[]) AS u
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &[&site, &id_bytes(ids)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| id_of(r.get(0))).collect()
+    }
+
+    async fn purge_chunks(&self, site: &str, ids: &[ChunkId]) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM chunks WHERE site = $1 AND id = ANY($2) AND deleting",
+            &[&site, &id_bytes(ids)],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn pending_deletions(&self, site: &str) -> Result<Vec<ChunkId>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id FROM chunks WHERE site = $1 AND deleting",
+                &[&site],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| id_of(r.get(0))).collect()
     }
 
     async fn put_policy(&self, rec: &PolicyRecord) -> Result<()> {
@@ -678,7 +735,7 @@ impl Catalog for PgCatalog {
         let c = self.client().await?;
         let r = c
             .query_one(
-                "SELECT count(*), coalesce(sum(len), 0)::bigint FROM chunks",
+                "SELECT count(*), coalesce(sum(len), 0)::bigint FROM chunks WHERE NOT deleting",
                 &[],
             )
             .await

@@ -73,6 +73,29 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_time ON audit (at);
     CREATE SEQUENCE nexb_ids;
     "#,
+    // 2: several replicas: deletion tombstones, where each agent's session lives, and
+    // commands relayed to the replica holding it.
+    r#"
+    ALTER TABLE chunks ADD COLUMN deleting boolean NOT NULL DEFAULT false;
+    CREATE TABLE sessions (
+        site text COLLATE "C" NOT NULL,
+        agent_id text COLLATE "C" NOT NULL,
+        replica text NOT NULL,
+        conn bigint NOT NULL,
+        targets jsonb NOT NULL,
+        seen bigint NOT NULL,
+        PRIMARY KEY (site, agent_id)
+    );
+    CREATE TABLE relay_commands (
+        id bigserial PRIMARY KEY,
+        dest text NOT NULL,
+        site text NOT NULL,
+        agent_id text NOT NULL,
+        payload bytea NOT NULL,
+        created bigint NOT NULL
+    );
+    CREATE INDEX relay_commands_by_dest ON relay_commands (dest, id);
+    "#,
 ];
 
 /// Bring the schema to the newest version.
