@@ -32,7 +32,9 @@ pub struct AgentConfig {
     /// This agent's id at enrollment; defaults to the host name.
     #[serde(default)]
     pub agent_id: Option<String>,
-    /// Controller URL, e.g. `https://backup.example.net:7420`. Optional after enrollment.
+    /// Controller URL, e.g. `https://backup.example.net:7420`, or several replicas as a
+    /// comma-separated list (`https://a:7420, https://b:7420`): the agent tries them in
+    /// turn and stays with the one that answers. Optional after enrollment.
     #[serde(default)]
     pub controller: Option<String>,
     /// Where the agent keeps its state: identity, certificate, key ring.
@@ -169,8 +171,11 @@ impl AgentConfig {
         let agent_id = cfg.agent_id.clone().unwrap_or_else(default_agent_id);
         AgentId::try_from(agent_id.as_str()).map_err(|e| err("agent_id", e.to_string()))?;
         cfg.agent_id = Some(agent_id);
-        if let Some(url) = &cfg.controller {
-            nex_backup_shared::tls::host_port(url).map_err(|e| err("controller", e.to_string()))?;
+        if let Some(urls) = &cfg.controller {
+            for url in nex_backup_shared::tls::url_list(urls) {
+                nex_backup_shared::tls::host_port(url)
+                    .map_err(|e| err("controller", e.to_string()))?;
+            }
         }
         if !(1..=19).contains(&cfg.zstd_level) {
             return Err(err(

@@ -186,6 +186,11 @@ impl Hub {
         if let Some(old) = old {
             old.cut.cancel();
         }
+        drop(g);
+        // Here now, whatever another replica last said.
+        self.remote()
+            .sessions
+            .remove(&(site.to_string(), agent_id.to_string()));
         (conn, cut)
     }
 

@@ -26,6 +26,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod datadir;
 pub mod dispatch;
 pub mod dr;

@@ -97,10 +97,12 @@ type Catalogs = (
 );
 
 /// Open the catalog: PostgreSQL with `--catalog`, else the embedded one in `data_dir`.
-async fn open_catalog(cfg: &ServeConfig) -> anyhow::Result<Catalogs> {
-    if let Some(url) = &cfg.catalog_url {
-        let pg = crate::catalog::pg::PgCatalog::connect(url).await?;
-        let pg = Arc::new(pg);
+async fn open_catalog(
+    cfg: &ServeConfig,
+    shared: Option<&crate::catalog::pg::PgCatalog>,
+) -> anyhow::Result<Catalogs> {
+    if let Some(pg) = shared {
+        let pg = Arc::new(pg.clone());
         return Ok((pg.clone(), pg.clone(), pg));
     }
     let catalog = SledCatalog::open(&cfg.data_dir.join("catalog")).context("open catalog")?;
@@ -110,10 +112,14 @@ async fn open_catalog(cfg: &ServeConfig) -> anyhow::Result<Catalogs> {
 }
 
 /// Open the catalog and blob store.
-pub async fn open_state(cfg: &ServeConfig, pki: Arc<Pki>) -> anyhow::Result<State> {
+pub async fn open_state(
+    cfg: &ServeConfig,
+    pki: Arc<Pki>,
+    shared: Option<&crate::catalog::pg::PgCatalog>,
+) -> anyhow::Result<State> {
     let data_dir = &cfg.data_dir;
     crate::datadir::prepare(data_dir)?;
-    let (catalog, alerts, integrity) = open_catalog(cfg).await?;
+    let (catalog, alerts, integrity) = open_catalog(cfg, shared).await?;
     let backend: Arc<dyn crate::store::BlobStore> = match &cfg.store_url {
         Some(url) => crate::store::url::open(url)?,
         None => Arc::new(FsStore::open(&data_dir.join("blobs")).context("open blob store")?),
@@ -180,14 +186,30 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
             }
         }
     }
+    // Replicas on a shared catalog share one CA: the first publishes it, the others
+    // import it before they would make their own.
+    let shared = match &cfg.catalog_url {
+        Some(url) => {
+            let pg = crate::catalog::pg::PgCatalog::connect(url).await?;
+            crate::cluster::ca::import(&pg, &cfg.data_dir).await?;
+            Some(pg)
+        }
+        None => None,
+    };
     let pki = Arc::new(Pki::load_or_create(&cfg.data_dir, &tls_src).context("load PKI")?);
+    if let Some(pg) = &shared {
+        crate::cluster::ca::publish(pg, &cfg.data_dir).await?;
+    }
     let first_admin = load_or_create_admin(&cfg.data_dir)?;
     let tls = pki.server_config()?;
     let ca_fingerprint = pki.pin_fingerprint.clone();
-    let state = Arc::new(open_state(cfg, pki).await?);
-    load_admins(&state, first_admin)
+    let state = Arc::new(open_state(cfg, pki, shared.as_ref()).await?);
+    load_admins(&state, first_admin, shared.is_some())
         .await
         .context("load admin credentials")?;
+    if let (Some(pg), Some(url)) = (shared, &cfg.catalog_url) {
+        crate::cluster::spawn(&state, pg, url);
+    }
     let admin = AdminGuard {
         book: state.admins.clone(),
     };
@@ -292,12 +314,22 @@ fn write_cli_config(
 
 /// Load the admin credentials; at the first start the credential in `admin.token`
 /// becomes the first one, named `admin`.
-async fn load_admins(state: &State, first: [u8; 32]) -> anyhow::Result<()> {
+///
+/// On a shared catalog, a replica's own `admin.token` (made at its first start) is added
+/// as `admin-<host>` unless it is known already (even revoked): the CLI on each replica's
+/// host then works with the `cli.toml` written there.
+async fn load_admins(state: &State, first: [u8; 32], shared: bool) -> anyhow::Result<()> {
     let mut records = state.catalog.admins().await?;
-    if records.is_empty() {
+    let known = records.iter().any(|r| r.hash == hex::encode(first));
+    if records.is_empty() || (shared && !known) {
+        let name = if records.is_empty() {
+            "admin".to_string()
+        } else {
+            format!("admin-{}", gethostname_lossy())
+        };
         let rec = crate::catalog::trust::AdminRecord {
             v: 1,
-            name: "admin".into(),
+            name,
             hash: hex::encode(first),
             created_unix_ms: nex_backup_shared::clock::now_ms(),
             revoked_unix_ms: None,

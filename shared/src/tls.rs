@@ -227,10 +227,13 @@ pub fn host_port(url: &str) -> Result<(String, u16), TlsError> {
 #[derive(Clone)]
 pub struct TlsDialer {
     cfg: Arc<ClientConfig>,
-    name: ServerName<'static>,
-    host: String,
-    port: u16,
+    /// Every controller address, tried in turn from the one that answered last.
+    targets: Arc<Vec<(ServerName<'static>, String, u16)>>,
+    last_good: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// How long one address may take to accept a connection before the next is tried.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 type DialFuture = std::pin::Pin<
     Box<
@@ -257,32 +260,75 @@ impl tower::Service<tonic::codegen::http::Uri> for TlsDialer {
     fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
         let d = self.clone();
         Box::pin(async move {
-            let tcp = tokio::net::TcpStream::connect((d.host.as_str(), d.port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(d.cfg)
-                .connect(d.name, tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
+            let n = d.targets.len();
+            let first = d.last_good.load(std::sync::atomic::Ordering::Relaxed);
+            let mut last_err = None;
+            for i in (0..n).map(|k| (first + k) % n) {
+                let (name, host, port) = &d.targets[i];
+                let dial = async {
+                    let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    tcp.set_nodelay(true)?;
+                    tokio_rustls::TlsConnector::from(d.cfg.clone())
+                        .connect(name.clone(), tcp)
+                        .await
+                };
+                match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+                    Ok(Ok(tls)) => {
+                        d.last_good.store(i, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(hyper_util::rt::TokioIo::new(tls));
+                    }
+                    Ok(Err(e)) => last_err = Some(e),
+                    Err(_) => {
+                        last_err = Some(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("{host}:{port} did not answer within {DIAL_TIMEOUT:?}"),
+                        ))
+                    }
+                }
+            }
+            Err(last_err.unwrap_or_else(|| std::io::Error::other("no controller address")))
         })
     }
 }
 
-/// The endpoint (HTTP/2 settings) and dialer for a controller URL.
+/// The controller URLs of a list (`https://a:7420, https://b:7420`): an agent fails over
+/// between several controller replicas, trying them in turn.
+pub fn url_list(urls: &str) -> impl Iterator<Item = &str> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty())
+}
+
+/// The endpoint (HTTP/2 settings) and dialer for a controller URL, or a comma-separated
+/// list of them (see [`url_list`]).
 pub fn endpoint(url: &str, cfg: Arc<ClientConfig>) -> Result<(Endpoint, TlsDialer), TlsError> {
-    let (host, port) = host_port(url)?;
-    let bad = |reason: String| TlsError::BadUrl {
-        url: url.into(),
-        reason,
-    };
-    let name = ServerName::try_from(host.clone()).map_err(|e| bad(e.to_string()))?;
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let mut targets = vec![];
+    let mut authority = String::new();
+    for one in url_list(url) {
+        let (host, port) = host_port(one)?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| TlsError::BadUrl {
+            url: one.into(),
+            reason: e.to_string(),
+        })?;
+        if authority.is_empty() {
+            authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+        }
+        targets.push((name, host, port));
+    }
+    if targets.is_empty() {
+        return Err(TlsError::BadUrl {
+            url: url.into(),
+            reason: "no controller address".into(),
+        });
+    }
     let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-        .map_err(|e| bad(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
+        .map_err(|e| TlsError::BadUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(DIAL_TIMEOUT * targets.len() as u32)
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
@@ -290,9 +336,8 @@ pub fn endpoint(url: &str, cfg: Arc<ClientConfig>) -> Result<(Endpoint, TlsDiale
         endpoint,
         TlsDialer {
             cfg,
-            name,
-            host,
-            port,
+            targets: Arc::new(targets),
+            last_good: Default::default(),
         },
     ))
 }

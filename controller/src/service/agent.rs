@@ -142,6 +142,20 @@ impl AgentApi {
                 Ok(true) => {
                     warn!(%site, job = %job.job_id, target = %job.target, "job lost with an agent restart");
                     self.state.job_finished(&job);
+                    // Whoever waits for it (here or through another replica) learns it.
+                    let failed = pb::JobResult {
+                        ok: false,
+                        error: job.error.clone().unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    let done = pb::JobUpdate {
+                        job_id: job.job_id.clone(),
+                        update: Some(pb::job_update::Update::Outcome(super::results::outcome(
+                            failed, 0,
+                        ))),
+                    };
+                    self.state.hub.share_outcome(&done).await;
+                    self.state.hub.publish(done);
                 }
                 Ok(false) => {} // settled meanwhile
                 Err(e) => warn!(%site, job = %job.job_id, error = %e, "record lost job"),

@@ -299,7 +299,7 @@ fn is_interruption(e: &str) -> bool {
 }
 
 /// The operator-facing outcome of an agent's job result.
-fn outcome(r: pb::JobResult, new_bytes: u64) -> pb::JobOutcome {
+pub(super) fn outcome(r: pb::JobResult, new_bytes: u64) -> pb::JobOutcome {
     let tables = r
         .tables
         .into_iter()
