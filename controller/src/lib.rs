@@ -6,8 +6,10 @@
 //!    [`rpo`] (RPO states and compliance over a window), [`job`] (job kinds and
 //!    triggers), [`events`] (the domain events).
 //! 2. **Storage**: [`catalog`] (the [`catalog::Catalog`] trait, the alert and integrity
-//!    traits, the sled backend and its conformance suite), [`store`] (the [`store::BlobStore`] trait and the file
-//!    backend), [`datadir`] (the private data directory), [`pki`] (the controller CA).
+//!    traits, the sled backend, the PostgreSQL backend [`catalog::pg`], and their
+//!    conformance suites), [`store`] (the [`store::BlobStore`] trait, the file and object
+//!    store backends, the retry/metering/fault layers), [`datadir`] (the private data
+//!    directory), [`pki`] (the controller CA).
 //! 3. **Application**: [`admins`] (the admin credentials in force), [`state`] (what every handler and worker shares, and the effective
 //!    policy lookups), [`hub`] (live sessions and job watchers), [`fleet`] (the catalog
 //!    view, RPO compliance, drills, snapshot standing), [`dispatch`] (recording and
@@ -16,7 +18,8 @@
 //!    workers under one shutdown tree), [`alerts`] (incident rules, the outbox and its
 //!    delivery by e-mail and webhook), [`verify`] (store verification against the
 //!    recorded checksums, damaged snapshots, the scheduled share), [`dr`] (the sealed
-//!    state copy and `restore-controller`).
+//!    state copy, `restore-controller`, `migrate`), [`sweep`] (orphaned store objects),
+//!    [`cluster`] (replicas: leader election, the relay between replicas, the shared CA).
 //! 4. **Edges**: [`service`] (the gRPC services and who may call them), [`metrics`]
 //!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).

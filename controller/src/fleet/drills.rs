@@ -27,6 +27,13 @@ fn is_drill(j: &JobRecord, site: &str, target: &str) -> bool {
         && j.trigger == crate::catalog::Trigger::Drill
 }
 
+/// Errors of jobs that ended before they could verify anything.
+fn never_judged(error: &str) -> bool {
+    ["interrupted:", "stalled:", "cancelled by an operator"]
+        .iter()
+        .any(|p| error.starts_with(p))
+}
+
 pub fn facts(jobs: &[JobRecord], site: &str, target: &str) -> DrillFacts {
     let mut drills: Vec<&JobRecord> = jobs.iter().filter(|j| is_drill(j, site, target)).collect();
     drills.sort_by_key(|j| j.started_unix_ms);
@@ -41,7 +48,11 @@ pub fn facts(jobs: &[JobRecord], site: &str, target: &str) -> DrillFacts {
             JobState::Succeeded => true,
             JobState::Failed => false,
         };
-        if let Some(s) = &j.snapshot_id {
+        // A drill that never got to judge the data (the agent restarted or its
+        // controller replica died under it, it stalled, an operator cancelled it) says
+        // nothing about the snapshot: it is not marked suspect for it.
+        let judged = ok || !j.error.as_deref().is_some_and(never_judged);
+        if let (Some(s), true) = (&j.snapshot_id, judged) {
             latest_by_snapshot.insert(s, ok);
         }
         let ended = j.ended_unix_ms.unwrap_or(j.started_unix_ms);
