@@ -19,7 +19,8 @@
 //!    delivery by e-mail and webhook), [`verify`] (store verification against the
 //!    recorded checksums, damaged snapshots, the scheduled share), [`dr`] (the sealed
 //!    state copy, `restore-controller`, `migrate`), [`sweep`] (orphaned store objects),
-//!    [`cluster`] (replicas: leader election, the relay between replicas, the shared CA).
+//!    [`cluster`] (replicas: leader election, the relay between replicas, the shared CA),
+//!    [`offsite`] (off-site copies and their retention).
 //! 4. **Edges**: [`service`] (the gRPC services and who may call them), [`metrics`]
 //!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).
@@ -39,6 +40,7 @@ pub mod health;
 pub mod hub;
 pub mod job;
 pub mod metrics;
+pub mod offsite;
 pub mod pki;
 pub mod policy;
 pub mod prune;

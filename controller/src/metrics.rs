@@ -64,6 +64,12 @@ struct ChannelL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CopyL {
+    copy: String,
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameL {
     name: String,
 }
@@ -245,6 +251,14 @@ async fn render(state: &State, counters: &Counters) -> Result<String, CatalogErr
         );
     }
     store_meter_metrics(&mut reg, &state.store_meter.snapshot());
+    let lag = family::<CopyL>(
+        &mut reg,
+        "offsite_lag_seconds",
+        "Seconds between the newest good snapshot and the newest in each off-site copy",
+    );
+    for (copy, site, secs) in state.copy_lag.readings() {
+        lag.get_or_create(&CopyL { copy, site }).set(secs as f64);
+    }
     let open = family::<NameL>(&mut reg, "incidents_open", "Open incidents per rule");
     for i in state
         .alerts

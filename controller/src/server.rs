@@ -58,6 +58,10 @@ pub struct ServeConfig {
     pub store_url: Option<String>,
     /// The catalog (`--catalog postgres://...`); `None`: sled under `data_dir/catalog`.
     pub catalog_url: Option<String>,
+    /// Off-site copies (`--copy-to URL`), their retention and how often they run.
+    pub copy_to: Vec<String>,
+    pub copy_keep: crate::offsite::CopyKeep,
+    pub copy_every: Duration,
     /// Timeouts, retries (and in tests, injected faults) of the blob store.
     pub store_layers: crate::store::layers::StackOptions,
 }
@@ -84,6 +88,9 @@ impl ServeConfig {
             state_copy_every: Duration::from_secs(3600),
             store_url: None,
             catalog_url: None,
+            copy_to: vec![],
+            copy_keep: Default::default(),
+            copy_every: Duration::from_secs(900),
             store_layers: Default::default(),
         }
     }
@@ -129,6 +136,7 @@ pub async fn open_state(
         catalog,
         store,
         store_meter,
+        copy_lag: Default::default(),
         hub: Hub::default(),
         pki,
         recovery_keys: cfg.recovery_keys.clone(),
@@ -160,6 +168,8 @@ pub struct Bound {
     metrics_listen: Option<SocketAddr>,
     verify: crate::verify::worker::VerifyConfig,
     state_copy_every: Duration,
+    copies: Vec<crate::offsite::Destination>,
+    copy_every: Duration,
     data_dir: std::path::PathBuf,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -238,6 +248,8 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         metrics_listen: cfg.metrics_listen,
         verify: cfg.verify,
         state_copy_every: cfg.state_copy_every,
+        copies: open_copies(cfg)?,
+        copy_every: cfg.copy_every,
         data_dir: cfg.data_dir.clone(),
         listener,
         tls,
@@ -246,6 +258,21 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         ca_fingerprint,
         cli_config,
     })
+}
+
+/// The off-site copy destinations, each behind the same retry and timeout layers.
+fn open_copies(cfg: &ServeConfig) -> anyhow::Result<Vec<crate::offsite::Destination>> {
+    cfg.copy_to
+        .iter()
+        .map(|url| {
+            let backend = crate::store::url::open(url)?;
+            let (store, _) = crate::store::layers::stack(backend, &cfg.store_layers);
+            Ok(crate::offsite::Destination {
+                store,
+                keep: cfg.copy_keep,
+            })
+        })
+        .collect()
 }
 
 /// Names for a generated server certificate: this host's name, localhost and the
@@ -395,6 +422,7 @@ impl Bound {
         crate::watch::spawn_all(&state);
         crate::verify::worker::spawn(&state, self.verify);
         crate::dr::spawn(&state, &self.data_dir, self.state_copy_every);
+        crate::offsite::spawn(&state, self.copies, self.copy_every, state.copy_lag.clone());
         crate::alerts::spawn(&state, self.alerts);
         if let Some(addr) = self.metrics_listen {
             let bound = crate::metrics::spawn(&state, addr).await?;

@@ -16,6 +16,8 @@ pub struct State {
     pub store: Arc<dyn BlobStore>,
     /// Requests, errors and bytes of the blob store (for `/metrics`).
     pub store_meter: Arc<crate::store::layers::Meter>,
+    /// How far each off-site copy is behind (for `status` and `/metrics`).
+    pub copy_lag: Arc<crate::offsite::CopyLag>,
     pub hub: Hub,
     pub pki: Arc<crate::pki::Pki>,
     pub recovery_keys: Vec<nex_backup_shared::recovery::RecoveryPublicKey>,

@@ -219,6 +219,19 @@ pub struct ServeArgs {
     /// is created or migrated at start). Default: the embedded catalog under the data dir.
     #[arg(long, env = "NEX_CATALOG", hide_env_values = true)]
     pub catalog: Option<String>,
+    /// An off-site copy of every site's sealed objects (repeatable): another bucket
+    /// (s3://...), another provider, or a directory (file:///...). No key is needed.
+    #[arg(long = "copy-to")]
+    pub copy_to: Vec<String>,
+    /// Snapshots each off-site copy keeps: the newest N of each target...
+    #[arg(long, default_value_t = 3)]
+    pub copy_keep_last: usize,
+    /// ...and the newest of each of the last N months.
+    #[arg(long, default_value_t = 12)]
+    pub copy_keep_monthly: usize,
+    /// How often the off-site copies catch up.
+    #[arg(long, default_value = "15m", value_parser = trust::parse_duration)]
+    pub copy_every: std::time::Duration,
     /// How long one blob store request may take before it is retried.
     #[arg(long, default_value = "60s", value_parser = trust::parse_duration)]
     pub store_timeout: std::time::Duration,
@@ -332,6 +345,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.state_copy_every = a.state_copy_every;
             cfg.store_url = a.store;
             cfg.catalog_url = a.catalog;
+            cfg.copy_to = a.copy_to;
+            cfg.copy_keep = crate::offsite::CopyKeep {
+                last: a.copy_keep_last,
+                monthly: a.copy_keep_monthly,
+            };
+            cfg.copy_every = a.copy_every;
             cfg.store_layers = crate::store::layers::StackOptions {
                 timeout: a.store_timeout,
                 fault_rate: a.inject_store_faults,

@@ -64,8 +64,14 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
+        let copies: Vec<_> = resp
+            .copies
+            .iter()
+            .map(|c| json!({"copy": c.copy, "site": c.site, "lag_secs": c.lag_secs}))
+            .collect();
         let out = json!({"sites": sites, "chunks_received": resp.chunks_received,
-            "duplicate_chunks_received": resp.duplicate_chunks_received, "workers": workers});
+            "duplicate_chunks_received": resp.duplicate_chunks_received, "workers": workers,
+            "copies": copies});
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -138,6 +144,21 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
     }
     if !resp.workers.is_empty() {
         println!("\n{}", workers_table(now, &resp.workers));
+    }
+    let copies: Vec<Vec<String>> = resp
+        .copies
+        .iter()
+        .map(|c| {
+            let lag = if c.lag_secs == 0 {
+                "up to date".to_string()
+            } else {
+                format!("{} behind", crate::policy::human_secs(c.lag_secs))
+            };
+            vec![c.copy.clone(), c.site.clone(), lag]
+        })
+        .collect();
+    if !copies.is_empty() {
+        println!("\n{}", table(&["OFF-SITE COPY", "SITE", "LAG"], &copies));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -246,9 +246,22 @@ impl AdminService for AdminApi {
                     last_run_unix_ms: w.last_run_unix_ms,
                 })
                 .collect();
+            let copies = self
+                .state
+                .copy_lag
+                .readings()
+                .into_iter()
+                .filter(|(_, site, _)| sites.iter().any(|s| &s.site == site))
+                .map(|(copy, site, lag_secs)| pb::CopyStatus {
+                    copy,
+                    site,
+                    lag_secs,
+                })
+                .collect();
             Ok(Response::new(pb::StatusResponse {
                 sites,
                 workers,
+                copies,
                 chunks_received: st
                     .chunks_received
                     .load(std::sync::atomic::Ordering::Relaxed),

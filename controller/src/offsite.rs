@@ -1,0 +1,375 @@
+//! Off-site copies (3-2-1): the `offsite` worker replicates each site's sealed objects to
+//! second stores (`serve --copy-to URL`, another bucket, another provider, the
+//! customer's own disk). Only sealed objects travel; no key is needed, and a copy opens
+//! with a recovery key alone (`nex-backup-agent restore --store`).
+//!
+//! The copy is self-describing, so that it keeps its own retention after the primary
+//! has rotated a snapshot away: next to each copied manifest, `copyindex/<site>/<id>`
+//! lists the chunks the snapshot needs. Per snapshot the order is chunks, sealed keys,
+//! index, then the manifest: a manifest in the copy means the snapshot is whole there.
+//!
+//! Retention of the copy ([`CopyKeep`]): the newest `last` snapshots of each target and
+//! the newest of each of the last `monthly` months, judged over what the copy holds and
+//! what the primary offers (good snapshots only). A snapshot leaving that plan is removed
+//! from the copy manifest first; chunks no remaining index names are then removed once
+//! older than the GC grace.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use nex_backup_shared::ids::ChunkId;
+use tracing::info;
+
+use crate::state::State;
+use crate::store::{BlobStore, chunk_key, manifest_key};
+
+/// How much of a site the copy keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyKeep {
+    pub last: usize,
+    pub monthly: usize,
+}
+
+impl Default for CopyKeep {
+    fn default() -> Self {
+        CopyKeep {
+            last: 3,
+            monthly: 12,
+        }
+    }
+}
+
+/// One destination.
+pub struct Destination {
+    pub store: Arc<dyn BlobStore>,
+    pub keep: CopyKeep,
+}
+
+/// How far each copy is behind, by (destination, site): seconds between the newest good
+/// snapshot of the primary and the newest one in the copy (0: up to date).
+#[derive(Default)]
+pub struct CopyLag {
+    inner: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl CopyLag {
+    pub fn readings(&self) -> Vec<(String, String, u64)> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter()
+            .map(|((d, s), v)| (d.clone(), s.clone(), *v))
+            .collect()
+    }
+
+    fn set(&self, dest: &str, site: &str, secs: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert((dest.into(), site.into()), secs);
+    }
+}
+
+/// The time a snapshot id names (`20261130T155751Z-…`), in ms.
+fn id_time_ms(id: &str) -> Option<u64> {
+    let t = chrono::NaiveDateTime::parse_from_str(id.get(..16)?, "%Y%m%dT%H%M%SZ").ok()?;
+    u64::try_from(t.and_utc().timestamp_millis()).ok()
+}
+
+/// The snapshots of one target the copy keeps, of `ids` (sorted oldest first).
+fn plan(ids: &[String], keep: CopyKeep) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = ids.iter().rev().take(keep.last).cloned().collect();
+    let mut months: Vec<String> = vec![];
+    for id in ids.iter().rev() {
+        let month = id.get(..6).unwrap_or_default().to_string();
+        if !months.contains(&month) {
+            if months.len() == keep.monthly {
+                break;
+            }
+            months.push(month);
+            out.insert(id.clone());
+        }
+    }
+    out
+}
+
+/// Start the `offsite` worker (runs on the leader, every `every`).
+pub fn spawn(state: &Arc<State>, dests: Vec<Destination>, every: Duration, lag: Arc<CopyLag>) {
+    if dests.is_empty() {
+        return;
+    }
+    let (st, dests) = (state.clone(), Arc::new(dests));
+    state.workers.periodic("offsite", every, None, move || {
+        let (st, dests, lag) = (st.clone(), dests.clone(), lag.clone());
+        async move {
+            for d in dests.iter() {
+                copy_all(&st, d, &lag).await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+    });
+}
+
+/// One pass over every site for one destination.
+pub async fn copy_all(state: &State, d: &Destination, lag: &CopyLag) -> anyhow::Result<()> {
+    let snaps = state.catalog.snapshots(None, None).await?;
+    let jobs = state.catalog.jobs().await?;
+    let holds = state.catalog.holds().await?;
+    let damaged = crate::fleet::standing::load_damaged(&*state.integrity).await?;
+    let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds, &damaged);
+    // (site, target) -> good snapshot ids of the primary, oldest first.
+    let mut primary: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for s in &snaps {
+        let good = standing
+            .get(&(s.site.clone(), s.snapshot_id.clone()))
+            .is_some_and(|l| matches!(*l, "good" | "verified"));
+        if good {
+            primary
+                .entry((s.site.clone(), s.target.clone()))
+                .or_default()
+                .push(s.snapshot_id.clone());
+        }
+    }
+    let sites: BTreeSet<String> = primary.keys().map(|(s, _)| s.clone()).collect();
+    for site in sites {
+        copy_site(state, d, &site, &primary, lag).await?;
+    }
+    Ok(())
+}
+
+async fn copy_site(
+    state: &State,
+    d: &Destination,
+    site: &str,
+    primary: &BTreeMap<(String, String), Vec<String>>,
+    lag: &CopyLag,
+) -> anyhow::Result<()> {
+    let dest = &*d.store;
+    let copied = crate::store::list_keys(dest, &format!("manifests/{site}/")).await?;
+    let copied: BTreeSet<String> = copied
+        .iter()
+        .filter_map(|k| k.rsplit('/').next().map(String::from))
+        .collect();
+    // Targets of copied snapshots: from the primary when it still knows them, else from
+    // the copy's index (its first line).
+    let mut by_target: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for ((s, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
+        let _ = s;
+        by_target
+            .entry(t.clone())
+            .or_default()
+            .extend(ids.iter().cloned());
+    }
+    for id in &copied {
+        let target = read_index(dest, site, id)
+            .await?
+            .map(|(t, _)| t)
+            .unwrap_or_default();
+        by_target.entry(target).or_default().insert(id.clone());
+    }
+    let mut wanted = BTreeSet::new();
+    for ids in by_target.values() {
+        let ids: Vec<String> = ids.iter().cloned().collect();
+        wanted.extend(plan(&ids, d.keep));
+    }
+    let refs = snapshot_refs(state, site, &wanted, &copied).await?;
+    for (id, (target, chunks)) in &refs {
+        copy_snapshot(state, dest, site, id, target, chunks).await?;
+    }
+    // Retention of the copy: manifests first, then indexes, then unreferenced chunks.
+    for id in copied.iter().filter(|id| !wanted.contains(*id)) {
+        dest.delete(&manifest_key(site, id)).await?;
+        dest.delete(&index_key(site, id)).await?;
+        info!(%site, snapshot = %id, copy = %dest.location(), "snapshot left the off-site copy by its retention");
+    }
+    collect_copy(state, dest, site).await?;
+    let newest_primary = primary
+        .iter()
+        .filter(|((s, _), _)| s == site)
+        .filter_map(|(_, ids)| ids.last())
+        .filter_map(|id| id_time_ms(id))
+        .max()
+        .unwrap_or(0);
+    let newest_copy = crate::store::list_keys(dest, &format!("manifests/{site}/"))
+        .await?
+        .iter()
+        .filter_map(|k| k.rsplit('/').next().and_then(id_time_ms))
+        .max()
+        .unwrap_or(0);
+    lag.set(
+        &dest.location(),
+        site,
+        newest_primary.saturating_sub(newest_copy) / 1000,
+    );
+    Ok(())
+}
+
+/// The chunks (and target) of each wanted snapshot not yet in the copy.
+async fn snapshot_refs(
+    state: &State,
+    site: &str,
+    wanted: &BTreeSet<String>,
+    copied: &BTreeSet<String>,
+) -> anyhow::Result<HashMap<String, (String, Vec<ChunkId>)>> {
+    let mut out = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state
+            .integrity
+            .refs_page(site, after.as_deref(), 100)
+            .await?;
+        let Some((last, _, _)) = page.last() else {
+            return Ok(out);
+        };
+        after = Some(last.clone());
+        for (id, target, chunks) in page {
+            if wanted.contains(&id) && !copied.contains(&id) {
+                out.insert(id, (target, chunks));
+            }
+        }
+    }
+}
+
+fn index_key(site: &str, id: &str) -> String {
+    format!("copyindex/{site}/{id}")
+}
+
+/// The target and chunks a copied snapshot needs, from its index.
+async fn read_index(
+    dest: &dyn BlobStore,
+    site: &str,
+    id: &str,
+) -> anyhow::Result<Option<(String, Vec<ChunkId>)>> {
+    let Some(b) = dest.get(&index_key(site, id)).await? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&b);
+    let mut lines = text.lines();
+    let target = lines.next().unwrap_or_default().to_string();
+    let ids = lines.filter_map(|l| ChunkId::from_hex(l).ok()).collect();
+    Ok(Some((target, ids)))
+}
+
+/// Copy one object unless the copy holds it already.
+async fn copy_object(state: &State, dest: &dyn BlobStore, key: &str) -> anyhow::Result<()> {
+    if dest.exists(key).await? {
+        return Ok(());
+    }
+    let data = state
+        .store
+        .get(key)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{key} is missing from the primary store"))?;
+    dest.put(key, data).await?;
+    Ok(())
+}
+
+async fn copy_snapshot(
+    state: &State,
+    dest: &dyn BlobStore,
+    site: &str,
+    id: &str,
+    target: &str,
+    chunks: &[ChunkId],
+) -> anyhow::Result<()> {
+    for c in chunks {
+        copy_object(state, dest, &chunk_key(site, c)).await?;
+    }
+    let keys = crate::store::list_keys(&*state.store, &format!("keys/{site}/")).await?;
+    for k in &keys {
+        copy_object(state, dest, k).await?;
+    }
+    let mut index = format!("{target}\n");
+    for c in chunks {
+        index.push_str(&c.to_hex());
+        index.push('\n');
+    }
+    dest.put(&index_key(site, id), Bytes::from(index)).await?;
+    let mkey = manifest_key(site, id);
+    if !dest.exists(&mkey).await? {
+        let manifest = match state.store.get(&mkey).await? {
+            Some(m) => m,
+            None => Bytes::from(
+                state
+                    .catalog
+                    .manifest(site, id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("snapshot {site}/{id} has no manifest"))?,
+            ),
+        };
+        dest.put(&mkey, manifest).await?;
+    }
+    info!(%site, snapshot = %id, chunks = chunks.len(), copy = %dest.location(), "snapshot copied off site");
+    Ok(())
+}
+
+/// Delete chunks of the copy no remaining index names, once older than the GC grace.
+async fn collect_copy(state: &State, dest: &dyn BlobStore, site: &str) -> anyhow::Result<()> {
+    let mut needed = std::collections::HashSet::new();
+    for k in crate::store::list_keys(dest, &format!("copyindex/{site}/")).await? {
+        let id = k.rsplit('/').next().unwrap_or_default();
+        if let Some((_, ids)) = read_index(dest, site, id).await? {
+            needed.extend(ids);
+        }
+    }
+    let old_before = nex_backup_shared::clock::now_ms().saturating_sub(state.gc_grace_ms);
+    let prefix = format!("chunks/{site}/");
+    let doomed: Vec<String> = dest
+        .list(&prefix)
+        .try_filter(|m| {
+            let hex = m.key.rsplit('/').next().unwrap_or_default();
+            let needed = ChunkId::from_hex(hex).is_ok_and(|id| needed.contains(&id));
+            futures::future::ready(
+                !needed && m.modified_unix_ms > 0 && m.modified_unix_ms < old_before,
+            )
+        })
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await?;
+    for k in &doomed {
+        dest.delete(k).await?;
+    }
+    if !doomed.is_empty() {
+        info!(%site, chunks = doomed.len(), copy = %dest.location(), "chunks no copied snapshot needs removed from the off-site copy");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_keeps_the_newest_and_one_per_month() {
+        let ids: Vec<String> = [
+            "20260105T010000Z-a",
+            "20260120T010000Z-b",
+            "20260203T010000Z-c",
+            "20260301T010000Z-d",
+            "20260302T010000Z-e",
+            "20260303T010000Z-f",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = plan(
+            &ids,
+            CopyKeep {
+                last: 2,
+                monthly: 2,
+            },
+        );
+        let want: BTreeSet<String> = [
+            "20260302T010000Z-e",
+            "20260303T010000Z-f",
+            "20260203T010000Z-c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            p, want,
+            "the two newest, and the newest of March and February"
+        );
+        assert_eq!(id_time_ms("20260105T010000Z-a"), Some(1_767_574_800_000));
+    }
+}

@@ -1,0 +1,108 @@
+//! Off-site copies: the `offsite` worker copies each site's sealed objects to a second
+//! store with its own retention; `status` shows the lag; the copy restores with a
+//! recovery key and no controller.
+
+use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE};
+use nex_backup_tests::pg::PASSWORD;
+use nex_backup_tests::procs::agent_cmd;
+use nex_backup_tests::sample::invoices_sql;
+use nex_backup_tests::wait_for;
+
+#[test]
+fn an_offsite_copy_keeps_its_own_retention_and_restores_without_the_controller() {
+    let copy_dir = tempfile::Builder::new()
+        .prefix("nexcopy")
+        .tempdir()
+        .unwrap();
+    let copy = copy_dir.path().join("copy");
+    let url = format!("file://{}", copy.display());
+    let mut env = Env::start(
+        &invoices_sql(4_000),
+        EnvOpts {
+            controller_args: [
+                "--copy-to",
+                &url,
+                "--copy-every",
+                "1s",
+                "--copy-keep-last",
+                "1",
+                "--copy-keep-monthly",
+                "1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            ..Default::default()
+        },
+    );
+    let copied = |id: &str| copy.join("manifests").join(SITE).join(id).exists();
+    let first = env.backup_ok("main")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the first snapshot in the copy", 60, || {
+        copied(&first).then_some(())
+    });
+    env.pg.psql(
+        "invoices",
+        "UPDATE invoices SET total = total + 3 WHERE id < 300",
+    );
+    let second = env.backup_ok("main")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the copy to follow its retention", 60, || {
+        (copied(&second) && !copied(&first)).then_some(())
+    });
+    assert_eq!(env.snapshots("main").len(), 2, "the primary keeps both");
+    assert!(
+        copy.join("keys").join(SITE).is_dir(),
+        "the sealed keys travel"
+    );
+    let status = env.cli(&["status", "--json"]).json();
+    let lag = &status["copies"][0];
+    assert_eq!(lag["site"], SITE, "{status}");
+    assert_eq!(lag["lag_secs"], 0, "{status}");
+    assert!(lag["copy"].as_str().unwrap().contains("copy"), "{status}");
+
+    // The controller is gone: the copy alone and a recovery key restore the newest.
+    env.agent.as_mut().unwrap().kill();
+    env.controller.kill();
+    let port = env.pg.port.to_string();
+    let bin = env.pg.bin.display().to_string();
+    let key = env.recovery_key.display().to_string();
+    let store = copy.display().to_string();
+    let out = agent_cmd(
+        &[
+            "restore",
+            "--store",
+            &store,
+            "--recovery-key",
+            &key,
+            "--site",
+            SITE,
+            "--target",
+            "main",
+            "--snapshot",
+            "latest",
+            "--pg-port",
+            &port,
+            "--pg-password-env",
+            PW_ENV,
+            "--pg-bin-dir",
+            &bin,
+            "--to-database",
+            "from_offsite",
+        ],
+        &[(PW_ENV, PASSWORD)],
+    );
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        env.pg.psql(
+            "from_offsite",
+            "SELECT count(*) FROM invoices WHERE total >= 3"
+        ),
+        env.pg
+            .psql("invoices", "SELECT count(*) FROM invoices WHERE total >= 3"),
+    );
+}
