@@ -13,6 +13,41 @@ pub(super) async fn run_all(cat: &dyn Catalog) {
     a_commit_races_garbage_collection(cat).await;
     the_same_commit_twice_at_once(cat).await;
     a_deleted_chunk_cannot_be_recorded_until_purged(cat).await;
+    two_schedulers_claim_one_slot(cat).await;
+}
+
+/// Two schedulers (an old and a new leader) claim the same due slot: one job is named.
+async fn two_schedulers_claim_one_slot(cat: &dyn Catalog) {
+    use super::ScheduleRecord;
+    let due = ScheduleRecord {
+        v: 1,
+        site: "s-sched".into(),
+        target: "db".into(),
+        next_due_unix_ms: 100,
+        ..Default::default()
+    };
+    let claim = |job: &str| {
+        let mut r = due.clone();
+        r.last_job = Some(job.into());
+        r
+    };
+    // The first claim of a target that has no record yet, then one of a stored record.
+    for expected in [None, Some(due.clone())] {
+        if let Some(stored) = &expected {
+            cat.put_schedule(stored).await.unwrap();
+        }
+        let (a, b) = (claim("job-a"), claim("job-b"));
+        let (x, y) = futures::join!(
+            cat.claim_schedule(expected.as_ref(), &a),
+            cat.claim_schedule(expected.as_ref(), &b)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x ^ y, "exactly one scheduler claims the slot: {x} {y}");
+        let stored = cat.schedules().await.unwrap();
+        let rec = stored.iter().find(|r| r.site == "s-sched").unwrap();
+        assert_eq!(rec, if x { &a } else { &b });
+        cat.delete_policy("s-sched", Some("db")).await.unwrap();
+    }
 }
 
 /// Between a deletion and its purge a chunk is missing, no commit may use it, and

@@ -332,6 +332,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// site's own settings. Returns whether there was one.
     async fn delete_policy(&self, site: &str, target: Option<&str>) -> Result<bool>;
     async fn put_schedule(&self, rec: &ScheduleRecord) -> Result<()>;
+    /// Claim a schedule slot: store `new` only if the stored record of its target still
+    /// equals `expected` (`None`: there is none). False, writing nothing, when another
+    /// scheduler (an old leader during a failover) changed it first.
+    async fn claim_schedule(
+        &self,
+        expected: Option<&ScheduleRecord>,
+        new: &ScheduleRecord,
+    ) -> Result<bool>;
     async fn put_rpo_event(&self, ev: &crate::rpo::RpoEvent) -> Result<()>;
     /// RPO events of `site` (or all), oldest first within each target.
     async fn rpo_events(&self, site: Option<&str>) -> Result<Vec<crate::rpo::RpoEvent>>;

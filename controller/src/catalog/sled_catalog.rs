@@ -487,6 +487,14 @@ impl Catalog for SledCatalog {
         self.put_schedule_sync(rec)
     }
 
+    async fn claim_schedule(
+        &self,
+        expected: Option<&ScheduleRecord>,
+        new: &ScheduleRecord,
+    ) -> Result<bool> {
+        self.claim_schedule_sync(expected, new)
+    }
+
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
         self.schedules_sync()
     }

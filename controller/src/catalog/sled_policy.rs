@@ -58,6 +58,29 @@ impl SledCatalog {
         Ok(())
     }
 
+    pub(super) fn claim_schedule_sync(
+        &self,
+        expected: Option<&ScheduleRecord>,
+        new: &ScheduleRecord,
+    ) -> Result<bool> {
+        let k = key(&[new.site.as_bytes(), new.target.as_bytes()]);
+        loop {
+            let old = self.schedules.get(&k).map_err(storage)?;
+            let current: Option<ScheduleRecord> =
+                old.as_ref().map(|v| decode(&k, v)).transpose()?;
+            if current.as_ref() != expected {
+                return Ok(false);
+            }
+            let swapped = self
+                .schedules
+                .compare_and_swap(&k, old, Some(encode(new)))
+                .map_err(storage)?;
+            if swapped.is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+
     pub(super) fn schedules_sync(&self) -> Result<Vec<ScheduleRecord>> {
         self.schedules
             .iter()

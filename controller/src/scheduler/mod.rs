@@ -138,17 +138,16 @@ impl Scheduler {
         }
         let mut started = vec![];
         for key in targets {
-            let before = view
-                .schedules
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| ScheduleRecord {
-                    v: 1,
-                    site: key.0.clone(),
-                    target: key.1.clone(),
-                    ..Default::default()
-                });
-            let (rec, ids) = self.tick_target(before, &view, now).await?;
+            let stored = view.schedules.get(&key).cloned();
+            let before = stored.clone().unwrap_or_else(|| ScheduleRecord {
+                v: 1,
+                site: key.0.clone(),
+                target: key.1.clone(),
+                ..Default::default()
+            });
+            let (rec, ids) = self
+                .tick_target(before, stored.as_ref(), &view, now)
+                .await?;
             started.extend(ids);
             view.schedules.insert(key.clone(), rec);
             self.rotate_if_new(&key, newest.get(&key).map(|n| &n.1), now)
@@ -182,6 +181,7 @@ impl Scheduler {
     async fn tick_target(
         &self,
         before: ScheduleRecord,
+        stored: Option<&ScheduleRecord>,
         view: &View,
         now: u64,
     ) -> Result<(ScheduleRecord, Vec<String>), CatalogError> {
@@ -227,8 +227,14 @@ impl Scheduler {
                     self.fail_stalled(jobs, &job_id, idle_ms).await?
                 }
                 Action::Start { trigger } => {
-                    if let Some(id) = self.start(&site, &target, trigger, sp, &mut rec).await? {
-                        started.push(id);
+                    match self
+                        .start(&site, &target, trigger, sp, stored, &mut rec)
+                        .await?
+                    {
+                        Started::Job(id) => started.push(id),
+                        Started::Not => {}
+                        // Another scheduler claimed the slot: its record stands.
+                        Started::Lost => return Ok((before, started)),
                     }
                 }
             }
@@ -319,15 +325,16 @@ impl Scheduler {
         target: &str,
         trigger: crate::catalog::Trigger,
         sp: &SitePolicy,
+        stored: Option<&ScheduleRecord>,
         rec: &mut ScheduleRecord,
-    ) -> Result<Option<String>, CatalogError> {
+    ) -> Result<Started, CatalogError> {
         let now = self.clock.now_ms();
         let kind = match backup_command(sp, target, now, false) {
             Ok(k) => k,
             Err(e) => {
                 info!(%site, %target, reason = %e, "scheduled backup waits for the window");
                 rec.pending_since_unix_ms.get_or_insert(now);
-                return Ok(None);
+                return Ok(Started::Not);
             }
         };
         // The schedule names the job durably before the job exists: a crash between the
@@ -337,15 +344,20 @@ impl Scheduler {
         let before = (rec.last_job.clone(), rec.last_job_handled);
         rec.last_job = Some(job_id.clone());
         rec.last_job_handled = false;
-        self.state.catalog.put_schedule(rec).await?;
+        // Claimed only if the record is still as this tick read it: during a failover an
+        // old and a new leader may both see the slot due; one job is started for it.
+        if !self.state.catalog.claim_schedule(stored, rec).await? {
+            warn!(%site, %target, "slot claimed by another scheduler; not started here");
+            return Ok(Started::Lost);
+        }
         match start_job_as(&self.state, job_id, site, target, kind, trigger).await {
-            Ok((job_id, _)) => Ok(Some(job_id)),
+            Ok((job_id, _)) => Ok(Started::Job(job_id)),
             Err(e) => {
                 // The agent went away between the check and the send: try again later.
                 warn!(%site, %target, error = %e, "scheduled job not delivered; it stays pending");
                 (rec.last_job, rec.last_job_handled) = before;
                 rec.pending_since_unix_ms.get_or_insert(now);
-                Ok(None)
+                Ok(Started::Not)
             }
         }
     }
@@ -387,4 +399,13 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// What starting a scheduled job came to.
+enum Started {
+    Job(String),
+    /// Not now (window closed, agent gone); the slot stays pending.
+    Not,
+    /// Another scheduler claimed the slot first.
+    Lost,
 }

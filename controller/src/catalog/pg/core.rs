@@ -640,6 +640,50 @@ impl Catalog for PgCatalog {
         self.put_doc("schedule", &k, Some(&rec.site), rec).await
     }
 
+    async fn claim_schedule(
+        &self,
+        expected: Option<&ScheduleRecord>,
+        new: &ScheduleRecord,
+    ) -> Result<bool> {
+        let k = dkey(&[&new.site, &new.target]);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let row = tx
+            .query_opt(
+                "SELECT rec FROM docs WHERE kind = 'schedule' AND k = $1 FOR UPDATE",
+                &[&k],
+            )
+            .await
+            .map_err(pg_err)?;
+        let current: Option<ScheduleRecord> = row.map(|r| from_json(&k, r.get(0))).transpose()?;
+        if current.as_ref() != expected {
+            return Ok(false);
+        }
+        let written = match current {
+            // Two first claims of a target: no row to lock, so the key decides.
+            None => {
+                tx.execute(
+                    "INSERT INTO docs (kind, k, site, rec) VALUES ('schedule', $1, $2, $3)",
+                    &[&k, &new.site, &to_json(new)],
+                )
+                .await
+            }
+            Some(_) => {
+                tx.execute(
+                    "UPDATE docs SET rec = $2 WHERE kind = 'schedule' AND k = $1",
+                    &[&k, &to_json(new)],
+                )
+                .await
+            }
+        };
+        match written {
+            Err(e) if is_unique_violation(&e) => return Ok(false),
+            other => other.map_err(pg_err)?,
+        };
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
+    }
+
     async fn put_rpo_event(&self, ev: &crate::rpo::RpoEvent) -> Result<()> {
         let c = self.client().await?;
         c.execute(
