@@ -131,6 +131,15 @@ impl PgCluster {
         cluster
     }
 
+    /// Create database `db` for a controller catalog; its `--catalog` URL.
+    pub fn create_catalog(&self, db: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {db}"));
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }

@@ -22,11 +22,7 @@ fn an_embedded_controller_moves_to_postgres_and_s3_and_everything_restores() {
     let jobs_before = env.cli(&["jobs", "--json"]).json();
 
     let catalog = PgCluster::start();
-    catalog.psql("postgres", "CREATE DATABASE nexcat");
-    let cat_url = format!(
-        "postgres://postgres:{PASSWORD}@127.0.0.1:{}/nexcat",
-        catalog.port
-    );
+    let cat_url = catalog.create_catalog("nexcat");
     let s3 = S3Server::start();
     let store = s3.url_with_file("moved");
 

@@ -4,20 +4,15 @@
 //! on PostgreSQL and S3 that backs up and restores.
 
 use nex_backup::catalog::pg::PgCatalog;
-use nex_backup_tests::pg::{PASSWORD, PgCluster};
-
-fn url(pg: &PgCluster, db: &str) -> String {
-    format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}", pg.port)
-}
+use nex_backup_tests::pg::PgCluster;
 
 #[test]
 fn the_postgres_catalog_passes_the_conformance_suites() {
     let pg = PgCluster::start();
-    pg.psql("postgres", "CREATE DATABASE nexcat");
+    let u = pg.create_catalog("nexcat");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Two replicas starting at once: one migrates, the other finds it done.
-        let u = url(&pg, "nexcat");
         let (a, b) = futures::join!(PgCatalog::connect(&u), PgCatalog::connect(&u));
         let (cat, _other) = (a.unwrap(), b.unwrap());
         nex_backup::catalog::conformance::run_all(&cat).await;
@@ -48,14 +43,14 @@ fn a_controller_on_postgres_and_s3_backs_up_restores_and_keeps_its_records() {
     use nex_backup_tests::env::{Env, EnvOpts};
     use nex_backup_tests::sample::invoices_sql;
     let catalog = PgCluster::start();
-    catalog.psql("postgres", "CREATE DATABASE nexcat");
+    let cat_url = catalog.create_catalog("nexcat");
     let s3 = nex_backup_tests::s3::S3Server::start();
     let mut env = Env::start(
         &invoices_sql(5_000),
         EnvOpts {
             controller_args: vec![
                 "--catalog".into(),
-                url(&catalog, "nexcat"),
+                cat_url,
                 "--store".into(),
                 s3.url_with_file("nex"),
             ],

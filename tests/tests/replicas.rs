@@ -4,11 +4,27 @@
 //! dies the other replica takes over.
 
 use nex_backup_tests::env::{Env, EnvOpts};
-use nex_backup_tests::pg::{PASSWORD, PgCluster};
+use nex_backup_tests::pg::PgCluster;
 use nex_backup_tests::procs::Controller;
 use nex_backup_tests::s3::S3Server;
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
+
+/// A verified restore of `main` into `db` through the CLI of replica `c`.
+fn restore_via(c: &Controller, db: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "restore",
+        "--site",
+        "acme",
+        "--target",
+        "main",
+        "--to-database",
+        db,
+        "--json",
+    ];
+    args.extend(extra);
+    c.cli(&args).json()
+}
 
 fn log_has(path: &std::path::Path, text: &str) -> bool {
     std::fs::read_to_string(path)
@@ -19,11 +35,7 @@ fn log_has(path: &std::path::Path, text: &str) -> bool {
 #[test]
 fn two_replicas_share_the_fleet_and_survive_a_killed_one() {
     let catalog = PgCluster::start();
-    catalog.psql("postgres", "CREATE DATABASE nexcat");
-    let cat_url = format!(
-        "postgres://postgres:{PASSWORD}@127.0.0.1:{}/nexcat",
-        catalog.port
-    );
+    let cat_url = catalog.create_catalog("nexcat");
     let s3 = S3Server::start();
     let shared = vec![
         "--catalog".to_string(),
@@ -75,20 +87,7 @@ fn two_replicas_share_the_fleet_and_survive_a_killed_one() {
     // A CLI on A backs up through B; a CLI on B restores; A sees the snapshot.
     let first = env.backup_ok("main");
     let sid = first["snapshot_id"].as_str().unwrap().to_string();
-    let r = b
-        .cli(&[
-            "restore",
-            "--site",
-            "acme",
-            "--target",
-            "main",
-            "--to-database",
-            "via_b",
-            "--snapshot",
-            &sid,
-            "--json",
-        ])
-        .json();
+    let r = restore_via(&b, "via_b", &["--snapshot", &sid]);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(
         env.pg.psql("via_b", "SELECT count(*) FROM invoices"),
@@ -129,18 +128,7 @@ fn two_replicas_share_the_fleet_and_survive_a_killed_one() {
     });
     let pruned = b.cli(&["prune", "--site", "acme", "--json"]).json();
     assert_eq!(pruned["deleted_snapshots"], 0, "{pruned}");
-    let r = b
-        .cli(&[
-            "restore",
-            "--site",
-            "acme",
-            "--target",
-            "main",
-            "--to-database",
-            "after_failover",
-            "--json",
-        ])
-        .json();
+    let r = restore_via(&b, "after_failover", &[]);
     assert_eq!(r["ok"], true, "{r}");
     b.kill();
 }
