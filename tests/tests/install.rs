@@ -97,7 +97,9 @@ fn install_scripts_set_up_a_working_controller_and_agent() {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     for e in std::fs::read_dir(&deploy).unwrap() {
         let p = e.unwrap().path();
-        std::fs::copy(&p, fresh.path().join("deploy").join(p.file_name().unwrap())).unwrap();
+        if p.is_file() {
+            std::fs::copy(&p, fresh.path().join("deploy").join(p.file_name().unwrap())).unwrap();
+        }
     }
     let (data, etc, opt) = (
         PathBuf::from(format!("/var/lib/{tag}")),
