@@ -65,6 +65,9 @@ pub trait Forwarder: Send + Sync + 'static {
         agent_id: &str,
         msg: pb::ControllerMessage,
     ) -> Result<(), String>;
+    /// Commands other replicas queued for this agent and nobody delivered (its replica
+    /// died, or it moved): taken, to be sent down its new session here.
+    async fn take_queued(&self, site: &str, agent_id: &str) -> Vec<pb::ControllerMessage>;
     /// Keep a job's final update where every replica can read it.
     async fn share_outcome(&self, update: &pb::JobUpdate);
     /// The final update of a job another replica recorded, once there is one.
@@ -103,6 +106,15 @@ impl Hub {
     /// Route commands for agents of other replicas through `f` (set once, at start).
     pub fn set_forwarder(&self, f: std::sync::Arc<dyn Forwarder>) {
         let _ = self.forwarder.set(f);
+    }
+
+    /// Commands queued for this agent at other replicas and never delivered (none on a
+    /// single controller).
+    pub async fn take_relayed(&self, site: &str, agent_id: &str) -> Vec<pb::ControllerMessage> {
+        match self.forwarder.get() {
+            Some(f) => f.take_queued(site, agent_id).await,
+            None => vec![],
+        }
     }
 
     /// Share a job's final update with the other replicas (nothing on a single one).

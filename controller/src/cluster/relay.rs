@@ -53,6 +53,31 @@ impl Forwarder for PgRelay {
             })
     }
 
+    async fn take_queued(&self, site: &str, agent_id: &str) -> Vec<pb::ControllerMessage> {
+        let rows = match self.pg.client().await {
+            Ok(c) => c
+                .query(
+                    "DELETE FROM relay_commands WHERE site = $1 AND agent_id = $2
+                     RETURNING id, payload",
+                    &[&site, &agent_id],
+                )
+                .await
+                .map_err(pg_err),
+            Err(e) => Err(e),
+        };
+        let mut rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(%site, agent = %agent_id, error = %e, "take commands queued for the agent");
+                return vec![];
+            }
+        };
+        rows.sort_by_key(|r| r.get::<_, i64>(0));
+        rows.iter()
+            .filter_map(|r| pb::ControllerMessage::decode(r.get::<_, &[u8]>(1)).ok())
+            .collect()
+    }
+
     async fn share_outcome(&self, update: &pb::JobUpdate) {
         let rec = serde_json::json!({
             "at": now_ms(),
@@ -213,7 +238,17 @@ impl PgRelay {
                         warn!(%site, %agent, error = %e, "relayed command not delivered");
                     }
                 }
-                None => warn!(%site, %agent, "relayed command for an agent no longer here dropped"),
+                // The agent moved on: pass it to the replica that holds it now.
+                None => match self
+                    .queue(&site, &agent, r.get::<_, &[u8]>(2).to_vec())
+                    .await
+                {
+                    Ok(true) => debug!(%site, %agent, "relayed command passed on"),
+                    Ok(false) => {
+                        warn!(%site, %agent, "relayed command for an agent online nowhere dropped")
+                    }
+                    Err(e) => warn!(%site, %agent, error = %e, "pass a relayed command on"),
+                },
             }
         }
         Ok(())

@@ -98,12 +98,29 @@ impl AgentApi {
             .put_agent(&rec)
             .await
             .map_err(super::catalog_status)?;
-        self.interrupt_lost_jobs(&hello.site, &hello.agent_id, &hello.known_jobs)
+        // Commands another replica queued for this agent and could not deliver (it died
+        // or the agent moved here): they are delivered now, so their jobs are not lost.
+        let relayed = self
+            .state
+            .hub
+            .take_relayed(&hello.site, &hello.agent_id)
+            .await;
+        let mut known = hello.known_jobs.clone();
+        known.extend(relayed.iter().filter_map(|m| match &m.msg {
+            Some(pb::controller_message::Msg::Command(c)) => Some(c.job_id.clone()),
+            _ => None,
+        }));
+        self.interrupt_lost_jobs(&hello.site, &hello.agent_id, &known)
             .await;
         let (conn, cut) =
             self.state
                 .hub
                 .register(&hello.site, &hello.agent_id, &hello.version, targets, tx);
+        for m in relayed {
+            if let Err(e) = self.state.hub.send(&hello.site, &hello.agent_id, m).await {
+                warn!(site = %hello.site, agent = %hello.agent_id, error = %e, "deliver a relayed command");
+            }
+        }
         info!(site = %hello.site, agent = %hello.agent_id, version = %hello.version, "agent connected");
         self.state
             .events
