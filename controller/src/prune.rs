@@ -271,8 +271,23 @@ async fn delete_claimed(
     victims: &[ChunkId],
     seq: u64,
 ) -> Result<bool, PruneError> {
-    if !state.catalog.delete_chunks(site, victims, seq).await? {
-        return Ok(false);
+    match state.catalog.delete_chunks(site, victims, seq).await {
+        Ok(false) => return Ok(false),
+        Ok(true) => {}
+        // A full disk (where GC is how space comes back): small steps, each freeing its
+        // blobs before the next needs room in the catalog.
+        Err(CatalogError::DiskFull(_)) if victims.len() > 1 => {
+            warn!(%site, chunks = victims.len(), "catalog disk full: collecting in small steps");
+            for step in victims.chunks(4) {
+                if !state.catalog.delete_chunks(site, step, seq).await? {
+                    return Ok(false);
+                }
+                state.catalog.flush().await?;
+                delete_blobs(state, site, step).await?;
+            }
+            return Ok(true);
+        }
+        Err(e) => return Err(e.into()),
     }
     // Durable before any blob goes: a crash must never leave a chunk record whose
     // blob is gone (FindMissing would then call a lost chunk present).
