@@ -5,8 +5,9 @@
 //!
 //! The copy is self-describing, so that it keeps its own retention after the primary
 //! has rotated a snapshot away: next to each copied manifest, `copyindex/<site>/<id>`
-//! lists the chunks the snapshot needs. Per snapshot the order is chunks, sealed keys,
-//! index, then the manifest: a manifest in the copy means the snapshot is whole there.
+//! lists the chunks the snapshot needs. The site's sealed keys go first; per snapshot
+//! the order is chunks, index, then the manifest: a manifest in the copy means the
+//! snapshot is whole there.
 //!
 //! Retention of the copy ([`CopyKeep`]): the newest `last` snapshots of each target and
 //! the newest of each of the last `monthly` months, judged over what the copy holds and
@@ -152,8 +153,7 @@ async fn copy_site(
     // Targets of copied snapshots: from the primary when it still knows them, else from
     // the copy's index (its first line).
     let mut by_target: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for ((s, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
-        let _ = s;
+    for ((_, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
         by_target
             .entry(t.clone())
             .or_default()
@@ -172,6 +172,12 @@ async fn copy_site(
         wanted.extend(plan(&ids, d.keep));
     }
     let refs = snapshot_refs(state, site, &wanted, &copied).await?;
+    if !refs.is_empty() {
+        // The site's sealed keys first, once: every copied manifest needs them.
+        for k in crate::store::list_keys(&*state.store, &format!("keys/{site}/")).await? {
+            copy_object(state, dest, &k).await?;
+        }
+    }
     for (id, (target, chunks)) in &refs {
         copy_snapshot(state, dest, site, id, target, chunks).await?;
     }
@@ -273,10 +279,6 @@ async fn copy_snapshot(
 ) -> anyhow::Result<()> {
     for c in chunks {
         copy_object(state, dest, &chunk_key(site, c)).await?;
-    }
-    let keys = crate::store::list_keys(&*state.store, &format!("keys/{site}/")).await?;
-    for k in &keys {
-        copy_object(state, dest, k).await?;
     }
     let mut index = format!("{target}\n");
     for c in chunks {
