@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 nexb_prereqs
 nexb_test_prereqs
 export CARGO_TERM_COLOR=never
+# A clean checkout gains nothing from incremental state; it only costs disk.
+export CARGO_INCREMENTAL=0
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check
 echo ">> cargo clippy"
