@@ -9,10 +9,11 @@
 //!    copies from the blob store.
 //! 3. **Collect** every chunk of the site that no snapshot references, except chunks
 //!    *pinned* because an agent was recently told they exist (FindMissing) or uploaded
-//!    them: an upload in flight never loses a chunk it relies on. Chunk records are
-//!    deleted in a transaction fenced by the site's commit sequence (a commit in between
-//!    makes the pass start over), then the blobs. Pins live in memory, so no chunk is
-//!    collected during the grace period after a controller start.
+//!    them: an upload in flight never loses a chunk it relies on. The catalog answers
+//!    the unreferenced chunks a page at a time (a query, never the site in memory);
+//!    each page's records are deleted serialized with commits (a chunk a commit took
+//!    meanwhile stays), then the blobs. Pins live in memory, so no chunk is collected
+//!    during the grace period after a controller start.
 //!
 //! 4. **Sweep** each site's objects no record references ([`crate::sweep`]).
 //!
@@ -263,37 +264,35 @@ fn gc_waits(state: &State, now_ms: u64) -> bool {
     now_ms < state.started_ms + state.gc_grace_ms
 }
 
-/// Delete the records of claimed chunks, fenced by `seq`, then their blobs. False when
-/// a commit came in between (nothing deleted).
+/// Delete the records of those claimed chunks still unreferenced (serialized with
+/// commits), then their blobs. Returns the chunks deleted.
 async fn delete_claimed(
     state: &State,
     site: &str,
     victims: &[ChunkId],
-    seq: u64,
-) -> Result<bool, PruneError> {
-    match state.catalog.delete_chunks(site, victims, seq).await {
-        Ok(false) => return Ok(false),
-        Ok(true) => {}
+) -> Result<Vec<ChunkId>, PruneError> {
+    let deleted = match state.catalog.delete_unreferenced(site, victims).await {
+        Ok(deleted) => deleted,
         // A full disk (where GC is how space comes back): small steps, each freeing its
         // blobs before the next needs room in the catalog.
         Err(CatalogError::DiskFull(_)) if victims.len() > 1 => {
             warn!(%site, chunks = victims.len(), "catalog disk full: collecting in small steps");
+            let mut all = vec![];
             for step in victims.chunks(4) {
-                if !state.catalog.delete_chunks(site, step, seq).await? {
-                    return Ok(false);
-                }
+                let deleted = state.catalog.delete_unreferenced(site, step).await?;
                 state.catalog.flush().await?;
-                delete_blobs(state, site, step).await?;
+                delete_blobs(state, site, &deleted).await?;
+                all.extend(deleted);
             }
-            return Ok(true);
+            return Ok(all);
         }
         Err(e) => return Err(e.into()),
-    }
+    };
     // Durable before any blob goes: a crash must never leave a chunk record whose
     // blob is gone (FindMissing would then call a lost chunk present).
     state.catalog.flush().await?;
-    delete_blobs(state, site, victims).await?;
-    Ok(true)
+    delete_blobs(state, site, &deleted).await?;
+    Ok(deleted)
 }
 
 /// Delete the blobs of tombstoned chunks, then the tombstones.
@@ -312,6 +311,9 @@ async fn delete_blobs(state: &State, site: &str, ids: &[ChunkId]) -> Result<(), 
     Ok(())
 }
 
+/// Chunks garbage collection asks the catalog about at a time.
+const GC_PAGE: usize = 10_000;
+
 /// Delete `delete` snapshots of `site` (unless dry), then its unreferenced chunks.
 async fn collect_site(
     state: &State,
@@ -320,25 +322,30 @@ async fn collect_site(
     now_ms: u64,
     report: &mut PruneReport,
 ) -> Result<(), PruneError> {
-    let site_err = |reason: String| PruneError::Site {
-        site: site.into(),
-        reason,
-    };
     let gc_waits = gc_waits(state, now_ms);
     if report.dry_run {
         report.deleted_snapshots += delete.len() as u64;
         if gc_waits {
             return Ok(()); // exactly what the real run does: no chunk is collected yet
         }
-        let view = state.catalog.gc_view(site).await?;
-        let still = view.referenced_without(delete);
-        for (id, len) in &view.chunks {
-            if !still.contains(id) && !state.hub.pinned(site, id, now_ms) {
-                report.freed_bytes += u64::from(*len);
-                report.deleted_chunks += 1;
+        let doomed: Vec<String> = delete.iter().cloned().collect();
+        let mut after = None;
+        loop {
+            let page = state
+                .catalog
+                .unreferenced_chunks(site, &doomed, after.as_ref(), GC_PAGE)
+                .await?;
+            for (id, len) in &page {
+                if !state.hub.pinned(site, id, now_ms) {
+                    report.freed_bytes += u64::from(*len);
+                    report.deleted_chunks += 1;
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == GC_PAGE => after = Some(*last),
+                _ => return Ok(()),
             }
         }
-        return Ok(());
     }
     for snap in delete {
         if state.catalog.delete_snapshot(site, snap).await?.is_some() {
@@ -363,36 +370,41 @@ async fn collect_site(
         info!(%site, chunks = pending.len(), "finishing deletions interrupted earlier");
         delete_blobs(state, site, &pending).await?;
     }
-    for _attempt in 0..10 {
-        let view = state.catalog.gc_view(site).await?;
-        let referenced = view.referenced_without(&HashSet::new());
-        let unreferenced: Vec<(ChunkId, u32)> = view
-            .chunks
-            .iter()
-            .filter(|(id, _)| !referenced.contains(id))
-            .copied()
-            .collect();
-        let ids: Vec<ChunkId> = unreferenced.iter().map(|(id, _)| *id).collect();
+    collect_unreferenced(state, site, now_ms, report).await
+}
+
+/// Delete the site's unreferenced chunks, a page at a time: never the whole site in
+/// memory, and a commit between pages only keeps the chunks it references.
+async fn collect_unreferenced(
+    state: &State,
+    site: &str,
+    now_ms: u64,
+    report: &mut PruneReport,
+) -> Result<(), PruneError> {
+    let mut after = None;
+    loop {
+        let page = state
+            .catalog
+            .unreferenced_chunks(site, &[], after.as_ref(), GC_PAGE)
+            .await?;
+        let ids: Vec<ChunkId> = page.iter().map(|(id, _)| *id).collect();
         // Claimed chunks cannot be pinned by an upload until they are released.
         let victims = state.hub.claim_delete(site, &ids, now_ms);
-        let outcome = delete_claimed(state, site, &victims, view.seq).await;
+        let outcome = delete_claimed(state, site, &victims).await;
         state.hub.release_delete(site, &victims);
-        if !outcome? {
-            continue; // a commit slipped in: look again
-        }
-        let claimed: HashSet<&ChunkId> = victims.iter().collect();
-        report.deleted_chunks += victims.len() as u64;
-        report.freed_bytes += unreferenced
+        let deleted: HashSet<ChunkId> = outcome?.into_iter().collect();
+        report.deleted_chunks += deleted.len() as u64;
+        report.freed_bytes += page
             .iter()
-            .filter(|(id, _)| claimed.contains(id))
+            .filter(|(id, _)| deleted.contains(id))
             .map(|(_, len)| u64::from(*len))
             .sum::<u64>();
         report.pinned_chunks += (ids.len() - victims.len()) as u64;
-        return Ok(());
+        match page.last() {
+            Some((last, _)) if page.len() == GC_PAGE => after = Some(*last),
+            _ => return Ok(()),
+        }
     }
-    Err(site_err(
-        "commits kept arriving; garbage collection gave up for now".into(),
-    ))
 }
 
 #[cfg(test)]

@@ -25,13 +25,30 @@ async fn delete_and_collect(cat: &dyn Catalog) {
     }
     let orphan = ChunkId([250; 32]);
     cat.record_chunk(site, &orphan, 7, &[7; 32]).await.unwrap();
-    let view = cat.gc_view(site).await.unwrap();
-    assert_eq!(view.chunks.len(), 5);
-    let referenced = view.referenced_without(&Default::default());
-    assert_eq!(referenced.len(), 4);
-    assert!(!referenced.contains(&orphan));
-    let only_b = view.referenced_without(&[a.record.snapshot_id.clone()].into());
-    assert_eq!(only_b.len(), 2);
+    let all = cat.unreferenced_chunks(site, &[], None, 100).await.unwrap();
+    assert_eq!(all, vec![(orphan, 7)], "only the orphan is unreferenced");
+    let doomed = [a.record.snapshot_id.clone()];
+    let without_a = cat
+        .unreferenced_chunks(site, &doomed, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        without_a.len(),
+        3,
+        "a's own chunks and the orphan: {without_a:?}"
+    );
+    assert!(without_a.windows(2).all(|w| w[0].0 < w[1].0), "in id order");
+    // Pages: after the cursor, at most `limit`, and together the whole answer.
+    let first = cat
+        .unreferenced_chunks(site, &doomed, None, 2)
+        .await
+        .unwrap();
+    let rest = cat
+        .unreferenced_chunks(site, &doomed, Some(&first[1].0), 2)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!([first, rest].concat(), without_a);
 
     let gone = cat
         .delete_snapshot(site, &a.record.snapshot_id)
@@ -59,32 +76,33 @@ async fn delete_and_collect(cat: &dyn Catalog) {
     );
     assert_eq!(cat.snapshots(Some(site), None).await.unwrap().len(), 1);
 
-    // A commit after the view was read fences the deletion off.
-    let stale = cat.gc_view(site).await.unwrap();
+    // Only unreferenced chunks are deleted, whatever the caller asks.
     let c = sample_snapshot(site, "t", 43);
     for id in &c.chunk_ids {
         cat.record_chunk(site, id, 10, &[7; 32]).await.unwrap();
     }
-    cat.commit_snapshot(c).await.unwrap();
-    assert!(!cat.delete_chunks(site, &[orphan], stale.seq).await.unwrap());
-    assert!(
-        cat.chunk_len(site, &orphan).await.unwrap().is_some(),
-        "nothing deleted"
-    );
-    let fresh = cat.gc_view(site).await.unwrap();
-    assert!(cat.delete_chunks(site, &[orphan], fresh.seq).await.unwrap());
+    cat.commit_snapshot(c.clone()).await.unwrap();
+    let deleted = cat
+        .delete_unreferenced(site, &[orphan, c.chunk_ids[0]])
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec![orphan]);
     assert!(cat.chunk_len(site, &orphan).await.unwrap().is_none());
+    assert_eq!(
+        cat.chunk_len(site, &c.chunk_ids[0]).await.unwrap(),
+        Some(10)
+    );
 
     // A commit referencing a deleted chunk is refused, atomically.
     let d = sample_snapshot(site, "t", 44);
     for id in &d.chunk_ids {
         cat.record_chunk(site, id, 10, &[7; 32]).await.unwrap();
     }
-    let view = cat.gc_view(site).await.unwrap();
-    assert!(
-        cat.delete_chunks(site, &[d.chunk_ids[1]], view.seq)
+    assert_eq!(
+        cat.delete_unreferenced(site, &[d.chunk_ids[1]])
             .await
-            .unwrap()
+            .unwrap(),
+        vec![d.chunk_ids[1]]
     );
     let e = cat.commit_snapshot(d.clone()).await.unwrap_err();
     assert!(matches!(e, CatalogError::MissingChunks { .. }), "{e}");

@@ -153,31 +153,6 @@ impl JobRecord {
     }
 }
 
-/// What garbage collection needs to know of a site, read consistently.
-#[derive(Debug, Clone)]
-pub struct GcView {
-    /// The site's commit sequence number when this was read.
-    pub seq: u64,
-    /// Chunks each snapshot references, by snapshot id.
-    pub refs: std::collections::HashMap<String, Vec<ChunkId>>,
-    /// Every recorded chunk with its stored length.
-    pub chunks: Vec<(ChunkId, u32)>,
-}
-
-impl GcView {
-    /// Chunks referenced by any snapshot except those in `except`.
-    pub fn referenced_without(
-        &self,
-        except: &std::collections::HashSet<String>,
-    ) -> std::collections::HashSet<ChunkId> {
-        self.refs
-            .iter()
-            .filter(|(id, _)| !except.contains(*id))
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .collect()
-    }
-}
-
 /// The stored policy of a (site, target).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRecord {
@@ -309,17 +284,27 @@ pub trait Catalog: Send + Sync + 'static {
         site: &str,
         snapshot_id: &str,
     ) -> Result<Option<SnapshotRecord>>;
-    /// Referenced and recorded chunks of `site`, with the commit sequence they belong to.
-    async fn gc_view(&self, site: &str) -> Result<GcView>;
-    /// Delete chunk records of `site` in one transaction, only if no commit happened since
-    /// `seq`. Returns false (nothing deleted) if one did.
+    /// A page of garbage collection's candidates: up to `limit` recorded chunks of
+    /// `site` with ids after `after`, in id order, that no snapshot references except
+    /// those in `except` (the snapshots a dry run would delete), with their stored
+    /// lengths. Engines answer it with a query: nothing loads a site's chunks whole.
+    async fn unreferenced_chunks(
+        &self,
+        site: &str,
+        except: &[String],
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, u32)>>;
+    /// Delete the records of those of `ids` that no snapshot references, serialized with
+    /// commits: a commit needing one of them either comes first (and the chunk stays) or
+    /// is refused for a missing chunk. Returns the ids deleted.
     ///
     /// The deletion protocol, for engines that several controllers share: a deleted
     /// record may stay behind as a *tombstone* until [`Catalog::purge_chunks`], and while
     /// it does the chunk counts as missing, a commit needing it is refused, and recording
     /// it again fails with [`CatalogError::ChunkBeingDeleted`] (the upload is retried).
     /// So no replica can record a chunk whose blob another replica is deleting.
-    async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool>;
+    async fn delete_unreferenced(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;
     /// Tombstone chunks that have no record (orphaned blobs about to be swept); returns
     /// those claimed. Engines for one controller return `ids` as they are.
     async fn claim_orphans(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>>;

@@ -24,9 +24,9 @@ use super::safety::{AuditEntry, HoldRecord};
 use super::sled_codec::{decode, encode, key, sled_err, storage};
 use super::sled_trust::TrustTrees;
 use super::{
-    AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, NewSnapshot,
-    PolicyRecord, Result, ScheduleRecord, SealedKeyRecord, SitePolicyRecord, SnapshotRecord,
-    TokenRecord, TokenUse,
+    AgentRecord, Catalog, CatalogError, IdentityRecord, JobRecord, NewSnapshot, PolicyRecord,
+    Result, ScheduleRecord, SealedKeyRecord, SitePolicyRecord, SnapshotRecord, TokenRecord,
+    TokenUse,
 };
 
 const CHUNK_RECORD_V2: u8 = 2;
@@ -443,12 +443,18 @@ impl Catalog for SledCatalog {
         self.delete_snapshot_sync(site, snapshot_id)
     }
 
-    async fn gc_view(&self, site: &str) -> Result<GcView> {
-        self.gc_view_sync(site)
+    async fn unreferenced_chunks(
+        &self,
+        site: &str,
+        except: &[String],
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, u32)>> {
+        self.unreferenced_chunks_sync(site, except, after, limit)
     }
 
-    async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool> {
-        self.delete_chunks_sync(site, ids, seq)
+    async fn delete_unreferenced(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        self.delete_unreferenced_sync(site, ids)
     }
 
     async fn claim_orphans(&self, _site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {

@@ -1,16 +1,15 @@
 //! [`Catalog`] on PostgreSQL (see the module docs of [`super`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use nex_backup_shared::ids::ChunkId;
-use tokio_postgres::IsolationLevel;
 
 use super::{PgCatalog, dkey, from_json, is_unique_violation, pg_err, to_json};
 use crate::catalog::safety::{AuditEntry, HoldRecord};
 use crate::catalog::trust::AdminRecord;
 use crate::catalog::{
-    AgentRecord, Catalog, CatalogError, GcView, IdentityRecord, JobRecord, JobState, NewSnapshot,
+    AgentRecord, Catalog, CatalogError, IdentityRecord, JobRecord, JobState, NewSnapshot,
     PolicyRecord, Result, ScheduleRecord, SealedKeyRecord, SitePolicyRecord, SnapshotRecord,
     TokenRecord, TokenUse,
 };
@@ -496,85 +495,65 @@ impl Catalog for PgCatalog {
         row.map(|r| from_json(snapshot_id, r.get(0))).transpose()
     }
 
-    async fn gc_view(&self, site: &str) -> Result<GcView> {
-        let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+    async fn unreferenced_chunks(
+        &self,
+        site: &str,
+        except: &[String],
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, u32)>> {
+        let c = self.client().await?;
+        let after: &[u8] = after.map_or(&[], |a| a.0.as_slice());
+        // The primary key walks the site's chunks in id order; the chunk index of
+        // snapshot_chunks answers each "is it referenced" probe.
+        let rows = c
+            .query(
+                "SELECT c.id, c.len FROM chunks c
+                 WHERE c.site = $1 AND c.id > $2 AND NOT c.deleting
+                   AND NOT EXISTS (SELECT 1 FROM snapshot_chunks s
+                                   WHERE s.site = c.site AND s.chunk = c.id
+                                     AND s.snapshot_id <> ALL($3))
+                 ORDER BY c.id LIMIT $4",
+                &[&site, &after, &except, &(limit as i64)],
+            )
             .await
             .map_err(pg_err)?;
-        let seq = tx
-            .query_opt("SELECT seq FROM site_seq WHERE site = $1", &[&site])
-            .await
-            .map_err(pg_err)?
-            .map_or(0, |r| r.get::<_, i64>(0) as u64);
-        let mut refs: HashMap<String, Vec<ChunkId>> = HashMap::new();
-        for r in tx
-            .query(
-                "SELECT snapshot_id FROM snapshots WHERE site = $1",
-                &[&site],
-            )
-            .await
-            .map_err(pg_err)?
-        {
-            refs.insert(r.get(0), vec![]);
-        }
-        for r in tx
-            .query(
-                "SELECT snapshot_id, chunk FROM snapshot_chunks WHERE site = $1",
-                &[&site],
-            )
-            .await
-            .map_err(pg_err)?
-        {
-            refs.entry(r.get(0)).or_default().push(id_of(r.get(1))?);
-        }
-        let chunks = tx
-            .query(
-                "SELECT id, len FROM chunks WHERE site = $1 AND NOT deleting",
-                &[&site],
-            )
-            .await
-            .map_err(pg_err)?
-            .iter()
+        rows.iter()
             .map(|r| Ok((id_of(r.get(0))?, r.get::<_, i32>(1) as u32)))
-            .collect::<Result<_>>()?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(GcView { seq, refs, chunks })
+            .collect()
     }
 
-    async fn delete_chunks(&self, site: &str, ids: &[ChunkId], seq: u64) -> Result<bool> {
+    async fn delete_unreferenced(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        // The row must exist to be locked: a first commit creating it meanwhile makes
-        // this insert wait for that commit, and the seq then differs.
+        // Commits of the site bump its sequence row first; holding that row's lock
+        // orders this deletion wholly before or after each of them. The row must exist
+        // to be locked (a first commit creating it meanwhile makes the insert wait).
         tx.execute(
             "INSERT INTO site_seq (site, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
             &[&site],
         )
         .await
         .map_err(pg_err)?;
-        let now = tx
-            .query_opt(
-                "SELECT seq FROM site_seq WHERE site = $1 FOR UPDATE",
-                &[&site],
-            )
-            .await
-            .map_err(pg_err)?
-            .map_or(0, |r| r.get::<_, i64>(0) as u64);
-        if now != seq {
-            return Ok(false);
-        }
         tx.execute(
-            "UPDATE chunks SET deleting = true WHERE site = $1 AND id = ANY($2)",
-            &[&site, &id_bytes(ids)],
+            "SELECT 1 FROM site_seq WHERE site = $1 FOR UPDATE",
+            &[&site],
         )
         .await
         .map_err(pg_err)?;
+        let rows = tx
+            .query(
+                "UPDATE chunks c SET deleting = true
+                 WHERE c.site = $1 AND c.id = ANY($2) AND NOT c.deleting
+                   AND NOT EXISTS (SELECT 1 FROM snapshot_chunks s
+                                   WHERE s.site = c.site AND s.chunk = c.id)
+                 RETURNING c.id",
+                &[&site, &id_bytes(ids)],
+            )
+            .await
+            .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(true)
+        rows.iter().map(|r| id_of(r.get(0))).collect()
     }
 
     async fn claim_orphans(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
