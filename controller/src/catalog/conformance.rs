@@ -64,6 +64,24 @@ pub async fn run_all(cat: &dyn Catalog) {
     super::conformance_trust::run_all(cat).await;
     super::conformance_gc::run_all(cat).await;
     super::conformance_race::run_all(cat).await;
+    newest_snapshot_per_target(cat).await;
+}
+
+/// `newest_snapshots` is the last snapshot of each (site, target), in (site, target)
+/// order, over whatever the suite committed before.
+async fn newest_snapshot_per_target(cat: &dyn Catalog) {
+    let all = cat.snapshots(None, None).await.unwrap();
+    let mut want: Vec<&SnapshotRecord> = vec![];
+    for s in &all {
+        match want.iter_mut().find(|w| (&w.site, &w.target) == (&s.site, &s.target)) {
+            Some(w) => *w = s,
+            None => want.push(s),
+        }
+    }
+    want.sort_by(|a, b| (&a.site, &a.target).cmp(&(&b.site, &b.target)));
+    assert!(want.len() >= 3, "the suite committed several targets");
+    let got = cat.newest_snapshots().await.unwrap();
+    assert_eq!(got.iter().collect::<Vec<_>>(), want);
 }
 
 async fn chunks_and_missing(cat: &dyn Catalog) {

@@ -233,6 +233,16 @@ pub trait Catalog: Send + Sync + 'static {
         site: Option<&str>,
         target: Option<&str>,
     ) -> Result<Vec<SnapshotRecord>>;
+    /// The newest snapshot of every (site, target), ordered by site and target. The
+    /// default reads every snapshot; engines with an index answer from it.
+    async fn newest_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let mut newest: std::collections::BTreeMap<(String, String), SnapshotRecord> =
+            Default::default();
+        for s in self.snapshots(None, None).await? {
+            newest.insert((s.site.clone(), s.target.clone()), s); // oldest first: last wins
+        }
+        Ok(newest.into_values().collect())
+    }
     async fn snapshot(&self, site: &str, snapshot_id: &str) -> Result<Option<SnapshotRecord>>;
     async fn manifest(&self, site: &str, snapshot_id: &str) -> Result<Option<Vec<u8>>>;
     async fn put_agent(&self, agent: &AgentRecord) -> Result<()>;

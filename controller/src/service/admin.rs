@@ -181,18 +181,21 @@ impl AdminService for AdminApi {
             let damaged = crate::fleet::standing::load_damaged(&*self.state.integrity)
                 .await
                 .map_err(catalog_status)?;
+            // One query for every target's newest snapshot, not one per agent.
+            let newest = cat.newest_snapshots().await.map_err(catalog_status)?;
+            let standing = crate::fleet::standing::labels(&newest, &jobs, &holds, &damaged);
             for a in agents {
-                let snaps = cat
-                    .snapshots(Some(&a.site), None)
-                    .await
-                    .map_err(catalog_status)?;
-                let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds, &damaged);
+                let first = newest.partition_point(|s| s.site < a.site);
+                let snaps = newest[first..]
+                    .iter()
+                    .take_while(|s| s.site == a.site)
+                    .collect::<Vec<_>>();
                 let live = self.state.hub.online(&a.site, &a.agent_id).then_some(());
                 let targets = a
                     .targets
                     .iter()
                     .map(|(name, kind)| {
-                        let newest = snaps.iter().rev().find(|s| &s.target == name);
+                        let newest = snaps.iter().find(|s| &s.target == name);
                         let mut t = pb::TargetStatus {
                             target: name.clone(),
                             kind: kind.clone(),

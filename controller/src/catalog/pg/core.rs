@@ -262,6 +262,21 @@ impl Catalog for PgCatalog {
         self.snapshot_rows(site, target).await
     }
 
+    async fn newest_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT DISTINCT ON (site, target) snapshot_id, rec FROM snapshots
+                 ORDER BY site, target, created DESC, snapshot_id DESC",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| from_json(r.get::<_, &str>(0), r.get(1)))
+            .collect()
+    }
+
     async fn snapshot(&self, site: &str, snapshot_id: &str) -> Result<Option<SnapshotRecord>> {
         let c = self.client().await?;
         let row = c
