@@ -73,7 +73,10 @@ async fn newest_snapshot_per_target(cat: &dyn Catalog) {
     let all = cat.snapshots(None, None).await.unwrap();
     let mut want: Vec<&SnapshotRecord> = vec![];
     for s in &all {
-        match want.iter_mut().find(|w| (&w.site, &w.target) == (&s.site, &s.target)) {
+        match want
+            .iter_mut()
+            .find(|w| (&w.site, &w.target) == (&s.site, &s.target))
+        {
             Some(w) => *w = s,
             None => want.push(s),
         }
