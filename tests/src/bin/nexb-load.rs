@@ -15,8 +15,11 @@ use nex_backup_shared::pb::{
     enroll_service_client::EnrollServiceClient,
 };
 use nex_backup_shared::tls::{channel, client_config, parse_fingerprint};
+use nex_backup_tests::env::PW_ENV;
+use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::pg::PgCluster;
-use nex_backup_tests::procs::{Controller, recovery_key};
+use nex_backup_tests::procs::{Agent, Controller, agent_cmd, recovery_key};
+use nex_backup_tests::sample::invoices_sql;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::transport::Channel;
 
@@ -208,6 +211,95 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Real `nex-backup-agent` processes (sites `bk-N`, target `erp`: a 20,000-row
+/// database on their own cluster), each configured with both replicas, enrolled
+/// through replica A.
+fn real_agents(
+    n: usize,
+    a: &Controller,
+    b: &Controller,
+    pg: &PgCluster,
+    dir: &std::path::Path,
+) -> Vec<Agent> {
+    pg.psql("postgres", "CREATE DATABASE invoices");
+    pg.psql("invoices", &invoices_sql(20_000));
+    (0..n)
+        .map(|i| {
+            let config = dir.join(format!("bk-{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "agent_id = \"bk-{i}\"\ncontroller = \"{}, {}\"\nstate_dir = \"{}\"\n\n\
+                     [[targets]]\nname = \"erp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+                     user = \"postgres\"\ndbname = \"invoices\"\npassword_env = \"{PW_ENV}\"\n\
+                     pg_bin_dir = \"{}\"\n",
+                    if i % 2 == 0 { a.url() } else { b.url() },
+                    if i % 2 == 0 { b.url() } else { a.url() },
+                    dir.join(format!("bk-{i}-state")).display(),
+                    pg.port,
+                    pg.bin.display(),
+                ),
+            )
+            .unwrap();
+            let token = a.cli(&["token", "create", "--site", &format!("bk-{i}")]);
+            assert!(token.ok, "token create: {}", token.stderr);
+            let config_s = config.display().to_string();
+            let out = agent_cmd(
+                &[
+                    "enroll",
+                    "--config",
+                    &config_s,
+                    "--ca-fingerprint",
+                    &a.fingerprint,
+                ],
+                &[("NEX_ENROLL_TOKEN", token.stdout.trim())],
+            );
+            assert!(out.ok, "enroll bk-{i}: {}", out.stderr);
+            Agent::start(
+                &config,
+                &[(PW_ENV, PASSWORD)],
+                &dir.join(format!("bk-{i}.log")),
+            )
+        })
+        .collect()
+}
+
+/// `nex-backup backup` of the real agents in turn, every `every`, alternating
+/// replicas, until `until`: (succeeded, failed, durations in s).
+async fn backup_loop(
+    clis: [(std::path::PathBuf, String); 2],
+    agents: usize,
+    every: Duration,
+    until: Instant,
+) -> (usize, usize, Vec<f64>) {
+    let (mut ok, mut failed, mut took) = (0, 0, vec![]);
+    let mut i = 0usize;
+    while Instant::now() + every < until {
+        tokio::time::sleep(every).await;
+        let (config, url) = clis[i % 2].clone();
+        let site = format!("bk-{}", i % agents);
+        let t = Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            nex_backup_tests::procs::cli(
+                &config,
+                &url,
+                &["backup", "--site", &site, "--target", "erp", "--json"],
+            )
+        })
+        .await
+        .unwrap();
+        if out.ok {
+            ok += 1;
+            took.push(t.elapsed().as_secs_f64());
+        } else {
+            failed += 1;
+            eprintln!("backup {i} failed: {}", out.stderr.trim());
+        }
+        i += 1;
+    }
+    (ok, failed, took)
+}
+
 /// Admin queries in a loop against both replicas; latencies in ms per query kind.
 async fn query_loop(rs: &[Replica], until: Instant) -> Vec<(&'static str, Vec<f64>)> {
     let mut out: Vec<(&'static str, Vec<f64>)> = ["status", "snapshots", "rpo", "jobs"]
@@ -315,10 +407,17 @@ async fn main() {
         let stop = stop.clone();
         tokio::spawn(async move { agent_session(&r, id, site, n, every, stop).await });
     }
+    let data_pg = PgCluster::start();
+    let real = real_agents(4, &a, &b, &data_pg, dir.path());
     tokio::time::sleep(Duration::from_secs(15)).await; // sessions open, first heartbeats
     let t0 = [proc_stats(rs[0].pid), proc_stats(rs[1].pid)];
     let w = Instant::now();
-    let mut lat = query_loop(&rs, Instant::now() + Duration::from_secs(secs)).await;
+    let until = Instant::now() + Duration::from_secs(secs);
+    let clis = [(a.cli_config(), a.url()), (b.cli_config(), b.url())];
+    let (mut lat, (bk_ok, bk_failed, mut bk_took)) = tokio::join!(
+        query_loop(&rs, until),
+        backup_loop(clis, real.len(), Duration::from_secs(5), until)
+    );
     let wall = w.elapsed().as_secs_f64();
     let t1 = [proc_stats(rs[0].pid), proc_stats(rs[1].pid)];
     stop.cancel();
@@ -346,4 +445,13 @@ async fn main() {
         );
     }
     println!("| enrollment of {agents} agents: {enroll_s:.1} s | | | |");
+    let bk_median = if bk_took.is_empty() {
+        0.0
+    } else {
+        pct(&mut bk_took, 0.5)
+    };
+    println!(
+        "| deduplicated backups by 4 real agents during the run: {bk_ok} ok, {bk_failed} failed, median {bk_median:.1} s | | | |"
+    );
+    drop(real);
 }
