@@ -14,12 +14,14 @@
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
 //! - [`s3`]: a real S3 server (SeaweedFS `weed mini`) with checked credentials.
+//! - [`fleet`]: real enrolled agents for the benchmark commands.
 //! - [`store_files`]: a controller's stored chunks: listed, told apart, damaged.
 //!
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
 pub mod env;
 pub mod fake_agent;
+pub mod fleet;
 pub mod inproc;
 pub mod logcap;
 pub mod measure;

@@ -109,6 +109,11 @@ impl S3Server {
         server
     }
 
+    /// The server's process id (for CPU figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kill the server (its data stays): requests now fail to connect.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

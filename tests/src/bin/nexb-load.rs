@@ -15,10 +15,9 @@ use nex_backup_shared::pb::{
     enroll_service_client::EnrollServiceClient,
 };
 use nex_backup_shared::tls::{channel, client_config, parse_fingerprint};
-use nex_backup_tests::env::PW_ENV;
-use nex_backup_tests::pg::PASSWORD;
+use nex_backup_tests::fleet::real_agent;
 use nex_backup_tests::pg::PgCluster;
-use nex_backup_tests::procs::{Agent, Controller, agent_cmd, recovery_key};
+use nex_backup_tests::procs::{Agent, Controller, recovery_key};
 use nex_backup_tests::sample::invoices_sql;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::transport::Channel;
@@ -225,41 +224,9 @@ fn real_agents(
     pg.psql("invoices", &invoices_sql(20_000));
     (0..n)
         .map(|i| {
-            let config = dir.join(format!("bk-{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "agent_id = \"bk-{i}\"\ncontroller = \"{}, {}\"\nstate_dir = \"{}\"\n\n\
-                     [[targets]]\nname = \"erp\"\nhost = \"127.0.0.1\"\nport = {}\n\
-                     user = \"postgres\"\ndbname = \"invoices\"\npassword_env = \"{PW_ENV}\"\n\
-                     pg_bin_dir = \"{}\"\n",
-                    if i % 2 == 0 { a.url() } else { b.url() },
-                    if i % 2 == 0 { b.url() } else { a.url() },
-                    dir.join(format!("bk-{i}-state")).display(),
-                    pg.port,
-                    pg.bin.display(),
-                ),
-            )
-            .unwrap();
-            let token = a.cli(&["token", "create", "--site", &format!("bk-{i}")]);
-            assert!(token.ok, "token create: {}", token.stderr);
-            let config_s = config.display().to_string();
-            let out = agent_cmd(
-                &[
-                    "enroll",
-                    "--config",
-                    &config_s,
-                    "--ca-fingerprint",
-                    &a.fingerprint,
-                ],
-                &[("NEX_ENROLL_TOKEN", token.stdout.trim())],
-            );
-            assert!(out.ok, "enroll bk-{i}: {}", out.stderr);
-            Agent::start(
-                &config,
-                &[(PW_ENV, PASSWORD)],
-                &dir.join(format!("bk-{i}.log")),
-            )
+            let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
+            let urls = format!("{}, {}", first.url(), second.url());
+            real_agent(a, &urls, &format!("bk-{i}"), pg, "invoices", dir)
         })
         .collect()
 }
