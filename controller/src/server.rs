@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub copy_every: Duration,
     /// Timeouts, retries (and in tests, injected faults) of the blob store.
     pub store_layers: crate::store::layers::StackOptions,
+    /// How long finished jobs and RPO events are kept (zero: forever); see
+    /// [`crate::catalog::history`].
+    pub history_keep: Duration,
 }
 
 /// How long a stopping controller waits for connections to close before it drops them.
@@ -92,6 +95,7 @@ impl ServeConfig {
             copy_keep: Default::default(),
             copy_every: Duration::from_secs(900),
             store_layers: Default::default(),
+            history_keep: Duration::from_secs(400 * 24 * 3600),
         }
     }
 }
@@ -170,6 +174,7 @@ pub struct Bound {
     state_copy_every: Duration,
     copies: Vec<crate::offsite::Destination>,
     copy_every: Duration,
+    history_keep: Duration,
     data_dir: std::path::PathBuf,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -250,6 +255,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         state_copy_every: cfg.state_copy_every,
         copies: open_copies(cfg)?,
         copy_every: cfg.copy_every,
+        history_keep: cfg.history_keep,
         data_dir: cfg.data_dir.clone(),
         listener,
         tls,
@@ -383,6 +389,32 @@ async fn note_running_jobs(state: &State) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The leader forgets history older than `keep` every six hours (zero: never).
+fn spawn_history(state: &Arc<State>, keep: Duration) {
+    if keep.is_zero() {
+        return;
+    }
+    let st = state.clone();
+    let every = Duration::from_secs(6 * 3600);
+    state.workers.periodic("history", every, None, move || {
+        let st = st.clone();
+        async move {
+            let now = nex_backup_shared::clock::now_ms();
+            let before = now.saturating_sub(keep.as_millis() as u64);
+            let gone = st.catalog.forget_history(before).await?;
+            st.catalog.flush().await?;
+            if gone.jobs + gone.rpo_events > 0 {
+                info!(
+                    jobs = gone.jobs,
+                    rpo_events = gone.rpo_events,
+                    "history retention"
+                );
+            }
+            Ok::<_, crate::catalog::CatalogError>(())
+        }
+    });
+}
+
 impl Bound {
     /// The controller's shared state (for in-process tests that drive a scheduler).
     pub fn state(&self) -> Arc<State> {
@@ -424,6 +456,7 @@ impl Bound {
         crate::dr::spawn(&state, &self.data_dir, self.state_copy_every);
         crate::offsite::spawn(&state, self.copies, self.copy_every, state.copy_lag.clone());
         crate::alerts::spawn(&state, self.alerts);
+        spawn_history(&state, self.history_keep);
         if let Some(addr) = self.metrics_listen {
             let bound = crate::metrics::spawn(&state, addr).await?;
             println!("metrics on http://{bound}/metrics");

@@ -65,6 +65,7 @@ pub async fn run_all(cat: &dyn Catalog) {
     super::conformance_gc::run_all(cat).await;
     super::conformance_race::run_all(cat).await;
     newest_snapshot_per_target(cat).await;
+    super::conformance_history::run_all(cat).await;
 }
 
 /// `newest_snapshots` is the last snapshot of each (site, target), in (site, target)

@@ -8,8 +8,10 @@ pub mod alerts;
 pub mod conformance;
 pub mod conformance_areas;
 mod conformance_gc;
+mod conformance_history;
 mod conformance_race;
 mod conformance_trust;
+pub mod history;
 pub mod integrity;
 pub mod pg;
 pub mod safety;
@@ -17,6 +19,7 @@ pub mod sled_alerts;
 pub mod sled_catalog;
 mod sled_codec;
 mod sled_gc;
+mod sled_history;
 mod sled_integrity;
 mod sled_policy;
 mod sled_safety;
@@ -243,6 +246,22 @@ pub trait Catalog: Send + Sync + 'static {
         }
         Ok(newest.into_values().collect())
     }
+    /// Snapshots oldest first (by creation time, then id), optionally filtered,
+    /// strictly after `after`, at most `limit`.
+    async fn snapshots_page(
+        &self,
+        site: Option<&str>,
+        target: Option<&str>,
+        after: Option<&history::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let mut snaps = self.snapshots(site, target).await?;
+        snaps.retain(|s| {
+            after.is_none_or(|(ms, id)| (s.created_unix_ms, &s.snapshot_id) > (*ms, id))
+        });
+        snaps.truncate(limit);
+        Ok(snaps)
+    }
     async fn snapshot(&self, site: &str, snapshot_id: &str) -> Result<Option<SnapshotRecord>>;
     async fn manifest(&self, site: &str, snapshot_id: &str) -> Result<Option<Vec<u8>>>;
     async fn put_agent(&self, agent: &AgentRecord) -> Result<()>;
@@ -253,6 +272,33 @@ pub trait Catalog: Send + Sync + 'static {
     /// stall check, an operator's cancel, a commit) changed it first.
     async fn update_job(&self, expected: &JobRecord, new: &JobRecord) -> Result<bool>;
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
+    /// Jobs matching `filter`, newest first (by start time, then id), strictly before
+    /// `before`, at most `limit`. The default reads every job; engines with an index
+    /// answer from it.
+    async fn jobs_page(
+        &self,
+        filter: &history::JobFilter,
+        before: Option<&history::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        let mut jobs = self.jobs().await?;
+        jobs.retain(|j| {
+            filter.matches(j)
+                && before.is_none_or(|(ms, id)| (j.started_unix_ms, &j.job_id) < (*ms, id))
+        });
+        jobs.sort_by(|a, b| (b.started_unix_ms, &b.job_id).cmp(&(a.started_unix_ms, &a.job_id)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+    /// Every job of `site` (what a snapshot's standing is judged from).
+    async fn site_jobs(&self, site: &str) -> Result<Vec<JobRecord>> {
+        let mut jobs = self.jobs().await?;
+        jobs.retain(|j| j.site == site);
+        Ok(jobs)
+    }
+    /// Remove finished jobs and RPO events older than `before_ms` by the rule of
+    /// [`history`]: never the job of a snapshot still held.
+    async fn forget_history(&self, before_ms: u64) -> Result<history::Forgotten>;
     async fn jobs(&self) -> Result<Vec<JobRecord>>;
     /// Store a new enrollment token.
     async fn put_admin(&self, a: &trust::AdminRecord) -> Result<()>;

@@ -368,6 +368,10 @@ impl Catalog for SledCatalog {
             .transpose()
     }
 
+    async fn forget_history(&self, before_ms: u64) -> Result<super::history::Forgotten> {
+        self.forget_history_sync(before_ms)
+    }
+
     async fn jobs(&self) -> Result<Vec<JobRecord>> {
         Self::scan(&self.jobs, b"")
     }

@@ -178,6 +178,10 @@ pub struct ServeArgs {
     /// How long chunks an agent was told about stay safe from garbage collection.
     #[arg(long, default_value = "6h", value_parser = trust::parse_duration)]
     pub gc_grace: std::time::Duration,
+    /// How long finished jobs and RPO events are kept ("0" keeps them forever). A job
+    /// whose snapshot is still held is kept however old it is.
+    #[arg(long, default_value = "400d", value_parser = trust::parse_history_keep)]
+    pub history_keep: std::time::Duration,
     /// Run no scheduler: jobs start only by hand.
     #[arg(long)]
     pub no_scheduler: bool,
@@ -340,6 +344,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             cfg.agent_cert_lifetime = a.agent_cert_lifetime;
             cfg.gc_grace = a.gc_grace;
+            cfg.history_keep = a.history_keep;
             cfg.store_reserve = a.store_reserve;
             cfg.metrics_listen = a.metrics_listen;
             cfg.state_copy_every = a.state_copy_every;

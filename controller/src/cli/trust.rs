@@ -89,6 +89,18 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
+/// `--history-keep`: "0" (forever) or at least 30 days, so that a slip such as "40m"
+/// cannot wipe the job history alerts and reports read.
+pub fn parse_history_keep(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(s)?;
+    if !d.is_zero() && d < Duration::from_secs(30 * 24 * 3600) {
+        return Err(format!(
+            "{s:?}: history is kept at least 30d (or give 0 to keep it forever)"
+        ));
+    }
+    Ok(d)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {

@@ -289,14 +289,14 @@ impl AdminService for AdminApi {
                 self.check_target_known(s, target).await?;
             }
             let cat = &self.state.catalog;
-            let snaps = cat.snapshots(site, target).await.map_err(catalog_status)?;
-            let (snaps, next_page_token) = super::paging::page(
-                snaps,
-                |s| (s.created_unix_ms, s.snapshot_id.as_str()),
-                super::paging::parse(&req.page_token)?,
-                super::paging::page_size(req.limit, super::paging::MAX_PAGE),
-                false,
-            );
+            let size = super::paging::page_size(req.limit, super::paging::MAX_PAGE);
+            let after = super::paging::parse(&req.page_token)?;
+            let snaps = cat
+                .snapshots_page(site, target, after.as_ref(), size + 1)
+                .await
+                .map_err(catalog_status)?;
+            let (snaps, next_page_token) =
+                super::paging::split(snaps, size, |s| (s.created_unix_ms, s.snapshot_id.as_str()));
             let standing = self.standing_of(&snaps).await?;
             Ok(Response::new(pb::ListSnapshotsResponse {
                 next_page_token,

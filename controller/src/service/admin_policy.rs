@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::admin::AdminApi;
 use super::{catalog_status, now_ms, parse_site, parse_target};
-use crate::catalog::{JobState, PolicyRecord};
+use crate::catalog::PolicyRecord;
 use crate::policy::{Policy, Retention, Schedule};
 use crate::prune::{PruneScope, prune};
 use crate::state::own_policy;
@@ -345,20 +345,21 @@ impl AdminApi {
                 next_page_token: String::new(),
             });
         }
-        let mut jobs = self.state.catalog.jobs().await.map_err(catalog_status)?;
-        jobs.retain(|j| {
-            (req.site.is_empty() || j.site == req.site)
-                && (req.target.is_empty() || j.target == req.target)
-                && (!req.failed_only || j.state == JobState::Failed)
-        });
-        jobs.sort_by(|a, b| (b.started_unix_ms, &b.job_id).cmp(&(a.started_unix_ms, &a.job_id)));
-        let (jobs, next_page_token) = super::paging::page(
-            jobs,
-            |j| (j.started_unix_ms, j.job_id.as_str()),
-            super::paging::parse(&req.page_token)?,
-            super::paging::page_size(req.limit, 50),
-            true,
-        );
+        let filter = crate::catalog::history::JobFilter {
+            site: (!req.site.is_empty()).then(|| req.site.clone()),
+            target: (!req.target.is_empty()).then(|| req.target.clone()),
+            failed_only: req.failed_only,
+        };
+        let size = super::paging::page_size(req.limit, 50);
+        let before = super::paging::parse(&req.page_token)?;
+        let jobs = self
+            .state
+            .catalog
+            .jobs_page(&filter, before.as_ref(), size + 1)
+            .await
+            .map_err(catalog_status)?;
+        let (jobs, next_page_token) =
+            super::paging::split(jobs, size, |j| (j.started_unix_ms, j.job_id.as_str()));
         Ok(pb::ListJobsResponse {
             next_page_token,
             jobs: jobs.into_iter().map(job_info).collect(),

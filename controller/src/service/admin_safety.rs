@@ -26,7 +26,13 @@ impl AdminApi {
         snaps: &[crate::catalog::SnapshotRecord],
     ) -> Result<std::collections::HashMap<(String, String), &'static str>, Status> {
         let cat = &self.state.catalog;
-        let jobs = cat.jobs().await.map_err(catalog_status)?;
+        // One site's snapshots (the usual listing) are judged from that site's jobs.
+        let site = snaps.first().map(|s| s.site.as_str());
+        let jobs = match site {
+            Some(site) if snaps.iter().all(|s| s.site == site) => cat.site_jobs(site).await,
+            _ => cat.jobs().await,
+        }
+        .map_err(catalog_status)?;
         let holds = cat.holds().await.map_err(catalog_status)?;
         let damaged = crate::fleet::standing::load_damaged(&*self.state.integrity)
             .await

@@ -327,6 +327,33 @@ impl Catalog for PgCatalog {
         Ok(r.unwrap_or(false))
     }
 
+    async fn jobs_page(
+        &self,
+        filter: &crate::catalog::history::JobFilter,
+        before: Option<&crate::catalog::history::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        self.jobs_page_sql(filter, before, limit).await
+    }
+
+    async fn site_jobs(&self, site: &str) -> Result<Vec<JobRecord>> {
+        self.docs("job", Some(site)).await
+    }
+
+    async fn forget_history(&self, before_ms: u64) -> Result<crate::catalog::history::Forgotten> {
+        self.forget_history_sql(before_ms).await
+    }
+
+    async fn snapshots_page(
+        &self,
+        site: Option<&str>,
+        target: Option<&str>,
+        after: Option<&crate::catalog::history::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRecord>> {
+        self.snapshots_page_sql(site, target, after, limit).await
+    }
+
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
         self.get_doc("job", job_id).await
     }

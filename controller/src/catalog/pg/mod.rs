@@ -13,6 +13,7 @@
 
 mod areas;
 mod core;
+mod history;
 pub mod schema;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

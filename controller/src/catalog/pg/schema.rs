@@ -96,6 +96,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX relay_commands_by_dest ON relay_commands (dest, id);
     "#,
+    // 3: job listings in pages, newest first, over everything or one site.
+    r#"
+    CREATE INDEX docs_jobs_by_start ON docs
+        (((rec->>'started_unix_ms')::bigint) DESC, k DESC) WHERE kind = 'job';
+    CREATE INDEX docs_jobs_by_site_start ON docs
+        (site, ((rec->>'started_unix_ms')::bigint) DESC, k DESC) WHERE kind = 'job';
+    "#,
 ];
 
 /// Bring the schema to the newest version.
