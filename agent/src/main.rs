@@ -63,9 +63,10 @@ enum Command {
     },
     /// List the snapshots in a copy of the controller's blob store (no controller needed).
     Snapshots {
-        /// The copy of the controller's blob store (its `blobs` directory or data directory).
+        /// The copy of the controller's blob store: its `blobs` directory (or data
+        /// directory), or an object store, `s3://bucket/prefix?endpoint=...`.
         #[arg(long)]
-        store: PathBuf,
+        store: String,
         /// The recovery private key file from `nex-backup recovery-key create`.
         #[arg(long)]
         recovery_key: PathBuf,
@@ -81,9 +82,11 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("to").required(true).args(["to_database", "to_file", "to_dir"])))]
 struct RestoreCli {
-    /// The copy of the controller's blob store (its `blobs` directory or data directory).
+    /// The copy of the controller's blob store: its `blobs` directory (or data
+    /// directory), or an object store, `s3://bucket/prefix?endpoint=...` (credentials
+    /// from the AWS environment or `credentials_file=`).
     #[arg(long)]
-    store: PathBuf,
+    store: String,
     /// The recovery private key file from `nex-backup recovery-key create`.
     #[arg(long)]
     recovery_key: PathBuf,
@@ -220,9 +223,13 @@ fn main() -> ExitCode {
             store,
             recovery_key,
             site,
-        } => offline::snapshots(&store, &recovery_key, site.as_deref())
-            .map(|out| println!("{out}"))
-            .map_err(anyhow::Error::from),
+        } => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(offline::snapshots(&store, &recovery_key, site.as_deref()))
+                    .map_err(anyhow::Error::from)
+            })
+            .map(|out| println!("{out}")),
         Command::Restore(r) => restore_offline((*r).into_args()),
     };
     match result {

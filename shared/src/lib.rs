@@ -16,6 +16,7 @@
 //! - [`recovery`]: sealing a master key to offline X25519 recovery keys.
 //! - [`statecopy`]: the controller's state copy sealed to the recovery keys.
 //! - [`retry`]: the one retry policy (exponential backoff with jitter, backon).
+//! - [`s3`]: an S3 object store from an `s3://bucket/prefix?...` URL.
 //! - [`tls`]: TLS 1.3 client setup pinned to the controller CA fingerprint.
 //! - [`identity`]: the agent identity inside a client certificate.
 //! - [`text`]: free text from across the trust boundary, capped and escaped.
@@ -35,6 +36,7 @@ pub mod keys;
 pub mod manifest;
 pub mod recovery;
 pub mod retry;
+pub mod s3;
 pub mod seal;
 pub mod statecopy;
 pub mod text;

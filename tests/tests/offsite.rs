@@ -1,10 +1,11 @@
 //! Off-site copies: the `offsite` worker copies each site's sealed objects to a second
 //! store with its own retention; `status` shows the lag; the copy restores with a
-//! recovery key and no controller.
+//! recovery key and no controller, from a directory or straight from an S3 bucket.
 
 use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE};
 use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::agent_cmd;
+use nex_backup_tests::s3::S3Server;
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
 
@@ -104,5 +105,89 @@ fn an_offsite_copy_keeps_its_own_retention_and_restores_without_the_controller()
         ),
         env.pg
             .psql("invoices", "SELECT count(*) FROM invoices WHERE total >= 3"),
+    );
+}
+
+/// An off-site copy in object storage restores straight from the bucket: no controller,
+/// no download first, only the bucket's URL, its credentials and a recovery key.
+#[test]
+fn an_offsite_copy_in_s3_restores_straight_from_the_bucket() {
+    let s3 = S3Server::start();
+    let url = s3.url_with_file("offsite");
+    let mut env = Env::start(
+        &invoices_sql(3_000),
+        EnvOpts {
+            controller_args: ["--copy-to", &url, "--copy-every", "1s"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
+        },
+    );
+    let snap = env.backup_ok("main")["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the copy to catch up", 60, || {
+        let status = env.cli(&["status", "--json"]).json();
+        (status["copies"][0]["lag_secs"] == 0).then_some(())
+    });
+    env.agent.as_mut().unwrap().kill();
+    env.controller.kill();
+    let key = env.recovery_key.display().to_string();
+    let listed = agent_cmd(&["snapshots", "--store", &url, "--recovery-key", &key], &[]);
+    assert!(listed.ok, "{}{}", listed.stdout, listed.stderr);
+    assert!(listed.stdout.contains(&snap), "{}", listed.stdout);
+    assert!(listed.stdout.contains("s3://"), "{}", listed.stdout);
+
+    let port = env.pg.port.to_string();
+    let bin = env.pg.bin.display().to_string();
+    let restore = |store: &str, db: &str| {
+        agent_cmd(
+            &[
+                "restore",
+                "--store",
+                store,
+                "--recovery-key",
+                &key,
+                "--site",
+                SITE,
+                "--target",
+                "main",
+                "--snapshot",
+                "latest",
+                "--pg-port",
+                &port,
+                "--pg-password-env",
+                PW_ENV,
+                "--pg-bin-dir",
+                &bin,
+                "--to-database",
+                db,
+            ],
+            &[(PW_ENV, PASSWORD)],
+        )
+    };
+    let out = restore(&url, "from_bucket");
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        env.pg
+            .psql("from_bucket", "SELECT count(*), sum(total) FROM invoices"),
+        env.pg
+            .psql("invoices", "SELECT count(*), sum(total) FROM invoices"),
+    );
+    // A wrong prefix says so, and names no credential.
+    let wrong = s3.url_with_file("no-such-copy");
+    let out = restore(&wrong, "never");
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("holds no NEX snapshots"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(nex_backup_tests::s3::SECRET_KEY),
+        "{}",
+        out.stderr
     );
 }

@@ -46,7 +46,8 @@ pub struct Server {
 /// `nex-backup-agent restore --store …`.
 #[derive(Debug, Clone)]
 pub struct RestoreArgs {
-    pub store: PathBuf,
+    /// A directory or an `s3://` URL.
+    pub store: String,
     pub recovery_key: PathBuf,
     pub site: String,
     pub target: String,
@@ -64,15 +65,15 @@ fn utc(ms: u64) -> String {
 }
 
 /// List the snapshots of a store copy, one line each.
-pub fn snapshots(
-    store: &std::path::Path,
+pub async fn snapshots(
+    store: &str,
     recovery_key: &std::path::Path,
     site: Option<&str>,
 ) -> Result<String, AgentError> {
-    let store = StoreCopy::open(store)?;
+    let store = StoreCopy::open(store).await?;
     let secret = read_secret(recovery_key)?;
     let site = site.map(site_id).transpose()?;
-    let listed = list(&store, &secret, site.as_ref())?;
+    let listed = list(&store, &secret, site.as_ref()).await?;
     let mut out = format!(
         "{:<16} {:<20} {:<27} {:<20} {:>14}  STREAMS\n",
         "SITE", "TARGET", "SNAPSHOT", "CREATED (UTC)", "BYTES"
@@ -102,7 +103,7 @@ pub fn snapshots(
         "{} snapshot(s) in {}; the store does not record which were verified by drills: \
          prefer the newest snapshot from before the incident",
         listed.len(),
-        store.root().display()
+        store.shown()
     ));
     Ok(out)
 }
@@ -149,10 +150,10 @@ fn server_config(s: &Server, target: &str) -> Result<TargetConfig, AgentError> {
 
 /// Restore one snapshot from a store copy. Returns what was restored and verified.
 pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
-    let store = StoreCopy::open(&a.store)?;
+    let store = StoreCopy::open(&a.store).await?;
     let secret = read_secret(&a.recovery_key)?;
-    let u = unlock(&store, &site_id(&a.site)?, &secret)?;
-    let (m, codec) = u.pick(&a.target, &a.snapshot)?;
+    let u = unlock(&store, &site_id(&a.site)?, &secret).await?;
+    let (m, codec) = u.pick(&a.target, &a.snapshot).await?;
     let what = format!(
         "snapshot {} of {}/{} (taken {})",
         m.snapshot_id,

@@ -3,7 +3,8 @@
 //! (`keys/`) open with the recovery key, the sealed manifests with the site keys, and the
 //! manifests name the chunks.
 //!
-//! - [`store`]: the store copy on disk and its chunks as a restore source.
+//! - [`store`]: the store copy (a directory or an S3 bucket) and its chunks as a
+//!   restore source.
 //! - [`unlock`], [`list`]: the snapshots a recovery key can open.
 //! - [`to_file`], [`to_database`]: restore one snapshot, verified as a normal restore is.
 //! - [`commands`]: the `snapshots` and `restore --store` commands: arguments and output.
@@ -42,14 +43,14 @@ pub fn read_secret(path: &Path) -> Result<RecoverySecret, AgentError> {
 }
 
 /// Open the sealed keys of `site` held in the store with `secret`.
-pub fn unlock(
+pub async fn unlock(
     store: &StoreCopy,
     site: &SiteId,
     secret: &RecoverySecret,
 ) -> Result<Unlocked, AgentError> {
-    let sealed = store.sealed_keys(site)?;
+    let sealed = store.sealed_keys(site).await?;
     let mut ring = KeyRing::new(site);
-    let held_at = format!(" in the store copy {}", store.root().display());
+    let held_at = format!(" in the store copy {}", store.shown());
     let epochs = open_into_ring(
         site,
         sealed.iter().map(Vec::as_slice),
@@ -68,8 +69,8 @@ pub fn unlock(
 
 impl Unlocked {
     /// Open the manifest of `snapshot`; returns it with the codec of its key epoch.
-    pub fn open(&self, snapshot: &SnapshotId) -> Result<(Manifest, ChunkCodec), AgentError> {
-        let blob = self.store.manifest(&self.site, snapshot)?;
+    pub async fn open(&self, snapshot: &SnapshotId) -> Result<(Manifest, ChunkCodec), AgentError> {
+        let blob = self.store.manifest(&self.site, snapshot).await?;
         let what = format!("manifest of snapshot {snapshot}");
         let header = Header::parse(&blob, &what).map_err(|e| e.to_string())?;
         let key = self.ring.by_key_id(header.key_id).ok_or_else(|| {
@@ -87,10 +88,14 @@ impl Unlocked {
 
     /// The snapshot `wanted` (an id, or `latest`: the newest of `target` in the store).
     /// It must belong to `target`.
-    pub fn pick(&self, target: &str, wanted: &str) -> Result<(Manifest, ChunkCodec), AgentError> {
+    pub async fn pick(
+        &self,
+        target: &str,
+        wanted: &str,
+    ) -> Result<(Manifest, ChunkCodec), AgentError> {
         if wanted != "latest" {
             let id = SnapshotId::try_from(wanted).map_err(|e| e.to_string())?;
-            let (m, codec) = self.open(&id)?;
+            let (m, codec) = self.open(&id).await?;
             if m.target != target {
                 return Err(format!(
                     "snapshot {wanted} belongs to target {}, not {target}",
@@ -102,8 +107,8 @@ impl Unlocked {
         }
         // Ids sort by second only: the newest is the latest creation time.
         let mut best: Option<(u64, SnapshotId)> = None;
-        for id in self.store.snapshot_ids(&self.site)? {
-            match self.open(&id) {
+        for id in self.store.snapshot_ids(&self.site).await? {
+            match self.open(&id).await {
                 Ok((m, _)) if m.target == target => {
                     let key = (m.created_unix_ms, id);
                     if best.as_ref().is_none_or(|b| key > *b) {
@@ -117,11 +122,11 @@ impl Unlocked {
             }
         }
         match best {
-            Some((_, id)) => self.open(&id),
+            Some((_, id)) => self.open(&id).await,
             None => Err(format!(
                 "no snapshot of target {target} of site {} opens in the store copy {}",
                 self.site,
-                self.store.root().display()
+                self.store.shown()
             )
             .into()),
         }
@@ -145,20 +150,20 @@ pub struct Listed {
 
 /// Every snapshot of `site` (or of every site) that the store copy holds, opened with
 /// `secret`. A site whose keys the recovery key does not open is an error naming it.
-pub fn list(
+pub async fn list(
     store: &StoreCopy,
     secret: &RecoverySecret,
     site: Option<&SiteId>,
 ) -> Result<Vec<Listed>, AgentError> {
     let sites = match site {
         Some(s) => vec![s.clone()],
-        None => store.sites()?,
+        None => store.sites().await?,
     };
     let mut out = vec![];
     for site in &sites {
-        let unlocked = unlock(store, site, secret)?;
-        for snapshot in store.snapshot_ids(site)? {
-            let manifest = unlocked.open(&snapshot).map(|(m, _)| m);
+        let unlocked = unlock(store, site, secret).await?;
+        for snapshot in store.snapshot_ids(site).await? {
+            let manifest = unlocked.open(&snapshot).await.map(|(m, _)| m);
             out.push(Listed {
                 site: site.clone(),
                 snapshot,

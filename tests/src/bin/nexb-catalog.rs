@@ -55,9 +55,9 @@ fn fill(pg: &PgCluster, db: &str, per_site: u64, snaps: u64) {
            SELECT 'site-' || s, sha256(('c' || s || '-' || i)::bytea), 1048576, NULL
            FROM generate_series(0, {sites}) s, generate_series(0, {last}) i;
          INSERT INTO snapshots (site, snapshot_id, target, created, rec, manifest)
-           SELECT 'site-' || s, 'snap-' || k, 'db', 1700000000000 + k * 3600000,
+           SELECT 'site-' || s, 'snap-' || k, 'db', 1700000000000 + k::bigint * 3600000,
                   '{template}'::jsonb || jsonb_build_object('site', 'site-' || s,
-                    'snapshot_id', 'snap-' || k, 'created_unix_ms', 1700000000000 + k * 3600000),
+                    'snapshot_id', 'snap-' || k, 'created_unix_ms', 1700000000000 + k::bigint * 3600000),
                   '\\x00'::bytea
            FROM generate_series(0, {sites}) s, generate_series(0, {snaps_last}) k;
          INSERT INTO snapshot_chunks (site, snapshot_id, chunk)
