@@ -140,6 +140,37 @@ impl PgCluster {
         )
     }
 
+    /// Serve TLS on TCP with this certificate chain and key (PEM), from now on.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        let (cert, key) = (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        );
+        std::fs::write(&cert, cert_pem).expect("write server.crt");
+        std::fs::write(&key, key_pem).expect("write server.key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        if id(&["-u"]) == 0 {
+            let (uid, gid) = (id(&["-u", "postgres"]), id(&["-g", "postgres"]));
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown tls file");
+            }
+        }
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+        );
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+        );
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        wait_for("TLS on", 10, || {
+            (self.psql("postgres", "SHOW ssl") == "on").then_some(())
+        });
+    }
+
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }

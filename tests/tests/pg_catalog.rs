@@ -92,3 +92,61 @@ fn a_controller_on_postgres_and_s3_backs_up_restores_and_keeps_its_records() {
     let jobs = catalog.psql("nexcat", "SELECT count(*) FROM docs WHERE kind = 'job'");
     assert_eq!(jobs, "3", "two backups and a restore recorded");
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
+fn server_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn the_catalog_connection_uses_tls_when_asked_and_verifies_the_server() {
+    let pg = PgCluster::start();
+    let (ca, cert, key) = server_pki();
+    pg.enable_tls(&cert, &key);
+    let plain = pg.create_catalog("nextls");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let (other_ca, _, _) = server_pki();
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tls_url = format!("{plain}?sslmode=require&sslrootcert={}", ca_file.display());
+    let cat = rt.block_on(PgCatalog::connect(&tls_url)).unwrap();
+    rt.block_on(async {
+        use nex_backup::catalog::Catalog;
+        let id = nex_backup_shared::ids::ChunkId([9; 32]);
+        assert!(cat.record_chunk("s-tls", &id, 1, &[0; 32]).await.unwrap());
+    });
+    let encrypted = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.datname = 'nextls' AND s.ssl",
+    );
+    assert_ne!(encrypted, "0", "the catalog's connections use TLS");
+    drop(cat);
+    // A server whose certificate the given CA did not sign is refused.
+    let wrong = format!(
+        "{plain}?sslmode=require&sslrootcert={}",
+        other_file.display()
+    );
+    let err = rt
+        .block_on(PgCatalog::connect(&wrong))
+        .err()
+        .expect("an unverified server is refused")
+        .to_string();
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains(nex_backup_tests::pg::PASSWORD), "{err}");
+    // Without sslmode the connection stays plain, as before.
+    rt.block_on(PgCatalog::connect(&plain)).unwrap();
+}

@@ -39,7 +39,8 @@ pub fn spawn(state: &Arc<State>, url: &str, replica: &str) {
 /// Connect, then try the lock until it is ours, and keep checking the connection while
 /// it is. Returns (with an error) when the connection fails.
 async fn hold(state: &State, url: &str, replica: &str) -> anyhow::Result<()> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (cfg, tls) = crate::catalog::pg::tls::parse(url)?;
+    let (client, conn) = cfg.connect(tls).await?;
     let driver = tokio::spawn(conn);
     let r: anyhow::Result<()> = async {
         loop {

@@ -302,7 +302,8 @@ pub fn spawn(state: &Arc<State>, pg: PgCatalog, url: &str, replica: &str) {
 /// LISTEN for commands addressed to this replica; drain on each notice and every second
 /// (a notice can be missed while reconnecting, a queued row cannot).
 async fn listen(state: &State, relay: &PgRelay, url: &str) -> anyhow::Result<()> {
-    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (cfg, tls) = crate::catalog::pg::tls::parse(url)?;
+    let (client, mut conn) = cfg.connect(tls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));

@@ -15,6 +15,7 @@ mod areas;
 mod core;
 mod history;
 pub mod schema;
+pub mod tls;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
@@ -80,12 +81,10 @@ impl PgCatalog {
     /// Connect to `url` (`postgres://user:password@host:port/db`), and bring the schema
     /// up to date. Errors name the server, never the password.
     pub async fn connect(url: &str) -> Result<Self> {
-        let cfg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| CatalogError::Storage(format!("--catalog {}: {e}", redact(url))))?;
+        let (cfg, tls) = tls::parse(url)?;
         let mgr = Manager::from_config(
             cfg,
-            tokio_postgres::NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
