@@ -2,7 +2,10 @@
 //!
 //! One small async trait, [`Catalog`], with the embedded [`sled_catalog::SledCatalog`] as
 //! the default backend. Every backend must pass [`conformance::run_all`].
-//! Records are versioned (`v` field) JSON so they can evolve on disk.
+//! Records are versioned (`v` field) JSON so they can evolve on disk. [`history`] holds
+//! the job filters and pages and the rule history retention follows; the `conformance*`
+//! modules are the suites every backend runs (chunks and commits, trust, GC, races,
+//! history, alert and integrity areas).
 
 pub mod alerts;
 pub mod conformance;

@@ -7,7 +7,8 @@
 //!
 //! Modules: [`schema`] (versioned migrations, applied under an advisory lock so replicas
 //! starting together do not race), `core` (the [`super::Catalog`] trait), `areas` (the
-//! alert and integrity traits). Records whose shape the engine does not query are kept
+//! alert and integrity traits), `history` (keyset pages and history retention), [`tls`]
+//! (the connection, with TLS when the URL asks for it). Records whose shape the engine does not query are kept
 //! as JSON in one `docs` table keyed by kind and key; chunks, snapshots and their
 //! references have tables of their own, because GC and find-missing query them.
 
