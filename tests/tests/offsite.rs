@@ -9,6 +9,38 @@ use nex_backup_tests::s3::S3Server;
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
 
+/// `nex-backup-agent restore --store STORE` of the newest snapshot of `main` into `db`
+/// on the environment's cluster, with its recovery key and no controller.
+fn offline_restore(env: &Env, store: &str, db: &str) -> nex_backup_tests::procs::CliOut {
+    let port = env.pg.port.to_string();
+    let bin = env.pg.bin.display().to_string();
+    let key = env.recovery_key.display().to_string();
+    agent_cmd(
+        &[
+            "restore",
+            "--store",
+            store,
+            "--recovery-key",
+            &key,
+            "--site",
+            SITE,
+            "--target",
+            "main",
+            "--snapshot",
+            "latest",
+            "--pg-port",
+            &port,
+            "--pg-password-env",
+            PW_ENV,
+            "--pg-bin-dir",
+            &bin,
+            "--to-database",
+            db,
+        ],
+        &[(PW_ENV, PASSWORD)],
+    )
+}
+
 #[test]
 fn an_offsite_copy_keeps_its_own_retention_and_restores_without_the_controller() {
     let copy_dir = tempfile::Builder::new()
@@ -69,34 +101,7 @@ fn an_offsite_copy_keeps_its_own_retention_and_restores_without_the_controller()
     // The controller is gone: the copy alone and a recovery key restore the newest.
     env.agent.as_mut().unwrap().kill();
     env.controller.kill();
-    let port = env.pg.port.to_string();
-    let bin = env.pg.bin.display().to_string();
-    let key = env.recovery_key.display().to_string();
-    let store = copy.display().to_string();
-    let out = agent_cmd(
-        &[
-            "restore",
-            "--store",
-            &store,
-            "--recovery-key",
-            &key,
-            "--site",
-            SITE,
-            "--target",
-            "main",
-            "--snapshot",
-            "latest",
-            "--pg-port",
-            &port,
-            "--pg-password-env",
-            PW_ENV,
-            "--pg-bin-dir",
-            &bin,
-            "--to-database",
-            "from_offsite",
-        ],
-        &[(PW_ENV, PASSWORD)],
-    );
+    let out = offline_restore(&env, &copy.display().to_string(), "from_offsite");
     assert!(out.ok, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         env.pg.psql(
@@ -140,35 +145,7 @@ fn an_offsite_copy_in_s3_restores_straight_from_the_bucket() {
     assert!(listed.stdout.contains(&snap), "{}", listed.stdout);
     assert!(listed.stdout.contains("s3://"), "{}", listed.stdout);
 
-    let port = env.pg.port.to_string();
-    let bin = env.pg.bin.display().to_string();
-    let restore = |store: &str, db: &str| {
-        agent_cmd(
-            &[
-                "restore",
-                "--store",
-                store,
-                "--recovery-key",
-                &key,
-                "--site",
-                SITE,
-                "--target",
-                "main",
-                "--snapshot",
-                "latest",
-                "--pg-port",
-                &port,
-                "--pg-password-env",
-                PW_ENV,
-                "--pg-bin-dir",
-                &bin,
-                "--to-database",
-                db,
-            ],
-            &[(PW_ENV, PASSWORD)],
-        )
-    };
-    let out = restore(&url, "from_bucket");
+    let out = offline_restore(&env, &url, "from_bucket");
     assert!(out.ok, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         env.pg
@@ -178,7 +155,7 @@ fn an_offsite_copy_in_s3_restores_straight_from_the_bucket() {
     );
     // A wrong prefix says so, and names no credential.
     let wrong = s3.url_with_file("no-such-copy");
-    let out = restore(&wrong, "never");
+    let out = offline_restore(&env, &wrong, "never");
     assert!(!out.ok);
     assert!(
         out.stderr.contains("holds no NEX snapshots"),
