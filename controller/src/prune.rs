@@ -13,7 +13,9 @@
 //!    the unreferenced chunks a page at a time (a query, never the site in memory);
 //!    each page's records are deleted serialized with commits (a chunk a commit took
 //!    meanwhile stays), then the blobs. Pins live in memory, so no chunk is collected
-//!    during the grace period after a controller start.
+//!    during the grace period after a controller start; and no chunk of a site is
+//!    collected while the catalog records a backup of it running (on whichever replica:
+//!    a replica's pins are its own, the catalog is everyone's).
 //!
 //! 4. **Sweep** each site's objects no record references ([`crate::sweep`]).
 //!
@@ -363,6 +365,17 @@ async fn collect_site(
         info!(%site, "garbage collection skipped: within the grace period after start");
         return Ok(());
     }
+    // A backup of the site running anywhere (any replica) may rely on chunks it was
+    // told exist: the catalog, which every replica shares, says whether one runs.
+    if let Some(job) = running_backup(state, site).await? {
+        info!(%site, job = %job, "garbage collection of the site waits for its running backup");
+        let note = format!("garbage collection of site {site} waits for its running backup {job}");
+        report.gc_note = Some(match report.gc_note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+        return Ok(());
+    }
     state.hub.expire_pins(now_ms);
     // Deletions a crash interrupted (shared catalogs keep tombstones until purged).
     let pending = state.catalog.pending_deletions(site).await?;
@@ -371,6 +384,20 @@ async fn collect_site(
         delete_blobs(state, site, &pending).await?;
     }
     collect_unreferenced(state, site, now_ms, report).await
+}
+
+/// A backup job of `site` the catalog records as running, if any.
+async fn running_backup(state: &State, site: &str) -> Result<Option<String>, PruneError> {
+    Ok(state
+        .catalog
+        .site_jobs(site)
+        .await?
+        .into_iter()
+        .find(|j| {
+            j.state == crate::catalog::JobState::Running
+                && j.kind == crate::catalog::JobKind::Backup
+        })
+        .map(|j| j.job_id))
 }
 
 /// Delete the site's unreferenced chunks, a page at a time: never the whole site in

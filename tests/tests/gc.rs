@@ -7,7 +7,7 @@ use std::time::Duration;
 use nex_backup_shared::chunk::{ChunkCodec, SealedChunk};
 use nex_backup_shared::keys::MasterKey;
 use nex_backup_shared::pb::{self, agent_service_client::AgentServiceClient};
-use nex_backup_tests::fake_agent::{FakeAgent, commit_request, dispatch_backup};
+use nex_backup_tests::fake_agent::{Dispatched, FakeAgent, commit_request, dispatch_backup};
 use nex_backup_tests::inproc::{self, Identity, InProc};
 use tonic::transport::Channel;
 
@@ -67,26 +67,50 @@ async fn site(keep_last: u32, grace: Duration) -> Site {
 }
 
 impl Site {
+    /// Upload `chunks`; a chunk whose old copy GC is deleting at that moment is refused
+    /// as unavailable ("send it again"), and sent again, as an agent does.
     async fn put(&self, chunks: &[&SealedChunk]) {
-        self.s.put(&self.id, "acme", chunks).await.unwrap();
+        for attempt in 0.. {
+            match self.s.put(&self.id, "acme", chunks).await {
+                Ok(_) => return,
+                Err(e) if e.code() == tonic::Code::Unavailable && attempt < 20 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("upload: {e:?}"),
+            }
+        }
     }
 
     /// Commit `chunks` as the result of a backup job the controller dispatched.
     async fn commit(&self, chunks: &[&SealedChunk]) -> Result<String, tonic::Status> {
-        let d = dispatch_backup(&self.s, &mut *self.agent.lock().await, "main").await;
+        let d = self.dispatch().await;
+        self.commit_as(&d, chunks).await
+    }
+
+    /// A backup job the controller dispatched (running until committed).
+    async fn dispatch(&self) -> Dispatched {
+        dispatch_backup(&self.s, &mut *self.agent.lock().await, "main").await
+    }
+
+    /// Commit `chunks` as the result of the dispatched job `d`.
+    async fn commit_as(
+        &self,
+        d: &Dispatched,
+        chunks: &[&SealedChunk],
+    ) -> Result<String, tonic::Status> {
         let m = nex_backup_tests::sample::empty_manifest(&d.snapshot_id);
         let logical = chunks.iter().map(|c| c.blob.len() as u64).sum();
         self.client
             .clone()
             .commit_snapshot(commit_request(
                 "acme",
-                &d,
+                d,
                 m.seal(&self.keys),
                 chunks,
                 logical,
             ))
             .await
-            .map(|_| d.snapshot_id)
+            .map(|_| d.snapshot_id.clone())
     }
 
     /// The chunks of `chunks` the controller says it lacks.
@@ -179,7 +203,7 @@ async fn prune_plans_frees_and_spares_chunks_an_upload_was_told_exist() {
 
 #[tokio::test]
 async fn garbage_collection_concurrent_with_uploads_loses_nothing() {
-    let st = Arc::new(site(2, Duration::from_millis(300)).await);
+    let st = Arc::new(site(2, Duration::from_millis(1000)).await);
     let pool: Vec<SealedChunk> = (0..24)
         .map(|i| st.codec.encode(format!("shared chunk {i}").as_bytes()))
         .collect();
@@ -241,4 +265,31 @@ async fn garbage_collection_concurrent_with_uploads_loses_nothing() {
         assert_eq!(n, ids.len(), "snapshot {snap} is whole");
     }
     Arc::try_unwrap(st).ok().unwrap().s.shutdown().await;
+}
+
+/// A backup running on any replica is in the catalog: while one of the site runs, GC of
+/// the site waits (that backup may rely on chunks it was told exist), and says so.
+#[tokio::test]
+async fn garbage_collection_waits_while_a_backup_of_the_site_runs() {
+    let grace = Duration::from_millis(300);
+    let st = site(1, grace).await;
+    let orphan = st.codec.encode(b"uploaded, never committed");
+    let kept = st.codec.encode(b"committed");
+    st.put(&[&orphan, &kept]).await;
+    tokio::time::sleep(grace + Duration::from_millis(100)).await; // the upload's pins lapse
+    let running = st.dispatch().await;
+    let waiting = st.prune(false).await;
+    assert_eq!(waiting.deleted_chunks, 0, "{waiting:?}");
+    assert!(
+        waiting.gc_note.contains("waits for its running backup")
+            && waiting.gc_note.contains(&running.job_id),
+        "{waiting:?}"
+    );
+    st.commit_as(&running, &[&kept]).await.unwrap();
+    let done = st.prune(false).await;
+    assert_eq!(
+        done.deleted_chunks, 1,
+        "the orphan goes once no backup runs: {done:?}"
+    );
+    assert_eq!(st.find_missing(&[&orphan, &kept]).await, 1);
 }
