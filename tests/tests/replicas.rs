@@ -134,3 +134,59 @@ fn two_replicas_share_the_fleet_and_survive_a_killed_one() {
     assert_eq!(r["ok"], true, "{r}");
     b.kill();
 }
+
+/// An admin credential created through one replica works on the other within seconds,
+/// and once revoked through one, the other refuses it within seconds too.
+#[test]
+fn admin_credentials_created_or_revoked_through_one_replica_count_on_the_other() {
+    let catalog = PgCluster::start();
+    let cat_url = catalog.create_catalog("nexadmins");
+    let dir = tempfile::tempdir().unwrap();
+    let rk = nex_backup_tests::procs::recovery_key(&dir.path().join("recovery.key"));
+    let args: Vec<String> = [
+        "--recovery-key",
+        &rk,
+        "--catalog",
+        &cat_url,
+        "--store",
+        &format!("file://{}", dir.path().join("blobs").display()),
+        "--no-scheduler",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let a = Controller::start(&dir.path().join("a"), 0, &dir.path().join("a.log"), &args);
+    let b = Controller::start(&dir.path().join("b"), 0, &dir.path().join("b.log"), &args);
+    let alice = dir.path().join("alice.token");
+    let out = a.cli(&["admin", "create", "alice", "--out", alice.to_str().unwrap()]);
+    assert!(out.ok, "{}", out.stderr);
+    let as_alice = |c: &Controller| {
+        nex_backup_tests::procs::cli_bare(
+            &[
+                "status",
+                "--controller",
+                &c.url(),
+                "--ca-fingerprint",
+                &c.fingerprint,
+                "--admin-token-file",
+                alice.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    wait_for("alice admitted by replica B", 15, || {
+        as_alice(&b).ok.then_some(())
+    });
+    let out = b.cli(&["admin", "revoke", "alice"]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_for("alice refused by replica A", 15, || {
+        (!as_alice(&a).ok).then_some(())
+    });
+    let refused = as_alice(&a);
+    assert!(
+        refused.stderr.to_lowercase().contains("unauthenticated")
+            || refused.stderr.contains("credential"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -12,6 +12,10 @@
 //!   the progress of jobs (so the leader's stall check sees progress made elsewhere),
 //!   and the outcome of jobs (so a CLI waiting through any replica gets it).
 //!
+//! - Admin credentials: every replica re-reads them from the catalog every
+//!   [`ADMINS_EVERY`], so one created or revoked through another replica counts here
+//!   within that bound (if the catalog cannot be read, the last list read stays).
+//!
 //! With the embedded catalog none of this runs: one controller leads alone.
 
 pub mod ca;
@@ -19,6 +23,7 @@ pub mod leader;
 pub mod relay;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::catalog::pg::PgCatalog;
 use crate::state::State;
@@ -42,4 +47,24 @@ pub fn spawn(state: &Arc<State>, pg: PgCatalog, url: &str) {
     state.workers.leadership().set(false);
     leader::spawn(state, url, &replica);
     relay::spawn(state, pg, url, &replica);
+    spawn_admins(state);
+}
+
+/// How often a replica re-reads the admin credentials from the shared catalog.
+pub const ADMINS_EVERY: Duration = Duration::from_secs(2);
+
+fn spawn_admins(state: &Arc<State>) {
+    let st = state.clone();
+    state.workers.spawn("admins", move |ctx| async move {
+        loop {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                _ = tokio::time::sleep(ADMINS_EVERY) => {}
+            }
+            match st.catalog.admins().await {
+                Ok(records) => st.admins.load(&records),
+                Err(e) => tracing::warn!(error = %e, "re-reading the admin credentials"),
+            }
+        }
+    });
 }
