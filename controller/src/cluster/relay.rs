@@ -135,21 +135,23 @@ impl PgRelay {
         let now = now_ms() as i64;
         let mine = state.hub.local_sessions();
         let c = self.pg.client().await?;
-        for ((site, agent), live) in &mine {
-            let targets = serde_json::to_value(&live.targets).unwrap_or_default();
+        // One statement per thousand sessions, not one per session.
+        let rows: Vec<_> = mine.iter().collect();
+        for part in rows.chunks(1000) {
+            let sites: Vec<&str> = part.iter().map(|((s, _), _)| s.as_str()).collect();
+            let agents: Vec<&str> = part.iter().map(|((_, a), _)| a.as_str()).collect();
+            let conns: Vec<i64> = part.iter().map(|(_, l)| l.conn as i64).collect();
+            let targets: Vec<serde_json::Value> = part
+                .iter()
+                .map(|(_, l)| serde_json::to_value(&l.targets).unwrap_or_default())
+                .collect();
             c.execute(
                 "INSERT INTO sessions (site, agent_id, replica, conn, targets, seen)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                 SELECT s, a, $3, n, t, $6
+                 FROM unnest($1::text[], $2::text[], $4::bigint[], $5::jsonb[]) AS u(s, a, n, t)
                  ON CONFLICT (site, agent_id) DO UPDATE SET replica = EXCLUDED.replica,
                    conn = EXCLUDED.conn, targets = EXCLUDED.targets, seen = EXCLUDED.seen",
-                &[
-                    site,
-                    agent,
-                    &self.replica,
-                    &(live.conn as i64),
-                    &targets,
-                    &now,
-                ],
+                &[&sites, &agents, &self.replica, &conns, &targets, &now],
             )
             .await
             .map_err(pg_err)?;
@@ -162,9 +164,24 @@ impl PgRelay {
         )
         .await
         .map_err(pg_err)?;
-        for (job, n) in state.hub.local_progress() {
-            let rec = serde_json::json!({"n": n, "replica": self.replica, "at": now});
-            self.pg.put_doc("progress", &job, None, &rec).await?;
+        let (jobs, recs): (Vec<String>, Vec<serde_json::Value>) = state
+            .hub
+            .local_progress()
+            .into_iter()
+            .map(|(job, n)| {
+                let rec = serde_json::json!({"n": n, "replica": self.replica, "at": now});
+                (job, rec)
+            })
+            .unzip();
+        if !jobs.is_empty() {
+            c.execute(
+                "INSERT INTO docs (kind, k, site, rec)
+                 SELECT 'progress', k, NULL, r FROM unnest($1::text[], $2::jsonb[]) AS u(k, r)
+                 ON CONFLICT (kind, k) DO UPDATE SET rec = EXCLUDED.rec",
+                &[&jobs, &recs],
+            )
+            .await
+            .map_err(pg_err)?;
         }
         let mut view = RemoteView::default();
         let local: HashSet<(String, String)> = mine.into_iter().map(|(k, _)| k).collect();
