@@ -12,8 +12,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::sled_catalog::SledCatalog;
-use super::sled_codec::{decode, key, read_seq, seq_key, storage};
-use super::{Result, SnapshotRecord};
+use super::sled_codec::{decode, key, read_seq, seq_key, sled_err, storage};
+use super::{CatalogError, Result, SnapshotRecord};
 
 impl SledCatalog {
     pub(super) fn delete_snapshot_sync(
@@ -143,7 +143,13 @@ impl SledCatalog {
             .map(|()| true)
             .or_else(|e: TransactionError<()>| match e {
                 TransactionError::Abort(()) => Ok(false),
-                TransactionError::Storage(e) => Err(storage(format!("delete chunks: {e}"))),
+                // A full disk stays told apart: GC then frees space in small steps.
+                TransactionError::Storage(e) => Err(match sled_err(e) {
+                    CatalogError::DiskFull(m) => {
+                        CatalogError::DiskFull(format!("delete chunks: {m}"))
+                    }
+                    other => storage(format!("delete chunks: {other}")),
+                }),
             })
     }
 }
