@@ -11,6 +11,10 @@ pub(super) async fn run_all(cat: &dyn Catalog) {
     history_retention(cat).await;
 }
 
+fn ids_of(jobs: &[JobRecord]) -> Vec<&str> {
+    jobs.iter().map(|j| j.job_id.as_str()).collect()
+}
+
 fn finished(id: &str, site: &str, target: &str, at: u64, state: JobState) -> JobRecord {
     let mut j = running_backup(id, site, at);
     j.target = target.into();
@@ -75,6 +79,23 @@ async fn job_pages(cat: &dyn Catalog) {
     );
     let mine = cat.site_jobs("s-pages-2").await.unwrap();
     assert_eq!(ids(mine), ["hp-other"]);
+    let newest = cat.newest_jobs(super::JobKind::Backup).await.unwrap();
+    let of = |site: &str| {
+        newest
+            .iter()
+            .filter(|j| j.site == site && j.target == "db")
+            .map(|j| j.job_id.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("s-pages"), ["hp-4"], "one per target, the newest");
+    assert_eq!(of("s-pages-2"), ["hp-other"]);
+    assert!(
+        cat.newest_jobs(super::JobKind::Restore)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.kind == super::JobKind::Restore)
+    );
 }
 
 async fn snapshot_pages(cat: &dyn Catalog) {
@@ -142,6 +163,15 @@ async fn history_retention(cat: &dyn Catalog) {
         };
         cat.put_rpo_event(&ev).await.unwrap();
     }
+    let of_snapshot = cat
+        .jobs_of_snapshots(&[(site.to_string(), jobs[0].snapshot_id.clone().unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids_of(&of_snapshot),
+        ["h-held"],
+        "the jobs about that snapshot only"
+    );
     let gone = cat.forget_history(250).await.unwrap();
     assert!(gone.jobs >= 2, "{gone:?}");
     for (id, kept) in [

@@ -293,6 +293,39 @@ pub trait Catalog: Send + Sync + 'static {
         jobs.truncate(limit);
         Ok(jobs)
     }
+    /// Jobs about any of `snapshots` ((site, snapshot id) pairs): the backup that made
+    /// one, its drills and verifications. What the standing of those snapshots is
+    /// judged from, without reading every job.
+    async fn jobs_of_snapshots(&self, snapshots: &[(String, String)]) -> Result<Vec<JobRecord>> {
+        let wanted: std::collections::HashSet<(&str, &str)> = snapshots
+            .iter()
+            .map(|(s, id)| (s.as_str(), id.as_str()))
+            .collect();
+        let mut jobs = self.jobs().await?;
+        jobs.retain(|j| {
+            j.snapshot_id
+                .as_deref()
+                .is_some_and(|id| wanted.contains(&(j.site.as_str(), id)))
+        });
+        Ok(jobs)
+    }
+    /// The newest job of `kind` of every (site, target).
+    async fn newest_jobs(&self, kind: JobKind) -> Result<Vec<JobRecord>> {
+        let mut newest: std::collections::HashMap<(String, String), JobRecord> = Default::default();
+        for j in self.jobs().await? {
+            if j.kind != kind {
+                continue;
+            }
+            let k = (j.site.clone(), j.target.clone());
+            let newer = newest
+                .get(&k)
+                .is_none_or(|n| (j.started_unix_ms, &j.job_id) > (n.started_unix_ms, &n.job_id));
+            if newer {
+                newest.insert(k, j);
+            }
+        }
+        Ok(newest.into_values().collect())
+    }
     /// Every job of `site` (what a snapshot's standing is judged from).
     async fn site_jobs(&self, site: &str) -> Result<Vec<JobRecord>> {
         let mut jobs = self.jobs().await?;

@@ -176,13 +176,25 @@ impl AdminService for AdminApi {
             // One row per agent (a site may have several), by site.
             let mut agents = cat.agents().await.map_err(catalog_status)?;
             agents.sort_by(|a, b| (&a.site, &a.agent_id).cmp(&(&b.site, &b.agent_id)));
-            let jobs = cat.jobs().await.map_err(catalog_status)?;
             let holds = cat.holds().await.map_err(catalog_status)?;
             let damaged = crate::fleet::standing::load_damaged(&*self.state.integrity)
                 .await
                 .map_err(catalog_status)?;
             // One query for every target's newest snapshot, not one per agent.
             let newest = cat.newest_snapshots().await.map_err(catalog_status)?;
+            // The jobs status needs, not every job: each target's newest backup (its
+            // last result) and the jobs of the newest snapshots (their standing).
+            let keys: Vec<(String, String)> = newest
+                .iter()
+                .map(|s| (s.site.clone(), s.snapshot_id.clone()))
+                .collect();
+            let mut jobs = cat
+                .newest_jobs(crate::catalog::JobKind::Backup)
+                .await
+                .map_err(catalog_status)?;
+            jobs.extend(cat.jobs_of_snapshots(&keys).await.map_err(catalog_status)?);
+            jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+            jobs.dedup_by(|a, b| a.job_id == b.job_id);
             let standing = crate::fleet::standing::labels(&newest, &jobs, &holds, &damaged);
             for a in agents {
                 let first = newest.partition_point(|s| s.site < a.site);

@@ -336,6 +336,14 @@ impl Catalog for PgCatalog {
         self.jobs_page_sql(filter, before, limit).await
     }
 
+    async fn jobs_of_snapshots(&self, snapshots: &[(String, String)]) -> Result<Vec<JobRecord>> {
+        self.jobs_of_snapshots_sql(snapshots).await
+    }
+
+    async fn newest_jobs(&self, kind: crate::catalog::JobKind) -> Result<Vec<JobRecord>> {
+        self.newest_jobs_sql(kind).await
+    }
+
     async fn site_jobs(&self, site: &str) -> Result<Vec<JobRecord>> {
         self.docs("job", Some(site)).await
     }

@@ -3,7 +3,7 @@
 
 use super::{PgCatalog, Result, from_json, pg_err};
 use crate::catalog::history::{Cursor, Forgotten, JobFilter};
-use crate::catalog::{JobRecord, SnapshotRecord};
+use crate::catalog::{JobKind, JobRecord, SnapshotRecord};
 
 impl PgCatalog {
     pub(super) async fn jobs_page_sql(
@@ -32,6 +32,45 @@ impl PgCatalog {
                     &id,
                     &(limit as i64),
                 ],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| from_json(r.get::<_, &str>(0), r.get(1)))
+            .collect()
+    }
+
+    pub(super) async fn jobs_of_snapshots_sql(
+        &self,
+        snapshots: &[(String, String)],
+    ) -> Result<Vec<JobRecord>> {
+        let c = self.client().await?;
+        let (sites, ids): (Vec<&str>, Vec<&str>) = snapshots
+            .iter()
+            .map(|(s, id)| (s.as_str(), id.as_str()))
+            .unzip();
+        let rows = c
+            .query(
+                "SELECT d.k, d.rec FROM unnest($1::text[], $2::text[]) AS w(site, snap)
+                 JOIN docs d ON d.kind = 'job' AND d.site = w.site
+                   AND d.rec->>'snapshot_id' = w.snap",
+                &[&sites, &ids],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| from_json(r.get::<_, &str>(0), r.get(1)))
+            .collect()
+    }
+
+    pub(super) async fn newest_jobs_sql(&self, kind: JobKind) -> Result<Vec<JobRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT DISTINCT ON (site, rec->>'target') k, rec FROM docs
+                 WHERE kind = 'job' AND rec->>'kind' = $1
+                 ORDER BY site, rec->>'target', (rec->>'started_unix_ms')::bigint DESC, k DESC",
+                &[&kind.as_str()],
             )
             .await
             .map_err(pg_err)?;

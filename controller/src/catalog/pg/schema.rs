@@ -103,6 +103,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX docs_jobs_by_site_start ON docs
         (site, ((rec->>'started_unix_ms')::bigint) DESC, k DESC) WHERE kind = 'job';
     "#,
+    // 4: the jobs of a snapshot (its backup, drills, verifications), for its standing.
+    r#"
+    CREATE INDEX docs_jobs_by_snapshot ON docs (site, (rec->>'snapshot_id')) WHERE kind = 'job';
+    "#,
 ];
 
 /// Bring the schema to the newest version.
