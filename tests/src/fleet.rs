@@ -1,11 +1,36 @@
-//! Real agents for the benchmark commands: each an enrolled `nex-backup-agent run`
-//! process with one PostgreSQL target, `erp`.
+//! Replicas and real agents for the benchmark commands: replica arguments on a shared
+//! catalog and store, and enrolled `nex-backup-agent run` processes with one PostgreSQL
+//! target, `erp`.
 
 use std::path::Path;
 
 use crate::env::PW_ENV;
 use crate::pg::{PASSWORD, PgCluster};
-use crate::procs::{Agent, Controller, agent_cmd};
+use crate::procs::{Agent, Controller, agent_cmd, recovery_key};
+
+/// `nex-backup serve` arguments of a replica on the shared `catalog` and `store`, with a
+/// recovery key made in `dir` (the same for every replica started with these).
+pub fn replica_args(dir: &Path, catalog: &str, store: &str) -> Vec<String> {
+    let file = dir.join("recovery.key");
+    let public = if file.exists() {
+        std::fs::read_to_string(dir.join("recovery.pub")).expect("recovery.pub")
+    } else {
+        let public = recovery_key(&file);
+        std::fs::write(dir.join("recovery.pub"), &public).expect("write recovery.pub");
+        public
+    };
+    [
+        "--recovery-key",
+        &public,
+        "--catalog",
+        catalog,
+        "--store",
+        store,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
 
 /// Enroll `site`'s agent through `via` and start it. Its target `erp` is database `db`
 /// of `pg`; `controllers` is its `controller` setting (one URL or several, comma

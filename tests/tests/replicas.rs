@@ -142,19 +142,9 @@ fn admin_credentials_created_or_revoked_through_one_replica_count_on_the_other()
     let catalog = PgCluster::start();
     let cat_url = catalog.create_catalog("nexadmins");
     let dir = tempfile::tempdir().unwrap();
-    let rk = nex_backup_tests::procs::recovery_key(&dir.path().join("recovery.key"));
-    let args: Vec<String> = [
-        "--recovery-key",
-        &rk,
-        "--catalog",
-        &cat_url,
-        "--store",
-        &format!("file://{}", dir.path().join("blobs").display()),
-        "--no-scheduler",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let store = format!("file://{}", dir.path().join("blobs").display());
+    let mut args = nex_backup_tests::fleet::replica_args(dir.path(), &cat_url, &store);
+    args.push("--no-scheduler".into());
     let a = Controller::start(&dir.path().join("a"), 0, &dir.path().join("a.log"), &args);
     let b = Controller::start(&dir.path().join("b"), 0, &dir.path().join("b.log"), &args);
     let alice = dir.path().join("alice.token");

@@ -9,10 +9,10 @@
 
 use std::time::Instant;
 
-use nex_backup_tests::fleet::real_agent;
+use nex_backup_tests::fleet::{real_agent, replica_args};
 use nex_backup_tests::measure::cpu_secs;
 use nex_backup_tests::pg::PgCluster;
-use nex_backup_tests::procs::{Agent, Controller, cli, recovery_key};
+use nex_backup_tests::procs::{Agent, Controller, cli};
 use nex_backup_tests::s3::S3Server;
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
@@ -48,19 +48,8 @@ fn run(kind: &str, data: &PgCluster, logical: u64) {
         |s| s.url("ingest"),
     );
     let env = s3.as_ref().map(S3Server::env).unwrap_or_default();
-    let rk = recovery_key(&dir.path().join("recovery.key"));
-    let args: Vec<String> = [
-        "--recovery-key",
-        &rk,
-        "--catalog",
-        &catalog,
-        "--store",
-        &store,
-        "--no-scheduler",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = replica_args(dir.path(), &catalog, &store);
+    args.push("--no-scheduler".into());
     let replicas: Vec<Controller> = ["a", "b"]
         .iter()
         .map(|n| {

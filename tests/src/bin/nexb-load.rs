@@ -15,9 +15,9 @@ use nex_backup_shared::pb::{
     enroll_service_client::EnrollServiceClient,
 };
 use nex_backup_shared::tls::{channel, client_config, parse_fingerprint};
-use nex_backup_tests::fleet::real_agent;
+use nex_backup_tests::fleet::{real_agent, replica_args};
 use nex_backup_tests::pg::PgCluster;
-use nex_backup_tests::procs::{Agent, Controller, recovery_key};
+use nex_backup_tests::procs::{Agent, Controller};
 use nex_backup_tests::sample::invoices_sql;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::transport::Channel;
@@ -327,18 +327,7 @@ async fn main() {
         .tempdir()
         .unwrap();
     let store = format!("file://{}", dir.path().join("blobs").display());
-    let rk = recovery_key(&dir.path().join("recovery.key"));
-    let serve_args: Vec<String> = [
-        "--recovery-key",
-        &rk,
-        "--catalog",
-        &catalog,
-        "--store",
-        &store,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let serve_args = replica_args(dir.path(), &catalog, &store);
     let a = Controller::start(
         &dir.path().join("a"),
         0,
