@@ -9,7 +9,8 @@
 //!    traits, the sled backend, the PostgreSQL backend [`catalog::pg`], and their
 //!    conformance suites), [`store`] (the [`store::BlobStore`] trait, the file and object
 //!    store backends, the retry/metering/fault layers), [`datadir`] (the private data
-//!    directory), [`pki`] (the controller CA).
+//!    directory), [`ballast`] (room kept for GC on a full disk), [`pki`] (the controller
+//!    CA).
 //! 3. **Application**: [`admins`] (the admin credentials in force), [`state`] (what every handler and worker shares, and the effective
 //!    policy lookups), [`hub`] (live sessions and job watchers), [`fleet`] (the catalog
 //!    view, RPO compliance, drills, snapshot standing), [`dispatch`] (recording and
@@ -28,6 +29,7 @@
 pub mod admins;
 pub mod alerts;
 pub mod anomaly;
+pub mod ballast;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

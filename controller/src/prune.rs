@@ -151,6 +151,10 @@ pub async fn prune(
         dry_run: scope.dry_run,
         ..Default::default()
     };
+    if !scope.dry_run && !scope.plan_only {
+        // On a full disk, room for the catalog's deletions before the first of them.
+        state.ballast.release_if_full();
+    }
     let all = state
         .catalog
         .snapshots(scope.site.as_deref(), scope.target.as_deref())
@@ -275,26 +279,39 @@ async fn delete_claimed(
 ) -> Result<Vec<ChunkId>, PruneError> {
     let deleted = match state.catalog.delete_unreferenced(site, victims).await {
         Ok(deleted) => deleted,
-        // A full disk (where GC is how space comes back): small steps, each freeing its
-        // blobs before the next needs room in the catalog.
-        Err(CatalogError::DiskFull(_)) if victims.len() > 1 => {
+        // A full disk (where GC is how space comes back): the ballast's room, then small
+        // steps, each freeing its blobs before the next needs room in the catalog.
+        Err(CatalogError::DiskFull(_)) if !victims.is_empty() => {
             warn!(%site, chunks = victims.len(), "catalog disk full: collecting in small steps");
+            state.ballast.release();
             let mut all = vec![];
             for step in victims.chunks(4) {
                 let deleted = state.catalog.delete_unreferenced(site, step).await?;
-                state.catalog.flush().await?;
+                durable_on_full_disk(state).await?;
                 delete_blobs(state, site, &deleted).await?;
                 all.extend(deleted);
             }
+            state.ballast.lay(); // room again, for the next time
             return Ok(all);
         }
         Err(e) => return Err(e.into()),
     };
     // Durable before any blob goes: a crash must never leave a chunk record whose
     // blob is gone (FindMissing would then call a lost chunk present).
-    state.catalog.flush().await?;
+    durable_on_full_disk(state).await?;
     delete_blobs(state, site, &deleted).await?;
+    state.ballast.lay();
     Ok(deleted)
+}
+
+/// Make the catalog's deletions durable; on a full disk, with the ballast's room.
+async fn durable_on_full_disk(state: &State) -> Result<(), PruneError> {
+    match state.catalog.flush().await {
+        Err(CatalogError::DiskFull(_)) if state.ballast.release() => {
+            Ok(state.catalog.flush().await?)
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Delete the blobs of tombstoned chunks, then the tombstones.

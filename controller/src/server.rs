@@ -151,6 +151,11 @@ pub async fn open_state(
         reserve: crate::store::Reserve {
             min_free_bytes: cfg.store_reserve,
         },
+        ballast: {
+            let b = crate::ballast::Ballast::new(data_dir);
+            b.lay();
+            b
+        },
         events: Default::default(),
         workers: Default::default(),
         health: Default::default(),

@@ -30,6 +30,8 @@ pub struct State {
     pub started_ms: u64,
     /// Free space the blob store keeps; below it uploads are refused.
     pub reserve: crate::store::Reserve,
+    /// Room kept on the data directory's disk for GC to start on a full disk.
+    pub ballast: crate::ballast::Ballast,
     /// Domain events, published where they happen.
     pub events: crate::events::EventBus,
     /// The background workers and their shutdown tree.

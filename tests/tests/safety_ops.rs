@@ -415,7 +415,14 @@ fn a_really_full_disk_fails_fast_and_leaves_collectable_orphans() {
         "nothing partial is visible"
     );
     std::thread::sleep(Duration::from_millis(2500)); // past the GC grace after start
-    let pruned = env.cli(&["prune", "--json"]).json();
+    let pruned = env.cli(&["prune", "--json"]);
+    assert!(
+        pruned.ok,
+        "prune on a full disk: {}\n{}",
+        pruned.stderr,
+        env.logs()
+    );
+    let pruned = pruned.json();
     assert!(
         pruned["deleted_chunks"].as_u64().unwrap() > 0
             && pruned["freed_bytes"].as_u64().unwrap() > 0,
