@@ -10,6 +10,7 @@
 //!   and attack tests.
 //! - [`fake_agent`]: a raw agent session (hello, commands, job events) and dispatched jobs.
 //! - [`logcap`]: the controller's log lines in an in-process test.
+//! - [`offline`]: the agent's offline `snapshots` and `restore --store` on a store copy.
 //! - [`env`]: a ready test environment: cluster + controller + agent wired together.
 //! - [`sample`]: SQL for the test databases.
 //! - [`measure`]: CPU and peak-memory figures from /proc, for the benchmark.
@@ -25,6 +26,7 @@ pub mod fleet;
 pub mod inproc;
 pub mod logcap;
 pub mod measure;
+pub mod offline;
 pub mod pg;
 pub mod procs;
 pub mod proxy;

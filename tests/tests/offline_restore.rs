@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE};
-use nex_backup_tests::pg::PASSWORD;
-use nex_backup_tests::procs::{CliOut, agent_cmd, recovery_key};
+use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::offline::Offline;
+use nex_backup_tests::procs::recovery_key;
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::store_files::flip_byte;
 
@@ -34,42 +34,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-struct Offline<'a> {
-    env: &'a Env,
-    store: String,
-    key: String,
-}
-
-impl Offline<'_> {
-    fn run(&self, args: &[&str]) -> CliOut {
-        let mut all = vec![args[0], "--store", &self.store, "--recovery-key", &self.key];
-        all.extend(&args[1..]);
-        agent_cmd(&all, &[(PW_ENV, PASSWORD)])
-    }
-
-    fn restore(&self, snapshot: &str, to: &[&str]) -> CliOut {
-        let port = self.env.pg.port.to_string();
-        let bin = self.env.pg.bin.display().to_string();
-        let mut args = vec![
-            "restore",
-            "--site",
-            SITE,
-            "--target",
-            "main",
-            "--snapshot",
-            snapshot,
-            "--pg-port",
-            &port,
-            "--pg-password-env",
-            PW_ENV,
-            "--pg-bin-dir",
-            &bin,
-        ];
-        args.extend(to);
-        self.run(&args)
-    }
 }
 
 #[test]

@@ -2,9 +2,8 @@
 //! store with its own retention; `status` shows the lag; the copy restores with a
 //! recovery key and no controller, from a directory or straight from an S3 bucket.
 
-use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE};
-use nex_backup_tests::pg::PASSWORD;
-use nex_backup_tests::procs::agent_cmd;
+use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::offline::Offline;
 use nex_backup_tests::s3::S3Server;
 use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
@@ -12,33 +11,7 @@ use nex_backup_tests::wait_for;
 /// `nex-backup-agent restore --store STORE` of the newest snapshot of `main` into `db`
 /// on the environment's cluster, with its recovery key and no controller.
 fn offline_restore(env: &Env, store: &str, db: &str) -> nex_backup_tests::procs::CliOut {
-    let port = env.pg.port.to_string();
-    let bin = env.pg.bin.display().to_string();
-    let key = env.recovery_key.display().to_string();
-    agent_cmd(
-        &[
-            "restore",
-            "--store",
-            store,
-            "--recovery-key",
-            &key,
-            "--site",
-            SITE,
-            "--target",
-            "main",
-            "--snapshot",
-            "latest",
-            "--pg-port",
-            &port,
-            "--pg-password-env",
-            PW_ENV,
-            "--pg-bin-dir",
-            &bin,
-            "--to-database",
-            db,
-        ],
-        &[(PW_ENV, PASSWORD)],
-    )
+    Offline::new(env, store).restore("latest", &["--to-database", db])
 }
 
 #[test]
@@ -139,8 +112,7 @@ fn an_offsite_copy_in_s3_restores_straight_from_the_bucket() {
     });
     env.agent.as_mut().unwrap().kill();
     env.controller.kill();
-    let key = env.recovery_key.display().to_string();
-    let listed = agent_cmd(&["snapshots", "--store", &url, "--recovery-key", &key], &[]);
+    let listed = Offline::new(&env, &url).run(&["snapshots"]);
     assert!(listed.ok, "{}{}", listed.stdout, listed.stderr);
     assert!(listed.stdout.contains(&snap), "{}", listed.stdout);
     assert!(listed.stdout.contains("s3://"), "{}", listed.stdout);
