@@ -333,6 +333,14 @@ async fn delete_blobs(state: &State, site: &str, ids: &[ChunkId]) -> Result<(), 
 /// Chunks garbage collection asks the catalog about at a time.
 const GC_PAGE: usize = 10_000;
 
+/// The cursor of the page after `page`, or none when `page` was the last.
+fn next_page(page: &[(ChunkId, u32)]) -> Option<ChunkId> {
+    match page.last() {
+        Some((last, _)) if page.len() == GC_PAGE => Some(*last),
+        _ => None,
+    }
+}
+
 /// Delete `delete` snapshots of `site` (unless dry), then its unreferenced chunks.
 async fn collect_site(
     state: &State,
@@ -360,9 +368,9 @@ async fn collect_site(
                     report.deleted_chunks += 1;
                 }
             }
-            match page.last() {
-                Some((last, _)) if page.len() == GC_PAGE => after = Some(*last),
-                _ => return Ok(()),
+            match next_page(&page) {
+                Some(last) => after = Some(last),
+                None => return Ok(()),
             }
         }
     }
@@ -444,9 +452,9 @@ async fn collect_unreferenced(
             .map(|(_, len)| u64::from(*len))
             .sum::<u64>();
         report.pinned_chunks += (ids.len() - victims.len()) as u64;
-        match page.last() {
-            Some((last, _)) if page.len() == GC_PAGE => after = Some(*last),
-            _ => return Ok(()),
+        match next_page(&page) {
+            Some(last) => after = Some(last),
+            None => return Ok(()),
         }
     }
 }
