@@ -74,7 +74,16 @@ impl Forwarder for PgRelay {
         };
         rows.sort_by_key(|r| r.get::<_, i64>(0));
         rows.iter()
-            .filter_map(|r| pb::ControllerMessage::decode(r.get::<_, &[u8]>(1)).ok())
+            .filter_map(
+                |r| match pb::ControllerMessage::decode(r.get::<_, &[u8]>(1)) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        warn!(%site, agent = %agent_id, id = r.get::<_, i64>(0), error = %e,
+                        "a queued command does not decode; dropped");
+                        None
+                    }
+                },
+            )
             .collect()
     }
 
@@ -89,9 +98,22 @@ impl Forwarder for PgRelay {
     }
 
     async fn fetch_outcome(&self, job_id: &str) -> Option<pb::JobUpdate> {
-        let rec: serde_json::Value = self.pg.get_doc("outcome", job_id).await.ok()??;
-        let bytes = b64().decode(rec["update"].as_str()?).ok()?;
-        pb::JobUpdate::decode(bytes.as_slice()).ok()
+        let rec: serde_json::Value = match self.pg.get_doc("outcome", job_id).await {
+            Ok(rec) => rec?,
+            Err(e) => {
+                // Asked again on the next poll; say why it is not answered now.
+                warn!(job = %job_id, error = %e, "read a job outcome another replica shared");
+                return None;
+            }
+        };
+        let decoded = rec["update"]
+            .as_str()
+            .and_then(|u| b64().decode(u).ok())
+            .and_then(|b| pb::JobUpdate::decode(b.as_slice()).ok());
+        if decoded.is_none() {
+            warn!(job = %job_id, "a shared job outcome does not decode; ignored");
+        }
+        decoded
     }
 }
 
