@@ -62,6 +62,9 @@ pub struct ServeConfig {
     pub copy_to: Vec<String>,
     pub copy_keep: crate::offsite::CopyKeep,
     pub copy_every: Duration,
+    /// S3 Object Lock on the copies (`--copy-lock PERIOD`): every copied object stays
+    /// locked at least this long, and as long as the copy's retention keeps it.
+    pub copy_lock: Option<(crate::store::objectlock::LockMode, Duration)>,
     /// Timeouts, retries (and in tests, injected faults) of the blob store.
     pub store_layers: crate::store::layers::StackOptions,
     /// How long finished jobs and RPO events are kept (zero: forever); see
@@ -94,6 +97,7 @@ impl ServeConfig {
             copy_to: vec![],
             copy_keep: Default::default(),
             copy_every: Duration::from_secs(900),
+            copy_lock: None,
             store_layers: Default::default(),
             history_keep: Duration::from_secs(400 * 24 * 3600),
         }
@@ -258,7 +262,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         metrics_listen: cfg.metrics_listen,
         verify: cfg.verify,
         state_copy_every: cfg.state_copy_every,
-        copies: open_copies(cfg)?,
+        copies: open_copies(cfg).await?,
         copy_every: cfg.copy_every,
         history_keep: cfg.history_keep,
         data_dir: cfg.data_dir.clone(),
@@ -271,19 +275,48 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
     })
 }
 
-/// The off-site copy destinations, each behind the same retry and timeout layers.
-fn open_copies(cfg: &ServeConfig) -> anyhow::Result<Vec<crate::offsite::Destination>> {
-    cfg.copy_to
-        .iter()
-        .map(|url| {
-            let backend = crate::store::url::open(url)?;
-            let (store, _) = crate::store::layers::stack(backend, &cfg.store_layers);
-            Ok(crate::offsite::Destination {
-                store,
-                keep: cfg.copy_keep,
-            })
-        })
-        .collect()
+/// The off-site copy destinations, each behind the same retry and timeout layers. Under
+/// `--copy-lock`, each must be an S3 bucket with Object Lock enabled: a bucket that
+/// answers it has none stops the start; one that cannot be reached is checked again
+/// before every copy pass, which writes nothing until the check passes.
+async fn open_copies(cfg: &ServeConfig) -> anyhow::Result<Vec<crate::offsite::Destination>> {
+    let mut out = vec![];
+    for url in &cfg.copy_to {
+        let backend = crate::store::url::open(url)?;
+        let (store, _) = crate::store::layers::stack(backend, &cfg.store_layers);
+        let lock = match cfg.copy_lock {
+            None => None,
+            Some(_) if !url.starts_with("s3://") => anyhow::bail!(
+                "--copy-lock: the copy {} is not in S3; Object Lock needs an s3:// copy with Object Lock enabled",
+                store.location()
+            ),
+            Some((mode, period)) => {
+                if period < Duration::from_secs(24 * 3600) {
+                    tracing::warn!(
+                        ?period,
+                        "--copy-lock is shorter than a day: the copy is locked, but only briefly"
+                    );
+                }
+                let l = crate::store::objectlock::ObjectLock::open(url, mode, period)?;
+                match l.check_bucket().await {
+                    Ok(()) => {}
+                    Err(e @ crate::store::objectlock::LockError::NotEnabled { .. }) => {
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not check the off-site copy's Object Lock; every copy pass checks it again first")
+                    }
+                }
+                Some(Arc::new(l))
+            }
+        };
+        out.push(crate::offsite::Destination {
+            store,
+            keep: cfg.copy_keep,
+            lock,
+        });
+    }
+    Ok(out)
 }
 
 /// Names for a generated server certificate: this host's name, localhost and the

@@ -108,9 +108,17 @@ fn with_options(
     Ok(b)
 }
 
-/// Open the `s3://` URL: the store (under the URL's prefix) and its location shown to
-/// people (`s3://bucket/prefix`).
-pub fn open(url: &str, max_requests: usize) -> Result<(Arc<dyn ObjectStore>, String), S3UrlError> {
+/// An S3 client for the `s3://` URL, before the request limit and the prefix.
+pub struct Client {
+    pub s3: object_store::aws::AmazonS3,
+    /// The key prefix inside the bucket (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// `s3://bucket/prefix`, shown to people.
+    pub location: String,
+}
+
+/// Build the client the `s3://` URL names.
+pub fn client(url: &str) -> Result<Client, S3UrlError> {
     let Some(rest) = url.strip_prefix("s3://") else {
         return Err(bad(url, "not an s3:// URL"));
     };
@@ -140,11 +148,26 @@ pub fn open(url: &str, max_requests: usize) -> Result<(Arc<dyn ObjectStore>, Str
         b = b.with_region("us-east-1");
     }
     let s3 = b.build().map_err(|e| bad(url, e.to_string()))?;
+    Ok(Client {
+        s3,
+        prefix: prefix.trim_matches('/').to_string(),
+        location: format!("s3://{loc}"),
+    })
+}
+
+/// Open the `s3://` URL: the store (under the URL's prefix) and its location shown to
+/// people (`s3://bucket/prefix`).
+pub fn open(url: &str, max_requests: usize) -> Result<(Arc<dyn ObjectStore>, String), S3UrlError> {
+    let Client {
+        s3,
+        prefix,
+        location,
+    } = client(url)?;
     let s3 = LimitStore::new(s3, max_requests);
-    let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
         Arc::new(s3)
     } else {
-        Arc::new(PrefixStore::new(s3, prefix.trim_matches('/')))
+        Arc::new(PrefixStore::new(s3, prefix))
     };
-    Ok((store, format!("s3://{loc}")))
+    Ok((store, location))
 }

@@ -130,17 +130,26 @@ impl S3Server {
     /// The controller's `--store` for `prefix` in the bucket, its credentials read from
     /// a credentials file (so no environment is needed).
     pub fn url_with_file(&self, prefix: &str) -> String {
+        self.bucket_url_with_file(BUCKET, prefix)
+    }
+
+    /// As [`Self::url_with_file`], in another bucket.
+    pub fn bucket_url_with_file(&self, bucket: &str, prefix: &str) -> String {
         format!(
             "{}&credentials_file={}",
-            self.url(prefix),
+            self.bucket_url(bucket, prefix),
             self._dir.path().join("credentials").display()
         )
     }
 
     /// The controller's `--store` for `prefix` in the bucket.
     pub fn url(&self, prefix: &str) -> String {
+        self.bucket_url(BUCKET, prefix)
+    }
+
+    fn bucket_url(&self, bucket: &str, prefix: &str) -> String {
         format!(
-            "s3://{BUCKET}/{prefix}?endpoint=http://127.0.0.1:{}&allow_http=true&region=us-east-1",
+            "s3://{bucket}/{prefix}?endpoint=http://127.0.0.1:{}&allow_http=true&region=us-east-1",
             self.port
         )
     }
@@ -155,15 +164,94 @@ impl S3Server {
 
     /// A store client with the credentials (not from the environment).
     pub fn client(&self) -> object_store::aws::AmazonS3 {
+        self.bucket_client(BUCKET)
+    }
+
+    fn bucket_client(&self, bucket: &str) -> object_store::aws::AmazonS3 {
         object_store::aws::AmazonS3Builder::new()
             .with_endpoint(format!("http://127.0.0.1:{}", self.port))
             .with_allow_http(true)
             .with_region("us-east-1")
-            .with_bucket_name(BUCKET)
+            .with_bucket_name(bucket)
             .with_access_key_id(ACCESS_KEY)
             .with_secret_access_key(SECRET_KEY)
             .build()
             .unwrap()
+    }
+
+    /// One signed request in `bucket` by whoever holds the credentials: its status and
+    /// body. `query` names a sub-resource (`versions`, `versionId`...).
+    pub fn request(
+        &self,
+        bucket: &str,
+        method: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut opts = SignedUrlOptions::new().with_query(query.iter().copied());
+            let mut req_headers = reqwest::header::HeaderMap::new();
+            for (k, v) in headers {
+                let (k, v) = (
+                    reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    reqwest::header::HeaderValue::from_str(v).unwrap(),
+                );
+                opts = opts.with_signed_header(k.clone(), v.clone());
+                req_headers.insert(k, v);
+            }
+            let url = self
+                .bucket_client(bucket)
+                .signed_url_opts(
+                    method.clone(),
+                    &object_store::path::Path::from(key),
+                    Duration::from_secs(300),
+                    &opts,
+                )
+                .await
+                .unwrap();
+            let resp = reqwest::Client::new()
+                .request(method, url)
+                .headers(req_headers)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
+    }
+
+    /// Create `bucket` with S3 Object Lock enabled (and so versioning).
+    pub fn create_locked_bucket(&self, bucket: &str) {
+        let (status, body) = self.request(
+            bucket,
+            "PUT",
+            "",
+            &[],
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+        );
+        assert!(
+            status < 300,
+            "creating the locked bucket {bucket}: {status} {body}"
+        );
+    }
+
+    /// The version ids of `key` in `bucket` (newest first; not its delete markers).
+    pub fn versions(&self, bucket: &str, key: &str) -> Vec<String> {
+        let (status, body) =
+            self.request(bucket, "GET", "", &[("versions", ""), ("prefix", key)], &[]);
+        assert!(status < 300, "listing versions of {key}: {status} {body}");
+        body.split("<Version>")
+            .skip(1)
+            .filter_map(|v| v.split("<VersionId>").nth(1))
+            .filter_map(|p| p.split("</VersionId>").next())
+            .map(String::from)
+            .collect()
     }
 
     fn wait_ready(&self) {

@@ -60,7 +60,7 @@ pub struct ClientOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Alert channels (e-mail, webhooks), rules, and a test message.
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
@@ -233,6 +233,14 @@ pub struct ServeArgs {
     /// ...and the newest of each of the last N months.
     #[arg(long, default_value_t = 12)]
     pub copy_keep_monthly: usize,
+    /// S3 Object Lock on the off-site copies: every copied object is written locked for
+    /// at least this long (e.g. 400d), and kept locked while the copy's retention keeps
+    /// its snapshot. Each copy must be an s3:// bucket created with Object Lock enabled.
+    #[arg(long, value_parser = trust::parse_duration)]
+    pub copy_lock: Option<std::time::Duration>,
+    /// The Object Lock mode: compliance (no one can shorten it) or governance.
+    #[arg(long, default_value = "compliance")]
+    pub copy_lock_mode: crate::store::objectlock::LockMode,
     /// How often the off-site copies catch up.
     #[arg(long, default_value = "15m", value_parser = trust::parse_duration)]
     pub copy_every: std::time::Duration,
@@ -356,6 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 monthly: a.copy_keep_monthly,
             };
             cfg.copy_every = a.copy_every;
+            cfg.copy_lock = a.copy_lock.map(|p| (a.copy_lock_mode, p));
             cfg.store_layers = crate::store::layers::StackOptions {
                 timeout: a.store_timeout,
                 fault_rate: a.inject_store_faults,

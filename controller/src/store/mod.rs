@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod fs;
 pub mod layers;
 pub mod object;
+pub mod objectlock;
 pub mod url;
 
 use async_trait::async_trait;

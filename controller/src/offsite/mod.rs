@@ -22,10 +22,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use nex_backup_shared::ids::ChunkId;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::state::State;
-use crate::store::{BlobStore, chunk_key, manifest_key};
+use crate::store::objectlock::ObjectLock;
+use crate::store::{BlobStore, manifest_key};
+
+mod index;
+mod place;
+
+use index::Index;
+use place::{LockPass, Placer};
 
 /// How much of a site the copy keeps.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +54,8 @@ impl Default for CopyKeep {
 pub struct Destination {
     pub store: Arc<dyn BlobStore>,
     pub keep: CopyKeep,
+    /// S3 Object Lock on this copy, when asked for.
+    pub lock: Option<Arc<ObjectLock>>,
 }
 
 /// How far each copy is behind, by (destination, site): seconds between the newest good
@@ -103,6 +112,10 @@ pub fn spawn(state: &Arc<State>, dests: Vec<Destination>, every: Duration, lag: 
         let (st, dests, lag) = (st.clone(), dests.clone(), lag.clone());
         async move {
             for d in dests.iter() {
+                if let Some(l) = &d.lock {
+                    // Never write a copy unlocked that was meant to be locked.
+                    l.check_bucket().await?;
+                }
                 copy_all(&st, d, &lag).await?;
             }
             Ok::<(), anyhow::Error>(())
@@ -145,13 +158,33 @@ async fn copy_site(
     lag: &CopyLag,
 ) -> anyhow::Result<()> {
     let dest = &*d.store;
+    let now = nex_backup_shared::clock::now_ms();
+    let placer = Placer {
+        state,
+        dest,
+        lock: d.lock.as_deref().map(|l| LockPass::new(l, now)),
+    };
     let copied = crate::store::list_keys(dest, &format!("manifests/{site}/")).await?;
     let copied: BTreeSet<String> = copied
         .iter()
         .filter_map(|k| k.rsplit('/').next().map(String::from))
         .collect();
+    // What the copy holds: each copied snapshot's target and lock, and under a lock,
+    // how long each chunk is locked as far as the indexes tell.
+    let mut heads: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut chunk_locks: HashMap<ChunkId, u64> = HashMap::new();
+    for id in &copied {
+        let ix = index::read(dest, site, id).await?.unwrap_or_default();
+        if placer.lock.is_some() {
+            for c in &ix.chunks {
+                let e = chunk_locks.entry(*c).or_default();
+                *e = (*e).max(ix.lock_until);
+            }
+        }
+        heads.insert(id.clone(), (ix.target, ix.lock_until));
+    }
     // Targets of copied snapshots: from the primary when it still knows them, else from
-    // the copy's index (its first line).
+    // the copy's index.
     let mut by_target: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for ((_, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
         by_target
@@ -159,12 +192,11 @@ async fn copy_site(
             .or_default()
             .extend(ids.iter().cloned());
     }
-    for id in &copied {
-        let target = read_index(dest, site, id)
-            .await?
-            .map(|(t, _)| t)
-            .unwrap_or_default();
-        by_target.entry(target).or_default().insert(id.clone());
+    for (id, (target, _)) in &heads {
+        by_target
+            .entry(target.clone())
+            .or_default()
+            .insert(id.clone());
     }
     let mut wanted = BTreeSet::new();
     for ids in by_target.values() {
@@ -172,22 +204,50 @@ async fn copy_site(
         wanted.extend(plan(&ids, d.keep));
     }
     let refs = snapshot_refs(state, site, &wanted, &copied).await?;
-    if !refs.is_empty() {
-        // The site's sealed keys first, once: every copied manifest needs them.
+    // Kept snapshots whose lock runs short of a full period ahead.
+    let stale: Vec<String> = match &placer.lock {
+        Some(l) => heads
+            .iter()
+            .filter(|(id, (_, until))| wanted.contains(*id) && *until < l.needed)
+            .map(|(id, _)| id.clone())
+            .collect(),
+        None => vec![],
+    };
+    if !refs.is_empty() || !stale.is_empty() {
+        // The site's sealed keys first: every copied manifest needs them.
         for k in crate::store::list_keys(&*state.store, &format!("keys/{site}/")).await? {
-            copy_object(state, dest, &k).await?;
+            placer.place(&k, 0).await?;
         }
     }
     for (id, (target, chunks)) in &refs {
-        copy_snapshot(state, dest, site, id, target, chunks).await?;
+        copy_snapshot(&placer, site, id, target, chunks, &mut chunk_locks).await?;
+    }
+    for id in &stale {
+        relock_snapshot(&placer, site, id, &mut chunk_locks).await?;
     }
     // Retention of the copy: manifests first, then indexes, then unreferenced chunks.
+    // A snapshot stays while its lock lasts, so that the copy lists all it protects.
     for id in copied.iter().filter(|id| !wanted.contains(*id)) {
+        let locked_until = heads.get(id).map_or(0, |(_, u)| *u);
+        if locked_until > now {
+            debug!(%site, snapshot = %id, locked_until, "kept in the off-site copy while its Object Lock lasts");
+            continue;
+        }
         dest.delete(&manifest_key(site, id)).await?;
-        dest.delete(&index_key(site, id)).await?;
+        dest.delete(&index::key(site, id)).await?;
         info!(%site, snapshot = %id, copy = %dest.location(), "snapshot left the off-site copy by its retention");
     }
     collect_copy(state, dest, site).await?;
+    record_lag(dest, site, primary, lag).await
+}
+
+/// How far the copy of `site` is behind the primary.
+async fn record_lag(
+    dest: &dyn BlobStore,
+    site: &str,
+    primary: &BTreeMap<(String, String), Vec<String>>,
+    lag: &CopyLag,
+) -> anyhow::Result<()> {
     let newest_primary = primary
         .iter()
         .filter(|((s, _), _)| s == site)
@@ -235,72 +295,63 @@ async fn snapshot_refs(
     }
 }
 
-fn index_key(site: &str, id: &str) -> String {
-    format!("copyindex/{site}/{id}")
-}
-
-/// The target and chunks a copied snapshot needs, from its index.
-async fn read_index(
-    dest: &dyn BlobStore,
-    site: &str,
-    id: &str,
-) -> anyhow::Result<Option<(String, Vec<ChunkId>)>> {
-    let Some(b) = dest.get(&index_key(site, id)).await? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&b);
-    let mut lines = text.lines();
-    let target = lines.next().unwrap_or_default().to_string();
-    let ids = lines.filter_map(|l| ChunkId::from_hex(l).ok()).collect();
-    Ok(Some((target, ids)))
-}
-
-/// Copy one object unless the copy holds it already.
-async fn copy_object(state: &State, dest: &dyn BlobStore, key: &str) -> anyhow::Result<()> {
-    if dest.exists(key).await? {
-        return Ok(());
-    }
-    let data = state
-        .store
-        .get(key)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("{key} is missing from the primary store"))?;
-    dest.put(key, data).await?;
-    Ok(())
-}
-
+/// Copy one snapshot: its chunks, its index, then its manifest (a manifest in the copy
+/// means the snapshot is whole there).
 async fn copy_snapshot(
-    state: &State,
-    dest: &dyn BlobStore,
+    placer: &Placer<'_>,
     site: &str,
     id: &str,
     target: &str,
     chunks: &[ChunkId],
+    chunk_locks: &mut HashMap<ChunkId, u64>,
 ) -> anyhow::Result<()> {
-    for c in chunks {
-        copy_object(state, dest, &chunk_key(site, c)).await?;
-    }
-    let mut index = format!("{target}\n");
-    for c in chunks {
-        index.push_str(&c.to_hex());
-        index.push('\n');
-    }
-    dest.put(&index_key(site, id), Bytes::from(index)).await?;
+    placer.place_chunks(site, chunks, chunk_locks).await?;
+    let ix = Index {
+        target: target.to_string(),
+        lock_until: placer.lock.as_ref().map_or(0, |l| l.until),
+        chunks: chunks.to_vec(),
+    };
+    placer.put(&index::key(site, id), ix.encode()).await?;
     let mkey = manifest_key(site, id);
-    if !dest.exists(&mkey).await? {
-        let manifest = match state.store.get(&mkey).await? {
+    if placer.dest.exists(&mkey).await? {
+        placer.place(&mkey, 0).await?;
+    } else {
+        let manifest = match placer.state.store.get(&mkey).await? {
             Some(m) => m,
             None => Bytes::from(
-                state
+                placer
+                    .state
                     .catalog
                     .manifest(site, id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("snapshot {site}/{id} has no manifest"))?,
             ),
         };
-        dest.put(&mkey, manifest).await?;
+        placer.put(&mkey, manifest).await?;
     }
-    info!(%site, snapshot = %id, chunks = chunks.len(), copy = %dest.location(), "snapshot copied off site");
+    info!(%site, snapshot = %id, chunks = chunks.len(), copy = %placer.dest.location(), "snapshot copied off site");
+    Ok(())
+}
+
+/// Extend the lock of a kept snapshot already in the copy: its chunks and manifest,
+/// then its index, which records the new time.
+async fn relock_snapshot(
+    placer: &Placer<'_>,
+    site: &str,
+    id: &str,
+    chunk_locks: &mut HashMap<ChunkId, u64>,
+) -> anyhow::Result<()> {
+    let Some(mut ix) = index::read(placer.dest, site, id).await? else {
+        return Ok(());
+    };
+    placer.place_chunks(site, &ix.chunks, chunk_locks).await?;
+    placer.place(&manifest_key(site, id), 0).await?;
+    let Some(l) = &placer.lock else {
+        return Ok(());
+    };
+    ix.lock_until = l.until;
+    placer.put(&index::key(site, id), ix.encode()).await?;
+    info!(%site, snapshot = %id, locked_until = l.until, copy = %placer.dest.location(), "Object Lock of a kept snapshot extended");
     Ok(())
 }
 
@@ -309,8 +360,8 @@ async fn collect_copy(state: &State, dest: &dyn BlobStore, site: &str) -> anyhow
     let mut needed = std::collections::HashSet::new();
     for k in crate::store::list_keys(dest, &format!("copyindex/{site}/")).await? {
         let id = k.rsplit('/').next().unwrap_or_default();
-        if let Some((_, ids)) = read_index(dest, site, id).await? {
-            needed.extend(ids);
+        if let Some(ix) = index::read(dest, site, id).await? {
+            needed.extend(ix.chunks);
         }
     }
     let old_before = nex_backup_shared::clock::now_ms().saturating_sub(state.gc_grace_ms);
