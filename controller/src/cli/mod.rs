@@ -225,7 +225,7 @@ pub struct ServeArgs {
     pub catalog: Option<String>,
     /// An off-site copy of every site's sealed objects (repeatable): another bucket
     /// (s3://...), another provider, or a directory (file:///...). No key is needed.
-    #[arg(long = "copy-to")]
+    #[arg(long = "copy-to", env = "NEX_COPY_TO", value_delimiter = ',')]
     pub copy_to: Vec<String>,
     /// Snapshots each off-site copy keeps: the newest N of each target...
     #[arg(long, default_value_t = 3)]
@@ -236,7 +236,7 @@ pub struct ServeArgs {
     /// S3 Object Lock on the off-site copies: every copied object is written locked for
     /// at least this long (e.g. 400d), and kept locked while the copy's retention keeps
     /// its snapshot. Each copy must be an s3:// bucket created with Object Lock enabled.
-    #[arg(long, value_parser = trust::parse_duration)]
+    #[arg(long, env = "NEX_COPY_LOCK", value_parser = trust::parse_duration)]
     pub copy_lock: Option<std::time::Duration>,
     /// The Object Lock mode: compliance (no one can shorten it) or governance.
     #[arg(long, default_value = "compliance")]
