@@ -11,7 +11,8 @@
 //!    store backends, the retry/metering/fault layers), [`datadir`] (the private data
 //!    directory), [`ballast`] (room kept for GC on a full disk), [`pki`] (the controller
 //!    CA).
-//! 3. **Application**: [`admins`] (the admin credentials in force), [`state`] (what every handler and worker shares, and the effective
+//! 3. **Application**: [`admins`] (the admin credentials in force), [`accounts`]
+//!    (dashboard accounts: password hashes, the login rule), [`state`] (what every handler and worker shares, and the effective
 //!    policy lookups), [`hub`] (live sessions and job watchers), [`fleet`] (the catalog
 //!    view, RPO compliance, drills, snapshot standing), [`dispatch`] (recording and
 //!    sending a job), [`prune`] (retention and GC), [`anomaly`] (anomaly holds),
@@ -23,9 +24,11 @@
 //!    [`cluster`] (replicas: leader election, the relay between replicas, the shared CA),
 //!    [`offsite`] (off-site copies and their retention).
 //! 4. **Edges**: [`service`] (the gRPC services and who may call them), [`metrics`]
-//!    (Prometheus `/metrics`), [`tls_listener`] (TLS 1.3 accept loop).
+//!    (Prometheus `/metrics`), [`web`] (the dashboard and its JSON API over HTTPS),
+//!    [`tls_listener`] (TLS 1.3 accept loop).
 //! 5. **Binaries**: [`server`] (`nex-backup serve`) and [`cli`] (the operator CLI).
 
+pub mod accounts;
 pub mod admins;
 pub mod alerts;
 pub mod anomaly;
@@ -56,4 +59,5 @@ pub mod sweep;
 pub mod tls_listener;
 pub mod verify;
 pub mod watch;
+pub mod web;
 pub mod workers;

@@ -53,6 +53,9 @@ pub struct Pki {
     server_key: PrivateKeyDer<'static>,
     /// Fingerprint clients pin: the CA, or the root of an operator-provided chain.
     pub pin_fingerprint: String,
+    /// The key dashboard sessions are signed with, derived from the CA key: every
+    /// replica (they share the CA) accepts the others' sessions.
+    pub session_secret: [u8; 32],
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -127,7 +130,15 @@ impl Pki {
             _ => anyhow::bail!("--tls-cert and --tls-key must be given together"),
         };
         let pin_fingerprint = fingerprint(server_chain.last().expect("non-empty chain"));
+        let session_secret: [u8; 32] = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(b"nex-backup dashboard sessions v1\0");
+            h.update(ca_key_pem.as_bytes());
+            h.finalize().into()
+        };
         Ok(Pki {
+            session_secret,
             ca_der,
             issuer,
             server_chain,
@@ -151,6 +162,18 @@ impl Pki {
             .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())
             .context("server certificate and key")?;
         cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// TLS server config for the dashboard: the same server certificate, no client
+    /// certificate (browsers have none), HTTP/1.1.
+    pub fn web_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())
+            .context("server certificate and key")?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub alerts: crate::alerts::AlertConfig,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the dashboard is served (HTTPS), if anywhere.
+    pub web: Option<crate::web::WebConfig>,
     /// The scheduled store verification.
     pub verify: crate::verify::worker::VerifyConfig,
     /// How often the controller writes a sealed copy of its state into the store.
@@ -90,6 +92,7 @@ impl ServeConfig {
             store_reserve: 256 * 1024 * 1024,
             alerts: Default::default(),
             metrics_listen: None,
+            web: None,
             verify: Default::default(),
             state_copy_every: Duration::from_secs(3600),
             store_url: None,
@@ -179,6 +182,7 @@ pub struct Bound {
     scheduler: Option<crate::scheduler::decide::SchedConfig>,
     alerts: crate::alerts::AlertConfig,
     metrics_listen: Option<SocketAddr>,
+    web: Option<crate::web::WebConfig>,
     verify: crate::verify::worker::VerifyConfig,
     state_copy_every: Duration,
     copies: Vec<crate::offsite::Destination>,
@@ -260,6 +264,7 @@ pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<Bound> {
         scheduler: cfg.scheduler.clone(),
         alerts: cfg.alerts.clone(),
         metrics_listen: cfg.metrics_listen,
+        web: cfg.web,
         verify: cfg.verify,
         state_copy_every: cfg.state_copy_every,
         copies: open_copies(cfg).await?,
@@ -495,6 +500,10 @@ impl Bound {
         crate::offsite::spawn(&state, self.copies, self.copy_every, state.copy_lag.clone());
         crate::alerts::spawn(&state, self.alerts);
         spawn_history(&state, self.history_keep);
+        if let Some(web) = self.web {
+            let bound = crate::web::spawn(&state, web).await?;
+            println!("dashboard on https://{bound}/");
+        }
         if let Some(addr) = self.metrics_listen {
             let bound = crate::metrics::spawn(&state, addr).await?;
             println!("metrics on http://{bound}/metrics");

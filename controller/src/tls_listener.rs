@@ -77,6 +77,13 @@ pub struct TlsConn {
     info: PeerInfo,
 }
 
+impl TlsConn {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.info
+    }
+}
+
 impl Connected for TlsConn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {

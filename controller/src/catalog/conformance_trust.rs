@@ -9,6 +9,36 @@ pub(super) async fn run_all(cat: &dyn Catalog) {
     tokens_are_single_use(cat).await;
     renewal_never_undoes_revocation(cat).await;
     sealed_keys_are_append_only(cat).await;
+    accounts_read_back(cat).await;
+}
+
+async fn accounts_read_back(cat: &dyn Catalog) {
+    use super::trust::{AccountRecord, Role};
+    assert!(cat.account("ann").await.unwrap().is_none());
+    let mut a = AccountRecord {
+        v: 1,
+        name: "ann".into(),
+        role: Role::Customer,
+        sites: vec!["acme".into()],
+        password_hash: "$argon2id$x".into(),
+        totp_secret: None,
+        created_unix_ms: 1,
+        disabled_unix_ms: None,
+        failed_logins: 0,
+        locked_until_unix_ms: 0,
+        epoch: 0,
+    };
+    cat.put_account(&a).await.unwrap();
+    let mut b = a.clone();
+    b.name = "bob".into();
+    b.role = Role::Admin;
+    b.sites.clear();
+    cat.put_account(&b).await.unwrap();
+    a.failed_logins = 3;
+    a.epoch = 1;
+    cat.put_account(&a).await.unwrap();
+    assert_eq!(cat.account("ann").await.unwrap(), Some(a.clone()));
+    assert_eq!(cat.accounts().await.unwrap(), vec![a, b]);
 }
 
 async fn tokens_are_single_use(cat: &dyn Catalog) {

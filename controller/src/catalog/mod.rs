@@ -340,6 +340,11 @@ pub trait Catalog: Send + Sync + 'static {
     async fn put_admin(&self, a: &trust::AdminRecord) -> Result<()>;
     /// Every admin credential, revoked ones included.
     async fn admins(&self) -> Result<Vec<trust::AdminRecord>>;
+    /// Store a dashboard account (create or replace).
+    async fn put_account(&self, a: &trust::AccountRecord) -> Result<()>;
+    async fn account(&self, name: &str) -> Result<Option<trust::AccountRecord>>;
+    /// Every dashboard account, disabled ones included, by name.
+    async fn accounts(&self) -> Result<Vec<trust::AccountRecord>>;
     async fn put_token(&self, token: &TokenRecord) -> Result<()>;
     /// Atomically mark the token with `hash` used by `agent_id`, if it is usable at `now_ms`.
     async fn consume_token(&self, hash: &str, now_ms: u64, agent_id: &str) -> Result<TokenUse>;

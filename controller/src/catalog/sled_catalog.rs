@@ -384,6 +384,20 @@ impl Catalog for SledCatalog {
         self.trust.admins()
     }
 
+    async fn put_account(&self, a: &super::trust::AccountRecord) -> Result<()> {
+        self.trust.put_account(a)?;
+        self.db.flush_async().await.map_err(sled_err)?;
+        Ok(())
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<super::trust::AccountRecord>> {
+        self.trust.account(name)
+    }
+
+    async fn accounts(&self) -> Result<Vec<super::trust::AccountRecord>> {
+        self.trust.accounts()
+    }
+
     async fn put_token(&self, token: &TokenRecord) -> Result<()> {
         self.trust.put_token(token)
     }

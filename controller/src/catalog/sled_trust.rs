@@ -23,6 +23,7 @@ pub(super) struct TrustTrees {
     identities: sled::Tree,
     sealed: sled::Tree,
     admins: sled::Tree,
+    accounts: sled::Tree,
 }
 
 impl TrustTrees {
@@ -32,6 +33,7 @@ impl TrustTrees {
             identities: db.open_tree("identities").map_err(storage)?,
             sealed: db.open_tree("sealed_keys").map_err(storage)?,
             admins: db.open_tree("admins").map_err(storage)?,
+            accounts: db.open_tree("accounts").map_err(storage)?,
         })
     }
 
@@ -44,6 +46,31 @@ impl TrustTrees {
 
     pub(super) fn admins(&self) -> Result<Vec<super::trust::AdminRecord>> {
         self.admins
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(storage)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub(super) fn put_account(&self, a: &super::trust::AccountRecord) -> Result<()> {
+        self.accounts
+            .insert(a.name.as_bytes(), encode(a))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    pub(super) fn account(&self, name: &str) -> Result<Option<super::trust::AccountRecord>> {
+        self.accounts
+            .get(name.as_bytes())
+            .map_err(storage)?
+            .map(|v| decode(name.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub(super) fn accounts(&self) -> Result<Vec<super::trust::AccountRecord>> {
+        self.accounts
             .iter()
             .map(|kv| {
                 let (k, v) = kv.map_err(storage)?;

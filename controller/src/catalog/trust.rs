@@ -100,3 +100,61 @@ pub struct AdminRecord {
     pub created_unix_ms: u64,
     pub revoked_unix_ms: Option<u64>,
 }
+
+/// What a dashboard account may do ([`AccountRecord::role`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only, and only the sites listed in the account.
+    Customer,
+    /// Read-only, every site.
+    Viewer,
+    /// Backups, drills, restores, incidents, policies.
+    Operator,
+    /// Everything, accounts included.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Customer, Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.name() == s)
+    }
+}
+
+/// A named dashboard account. The password is kept only as an argon2 hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub v: u32,
+    pub name: String,
+    pub role: Role,
+    /// The sites a customer account sees (empty for the other roles).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    pub password_hash: String,
+    /// Base32 TOTP secret, when the account has a second factor.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
+    pub created_unix_ms: u64,
+    #[serde(default)]
+    pub disabled_unix_ms: Option<u64>,
+    /// Failed logins in a row, and until when the account is locked after too many.
+    #[serde(default)]
+    pub failed_logins: u32,
+    #[serde(default)]
+    pub locked_until_unix_ms: u64,
+    /// Raised whenever the password, role, sites or state change: sessions signed under
+    /// an older epoch end.
+    #[serde(default)]
+    pub epoch: u32,
+}

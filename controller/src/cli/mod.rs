@@ -1,6 +1,7 @@
 //! The `nex-backup` command line: `serve` runs the controller, everything else is an
 //! operator command talking to a controller over gRPC.
 
+mod accounts;
 mod client;
 mod dr;
 mod files;
@@ -113,6 +114,10 @@ pub enum Command {
     /// Named admin credentials: create (shown once), list, revoke.
     #[command(subcommand)]
     Admin(safety::AdminCommand),
+    /// Dashboard accounts (admin, operator, viewer, customer): add, list, set, passwd,
+    /// disable, enable, unlock.
+    #[command(subcommand)]
+    Account(accounts::AccountCommand),
     /// Check the stored data: every chunk against the checksum recorded when it was
     /// stored (no keys needed), or with --deep one snapshot decrypted by its agent;
     /// --damaged lists the snapshots marked damaged.
@@ -204,6 +209,16 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (plain HTTP) at http://ADDR/metrics, e.g. 127.0.0.1:9420.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the dashboard and its JSON API over HTTPS here (e.g. 0.0.0.0:7443), with
+    /// the controller's server certificate. Accounts: `nex-backup account add`.
+    #[arg(long, env = "NEX_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// A dashboard session ends after this long without a request...
+    #[arg(long, default_value = "30m", value_parser = trust::parse_duration)]
+    pub http_session_idle: std::time::Duration,
+    /// ...and this long after its login, however active.
+    #[arg(long, default_value = "12h", value_parser = trust::parse_duration)]
+    pub http_session_max: std::time::Duration,
     /// The scheduled store verification re-reads the whole store once per this period
     /// (0 = never).
     #[arg(long, default_value = "30d", value_parser = trust::parse_duration)]
@@ -355,6 +370,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.history_keep = a.history_keep;
             cfg.store_reserve = a.store_reserve;
             cfg.metrics_listen = a.metrics_listen;
+            cfg.web = a.http_listen.map(|listen| crate::web::WebConfig {
+                listen,
+                lifetimes: crate::web::session::Lifetimes {
+                    idle_ms: u64::try_from(a.http_session_idle.as_millis()).unwrap_or(u64::MAX),
+                    max_ms: u64::try_from(a.http_session_max.as_millis()).unwrap_or(u64::MAX),
+                },
+            });
             cfg.state_copy_every = a.state_copy_every;
             cfg.store_url = a.store;
             cfg.catalog_url = a.catalog;
@@ -406,6 +428,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hold(c) => safety::hold(c).await,
         Command::Audit(a) => safety::audit(a).await,
         Command::Admin(c) => safety::admin(c).await,
+        Command::Account(c) => accounts::account(c).await,
         Command::Verify(a) => verify::verify(a).await,
         Command::RestoreController(a) => dr::restore_controller(a).await,
         Command::Migrate(a) => dr::migrate(a).await,

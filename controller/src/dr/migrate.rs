@@ -209,6 +209,9 @@ async fn copy_records(s: &Sides, report: &mut MigrateReport) -> anyhow::Result<(
     for a in from.admins().await? {
         to.put_admin(&a).await?;
     }
+    for a in from.accounts().await? {
+        to.put_account(&a).await?;
+    }
     for i in from.identities().await? {
         to.put_identity(&i).await?;
     }

@@ -53,6 +53,9 @@ pub struct StateCopy {
     /// (relative path, base64 content) of [`FILES`] present.
     pub files: Vec<(String, String)>,
     pub admins: Vec<AdminRecord>,
+    /// Dashboard accounts (password hashes only).
+    #[serde(default)]
+    pub accounts: Vec<crate::catalog::trust::AccountRecord>,
     pub identities: Vec<IdentityRecord>,
     pub agents: Vec<AgentRecord>,
     pub policies: Vec<PolicyRecord>,
@@ -86,6 +89,7 @@ pub async fn collect(state: &State, data_dir: &Path) -> anyhow::Result<StateCopy
         controller_version: env!("CARGO_PKG_VERSION").into(),
         files,
         admins: cat.admins().await?,
+        accounts: cat.accounts().await?,
         identities: cat.identities().await?,
         agents: cat.agents().await?,
         policies: cat.policies().await?,

@@ -135,6 +135,9 @@ async fn write_records(
     for a in &copy.admins {
         cat.put_admin(a).await?;
     }
+    for a in &copy.accounts {
+        cat.put_account(a).await?;
+    }
     for i in &copy.identities {
         cat.put_identity(i).await?;
     }

@@ -715,6 +715,28 @@ impl AdminService for AdminApi {
         .await
     }
 
+    async fn set_account(
+        &self,
+        request: Request<pb::SetAccountRequest>,
+    ) -> Result<Response<pb::AccountInfo>, Status> {
+        self.audited("SetAccount", request, |request| async move {
+            Ok(Response::new(
+                self.set_account_impl(request.into_inner()).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        self.audited("ListAccounts", request, |_request| async move {
+            Ok(Response::new(self.list_accounts_impl().await?))
+        })
+        .await
+    }
+
     async fn set_summary(
         &self,
         request: Request<pb::SummaryMsg>,

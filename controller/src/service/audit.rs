@@ -57,7 +57,8 @@ scope!(site: CreateTokenRequest, RevokeAgentRequest, SetSitePolicyRequest, GetSi
     ListIncidentsRequest, VerifyStoreRequest, ListDamagedRequest);
 scope!(none: StatusRequest, ListAgentsRequest, ListPoliciesRequest, CancelJobRequest,
     ListChannelsRequest, DeleteChannelRequest, TestChannelRequest, AckIncidentRequest,
-    CreateAdminRequest, ListAdminsRequest, RevokeAdminRequest, SummaryMsg, SendSummaryRequest);
+    CreateAdminRequest, ListAdminsRequest, RevokeAdminRequest, SummaryMsg, SendSummaryRequest,
+    SetAccountRequest, ListAccountsRequest);
 
 /// Who calls: the named credential and the address it came from.
 fn actor_of<T>(req: &Request<T>) -> String {

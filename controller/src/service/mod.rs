@@ -2,6 +2,7 @@
 //! on receipt, and every failure becomes a `tonic::Status` that names the object.
 
 pub mod admin;
+mod admin_accounts;
 mod admin_admins;
 mod admin_alerts;
 mod admin_policy;

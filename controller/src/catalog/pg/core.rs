@@ -7,7 +7,7 @@ use nex_backup_shared::ids::ChunkId;
 
 use super::{PgCatalog, dkey, from_json, is_unique_violation, pg_err, to_json};
 use crate::catalog::safety::{AuditEntry, HoldRecord};
-use crate::catalog::trust::AdminRecord;
+use crate::catalog::trust::{AccountRecord, AdminRecord};
 use crate::catalog::{
     AgentRecord, Catalog, CatalogError, IdentityRecord, JobRecord, JobState, NewSnapshot,
     PolicyRecord, Result, ScheduleRecord, SealedKeyRecord, SitePolicyRecord, SnapshotRecord,
@@ -376,6 +376,18 @@ impl Catalog for PgCatalog {
 
     async fn admins(&self) -> Result<Vec<AdminRecord>> {
         self.docs("admin", None).await
+    }
+
+    async fn put_account(&self, a: &AccountRecord) -> Result<()> {
+        self.put_doc("account", &a.name, None, a).await
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<AccountRecord>> {
+        self.get_doc("account", name).await
+    }
+
+    async fn accounts(&self) -> Result<Vec<AccountRecord>> {
+        self.docs("account", None).await
     }
 
     async fn put_token(&self, t: &TokenRecord) -> Result<()> {

@@ -1,0 +1,165 @@
+//! The JSON API under `/api/v1/`: the same data as the pages (the same functions of
+//! [`super::data`] and [`super::detail`]), for the company's own tools. A session
+//! cookie authenticates it; a POST also needs the session's CSRF token in
+//! `X-CSRF-Token`. Out-of-scope and unknown sites both answer 404.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::data::{FleetFilter, JobsFilter};
+use super::routes::{Viewer, audit};
+use super::{Web, detail};
+use nex_backup_shared::clock::now_ms;
+
+pub fn router() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/fleet", get(fleet))
+        .route("/jobs", get(jobs))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{id}/ack", post(ack))
+        .route("/sites/{site}", get(site))
+        .route("/sites/{site}/targets/{target}", get(target))
+        .route("/me", get(me))
+}
+
+fn error(code: StatusCode, msg: &str) -> Response {
+    (code, Json(json!({ "error": msg }))).into_response()
+}
+
+fn unavailable(e: anyhow::Error) -> Response {
+    tracing::error!(error = %e, "dashboard API");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the catalog cannot be read; try again shortly",
+    )
+}
+
+fn answer<T: serde::Serialize>(r: anyhow::Result<Option<T>>) -> Response {
+    match r {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn me(v: Viewer) -> Response {
+    Json(json!({
+        "name": v.account.name,
+        "role": v.account.role.name(),
+        "sites": v.account.sites,
+        "csrf": v.csrf,
+    }))
+    .into_response()
+}
+
+async fn fleet(State(web): State<Arc<Web>>, v: Viewer, Query(f): Query<FleetFilter>) -> Response {
+    answer(
+        super::data::fleet(&web.state, &v.scope(), &f, now_ms())
+            .await
+            .map(Some),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn jobs(
+    State(web): State<Arc<Web>>,
+    v: Viewer,
+    Query(f): Query<JobsFilter>,
+    Query(l): Query<Limit>,
+) -> Response {
+    let limit = l.limit.unwrap_or(100).clamp(1, 1000);
+    answer(
+        super::data::jobs(&web.state, &v.scope(), &f, limit)
+            .await
+            .map(Some),
+    )
+}
+
+async fn incidents(State(web): State<Arc<Web>>, v: Viewer) -> Response {
+    answer(
+        detail::incidents(&web.state, &v.scope(), None, false)
+            .await
+            .map(Some),
+    )
+}
+
+async fn site(State(web): State<Arc<Web>>, v: Viewer, Path(site): Path<String>) -> Response {
+    answer(detail::site(&web.state, &v.scope(), &site, now_ms()).await)
+}
+
+async fn target(
+    State(web): State<Arc<Web>>,
+    v: Viewer,
+    Path((site, target)): Path<(String, String)>,
+) -> Response {
+    answer(detail::target(&web.state, &v.scope(), &site, &target, now_ms()).await)
+}
+
+async fn ack(State(web): State<Arc<Web>>, v: Viewer, Path(id): Path<u64>) -> Response {
+    match ack_incident(&web, &v, id).await {
+        Ok(row) => Json(row).into_response(),
+        Err((code, msg)) => error(code, &msg),
+    }
+}
+
+/// Acknowledge incident `id` as `v` (operators and admins; a customer's or viewer's
+/// attempt is refused, and an incident of a site out of scope is "not found").
+pub async fn ack_incident(
+    web: &Web,
+    v: &Viewer,
+    id: u64,
+) -> Result<detail::IncidentRow, (StatusCode, String)> {
+    let scope = v.scope();
+    let a = &web.state.alerts;
+    let inc = a
+        .incident(id)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .filter(|i| scope.sees(&i.site))
+        .ok_or((StatusCode::NOT_FOUND, format!("no incident #{id}")))?;
+    if !scope.can_act() {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "a {} account cannot acknowledge incidents",
+                v.account.role.name()
+            ),
+        ));
+    }
+    if !inc.is_open() {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("incident #{id} is already resolved"),
+        ));
+    }
+    let mut inc = inc;
+    if inc.acked_by.is_none() {
+        inc.acked_by = Some(format!("dashboard {}", v.account.name));
+        inc.acked_unix_ms = Some(now_ms());
+        a.apply_incident(crate::catalog::alerts::IncidentChange {
+            incident: inc.clone(),
+            notices: vec![],
+        })
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        audit(
+            web,
+            &v.account.name,
+            &inc.site,
+            "incident acknowledged",
+            format!("#{} {} {}", inc.id, inc.rule, inc.subject),
+        )
+        .await;
+    }
+    Ok(detail::IncidentRow::from(&inc))
+}

@@ -1,0 +1,2 @@
+// NEX Backup dashboard: progressive additions only; every page works without this.
+"use strict";

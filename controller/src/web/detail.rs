@@ -1,0 +1,199 @@
+//! The site, target and incident data of the dashboard (see [`super::data`]): each
+//! answers `None` for a site outside the viewer's scope, which the pages and the API
+//! turn into the same 404 as a site that does not exist.
+
+use serde::Serialize;
+
+use super::data::{Cell, FleetFilter, JobRow, JobsFilter, Scope, fleet, jobs};
+use crate::catalog::alerts::IncidentRecord;
+use crate::state::State;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub agent_id: String,
+    pub version: String,
+    pub online: bool,
+    pub last_seen_unix_ms: u64,
+    pub cert_not_after_unix: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentRow {
+    pub id: u64,
+    pub site: String,
+    pub rule: String,
+    pub subject: String,
+    pub summary: String,
+    pub opened_unix_ms: u64,
+    pub resolved_unix_ms: Option<u64>,
+    pub acked_by: Option<String>,
+}
+
+impl From<&IncidentRecord> for IncidentRow {
+    fn from(i: &IncidentRecord) -> Self {
+        IncidentRow {
+            id: i.id,
+            site: i.site.clone(),
+            rule: i.rule.clone(),
+            subject: i.subject.clone(),
+            summary: i.summary.clone(),
+            opened_unix_ms: i.opened_unix_ms,
+            resolved_unix_ms: i.resolved_unix_ms,
+            acked_by: i.acked_by.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub site: String,
+    pub agents: Vec<AgentRow>,
+    pub targets: Vec<Cell>,
+    pub incidents: Vec<IncidentRow>,
+    pub jobs: Vec<JobRow>,
+}
+
+/// Whether `site` is known to the controller (an agent, a snapshot or a policy names it).
+async fn known(st: &State, site: &str) -> anyhow::Result<bool> {
+    let cat = &st.catalog;
+    Ok(cat.agents().await?.iter().any(|a| a.site == site)
+        || !cat
+            .snapshots_page(Some(site), None, None, 1)
+            .await?
+            .is_empty()
+        || cat.policies().await?.iter().any(|p| p.site == site))
+}
+
+/// One site, if the viewer sees it and it exists.
+pub async fn site(st: &State, scope: &Scope, site: &str, now: u64) -> anyhow::Result<Option<Site>> {
+    if !scope.sees(site) || !known(st, site).await? {
+        return Ok(None);
+    }
+    let idents = st.catalog.identities().await?;
+    let agents = st
+        .catalog
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.site == site)
+        .map(|a| AgentRow {
+            online: st.hub.online(&a.site, &a.agent_id),
+            cert_not_after_unix: idents
+                .iter()
+                .find(|i| i.site == a.site && i.agent_id == a.agent_id)
+                .map(|i| i.not_after_unix),
+            agent_id: a.agent_id,
+            version: a.version,
+            last_seen_unix_ms: a.last_seen_unix_ms,
+        })
+        .collect();
+    let mut targets = fleet(st, scope, &FleetFilter::default(), now).await?.cells;
+    targets.retain(|c| c.site == site);
+    let incidents = incidents(st, scope, Some(site), false).await?;
+    let f = JobsFilter {
+        site: Some(site.to_string()),
+        ..Default::default()
+    };
+    Ok(Some(Site {
+        site: site.to_string(),
+        agents,
+        targets,
+        incidents,
+        jobs: jobs(st, scope, &f, 20).await?,
+    }))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRow {
+    pub snapshot_id: String,
+    pub created_unix_ms: u64,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    pub new_bytes: u64,
+    pub duration_ms: u64,
+    /// good, verified, suspect, suspicious, damaged...
+    pub standing: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub site: String,
+    pub target: String,
+    pub status: Option<Cell>,
+    /// Newest first.
+    pub snapshots: Vec<SnapshotRow>,
+    pub jobs: Vec<JobRow>,
+}
+
+/// One target of a site, if the viewer sees the site and the target exists.
+pub async fn target(
+    st: &State,
+    scope: &Scope,
+    site: &str,
+    target: &str,
+    now: u64,
+) -> anyhow::Result<Option<Target>> {
+    if !scope.sees(site) {
+        return Ok(None);
+    }
+    let cat = &st.catalog;
+    let snaps = cat.snapshots(Some(site), Some(target)).await?;
+    let mut status = fleet(st, scope, &FleetFilter::default(), now).await?.cells;
+    status.retain(|c| c.site == site && c.target == target);
+    if snaps.is_empty() && status.is_empty() {
+        return Ok(None);
+    }
+    let site_jobs = cat.site_jobs(site).await?;
+    let holds = cat.holds().await?;
+    let damaged = crate::fleet::standing::load_damaged(&*st.integrity).await?;
+    let labels = crate::fleet::standing::labels(&snaps, &site_jobs, &holds, &damaged);
+    let snapshots = snaps
+        .iter()
+        .rev()
+        .map(|s| SnapshotRow {
+            snapshot_id: s.snapshot_id.clone(),
+            created_unix_ms: s.created_unix_ms,
+            logical_bytes: s.logical_bytes,
+            stored_bytes: s.stored_bytes,
+            new_bytes: s.new_bytes,
+            duration_ms: s.duration_ms,
+            standing: labels
+                .get(&(s.site.clone(), s.snapshot_id.clone()))
+                .copied()
+                .unwrap_or("unknown")
+                .to_string(),
+        })
+        .collect();
+    let f = JobsFilter {
+        site: Some(site.to_string()),
+        target: Some(target.to_string()),
+        ..Default::default()
+    };
+    Ok(Some(Target {
+        site: site.to_string(),
+        target: target.to_string(),
+        status: status.pop(),
+        snapshots,
+        jobs: jobs(st, scope, &f, 20).await?,
+    }))
+}
+
+/// Incidents in scope (of one site, if given), newest first.
+pub async fn incidents(
+    st: &State,
+    scope: &Scope,
+    site: Option<&str>,
+    open_only: bool,
+) -> anyhow::Result<Vec<IncidentRow>> {
+    let mut all: Vec<IncidentRecord> = st
+        .alerts
+        .incidents()
+        .await?
+        .into_iter()
+        .filter(|i| scope.sees(&i.site) && site.is_none_or(|s| s == i.site))
+        .filter(|i| !open_only || i.is_open())
+        .collect();
+    all.sort_by_key(|i| std::cmp::Reverse(i.id));
+    all.truncate(500);
+    Ok(all.iter().map(IncidentRow::from).collect())
+}
