@@ -17,6 +17,7 @@
 //! - [`s3`]: a real S3 server (SeaweedFS `weed mini`) with checked credentials.
 //! - [`fleet`]: real enrolled agents for the benchmark commands.
 //! - [`store_files`]: a controller's stored chunks: listed, told apart, damaged.
+//! - [`web`]: a dashboard client (HTTPS, its session cookie kept by hand).
 //!
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
@@ -34,6 +35,7 @@ pub mod s3;
 pub mod sample;
 pub mod smtp;
 pub mod store_files;
+pub mod web;
 pub mod webhook;
 
 use std::time::{Duration, Instant};

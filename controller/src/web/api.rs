@@ -19,13 +19,13 @@ use nex_backup_shared::clock::now_ms;
 
 pub fn router() -> Router<Arc<Web>> {
     Router::new()
-        .route("/fleet", get(fleet))
-        .route("/jobs", get(jobs))
-        .route("/incidents", get(incidents))
-        .route("/incidents/{id}/ack", post(ack))
-        .route("/sites/{site}", get(site))
-        .route("/sites/{site}/targets/{target}", get(target))
-        .route("/me", get(me))
+        .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/incidents/{id}/ack", post(ack))
+        .route("/api/v1/sites/{site}", get(site))
+        .route("/api/v1/sites/{site}/targets/{target}", get(target))
+        .route("/api/v1/me", get(me))
 }
 
 fn error(code: StatusCode, msg: &str) -> Response {
@@ -120,6 +120,15 @@ pub async fn ack_incident(
     id: u64,
 ) -> Result<detail::IncidentRow, (StatusCode, String)> {
     let scope = v.scope();
+    if !scope.can_act() {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "a {} account cannot acknowledge incidents",
+                v.account.role.name()
+            ),
+        ));
+    }
     let a = &web.state.alerts;
     let inc = a
         .incident(id)

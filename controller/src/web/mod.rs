@@ -87,7 +87,7 @@ fn router(web: Arc<Web>) -> Router {
         .route("/sites/{site}/targets/{target}", get(routes::target))
         .route("/static/app.css", get(routes::css))
         .route("/static/app.js", get(routes::js))
-        .nest("/api/v1", api::router())
+        .merge(api::router())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),

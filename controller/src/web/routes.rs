@@ -55,14 +55,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Viewer {
         if let Some(v) = parts.extensions.get::<Viewer>() {
             return Ok(v.clone());
         }
-        if parts.uri.path().starts_with("/api/") {
+        let uri = parts.uri.clone();
+        if uri.path().starts_with("/api/") {
             return Err((
                 StatusCode::UNAUTHORIZED,
                 axum::Json(serde_json::json!({"error": "log in first (POST /login)"})),
             )
                 .into_response());
         }
-        let next = parts.uri.path_and_query().map_or("/fleet", |p| p.as_str());
+        let next = uri.path_and_query().map_or("/fleet", |p| p.as_str());
         let to = format!("/login?next={}", urlencode(next));
         Err(Redirect::to(&to).into_response())
     }
@@ -304,7 +305,18 @@ pub async fn fleet(
     }
 }
 
-pub async fn jobs(State(web): State<Arc<Web>>, v: Viewer, Query(f): Query<JobsFilter>) -> Response {
+pub async fn jobs(
+    State(web): State<Arc<Web>>,
+    v: Viewer,
+    Query(mut f): Query<JobsFilter>,
+) -> Response {
+    // A site out of scope is not even echoed back into the form.
+    if f.site.as_deref().is_some_and(|s| !v.scope().sees(s.trim())) {
+        f.site = None;
+        f.target = None;
+        let rows = vec![];
+        return page(pages::jobs(&v.chrome(), &rows, &f));
+    }
     match super::data::jobs(&web.state, &v.scope(), &f, 200).await {
         Ok(rows) => page(pages::jobs(&v.chrome(), &rows, &f)),
         Err(e) => failed(e),

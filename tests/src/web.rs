@@ -1,0 +1,119 @@
+//! A dashboard client for tests: HTTPS to the controller's `--http-listen` (its
+//! certificate is the controller's own, not checked here: the TLS tests do that),
+//! redirects not followed, the session cookie kept by hand so tests can steal, replay
+//! and drop it.
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use reqwest::header::{COOKIE, SET_COOKIE};
+
+use crate::wait_for;
+
+/// The dashboard's address as the controller logged it (`dashboard at https://ADDR/`).
+pub fn dashboard_url(log: &std::path::Path) -> String {
+    wait_for("the dashboard to listen", 30, || {
+        let text = std::fs::read_to_string(log).ok()?;
+        let at = text.find("dashboard at https://")?;
+        let rest = &text[at + "dashboard at ".len()..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        Some(rest[..end].trim_end_matches('/').to_string())
+    })
+}
+
+/// One browser-like client with its own session.
+pub struct Web {
+    pub base: String,
+    client: Client,
+    pub cookie: Option<String>,
+}
+
+/// A response: status, the Set-Cookie and Location headers, the body.
+pub struct Resp {
+    pub status: u16,
+    pub set_cookie: Option<String>,
+    pub location: Option<String>,
+    pub csp: Option<String>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Web {
+    pub fn new(base: &str) -> Web {
+        Web {
+            base: base.to_string(),
+            client: Client::builder()
+                .danger_accept_invalid_certs(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    fn send(&mut self, req: reqwest::blocking::RequestBuilder) -> Resp {
+        let req = match &self.cookie {
+            Some(c) => req.header(COOKIE, format!("nexb_session={c}")),
+            None => req,
+        };
+        let r = req.send().expect("dashboard request");
+        let h = |n: reqwest::header::HeaderName| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let set_cookie = h(SET_COOKIE);
+        let location = h(reqwest::header::LOCATION);
+        let csp = h(reqwest::header::CONTENT_SECURITY_POLICY);
+        if let Some(v) = set_cookie
+            .as_deref()
+            .and_then(|c| c.strip_prefix("nexb_session="))
+            .and_then(|c| c.split(';').next())
+        {
+            self.cookie = (!v.is_empty()).then(|| v.to_string());
+        }
+        Resp {
+            status: r.status().as_u16(),
+            set_cookie,
+            location,
+            csp,
+            body: r.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Resp {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req)
+    }
+
+    /// A form POST with extra headers.
+    pub fn post(&mut self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Resp {
+        let mut req = self.client.post(format!("{}{path}", self.base)).form(form);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req)
+    }
+
+    pub fn login(&mut self, name: &str, password: &str) -> Resp {
+        self.post(
+            "/login",
+            &[("name", name), ("password", password), ("next", "/fleet")],
+            &[],
+        )
+    }
+
+    /// This session's CSRF token.
+    pub fn csrf(&mut self) -> String {
+        let me = self.get("/api/v1/me");
+        assert_eq!(me.status, 200, "{}", me.body);
+        me.json()["csrf"].as_str().unwrap().to_string()
+    }
+}

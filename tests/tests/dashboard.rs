@@ -1,0 +1,302 @@
+//! The dashboard over HTTPS with a real controller, agents and PostgreSQL: accounts and
+//! logins (wrong password, lockout, idle expiry, logout), the security headers, CSRF,
+//! roles (a viewer cannot act), a customer who sees its own site and nothing of the
+//! other's, and the fleet grid's states in the order of their gravity.
+
+use nex_backup_tests::env::{Env, EnvOpts, SITE, target_toml};
+use nex_backup_tests::pg::PASSWORD;
+use nex_backup_tests::procs::Agent;
+use nex_backup_tests::wait_for;
+use nex_backup_tests::web::{Web, dashboard_url};
+
+const OTHER: &str = "globex";
+
+/// `nex-backup account add NAME --role ROLE [--site S]`: the generated password.
+fn add_account(env: &Env, name: &str, role: &str, site: Option<&str>) -> String {
+    let mut args = vec!["account", "add", name, "--role", role];
+    if let Some(s) = site {
+        args.extend(["--site", s]);
+    }
+    let out = env.cli(&args);
+    assert!(out.ok, "{}", out.stderr);
+    out.stdout.lines().last().unwrap().trim().to_string()
+}
+
+/// A second site with its own agent (same cluster), backed up once.
+fn second_site(env: &Env) -> Agent {
+    let config = env.second_agent_config("globex-srv1");
+    let out = env.enroll(&config, OTHER);
+    assert!(out.ok, "{}", out.stderr);
+    let agent = Agent::start(
+        &config,
+        &[(nex_backup_tests::env::PW_ENV, PASSWORD)],
+        &config.with_extension("log"),
+    );
+    wait_for("the globex agent online", 60, || {
+        let v = env.cli(&["status", "--json"]).json();
+        v["sites"]
+            .as_array()?
+            .iter()
+            .any(|s| s["site"] == OTHER && s["online"] == true)
+            .then_some(())
+    });
+    let b = env.cli(&["backup", "--site", OTHER, "--target", "main", "--json"]);
+    assert!(b.ok, "{}{}", b.stdout, b.stderr);
+    agent
+}
+
+#[test]
+fn the_dashboard_logs_in_scopes_and_refuses() {
+    let env = Env::start(
+        &nex_backup_tests::sample::invoices_sql(500),
+        EnvOpts {
+            controller_args: ["--http-listen", "127.0.0.1:0", "--http-session-idle", "4s"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            extra_targets: target_toml(
+                "second",
+                "postgres",
+                "invoices",
+                nex_backup_tests::env::PW_ENV,
+            ),
+            ..Default::default()
+        },
+    );
+    let base = dashboard_url(&env.controller.log);
+    env.backup_ok("main");
+    let _globex = second_site(&env);
+    let admin_pw = add_account(&env, "ann", "admin", None);
+    let cust_pw = add_account(&env, "cust", "customer", Some(SITE));
+    let viewer_pw = add_account(&env, "vic", "viewer", None);
+
+    // Not logged in: pages go to the login, the API answers 401.
+    let mut anon = Web::new(&base);
+    let r = anon.get("/fleet");
+    assert_eq!(r.status, 303);
+    assert!(r.location.unwrap().starts_with("/login"));
+    assert_eq!(anon.get("/api/v1/fleet").status, 401);
+
+    // A wrong password and an unknown name read the same; five in a row lock the
+    // account, and then even the right password is refused until an admin unlocks it.
+    let wrong = anon.login("ann", "not-the-password");
+    let unknown = anon.login("nobody", "not-the-password");
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert!(wrong.body.contains("wrong name or password"));
+    assert!(unknown.body.contains("wrong name or password"));
+    for _ in 0..4 {
+        anon.login("ann", "still-not-it");
+    }
+    let locked = anon.login("ann", &admin_pw);
+    assert_eq!(locked.status, 401);
+    assert!(locked.body.contains("locked"), "{}", locked.body);
+    assert!(anon.cookie.is_none());
+    let unlock = env.cli(&["account", "unlock", "ann"]);
+    assert!(unlock.ok, "{}", unlock.stderr);
+
+    // The admin logs in: a Secure, HttpOnly, SameSite=Strict cookie; a strict CSP.
+    let mut admin = Web::new(&base);
+    let ok = admin.login("ann", &admin_pw);
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let cookie = ok.set_cookie.unwrap();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let fleet = admin.get("/fleet");
+    assert_eq!(fleet.status, 200);
+    let csp = fleet.csp.unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(fleet.body.contains(SITE) && fleet.body.contains(OTHER));
+
+    // CSRF: an action without the token, or marked cross-site by the browser, is
+    // refused; with the session's token it goes through (to a missing incident: 404).
+    let csrf = admin.csrf();
+    assert_eq!(admin.post("/incidents/999/ack", &[], &[]).status, 403);
+    let cross = admin.post(
+        "/incidents/999/ack",
+        &[("csrf", &csrf)],
+        &[("sec-fetch-site", "cross-site")],
+    );
+    assert_eq!(cross.status, 403);
+    assert_eq!(
+        admin
+            .post("/incidents/999/ack", &[("csrf", &csrf)], &[])
+            .status,
+        404
+    );
+
+    // A viewer sees everything, has no buttons, and its own valid token does not let it act.
+    let mut viewer = Web::new(&base);
+    assert_eq!(viewer.login("vic", &viewer_pw).status, 303);
+    let vt = viewer.csrf();
+    assert!(viewer.get("/fleet").body.contains(OTHER));
+    assert!(!viewer.get("/incidents").body.contains("Acknowledge"));
+    assert_eq!(
+        viewer
+            .post("/incidents/1/ack", &[("csrf", &vt)], &[])
+            .status,
+        403
+    );
+    assert_eq!(
+        viewer
+            .post("/api/v1/incidents/1/ack", &[], &[("x-csrf-token", &vt)])
+            .status,
+        403
+    );
+
+    // The customer: its site only. The other site's name appears in no page and no API
+    // answer, and a direct URL to it is 404, as for a site that does not exist.
+    let mut cust = Web::new(&base);
+    assert_eq!(cust.login("cust", &cust_pw).status, 303);
+    for path in [
+        "/fleet",
+        "/jobs",
+        "/incidents",
+        &format!("/sites/{SITE}"),
+        &format!("/sites/{SITE}/targets/main"),
+        "/api/v1/fleet",
+        "/api/v1/jobs",
+        "/api/v1/incidents",
+        "/api/v1/me",
+        &format!("/api/v1/sites/{SITE}"),
+        &format!("/api/v1/sites/{SITE}/targets/main"),
+        &format!("/jobs?site={OTHER}"),
+        &format!("/api/v1/jobs?site={OTHER}"),
+    ] {
+        let r = cust.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(
+            !r.body.contains(OTHER),
+            "{path} shows the other site: {}",
+            r.body
+        );
+    }
+    assert!(cust.get("/fleet").body.contains(SITE));
+    let api = cust.get("/api/v1/fleet").json();
+    assert!(
+        api["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["site"] == SITE),
+        "{api}"
+    );
+    for path in [
+        format!("/sites/{OTHER}"),
+        format!("/sites/{OTHER}/targets/main"),
+        format!("/api/v1/sites/{OTHER}"),
+        format!("/api/v1/sites/{OTHER}/targets/main"),
+        "/sites/no-such-site".to_string(),
+    ] {
+        let r = cust.get(&path);
+        assert_eq!(r.status, 404, "{path}");
+        assert!(!r.body.contains(OTHER), "{path}");
+    }
+
+    // Sessions end: after the idle time, and at logout (the old cookie is dead too).
+    let stolen = admin.cookie.clone();
+    let lt = admin.csrf();
+    assert_eq!(admin.post("/logout", &[("csrf", &lt)], &[]).status, 303);
+    let mut thief = Web::new(&base);
+    thief.cookie = stolen;
+    assert_eq!(
+        thief.get("/api/v1/me").status,
+        401,
+        "a logged-out session is dead"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(
+        cust.get("/api/v1/me").status,
+        401,
+        "an idle session expires"
+    );
+    let r = cust.get("/fleet");
+    assert_eq!(r.status, 303);
+
+    // Every login and logout is in the audit log, with the account's name.
+    let audit = env.cli(&["audit", "--json"]).stdout;
+    for needle in [
+        "dashboard ann",
+        "dashboard login refused",
+        "dashboard logout",
+    ] {
+        assert!(audit.contains(needle), "{needle}: {audit}");
+    }
+}
+
+/// The fleet grid lists a VIOLATED, an AGENT OFFLINE, a NEVER BACKED UP and an OK
+/// target in that order, and its counts and JSON agree.
+#[test]
+fn the_fleet_grid_puts_the_worst_first() {
+    let env = Env::start(
+        &nex_backup_tests::sample::invoices_sql(300),
+        EnvOpts {
+            controller_args: ["--http-listen", "127.0.0.1:0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            extra_targets: target_toml(
+                "second",
+                "postgres",
+                "invoices",
+                nex_backup_tests::env::PW_ENV,
+            ),
+            ..Default::default()
+        },
+    );
+    let base = dashboard_url(&env.controller.log);
+    env.backup_ok("main");
+    env.backup_ok("second");
+    let mut globex = second_site(&env);
+    // main: a 2 s RPO makes it VIOLATED; ghost: a policy, never backed up; globex: its
+    // agent goes away.
+    let rpo = env.set_target_policy("main", &["--rpo", "2s", "--force"]);
+    assert!(rpo.ok, "{}", rpo.stderr);
+    let ghost = env.cli(&[
+        "policy", "set", "--site", SITE, "--target", "ghost", "--rpo", "1d", "--create",
+    ]);
+    assert!(ghost.ok, "{}", ghost.stderr);
+    globex.kill();
+    let pw = add_account(&env, "op", "operator", None);
+    let mut web = Web::new(&base);
+    assert_eq!(web.login("op", &pw).status, 303);
+    // globex's agent also declares `second`, never backed up there.
+    let want = [
+        "VIOLATED",
+        "AGENT OFFLINE",
+        "NEVER BACKED UP",
+        "NEVER BACKED UP",
+        "OK",
+    ];
+    let order = wait_for("the fleet states", 60, || {
+        let body = web.get("/fleet").body;
+        let states: Vec<String> = body
+            .split("data-state=\"")
+            .skip(1)
+            .filter_map(|p| p.split('"').next())
+            .map(String::from)
+            .collect();
+        (states == want).then_some(body)
+    });
+    let pos = |name: &str| order.find(name).unwrap();
+    assert!(pos(&format!("{SITE} / main")) < pos(&format!("{OTHER} / main")));
+    assert!(pos(&format!("{OTHER} / main")) < pos(&format!("{SITE} / ghost")));
+    assert!(pos(&format!("{SITE} / ghost")) < pos(&format!("{SITE} / second")));
+    let api = web.get("/api/v1/fleet").json();
+    let counts: Vec<u64> = api["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["targets"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 0, 1, 2, 1], "{api}");
+    // Filters: by state and by site.
+    let only = web.get("/fleet?state=never-backed-up").body;
+    assert!(only.contains("ghost") && !only.contains("data-state=\"OK\""));
+    let q = web.get(&format!("/api/v1/fleet?q={OTHER}")).json();
+    assert_eq!(q["cells"].as_array().unwrap().len(), 2, "{q}");
+    assert!(q["cells"].as_array().unwrap().iter().all(|c| c["site"] == OTHER), "{q}");
+}
