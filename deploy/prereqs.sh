@@ -24,7 +24,7 @@ nexb_prereqs() {
 }
 
 # What the tests use beyond the demo: a real Prometheus server (Debian package) for the
-# metrics test, and the real SMTP server the alert tests send mail to: aiosmtpd from
+# metrics test, headless Chromium and ChromeDriver for the dashboard's browser tests, and the real SMTP server the alert tests send mail to: aiosmtpd from
 # PyPI, in a venv of the checkout (.ci/.venv, ignored by git; needs python3-venv).
 nexb_test_prereqs() {
   local root venv
@@ -59,6 +59,30 @@ nexb_test_prereqs() {
       echo "missing: systemd-analyze (systemd) and runuser (util-linux)" >&2
       return 1
     fi
+  fi
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo ">> installing chromium and chromium-driver (the dashboard's browser tests)"
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+    else
+      echo "missing: chromium and chromedriver (Debian packages chromium, chromium-driver)" >&2
+      return 1
+    fi
+  fi
+  if [ ! -f "$root/.ci/node_modules/axe-core/axe.min.js" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo ">> installing npm from Debian's packages (for axe-core)"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm >/dev/null
+      else
+        echo "missing: npm (for axe-core, the dashboard's accessibility check)" >&2
+        return 1
+      fi
+    fi
+    echo ">> installing axe-core (the dashboard's accessibility check) into $root/.ci"
+    npm install --prefix "$root/.ci" --no-save --no-audit --no-fund axe-core@4.10 >/dev/null
   fi
   if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo ">> preparing $venv with aiosmtpd (the SMTP server of the alert tests)"

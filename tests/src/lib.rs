@@ -18,9 +18,11 @@
 //! - [`fleet`]: real enrolled agents for the benchmark commands.
 //! - [`store_files`]: a controller's stored chunks: listed, told apart, damaged.
 //! - [`web`]: a dashboard client (HTTPS, its session cookie kept by hand).
+//! - [`browser`]: headless Chromium over WebDriver: pages, screenshots, axe-core.
 //!
 //! Nothing here is mocked. A missing PostgreSQL or binary fails the test loudly.
 
+pub mod browser;
 pub mod env;
 pub mod fake_agent;
 pub mod fleet;

@@ -298,5 +298,12 @@ fn the_fleet_grid_puts_the_worst_first() {
     assert!(only.contains("ghost") && !only.contains("data-state=\"OK\""));
     let q = web.get(&format!("/api/v1/fleet?q={OTHER}")).json();
     assert_eq!(q["cells"].as_array().unwrap().len(), 2, "{q}");
-    assert!(q["cells"].as_array().unwrap().iter().all(|c| c["site"] == OTHER), "{q}");
+    assert!(
+        q["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["site"] == OTHER),
+        "{q}"
+    );
 }

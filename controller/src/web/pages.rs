@@ -137,7 +137,7 @@ pub fn fleet(c: &Chrome, f: &Fleet, state: &str, q: &str) -> Markup {
 
 pub fn jobs_table(jobs: &[JobRow]) -> Markup {
     html! {
-        table.jobs {
+        div.scroll tabindex="0" role="region" aria-label="Jobs" { table.jobs {
             thead { tr { th { "Started" } th { "Site / target" } th { "Kind" } th { "Trigger" } th { "Outcome" } th { "Bytes" } } }
             tbody {
                 @for j in jobs {
@@ -151,7 +151,7 @@ pub fn jobs_table(jobs: &[JobRow]) -> Markup {
                     }
                 }
             }
-        }
+        } }
     }
 }
 
@@ -177,7 +177,7 @@ pub fn jobs(c: &Chrome, rows: &[JobRow], f: &super::data::JobsFilter) -> Markup 
 
 pub fn incidents_table(c: &Chrome, rows: &[IncidentRow]) -> Markup {
     html! {
-        table.incidents {
+        div.scroll tabindex="0" role="region" aria-label="Incidents" { table.incidents {
             thead { tr { th { "#" } th { "Site" } th { "What" } th { "Opened" } th { "State" } } }
             tbody {
                 @for i in rows {
@@ -202,7 +202,7 @@ pub fn incidents_table(c: &Chrome, rows: &[IncidentRow]) -> Markup {
                     }
                 }
             }
-        }
+        } }
     }
 }
 
@@ -221,7 +221,7 @@ pub fn site(c: &Chrome, s: &Site) -> Markup {
         html! {
             h1 { "Site " (s.site) }
             h2 { "Agents" }
-            table.agents {
+            div.scroll tabindex="0" role="region" aria-label="Agents" { table.agents {
                 thead { tr { th { "Agent" } th { "State" } th { "Version" } th { "Last seen" } th { "Certificate until" } } }
                 tbody { @for a in &s.agents { tr {
                     td { (a.agent_id) }
@@ -230,7 +230,7 @@ pub fn site(c: &Chrome, s: &Site) -> Markup {
                     td { (time(a.last_seen_unix_ms)) }
                     td { (a.cert_not_after_unix.map_or("-".into(), |t| time(u64::try_from(t).unwrap_or(0) * 1000))) }
                 } } }
-            }
+            } }
             h2 { "Targets" }
             section.grid { @for x in &s.targets { (cell(x)) } }
             h2 { "Incidents" }
@@ -251,7 +251,7 @@ pub fn target(c: &Chrome, t: &Target) -> Markup {
                 p.status.(format!("st-{}", s.state_key)) { (shape(s.state)) " " (s.state) ": " (s.reason) }
             }
             h2 { "Snapshots" }
-            table.snapshots {
+            div.scroll tabindex="0" role="region" aria-label="Snapshots" { table.snapshots {
                 thead { tr { th { "Time" } th { "Snapshot" } th { "Logical" } th { "Stored" } th { "New" } th { "Duration" } th { "Standing" } } }
                 tbody { @for s in &t.snapshots { tr data-snapshot=(s.snapshot_id) {
                     td { (time(s.created_unix_ms)) }
@@ -262,7 +262,7 @@ pub fn target(c: &Chrome, t: &Target) -> Markup {
                     td { (format!("{:.1} s", s.duration_ms as f64 / 1000.0)) }
                     td { (s.standing) }
                 } } }
-            }
+            } }
             h2 { "Recent jobs" }
             (jobs_table(&t.jobs))
         },

@@ -1,0 +1,109 @@
+//! The dashboard in a real browser (headless Chromium over WebDriver): the login form
+//! with a wrong and a right password, every page rendered, a screenshot of each at
+//! 1440×900 and 390×844 (in `target/screenshots/`), a phone layout without sideways
+//! scrolling, axe-core finding no serious accessibility violation, and a customer's
+//! pages without the other site.
+
+use nex_backup_tests::browser::Browser;
+use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::web::dashboard_url;
+
+fn add_account(env: &Env, name: &str, role: &str, site: Option<&str>) -> String {
+    let mut args = vec!["account", "add", name, "--role", role];
+    if let Some(s) = site {
+        args.extend(["--site", s]);
+    }
+    let out = env.cli(&args);
+    assert!(out.ok, "{}", out.stderr);
+    out.stdout.lines().last().unwrap().trim().to_string()
+}
+
+fn log_in(b: &Browser, base: &str, name: &str, pw: &str) {
+    b.goto(&format!("{base}/login"));
+    b.fill("input[name=name]", name);
+    b.fill("input[name=password]", pw);
+    b.click("form.login button");
+}
+
+#[test]
+fn every_page_renders_fits_a_phone_and_passes_axe() {
+    let env = Env::start(
+        &nex_backup_tests::sample::invoices_sql(300),
+        EnvOpts {
+            controller_args: ["--http-listen", "127.0.0.1:0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
+        },
+    );
+    let base = dashboard_url(&env.controller.log);
+    env.backup_ok("main");
+    let ghost = env.cli(&[
+        "policy", "set", "--site", SITE, "--target", "ghost", "--rpo", "1d", "--create",
+    ]);
+    assert!(ghost.ok, "{}", ghost.stderr);
+    let pw = add_account(&env, "ann", "admin", None);
+    let b = Browser::start();
+
+    // A wrong password: the form again, with the reason.
+    log_in(&b, &base, "ann", "not-the-password");
+    assert!(b.url().contains("/login"), "{}", b.url());
+    assert!(b.text().contains("wrong name or password"), "{}", b.text());
+    log_in(&b, &base, "ann", &pw);
+    assert!(b.url().ends_with("/fleet"), "{}", b.url());
+    let text = b.text();
+    assert!(
+        text.contains("NEVER BACKED UP") && text.contains("OK"),
+        "{text}"
+    );
+    assert!(
+        text.find("ghost").unwrap() < text.find(&format!("{SITE} / main")).unwrap(),
+        "the never-backed-up target comes before the OK one: {text}"
+    );
+
+    let pages = [
+        ("login", "/login".to_string()),
+        ("fleet", "/fleet".to_string()),
+        ("site", format!("/sites/{SITE}")),
+        ("target", format!("/sites/{SITE}/targets/main")),
+        ("jobs", "/jobs".to_string()),
+        ("incidents", "/incidents".to_string()),
+    ];
+    for (name, path) in &pages {
+        b.screenshot("reset", 1440, 900);
+        b.goto(&format!("{base}{path}"));
+        assert!(!b.text().contains("Not found"), "{path}: {}", b.text());
+        let wide = b.screenshot(&format!("{name}-1440x900"), 1440, 900);
+        let phone = b.screenshot(&format!("{name}-390x844"), 390, 844);
+        for p in [&wide, &phone] {
+            assert!(
+                std::fs::metadata(p).unwrap().len() > 1000,
+                "{}",
+                p.display()
+            );
+        }
+        assert!(b.fits_width(), "{path} scrolls sideways on a phone");
+        let violations = b.axe_violations();
+        assert!(violations.is_empty(), "{path}: axe: {violations:?}");
+    }
+    let snaps = env.snapshots("main");
+    b.goto(&format!("{base}/sites/{SITE}/targets/main"));
+    let id = snaps[0]["snapshot_id"].as_str().unwrap();
+    assert!(
+        b.has(&format!("tr[data-snapshot='{id}']")),
+        "the snapshot is listed"
+    );
+
+    // A customer of another site sees nothing of this one.
+    let cust_pw = add_account(&env, "cust", "customer", Some("globex"));
+    let c = Browser::start();
+    log_in(&c, &base, "cust", &cust_pw);
+    for (_, path) in &pages[1..] {
+        c.goto(&format!("{base}{path}"));
+        assert!(
+            !c.source().contains(SITE),
+            "{path} shows {SITE} to another site's customer"
+        );
+    }
+}
