@@ -179,6 +179,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script: {e}"))
     }
 
+    /// Wait until the script `cond` (an expression) is true in the page.
+    pub fn wait_until(&self, what: &str, cond: &str, secs: u64) {
+        let js = format!("return !!({cond});");
+        crate::wait_for(what, secs, || {
+            self.script(&js, vec![])
+                .as_bool()
+                .unwrap_or(false)
+                .then_some(())
+        });
+    }
+
     /// Set the window to `w`×`h` and save a screenshot as `name.png`.
     pub fn screenshot(&self, name: &str, w: u32, h: u32) -> PathBuf {
         self.rt.block_on(self.c().set_window_size(w, h)).unwrap();

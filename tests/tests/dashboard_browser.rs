@@ -95,6 +95,79 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
         "the snapshot is listed"
     );
 
+    // Back up now: live progress, then the new snapshot listed without a reload.
+    b.goto(&format!("{base}/sites/{SITE}/targets/main"));
+    b.script("window.__noReload = true; return true;", vec![]);
+    b.click("form[data-action=backup] button");
+    b.wait_until(
+        "the backup to finish live",
+        "document.getElementById('live').dataset.state === 'succeeded'",
+        60,
+    );
+    b.wait_until(
+        "the new snapshot listed",
+        "document.querySelectorAll('#snapshots tbody tr').length === 2",
+        10,
+    );
+    assert_eq!(
+        b.script("return window.__noReload === true;", vec![]),
+        serde_json::json!(true),
+        "the page was not reloaded"
+    );
+    assert_eq!(env.snapshots("main").len(), 2);
+
+    // A drill reports its RTO.
+    b.script(
+        "document.getElementById('live').dataset.state = 'clicked'; return true;",
+        vec![],
+    );
+    b.click("form[data-action=drill] button");
+    b.wait_until(
+        "the drill to finish",
+        "document.getElementById('live').dataset.state === 'succeeded'",
+        90,
+    );
+    let live = b.script(
+        "return document.getElementById('live').textContent;",
+        vec![],
+    );
+    let live = live.as_str().unwrap_or_default();
+    assert!(
+        live.contains("Drill passed") && live.contains("RTO"),
+        "{live}"
+    );
+    assert!(b.has("#snapshots tbody tr"), "{}", b.source());
+
+    // Restore into a new database, after a confirmation page.
+    b.fill(
+        "form[data-action=restore] input[name=to_database]",
+        "from_dashboard",
+    );
+    b.click("form[data-action=restore] button");
+    assert!(b.text().contains("Confirm the restore"), "{}", b.text());
+    assert!(b.text().contains("from_dashboard"));
+    b.click("form.confirm button");
+    b.wait_until("the restore to finish", "document.getElementById('live') && document.getElementById('live').dataset.state === 'succeeded'", 90);
+    assert_eq!(
+        env.pg
+            .psql("from_dashboard", "SELECT count(*) FROM invoices"),
+        env.pg.psql("invoices", "SELECT count(*) FROM invoices"),
+    );
+
+    // Acknowledge an incident (the never-backed-up target opened one).
+    b.goto(&format!("{base}/incidents"));
+    b.wait_until(
+        "an open incident",
+        "document.querySelector('form.inline button') !== null",
+        30,
+    );
+    b.click("form.inline button");
+    b.wait_until(
+        "the incident acknowledged by name",
+        "document.body.innerText.includes('acknowledged by dashboard ann')",
+        15,
+    );
+
     // A customer of another site sees nothing of this one.
     let cust_pw = add_account(&env, "cust", "customer", Some("globex"));
     let c = Browser::start();

@@ -26,6 +26,11 @@ pub fn router() -> Router<Arc<Web>> {
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/sites/{site}/targets/{target}", get(target))
         .route("/api/v1/me", get(me))
+        .route(
+            "/api/v1/sites/{site}/targets/{target}/{action}",
+            post(super::actions::api),
+        )
+        .route("/api/v1/jobs/{id}/events", get(super::actions::events))
 }
 
 fn error(code: StatusCode, msg: &str) -> Response {

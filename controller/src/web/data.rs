@@ -63,6 +63,7 @@ pub struct Cell {
     pub newest_good_unix_ms: Option<u64>,
     pub age_ms: Option<u64>,
     pub rpo_ms: u64,
+    pub rto_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +109,7 @@ pub async fn fleet(st: &State, scope: &Scope, f: &FleetFilter, now: u64) -> anyh
             newest_good_unix_ms: t.newest_good_ms,
             age_ms: t.newest_good_ms.map(|g| now.saturating_sub(g)),
             rpo_ms: t.rpo_ms,
+            rto_ms: t.rto_ms,
             site: t.site,
             target: t.target,
         })

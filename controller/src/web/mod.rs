@@ -25,6 +25,7 @@ use tokio_stream::StreamExt;
 
 use crate::state::State;
 
+pub mod actions;
 pub mod api;
 pub mod data;
 pub mod detail;
@@ -85,6 +86,10 @@ fn router(web: Arc<Web>) -> Router {
         .route("/incidents/{id}/ack", post(routes::ack))
         .route("/sites/{site}", get(routes::site))
         .route("/sites/{site}/targets/{target}", get(routes::target))
+        .route(
+            "/sites/{site}/targets/{target}/{action}",
+            post(actions::form),
+        )
         .route("/static/app.css", get(routes::css))
         .route("/static/app.js", get(routes::js))
         .merge(api::router())

@@ -241,7 +241,43 @@ pub fn site(c: &Chrome, s: &Site) -> Markup {
     )
 }
 
-pub fn target(c: &Chrome, t: &Target) -> Markup {
+/// The actions on a target (operators and admins), and the live region a job's
+/// progress appears in.
+fn target_actions(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
+    let base = format!("/sites/{}/targets/{}", t.site, t.target);
+    let rto = t.status.as_ref().map_or(0, |s| s.rto_ms);
+    html! {
+        @if c.can_act {
+            section.actions aria-label="Actions" {
+                form.action method="post" action=(format!("{base}/backup")) data-action="backup" {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    button type="submit" { "Back up now" }
+                    label.check { input type="checkbox" name="outside_window" value="1"; " even outside the site's window" }
+                }
+                form.action method="post" action=(format!("{base}/drill")) data-action="drill" {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    button type="submit" { "Drill now" }
+                }
+                form.action method="post" action=(format!("{base}/restore")) data-action="restore" {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    label { "Snapshot "
+                        select name="snapshot" {
+                            option value="latest" { "the newest good one" }
+                            @for s in &t.snapshots { option value=(s.snapshot_id) { (s.snapshot_id) } }
+                        }
+                    }
+                    label { "New database " input name="to_database" required pattern="[A-Za-z0-9_]{1,63}" placeholder="restored_db"; }
+                    button type="submit" { "Restore…" }
+                }
+            }
+        }
+        div #live role="status" aria-live="polite" data-job=[job] data-rto=(rto) {
+            @if let Some(j) = job { "Job " (j) " started." }
+        }
+    }
+}
+
+pub fn target(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
     layout(
         &format!("{} / {}", t.site, t.target),
         Some(c),
@@ -250,8 +286,9 @@ pub fn target(c: &Chrome, t: &Target) -> Markup {
             @if let Some(s) = &t.status {
                 p.status.(format!("st-{}", s.state_key)) { (shape(s.state)) " " (s.state) ": " (s.reason) }
             }
+            (target_actions(c, t, job))
             h2 { "Snapshots" }
-            div.scroll tabindex="0" role="region" aria-label="Snapshots" { table.snapshots {
+            div #snapshots .scroll tabindex="0" role="region" aria-label="Snapshots" { table.snapshots {
                 thead { tr { th { "Time" } th { "Snapshot" } th { "Logical" } th { "Stored" } th { "New" } th { "Duration" } th { "Standing" } } }
                 tbody { @for s in &t.snapshots { tr data-snapshot=(s.snapshot_id) {
                     td { (time(s.created_unix_ms)) }
@@ -264,7 +301,7 @@ pub fn target(c: &Chrome, t: &Target) -> Markup {
                 } } }
             } }
             h2 { "Recent jobs" }
-            (jobs_table(&t.jobs))
+            div #jobs { (jobs_table(&t.jobs)) }
         },
     )
 }

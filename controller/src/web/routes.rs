@@ -338,13 +338,23 @@ pub async fn site(State(web): State<Arc<Web>>, v: Viewer, Path(site): Path<Strin
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct JobQuery {
+    job: Option<String>,
+}
+
 pub async fn target(
     State(web): State<Arc<Web>>,
     v: Viewer,
     Path((site, target)): Path<(String, String)>,
+    Query(q): Query<JobQuery>,
 ) -> Response {
+    // Only a job id's own characters are echoed into the page.
+    let job = q
+        .job
+        .filter(|j| j.len() <= 80 && j.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     match detail::target(&web.state, &v.scope(), &site, &target, now_ms()).await {
-        Ok(Some(t)) => page(pages::target(&v.chrome(), &t)),
+        Ok(Some(t)) => page(pages::target(&v.chrome(), &t, job.as_deref())),
         Ok(None) => not_found_for(Some(&v)),
         Err(e) => failed(e),
     }
