@@ -123,6 +123,12 @@ pub struct Target {
     /// Newest first.
     pub snapshots: Vec<SnapshotRow>,
     pub jobs: Vec<JobRow>,
+    /// The age (ms) of the newest good snapshot, hourly over 30 days.
+    pub age_30d: Vec<(u64, f64)>,
+    /// RPO compliance per day over 30 days (percent; none before the first record).
+    pub calendar_30d: Vec<(u64, Option<f64>)>,
+    /// Restore drills: (started, duration ms, passed), oldest first.
+    pub drills: Vec<(u64, u64, bool)>,
 }
 
 /// One target of a site, if the viewer sees the site and the target exists.
@@ -164,12 +170,40 @@ pub async fn target(
                 .to_string(),
         })
         .collect();
+    let good: Vec<u64> = snaps
+        .iter()
+        .filter(|s| {
+            labels
+                .get(&(s.site.clone(), s.snapshot_id.clone()))
+                .is_some_and(|l| matches!(*l, "good" | "verified"))
+        })
+        .map(|s| s.created_unix_ms)
+        .collect();
+    const MONTH: u64 = 30 * 86_400_000;
+    let mut events = cat.rpo_events(Some(site)).await?;
+    events.retain(|e| e.target == target);
+    let mut drills: Vec<(u64, u64, bool)> = site_jobs
+        .iter()
+        .filter(|j| j.target == target && j.trigger == crate::job::Trigger::Drill)
+        .filter_map(|j| {
+            let end = j.ended_unix_ms?;
+            Some((
+                j.started_unix_ms,
+                end.saturating_sub(j.started_unix_ms),
+                j.state == crate::catalog::JobState::Succeeded,
+            ))
+        })
+        .collect();
+    drills.sort_unstable();
     let f = JobsFilter {
         site: Some(site.to_string()),
         target: Some(target.to_string()),
         ..Default::default()
     };
     Ok(Some(Target {
+        age_30d: super::charts::age_series(&good, now.saturating_sub(MONTH), now),
+        calendar_30d: super::charts::calendar_days(&events, 30, now),
+        drills,
         site: site.to_string(),
         target: target.to_string(),
         status: status.pop(),

@@ -27,6 +27,7 @@ use crate::state::State;
 
 pub mod actions;
 pub mod api;
+pub mod charts;
 pub mod data;
 pub mod detail;
 pub mod pages;

@@ -277,6 +277,36 @@ fn target_actions(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
     }
 }
 
+fn secs_fmt(v: f64) -> String {
+    ago((v / 1000.0) as u64)
+}
+
+fn bytes_fmt(v: f64) -> String {
+    bytes(v as u64)
+}
+
+/// The target's charts: the newest good snapshot's age against the RPO, the compliance
+/// calendar, snapshot sizes and backup durations, drill RTOs against the RTO.
+fn target_charts(t: &Target) -> Markup {
+    use super::charts::{Series, Style, calendar, chart};
+    let (rpo, rto) = t.status.as_ref().map_or((0, 0), |s| (s.rpo_ms, s.rto_ms));
+    let oldest_first: Vec<_> = t.snapshots.iter().rev().collect();
+    html! {
+        h2 { "Charts" }
+        div.charts {
+            (chart(&Series { title: "Age of the newest good snapshot, 30 days", points: t.age_30d.clone(),
+                threshold: Some((rpo as f64, format!("RPO {}", ago(rpo / 1000)))), fmt: &secs_fmt, style: Style::Line }))
+            (calendar(&t.calendar_30d))
+            (chart(&Series { title: "Snapshot size (logical)", points: oldest_first.iter().map(|s| (s.created_unix_ms, s.logical_bytes as f64)).collect(),
+                threshold: None, fmt: &bytes_fmt, style: Style::Bars }))
+            (chart(&Series { title: "Backup duration", points: oldest_first.iter().map(|s| (s.created_unix_ms, s.duration_ms as f64)).collect(),
+                threshold: None, fmt: &secs_fmt, style: Style::Bars }))
+            (chart(&Series { title: "Restore drill RTO", points: t.drills.iter().map(|d| (d.0, d.1 as f64)).collect(),
+                threshold: Some((rto as f64, format!("RTO {}", ago(rto / 1000)))), fmt: &secs_fmt, style: Style::Bars }))
+        }
+    }
+}
+
 pub fn target(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
     layout(
         &format!("{} / {}", t.site, t.target),
@@ -287,6 +317,7 @@ pub fn target(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
                 p.status.(format!("st-{}", s.state_key)) { (shape(s.state)) " " (s.state) ": " (s.reason) }
             }
             (target_actions(c, t, job))
+            (target_charts(t))
             h2 { "Snapshots" }
             div #snapshots .scroll tabindex="0" role="region" aria-label="Snapshots" { table.snapshots {
                 thead { tr { th { "Time" } th { "Snapshot" } th { "Logical" } th { "Stored" } th { "New" } th { "Duration" } th { "Standing" } } }
