@@ -163,6 +163,8 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
         "/api/v1/me",
         &format!("/api/v1/sites/{SITE}"),
         &format!("/api/v1/sites/{SITE}/targets/main"),
+        "/audit",
+        "/api/v1/audit",
         &format!("/jobs?site={OTHER}"),
         &format!("/api/v1/jobs?site={OTHER}"),
     ] {
@@ -196,6 +198,33 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
         assert!(!r.body.contains(OTHER), "{path}");
     }
 
+    // An admin creates an account on the accounts page; its password is shown once and
+    // works; the audit log names who did what.
+    let made = admin.post(
+        "/accounts",
+        &[
+            ("csrf", &csrf),
+            ("name", "newbie"),
+            ("role", "operator"),
+            ("sites", ""),
+        ],
+        &[],
+    );
+    assert_eq!(made.status, 200, "{}", made.body);
+    let pw = made
+        .body
+        .split("id=\"new-password\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_string();
+    let mut newbie = Web::new(&base);
+    assert_eq!(newbie.login("newbie", &pw).status, 303);
+    assert!(
+        admin.get("/audit").body.contains("dashboard:ann"),
+        "the audit page names the admin"
+    );
+
     // Sessions end: after the idle time, and at logout (the old cookie is dead too).
     let stolen = admin.cookie.clone();
     let lt = admin.csrf();
@@ -215,6 +244,11 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
     );
     let r = cust.get("/fleet");
     assert_eq!(r.status, 303);
+
+    // Guessing from one address is slowed down: at most 20 logins a minute.
+    let mut guesser = Web::new(&base);
+    let limited = (0..25).map(|_| guesser.login("nobody", "guess").status).any(|s| s == 429);
+    assert!(limited, "login attempts from one address are limited");
 
     // Every login and logout is in the audit log, with the account's name.
     let audit = env.cli(&["audit", "--json"]).stdout;

@@ -26,6 +26,7 @@ use tokio_stream::StreamExt;
 use crate::state::State;
 
 pub mod actions;
+pub mod admin;
 pub mod api;
 pub mod charts;
 pub mod data;
@@ -91,6 +92,9 @@ fn router(web: Arc<Web>) -> Router {
             "/sites/{site}/targets/{target}/{action}",
             post(actions::form),
         )
+        .route("/audit", get(admin::audit))
+        .route("/accounts", get(admin::accounts).post(admin::create))
+        .route("/accounts/{name}/{op}", post(admin::change))
         .route("/static/app.css", get(routes::css))
         .route("/static/app.js", get(routes::js))
         .merge(api::router())

@@ -9,7 +9,7 @@ use super::detail::{IncidentRow, Site, Target};
 use crate::policy::{human_bytes as bytes, human_secs as ago};
 
 /// A time in UTC, to the minute (the page is the same for every reader).
-fn time(unix_ms: u64) -> String {
+pub fn time(unix_ms: u64) -> String {
     match jiff::Timestamp::from_millisecond(i64::try_from(unix_ms).unwrap_or(0)) {
         Ok(t) if unix_ms > 0 => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
         _ => "-".into(),
@@ -53,6 +53,8 @@ pub fn layout(title: &str, c: Option<&Chrome>, body: Markup) -> Markup {
                             a href="/fleet" { "Fleet" }
                             a href="/jobs" { "Jobs" }
                             a href="/incidents" { "Incidents" }
+                            a href="/audit" { "Audit log" }
+                            @if c.role == "admin" { a href="/accounts" { "Accounts" } }
                         }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(c.csrf);

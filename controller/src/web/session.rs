@@ -122,7 +122,7 @@ pub struct LoginLimiter {
     seen: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u64, u32)>>,
 }
 
-pub const LOGIN_BURST: u32 = 10;
+pub const LOGIN_BURST: u32 = 20;
 
 impl LoginLimiter {
     /// Whether one more attempt from `ip` at `now_ms` is allowed (and count it).
