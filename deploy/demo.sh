@@ -49,7 +49,9 @@ RK_PUB=$("$BIN/nex-backup" recovery-key create --out "$WORK/recovery.key" 2>/dev
 echo "   recovery public key: $RK_PUB"
 
 echo ">> starting the controller on 127.0.0.1:$CPORT (mutual TLS 1.3)"
+WPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 17443)
 "$BIN/nex-backup" serve --data-dir "$WORK/controller" --listen "127.0.0.1:$CPORT" \
+  --http-listen "127.0.0.1:$WPORT" \
   --recovery-key "$RK_PUB" >"$WORK/controller.out" 2>"$WORK/controller.log" &
 CTRL_PID=$!
 for _ in $(seq 1 100); do grep -q '^listening on' "$WORK/controller.out" 2>/dev/null && break; sleep 0.1; done
@@ -89,8 +91,13 @@ echo ">> backup"
 echo ">> restore into a new database and verify"
 "$BIN/nex-backup" restore --site demo --target invoices --to-database invoices_restored
 "$BIN/nex-backup" snapshots --site demo
+echo ">> a dashboard account"
+DASH_PW=$("$BIN/nex-backup" account add demo-admin --role admin | tail -n 1)
 
 cat <<MSG
+
+The dashboard: https://127.0.0.1:$WPORT/ (the controller's own certificate; log in as
+demo-admin with the password $DASH_PW).
 
 The backup was restored into 'invoices_restored' and verified (chunk tags and ids,
 stream SHA-256, per-table row counts). To look around while it runs, use KEEP=1:

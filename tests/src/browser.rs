@@ -190,9 +190,13 @@ impl Browser {
         });
     }
 
+    pub fn resize(&self, w: u32, h: u32) {
+        self.rt.block_on(self.c().set_window_size(w, h)).unwrap();
+    }
+
     /// Set the window to `w`×`h` and save a screenshot as `name.png`.
     pub fn screenshot(&self, name: &str, w: u32, h: u32) -> PathBuf {
-        self.rt.block_on(self.c().set_window_size(w, h)).unwrap();
+        self.resize(w, h);
         let png = self.rt.block_on(self.c().screenshot()).unwrap();
         let path = screenshot_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();

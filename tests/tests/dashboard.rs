@@ -247,7 +247,9 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
 
     // Guessing from one address is slowed down: at most 20 logins a minute.
     let mut guesser = Web::new(&base);
-    let limited = (0..25).map(|_| guesser.login("nobody", "guess").status).any(|s| s == 429);
+    let limited = (0..25)
+        .map(|_| guesser.login("nobody", "guess").status)
+        .any(|s| s == 429);
     assert!(limited, "login attempts from one address are limited");
 
     // Every login and logout is in the audit log, with the account's name.

@@ -73,7 +73,7 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
         ("accounts", "/accounts".to_string()),
     ];
     for (name, path) in &pages {
-        b.screenshot("reset", 1440, 900);
+        b.resize(1440, 900);
         b.goto(&format!("{base}{path}"));
         assert!(!b.text().contains("Not found"), "{path}: {}", b.text());
         let wide = b.screenshot(&format!("{name}-1440x900"), 1440, 900);
