@@ -170,6 +170,25 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
         15,
     );
 
+    // The jobs page follows the event bus: a backup started elsewhere (the CLI) appears
+    // and ends in the table without a reload.
+    b.goto(&format!("{base}/jobs"));
+    let before = b.script(
+        "window.__noReload = true; return document.querySelectorAll('#jobs tbody tr').length;",
+        vec![],
+    );
+    let before = before.as_u64().unwrap();
+    env.backup_ok("main");
+    b.wait_until(
+        "the new job in the live table, succeeded",
+        &format!("document.querySelectorAll('#jobs tbody tr').length === {} && document.querySelector('#jobs tbody tr').classList.contains('job-succeeded')", before + 1),
+        30,
+    );
+    assert_eq!(
+        b.script("return window.__noReload === true;", vec![]),
+        serde_json::json!(true)
+    );
+
     // A customer of another site sees nothing of this one.
     let cust_pw = add_account(&env, "cust", "customer", Some("globex"));
     let c = Browser::start();

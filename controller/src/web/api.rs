@@ -26,6 +26,7 @@ pub fn router() -> Router<Arc<Web>> {
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/sites/{site}/targets/{target}", get(target))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/events", get(super::live::events))
         .route("/api/v1/audit", get(super::admin::audit_api))
         .route(
             "/api/v1/sites/{site}/targets/{target}/{action}",

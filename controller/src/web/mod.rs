@@ -31,6 +31,7 @@ pub mod api;
 pub mod charts;
 pub mod data;
 pub mod detail;
+pub mod live;
 pub mod pages;
 pub mod routes;
 pub mod session;

@@ -148,7 +148,7 @@ pub fn jobs_table(jobs: &[JobRow]) -> Markup {
                         td { a href=(format!("/sites/{}/targets/{}", j.site, j.target)) { (j.site) " / " (j.target) } }
                         td { (j.kind) }
                         td { (j.trigger) }
-                        td.outcome { (j.state) @if let Some(e) = &j.error { div.error { (e) } } }
+                        td.outcome { span.phase { (j.state) } @if let Some(e) = &j.error { div.error { (e) } } }
                         td { (bytes(j.logical_bytes)) }
                     }
                 }
@@ -172,7 +172,7 @@ pub fn jobs(c: &Chrome, rows: &[JobRow], f: &super::data::JobsFilter) -> Markup 
                 label { "Outcome " input name="outcome" value=(v(&f.outcome)) placeholder="succeeded, failed, running"; }
                 button type="submit" { "Filter" }
             }
-            (jobs_table(rows))
+            div #jobs data-live="1" { (jobs_table(rows)) }
         },
     )
 }
@@ -334,7 +334,7 @@ pub fn target(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
                 } } }
             } }
             h2 { "Recent jobs" }
-            div #jobs { (jobs_table(&t.jobs)) }
+            div #jobs data-live="1" { (jobs_table(&t.jobs)) }
         },
     )
 }

@@ -10,14 +10,37 @@ function human(n) {
   return (i ? n.toFixed(1) : n) + " " + u[i];
 }
 
+let refreshing = null;
+
+// Follow each running job in a live jobs table: its phase and bytes as they come.
+function followRows() {
+  for (const tr of document.querySelectorAll("#jobs tr.job-running[data-job]")) {
+    if (tr.dataset.following) continue;
+    tr.dataset.following = "1";
+    const es = new EventSource("/api/v1/jobs/" + encodeURIComponent(tr.dataset.job) + "/events");
+    const cell = tr.querySelector(".phase");
+    es.addEventListener("progress", (e) => {
+      const p = JSON.parse(e.data);
+      if (cell) cell.textContent = "running: " + p.phase + (p.bytes_done ? ", " + human(p.bytes_done) : "");
+    });
+    es.addEventListener("outcome", () => { es.close(); refreshSoon(); });
+  }
+}
+
+function refreshSoon() {
+  if (refreshing) return;
+  refreshing = setTimeout(async () => { refreshing = null; await refreshTables(); }, 300);
+}
+
 async function refreshTables() {
-  const r = await fetch(location.pathname, { credentials: "same-origin" });
+  const r = await fetch(location.pathname + location.search, { credentials: "same-origin" });
   if (!r.ok) return;
   const doc = new DOMParser().parseFromString(await r.text(), "text/html");
   for (const id of ["snapshots", "jobs"]) {
     const now = document.getElementById(id), fresh = doc.getElementById(id);
     if (now && fresh) now.innerHTML = fresh.innerHTML;
   }
+  followRows();
 }
 
 function follow(live, id, kind) {
@@ -46,6 +69,13 @@ function follow(live, id, kind) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  if (document.querySelector("#jobs[data-live]")) {
+    // New and finished jobs (from the controller's event bus) refresh the table.
+    const bus = new EventSource("/api/v1/events");
+    bus.addEventListener("job-started", refreshSoon);
+    bus.addEventListener("job-finished", refreshSoon);
+    followRows();
+  }
   const live = document.getElementById("live");
   if (!live) return;
   for (const f of document.querySelectorAll("form[data-action]")) {
