@@ -30,7 +30,7 @@ pub enum AccountError {
     TooShort,
     #[error("the password may have at most {MAX_PASSWORD} characters")]
     TooLong,
-    #[error("wrong name or password")]
+    #[error("wrong name, password or code")]
     Wrong,
     #[error(
         "the account is locked after {LOCK_AFTER} failed logins; try again in {0} minutes or ask an admin (nex-backup account unlock NAME)"
@@ -72,6 +72,58 @@ pub fn verify_password(hash: &str, pw: &str) -> bool {
         .is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
 }
 
+/// TOTP as authenticator apps use it: SHA-1, 6 digits, 30 s steps.
+fn totp(secret_b32: &str, name: &str) -> Option<totp_rs::TOTP> {
+    let raw = totp_rs::Secret::Encoded(secret_b32.to_string())
+        .to_bytes()
+        .ok()?;
+    totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        raw,
+        Some("NEX Backup".into()),
+        name.to_string(),
+    )
+    .ok()
+}
+
+/// A new TOTP secret (base32, 160 bits).
+pub fn new_totp_secret() -> String {
+    totp_rs::Secret::Raw(rand::random::<[u8; 20]>().to_vec())
+        .to_encoded()
+        .to_string()
+}
+
+/// The otpauth:// URL an authenticator app scans.
+pub fn totp_url(secret_b32: &str, name: &str) -> String {
+    totp(secret_b32, name)
+        .map(|t| t.get_url())
+        .unwrap_or_default()
+}
+
+/// The code for `secret_b32` at `unix_s` (what the app shows).
+pub fn totp_code(secret_b32: &str, unix_s: u64) -> String {
+    totp(secret_b32, "x")
+        .map(|t| t.generate(unix_s))
+        .unwrap_or_default()
+}
+
+/// The time step `code` is good for at `unix_s` (one step of skew either way), if it
+/// is later than `last_step`: a code is accepted once.
+pub fn totp_step(secret_b32: &str, code: &str, unix_s: u64, last_step: u64) -> Option<u64> {
+    let t = totp(secret_b32, "x")?;
+    let now = unix_s / 30;
+    (now.saturating_sub(1)..=now + 1).find(|s| {
+        *s > last_step
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                t.generate(s * 30).as_bytes(),
+                code.trim().as_bytes(),
+            ))
+    })
+}
+
 /// A fixed hash that no password matches, verified for unknown names so that they
 /// cost the same time as known ones.
 fn decoy_hash() -> &'static str {
@@ -85,6 +137,7 @@ pub async fn login(
     cat: &dyn Catalog,
     name: &str,
     pw: &str,
+    code: &str,
     now_ms: u64,
 ) -> Result<AccountRecord, AccountError> {
     if pw.len() > MAX_PASSWORD * 4 || name.len() > 64 {
@@ -108,7 +161,12 @@ pub async fn login(
     if rec.disabled_unix_ms.is_some() {
         return Err(AccountError::Wrong);
     }
-    if !matches {
+    // With a second factor, the code must be good too (and not used before).
+    let step = match &rec.totp_secret {
+        Some(secret) => totp_step(secret, code, now_ms / 1000, rec.totp_last_step),
+        None => Some(0),
+    };
+    if !matches || step.is_none() {
         rec.failed_logins = rec.failed_logins.saturating_add(1);
         if rec.failed_logins >= LOCK_AFTER {
             rec.locked_until_unix_ms = now_ms + LOCK_FOR_MS;
@@ -118,9 +176,11 @@ pub async fn login(
         cat.put_account(&rec).await?;
         return Err(AccountError::Wrong);
     }
-    if rec.failed_logins > 0 || rec.locked_until_unix_ms > 0 {
+    let step = step.unwrap_or(0);
+    if rec.failed_logins > 0 || rec.locked_until_unix_ms > 0 || step > rec.totp_last_step {
         rec.failed_logins = 0;
         rec.locked_until_unix_ms = 0;
+        rec.totp_last_step = rec.totp_last_step.max(step);
         cat.put_account(&rec).await?;
     }
     Ok(rec)
@@ -139,5 +199,24 @@ mod tests {
         assert!(!verify_password("not a hash", "x"));
         assert!(check_password("short").is_err());
         assert!(check_password(&new_password()).is_ok());
+    }
+
+    #[test]
+    fn a_totp_code_is_good_once_and_only_near_its_time() {
+        let secret = new_totp_secret();
+        let t = 1_800_000_000;
+        let code = totp_code(&secret, t);
+        let step = totp_step(&secret, &code, t, 0).expect("the current code");
+        assert_eq!(totp_step(&secret, &code, t, step), None, "not twice");
+        assert!(
+            totp_step(&secret, &code, t + 31, 0).is_some(),
+            "one step late is fine"
+        );
+        assert_eq!(
+            totp_step(&secret, &code, t + 300, 0),
+            None,
+            "ten minutes late is not"
+        );
+        assert!(totp_url(&secret, "ann").starts_with("otpauth://totp/"));
     }
 }

@@ -82,8 +82,8 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
     let wrong = anon.login("ann", "not-the-password");
     let unknown = anon.login("nobody", "not-the-password");
     assert_eq!((wrong.status, unknown.status), (401, 401));
-    assert!(wrong.body.contains("wrong name or password"));
-    assert!(unknown.body.contains("wrong name or password"));
+    assert!(wrong.body.contains("wrong name, password or code"));
+    assert!(unknown.body.contains("wrong name, password or code"));
     for _ in 0..4 {
         anon.login("ann", "still-not-it");
     }
@@ -244,6 +244,44 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
     );
     let r = cust.get("/fleet");
     assert_eq!(r.status, 303);
+
+    // A second factor: with TOTP on, the password alone is refused; the current code
+    // works, once.
+    let totp = env.cli(&["account", "totp", "vic", "--enable"]);
+    assert!(totp.ok, "{}", totp.stderr);
+    let url = totp.stdout.lines().last().unwrap().to_string();
+    let secret = url
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut second = Web::new(&base);
+    assert_eq!(
+        second.login("vic", &viewer_pw).status,
+        401,
+        "the password alone"
+    );
+    let now = nex_backup_shared::clock::now_ms() / 1000;
+    let code = nex_backup::accounts::totp_code(&secret, now);
+    let with_code = |w: &mut Web, code: &str| {
+        w.post(
+            "/login",
+            &[
+                ("name", "vic"),
+                ("password", &viewer_pw),
+                ("code", code),
+                ("next", "/fleet"),
+            ],
+            &[],
+        )
+        .status
+    };
+    assert_eq!(with_code(&mut second, &code), 303, "password and code");
+    let mut replay = Web::new(&base);
+    assert_eq!(with_code(&mut replay, &code), 401, "the same code twice");
 
     // Guessing from one address is slowed down: at most 20 logins a minute.
     let mut guesser = Web::new(&base);

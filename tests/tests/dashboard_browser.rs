@@ -49,7 +49,7 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
     // A wrong password: the form again, with the reason.
     log_in(&b, &base, "ann", "not-the-password");
     assert!(b.url().contains("/login"), "{}", b.url());
-    assert!(b.text().contains("wrong name or password"), "{}", b.text());
+    assert!(b.text().contains("wrong name, password or code"), "{}", b.text());
     log_in(&b, &base, "ann", &pw);
     assert!(b.url().ends_with("/fleet"), "{}", b.url());
     let text = b.text();

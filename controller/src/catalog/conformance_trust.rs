@@ -27,6 +27,7 @@ async fn accounts_read_back(cat: &dyn Catalog) {
         failed_logins: 0,
         locked_until_unix_ms: 0,
         epoch: 0,
+        totp_last_step: 0,
     };
     cat.put_account(&a).await.unwrap();
     let mut b = a.clone();

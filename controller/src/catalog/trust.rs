@@ -157,4 +157,7 @@ pub struct AccountRecord {
     /// an older epoch end.
     #[serde(default)]
     pub epoch: u32,
+    /// The last TOTP time step accepted: a code is good once.
+    #[serde(default)]
+    pub totp_last_step: u64,
 }

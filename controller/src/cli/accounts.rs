@@ -60,6 +60,17 @@ pub enum AccountCommand {
     Enable(NameArgs),
     /// Clear the lockout after failed logins.
     Unlock(NameArgs),
+    /// A TOTP second factor: --enable prints the otpauth:// URL to scan into an
+    /// authenticator app (once; a new one replaces the old), --disable removes it.
+    Totp {
+        name: String,
+        #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +185,29 @@ pub async fn account(c: AccountCommand) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             said(&set(&a.client, r).await?, "enabled");
+        }
+        AccountCommand::Totp {
+            name,
+            enable,
+            disable,
+            client,
+        } => {
+            let r = pb::SetAccountRequest {
+                name,
+                totp_enable: enable,
+                totp_disable: disable,
+                ..Default::default()
+            };
+            let a = set(&client, r).await?;
+            if enable {
+                said(&a, "has a new second factor; its sessions ended");
+                println!(
+                    "scan this into an authenticator app (shown once):\n{}",
+                    a.totp_url
+                );
+            } else {
+                said(&a, "has no second factor any more");
+            }
         }
         AccountCommand::Unlock(a) => {
             let r = pb::SetAccountRequest {

@@ -20,6 +20,8 @@ fn info(a: &AccountRecord) -> pb::AccountInfo {
         disabled_unix_ms: a.disabled_unix_ms.unwrap_or(0),
         locked_until_unix_ms: a.locked_until_unix_ms,
         password: String::new(),
+        totp: a.totp_secret.is_some(),
+        totp_url: String::new(),
     }
 }
 
@@ -93,6 +95,7 @@ impl AdminApi {
                 failed_logins: 0,
                 locked_until_unix_ms: 0,
                 epoch: 0,
+                totp_last_step: 0,
             },
         };
         if r.create && r.role.is_empty() {
@@ -121,11 +124,22 @@ impl AdminApi {
             rec.failed_logins = 0;
             rec.locked_until_unix_ms = 0;
         }
+        let mut url = String::new();
+        if r.totp_enable {
+            let secret = crate::accounts::new_totp_secret();
+            url = crate::accounts::totp_url(&secret, &rec.name);
+            rec.totp_secret = Some(secret);
+            rec.totp_last_step = 0;
+        }
+        if r.totp_disable {
+            rec.totp_secret = None;
+        }
         // Every change ends the account's sessions.
         rec.epoch = rec.epoch.wrapping_add(1);
         cat.put_account(&rec).await.map_err(catalog_status)?;
         let mut out = info(&rec);
         out.password = shown;
+        out.totp_url = url;
         Ok(out)
     }
 

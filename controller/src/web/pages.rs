@@ -80,6 +80,7 @@ pub fn login(error: Option<&str>, next: &str) -> Markup {
                 input type="hidden" name="next" value=(next);
                 label { "Name" input name="name" autocomplete="username" required; }
                 label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                label { "One-time code (if your account has a second factor)" input name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="8"; }
                 button type="submit" { "Log in" }
             }
         },

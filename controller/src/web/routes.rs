@@ -195,6 +195,8 @@ pub async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
 pub struct LoginForm {
     name: String,
     password: String,
+    #[serde(default)]
+    code: String,
     next: Option<String>,
 }
 
@@ -221,7 +223,15 @@ pub async fn login(
             "Too many login attempts from this address; wait a minute.",
         );
     }
-    match crate::accounts::login(&*web.state.catalog, f.name.trim(), &f.password, now).await {
+    match crate::accounts::login(
+        &*web.state.catalog,
+        f.name.trim(),
+        &f.password,
+        &f.code,
+        now,
+    )
+    .await
+    {
         Ok(acc) => {
             let s = Session::new(&acc.name, acc.epoch, now);
             audit(
