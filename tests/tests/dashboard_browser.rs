@@ -48,10 +48,19 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
 
     // A wrong password: the form again, with the reason.
     log_in(&b, &base, "ann", "not-the-password");
+    b.wait_until(
+        "the refusal",
+        "document.querySelector('p.error') !== null",
+        10,
+    );
     assert!(b.url().contains("/login"), "{}", b.url());
-    assert!(b.text().contains("wrong name, password or code"), "{}", b.text());
+    assert!(
+        b.text().contains("wrong name, password or code"),
+        "{}",
+        b.text()
+    );
     log_in(&b, &base, "ann", &pw);
-    assert!(b.url().ends_with("/fleet"), "{}", b.url());
+    b.wait_until("the fleet page", "location.pathname === '/fleet'", 10);
     let text = b.text();
     assert!(
         text.contains("NEVER BACKED UP") && text.contains("OK"),
@@ -146,6 +155,11 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
         "from_dashboard",
     );
     b.click("form[data-action=restore] button");
+    b.wait_until(
+        "the confirmation page",
+        "document.body.innerText.includes('Confirm the restore')",
+        10,
+    );
     assert!(b.text().contains("Confirm the restore"), "{}", b.text());
     assert!(b.text().contains("from_dashboard"));
     b.click("form.confirm button");
@@ -193,6 +207,7 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
     let cust_pw = add_account(&env, "cust", "customer", Some("globex"));
     let c = Browser::start();
     log_in(&c, &base, "cust", &cust_pw);
+    c.wait_until("the fleet page", "location.pathname === '/fleet'", 10);
     for (_, path) in &pages[1..pages.len() - 1] {
         c.goto(&format!("{base}{path}"));
         assert!(

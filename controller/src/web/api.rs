@@ -67,7 +67,7 @@ async fn me(v: Viewer) -> Response {
 
 async fn fleet(State(web): State<Arc<Web>>, v: Viewer, Query(f): Query<FleetFilter>) -> Response {
     answer(
-        super::data::fleet(&web.state, &v.scope(), &f, now_ms())
+        super::data::fleet(&web.state, &web.fleet, &v.scope(), &f, now_ms())
             .await
             .map(Some),
     )
@@ -101,7 +101,7 @@ async fn incidents(State(web): State<Arc<Web>>, v: Viewer) -> Response {
 }
 
 async fn site(State(web): State<Arc<Web>>, v: Viewer, Path(site): Path<String>) -> Response {
-    answer(detail::site(&web.state, &v.scope(), &site, now_ms()).await)
+    answer(detail::site(&web.state, &web.fleet, &v.scope(), &site, now_ms()).await)
 }
 
 async fn target(
@@ -109,7 +109,7 @@ async fn target(
     v: Viewer,
     Path((site, target)): Path<(String, String)>,
 ) -> Response {
-    answer(detail::target(&web.state, &v.scope(), &site, &target, now_ms()).await)
+    answer(detail::target(&web.state, &web.fleet, &v.scope(), &site, &target, now_ms()).await)
 }
 
 async fn ack(State(web): State<Arc<Web>>, v: Viewer, Path(id): Path<u64>) -> Response {

@@ -7,10 +7,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::catalog::JobRecord;
 use crate::catalog::history::JobFilter;
 use crate::catalog::trust::{AccountRecord, Role};
-use crate::catalog::{JobRecord, JobState};
-use crate::fleet::view::View;
 use crate::rpo::RpoState;
 use crate::state::State;
 
@@ -95,12 +94,18 @@ pub struct FleetFilter {
     pub q: Option<String>,
 }
 
-/// The fleet at a glance.
-pub async fn fleet(st: &State, scope: &Scope, f: &FleetFilter, now: u64) -> anyhow::Result<Fleet> {
-    let view = View::load(st).await?;
-    let statuses = crate::fleet::compliance::evaluate_all(st, &view, now);
-    let mut cells: Vec<Cell> = statuses
-        .into_iter()
+/// The fleet at a glance, from the shared figures ([`super::fleetcache`]).
+pub async fn fleet(
+    st: &State,
+    cache: &super::fleetcache::FleetCache,
+    scope: &Scope,
+    f: &FleetFilter,
+    now: u64,
+) -> anyhow::Result<Fleet> {
+    let base = cache.get(st).await?;
+    let mut cells: Vec<Cell> = base
+        .statuses
+        .iter()
         .filter(|t| scope.sees(&t.site))
         .map(|t| Cell {
             state: t.state.label(),
@@ -110,8 +115,8 @@ pub async fn fleet(st: &State, scope: &Scope, f: &FleetFilter, now: u64) -> anyh
             age_ms: t.newest_good_ms.map(|g| now.saturating_sub(g)),
             rpo_ms: t.rpo_ms,
             rto_ms: t.rto_ms,
-            site: t.site,
-            target: t.target,
+            site: t.site.clone(),
+            target: t.target.clone(),
         })
         .collect();
     let counts = STATE_ORDER
@@ -136,27 +141,19 @@ pub async fn fleet(st: &State, scope: &Scope, f: &FleetFilter, now: u64) -> anyh
         let q = q.to_ascii_lowercase();
         cells.retain(|c| c.site.to_ascii_lowercase().contains(&q));
     }
-    let day_ago = now.saturating_sub(24 * 3600 * 1000);
-    let recent = view
-        .jobs
-        .iter()
-        .filter(|j| scope.sees(&j.site) && j.kind == crate::job::JobKind::Backup)
-        .filter(|j| j.started_unix_ms >= day_ago);
-    let (mut ok, mut failed) = (0, 0);
-    for j in recent {
-        match j.state {
-            JobState::Succeeded => ok += 1,
-            JobState::Failed => failed += 1,
-            _ => {}
-        }
+    let mut total = super::fleetcache::SiteFigures::default();
+    for (_, s) in base.sites.iter().filter(|(site, _)| scope.sees(site)) {
+        total.backups_24h_ok += s.backups_24h_ok;
+        total.backups_24h_failed += s.backups_24h_failed;
+        total.logical_bytes += s.logical_bytes;
+        total.new_bytes += s.new_bytes;
     }
-    let mine = view.snapshots.iter().filter(|s| scope.sees(&s.site));
-    let (logical, mut stored) = mine.fold((0u64, 0u64), |(l, n), s| {
-        (l + s.logical_bytes, n + s.new_bytes)
-    });
-    if scope.sites.is_none() {
-        stored = st.catalog.chunk_totals().await?.1;
-    }
+    // The whole store's size for staff; a customer's own sites' share.
+    let stored = if scope.sites.is_none() {
+        base.stored_total
+    } else {
+        total.new_bytes
+    };
     let open_incidents = st
         .alerts
         .incidents()
@@ -167,14 +164,14 @@ pub async fn fleet(st: &State, scope: &Scope, f: &FleetFilter, now: u64) -> anyh
     Ok(Fleet {
         counts,
         open_incidents,
-        backups_24h_ok: ok,
-        backups_24h_failed: failed,
-        logical_bytes: logical,
+        backups_24h_ok: total.backups_24h_ok,
+        backups_24h_failed: total.backups_24h_failed,
+        logical_bytes: total.logical_bytes,
         stored_bytes: stored,
         dedup_ratio: if stored == 0 {
             0.0
         } else {
-            logical as f64 / stored as f64
+            total.logical_bytes as f64 / stored as f64
         },
         cells,
     })

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::data::{Cell, FleetFilter, JobRow, JobsFilter, Scope, fleet, jobs};
+use super::fleetcache::FleetCache;
 use crate::catalog::alerts::IncidentRecord;
 use crate::state::State;
 
@@ -65,7 +66,13 @@ async fn known(st: &State, site: &str) -> anyhow::Result<bool> {
 }
 
 /// One site, if the viewer sees it and it exists.
-pub async fn site(st: &State, scope: &Scope, site: &str, now: u64) -> anyhow::Result<Option<Site>> {
+pub async fn site(
+    st: &State,
+    cache: &FleetCache,
+    scope: &Scope,
+    site: &str,
+    now: u64,
+) -> anyhow::Result<Option<Site>> {
     if !scope.sees(site) || !known(st, site).await? {
         return Ok(None);
     }
@@ -87,7 +94,9 @@ pub async fn site(st: &State, scope: &Scope, site: &str, now: u64) -> anyhow::Re
             last_seen_unix_ms: a.last_seen_unix_ms,
         })
         .collect();
-    let mut targets = fleet(st, scope, &FleetFilter::default(), now).await?.cells;
+    let mut targets = fleet(st, cache, scope, &FleetFilter::default(), now)
+        .await?
+        .cells;
     targets.retain(|c| c.site == site);
     let incidents = incidents(st, scope, Some(site), false).await?;
     let f = JobsFilter {
@@ -134,6 +143,7 @@ pub struct Target {
 /// One target of a site, if the viewer sees the site and the target exists.
 pub async fn target(
     st: &State,
+    cache: &FleetCache,
     scope: &Scope,
     site: &str,
     target: &str,
@@ -144,7 +154,9 @@ pub async fn target(
     }
     let cat = &st.catalog;
     let snaps = cat.snapshots(Some(site), Some(target)).await?;
-    let mut status = fleet(st, scope, &FleetFilter::default(), now).await?.cells;
+    let mut status = fleet(st, cache, scope, &FleetFilter::default(), now)
+        .await?
+        .cells;
     status.retain(|c| c.site == site && c.target == target);
     if snaps.is_empty() && status.is_empty() {
         return Ok(None);

@@ -31,6 +31,7 @@ pub mod api;
 pub mod charts;
 pub mod data;
 pub mod detail;
+pub mod fleetcache;
 pub mod live;
 pub mod pages;
 pub mod routes;
@@ -49,6 +50,7 @@ pub struct Web {
     pub secret: [u8; 32],
     pub lifetimes: session::Lifetimes,
     pub limiter: session::LoginLimiter,
+    pub fleet: Arc<fleetcache::FleetCache>,
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -160,7 +162,9 @@ pub async fn spawn(state: &Arc<State>, cfg: WebConfig) -> anyhow::Result<SocketA
         secret: state.pki.session_secret,
         lifetimes: cfg.lifetimes,
         limiter: Default::default(),
+        fleet: Default::default(),
     });
+    web.fleet.spawn_refresher(state);
     let app = router(web).into_make_service_with_connect_info::<Remote>();
     let conns = crate::tls_listener::incoming(listener, tls);
     let stop = state.workers.stop_token();

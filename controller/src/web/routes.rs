@@ -304,7 +304,7 @@ pub async fn fleet(
     v: Viewer,
     Query(f): Query<FleetFilter>,
 ) -> Response {
-    match super::data::fleet(&web.state, &v.scope(), &f, now_ms()).await {
+    match super::data::fleet(&web.state, &web.fleet, &v.scope(), &f, now_ms()).await {
         Ok(fl) => page(pages::fleet(
             &v.chrome(),
             &fl,
@@ -341,7 +341,7 @@ pub async fn incidents(State(web): State<Arc<Web>>, v: Viewer) -> Response {
 }
 
 pub async fn site(State(web): State<Arc<Web>>, v: Viewer, Path(site): Path<String>) -> Response {
-    match detail::site(&web.state, &v.scope(), &site, now_ms()).await {
+    match detail::site(&web.state, &web.fleet, &v.scope(), &site, now_ms()).await {
         Ok(Some(s)) => page(pages::site(&v.chrome(), &s)),
         Ok(None) => not_found_for(Some(&v)),
         Err(e) => failed(e),
@@ -363,7 +363,7 @@ pub async fn target(
     let job = q
         .job
         .filter(|j| j.len() <= 80 && j.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    match detail::target(&web.state, &v.scope(), &site, &target, now_ms()).await {
+    match detail::target(&web.state, &web.fleet, &v.scope(), &site, &target, now_ms()).await {
         Ok(Some(t)) => page(pages::target(&v.chrome(), &t, job.as_deref())),
         Ok(None) => not_found_for(Some(&v)),
         Err(e) => failed(e),
