@@ -198,6 +198,63 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
         assert!(!r.body.contains(OTHER), "{path}");
     }
 
+    // Policies: shown to all in scope, changed by operators and admins with the CLI's
+    // parsing and errors; a viewer cannot change one, a customer cannot see another site's.
+    let policy_path = format!("/sites/{SITE}/targets/main/policy");
+    let form = |rpo: &str| {
+        vec![
+            ("schedule", "0 2 * * *".to_string()),
+            ("timezone", "UTC".to_string()),
+            ("rpo", rpo.to_string()),
+            ("rto", "1h".to_string()),
+            ("keep_last", "3".to_string()),
+            ("keep_daily", "7".to_string()),
+            ("keep_weekly", "4".to_string()),
+            ("keep_monthly", "0".to_string()),
+            ("keep_verified", "3".to_string()),
+            ("drill_every", "0".to_string()),
+        ]
+    };
+    let post_policy = |w: &mut Web, csrf: &str, rpo: &str| {
+        let mut f: Vec<(&str, String)> = form(rpo);
+        f.push(("csrf", csrf.to_string()));
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        w.post(&policy_path, &f, &[])
+    };
+    let bad = post_policy(&mut admin, &csrf, "24");
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body
+            .contains("--rpo: &quot;24&quot;: a duration needs a unit"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(post_policy(&mut admin, &csrf, "30h").status, 303);
+    let shown = env
+        .cli(&[
+            "policy", "show", "--site", SITE, "--target", "main", "--json",
+        ])
+        .stdout;
+    assert!(shown.contains("108000"), "the RPO is 30h now: {shown}");
+    assert_eq!(post_policy(&mut viewer, &vt, "2h").status, 403);
+    let seen = cust.get(&policy_path);
+    assert_eq!(seen.status, 200);
+    let rpo = nex_backup::policy::human_secs(30 * 3600);
+    assert!(
+        seen.body.contains(&rpo) && seen.body.contains("RPO / RTO"),
+        "{}",
+        seen.body
+    );
+    assert!(
+        !seen.body.contains("<form class=\"policy\""),
+        "read-only for a customer"
+    );
+    assert_eq!(
+        cust.get(&format!("/sites/{OTHER}/targets/main/policy"))
+            .status,
+        404
+    );
+
     // An admin creates an account on the accounts page; its password is shown once and
     // works; the audit log names who did what.
     let made = admin.post(

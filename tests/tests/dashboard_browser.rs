@@ -76,6 +76,7 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
         ("fleet", "/fleet".to_string()),
         ("site", format!("/sites/{SITE}")),
         ("target", format!("/sites/{SITE}/targets/main")),
+        ("policy", format!("/sites/{SITE}/targets/main/policy")),
         ("jobs", "/jobs".to_string()),
         ("incidents", "/incidents".to_string()),
         ("audit", "/audit".to_string()),

@@ -79,15 +79,7 @@ pub enum RecoveryKeyCommand {
     },
 }
 
-/// "90s", "15m", "24h", "7d", "1h30m" (a bare number is refused: which unit?).
-/// A duration that may be zero: "0", "0s", or anything [`parse_duration`] takes.
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" || humantime::parse_duration(t).is_ok_and(|d| d.is_zero()) {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(s)
-}
+pub use crate::policy::durations::{parse_duration, parse_duration_or_zero};
 
 /// `--history-keep`: "0" (forever) or at least 30 days, so that a slip such as "40m"
 /// cannot wipe the job history alerts and reports read.
@@ -97,22 +89,6 @@ pub fn parse_history_keep(s: &str) -> Result<Duration, String> {
         return Err(format!(
             "{s:?}: history is kept at least 30d (or give 0 to keep it forever)"
         ));
-    }
-    Ok(d)
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        // "24" could mean seconds, hours or days: say which.
-        return Err(format!(
-            "{s:?}: a duration needs a unit, e.g. {s}h, {s}m, {s}s or {s}d"
-        ));
-    }
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?}: {e}; expected e.g. 24h, 30m, 90s, 7d or 1h30m"))?;
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be longer than zero"));
     }
     Ok(d)
 }

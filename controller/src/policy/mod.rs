@@ -10,6 +10,7 @@
 //! - [`site`]: per-site settings: the backup window, the upload bandwidth limit and the
 //!   designated drill agent.
 
+pub mod durations;
 pub mod retention;
 pub mod site;
 

@@ -34,6 +34,7 @@ pub mod detail;
 pub mod fleetcache;
 pub mod live;
 pub mod pages;
+pub mod policy;
 pub mod routes;
 pub mod session;
 
@@ -91,6 +92,10 @@ fn router(web: Arc<Web>) -> Router {
         .route("/incidents/{id}/ack", post(routes::ack))
         .route("/sites/{site}", get(routes::site))
         .route("/sites/{site}/targets/{target}", get(routes::target))
+        .route(
+            "/sites/{site}/targets/{target}/policy",
+            get(policy::show).post(policy::save),
+        )
         .route(
             "/sites/{site}/targets/{target}/{action}",
             post(actions::form),

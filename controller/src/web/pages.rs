@@ -319,6 +319,7 @@ pub fn target(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
             @if let Some(s) = &t.status {
                 p.status.(format!("st-{}", s.state_key)) { (shape(s.state)) " " (s.state) ": " (s.reason) }
             }
+            p { a href=(format!("/sites/{}/targets/{}/policy", t.site, t.target)) { "Policy: schedule, RPO, RTO, retention, drills" } }
             (target_actions(c, t, job))
             (target_charts(t))
             h2 { "Snapshots" }
