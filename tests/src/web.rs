@@ -45,12 +45,17 @@ impl Resp {
 
 impl Web {
     pub fn new(base: &str) -> Web {
+        Web::with_timeout(base, Duration::from_secs(30))
+    }
+
+    /// A client whose requests may take up to `timeout` (benchmarks of slow pages).
+    pub fn with_timeout(base: &str, timeout: Duration) -> Web {
         Web {
             base: base.to_string(),
             client: Client::builder()
                 .danger_accept_invalid_certs(true)
                 .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(30))
+                .timeout(timeout)
                 .build()
                 .unwrap(),
             cookie: None,

@@ -1,10 +1,10 @@
 //! The current RPO state of every target, from the catalog and what is live; recorded by
 //! the scheduler on every change and reported by `nex-backup rpo`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::view::View;
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, JobRecord, SnapshotRecord};
 use crate::fleet::standing::Judged;
 use crate::rpo::{RpoInput, RpoState, evaluate};
 use crate::state::State;
@@ -86,8 +86,23 @@ pub fn evaluate_all(state: &State, view: &View, now: u64) -> Vec<TargetStatus> {
         targets.extend(a.targets.iter().map(|(t, _)| (a.site.clone(), t.clone())));
     }
     targets.extend(view.policy_keys().cloned());
+    // Each target's own snapshots and jobs, in their order, so that judging a target
+    // reads its records only (not the whole fleet's once per target).
+    let mut groups: HashMap<(String, String), (Vec<SnapshotRecord>, Vec<JobRecord>)> =
+        HashMap::new();
+    for s in snaps {
+        let k = (s.site.clone(), s.target.clone());
+        groups.entry(k).or_default().0.push(s.clone());
+    }
+    for j in jobs {
+        let k = (j.site.clone(), j.target.clone());
+        groups.entry(k).or_default().1.push(j.clone());
+    }
     let mut out = vec![];
     for (site, target) in targets {
+        let (snaps, jobs) = groups
+            .get(&(site.clone(), target.clone()))
+            .map_or((&[][..], &[][..]), |(s, j)| (s.as_slice(), j.as_slice()));
         let policy = view.policy(&site, &target);
         let window = view.site_policy(&site).window();
         let drills = super::drills::facts(jobs, &site, &target);

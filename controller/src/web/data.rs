@@ -96,7 +96,7 @@ pub struct FleetFilter {
 
 /// The fleet at a glance, from the shared figures ([`super::fleetcache`]).
 pub async fn fleet(
-    st: &State,
+    st: &std::sync::Arc<State>,
     cache: &super::fleetcache::FleetCache,
     scope: &Scope,
     f: &FleetFilter,

@@ -67,7 +67,7 @@ async fn known(st: &State, site: &str) -> anyhow::Result<bool> {
 
 /// One site, if the viewer sees it and it exists.
 pub async fn site(
-    st: &State,
+    st: &std::sync::Arc<State>,
     cache: &FleetCache,
     scope: &Scope,
     site: &str,
@@ -142,7 +142,7 @@ pub struct Target {
 
 /// One target of a site, if the viewer sees the site and the target exists.
 pub async fn target(
-    st: &State,
+    st: &std::sync::Arc<State>,
     cache: &FleetCache,
     scope: &Scope,
     site: &str,

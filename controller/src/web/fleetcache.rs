@@ -80,7 +80,7 @@ async fn compute(st: &State) -> anyhow::Result<Base> {
 
 impl FleetCache {
     /// The newest figures (computed now if there are none yet).
-    pub async fn get(&self, st: &State) -> anyhow::Result<Arc<Base>> {
+    pub async fn get(&self, st: &Arc<State>) -> anyhow::Result<Arc<Base>> {
         self.asked_ms.store(now_ms(), Ordering::Relaxed);
         if let Some(b) = self.base.read().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(b);
@@ -88,10 +88,13 @@ impl FleetCache {
         self.refresh(st).await
     }
 
-    /// Compute the figures again (one computation at a time).
-    pub async fn refresh(&self, st: &State) -> anyhow::Result<Arc<Base>> {
+    /// Compute the figures again (one computation at a time), on a blocking thread: it
+    /// is CPU work that must not hold up the threads answering requests.
+    pub async fn refresh(&self, st: &Arc<State>) -> anyhow::Result<Arc<Base>> {
         let _one = self.computing.lock().await;
-        let b = Arc::new(compute(st).await?);
+        let (st2, rt) = (st.clone(), tokio::runtime::Handle::current());
+        let b = tokio::task::spawn_blocking(move || rt.block_on(compute(&st2))).await??;
+        let b = Arc::new(b);
         *self.base.write().unwrap_or_else(|p| p.into_inner()) = Some(b.clone());
         Ok(b)
     }

@@ -101,6 +101,22 @@ fn cell(c: &Cell) -> Markup {
     }
 }
 
+/// Above this many targets, the fleet grid shows targets in order one cell per site.
+const COMPACT_ABOVE: usize = 300;
+
+/// The targets in `state` by site: (site, how many, the oldest newest-good age).
+fn by_site(cells: &[Cell], state: &str) -> Vec<(String, usize, Option<u64>)> {
+    let mut m: std::collections::BTreeMap<&str, (usize, Option<u64>)> = Default::default();
+    for c in cells.iter().filter(|c| c.state == state) {
+        let e = m.entry(c.site.as_str()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(c.age_ms);
+    }
+    m.into_iter()
+        .map(|(s, (n, a))| (s.to_string(), n, a))
+        .collect()
+}
+
 pub fn fleet(c: &Chrome, f: &Fleet, state: &str, q: &str) -> Markup {
     layout(
         "Fleet",
@@ -131,7 +147,26 @@ pub fn fleet(c: &Chrome, f: &Fleet, state: &str, q: &str) -> Markup {
                 button type="submit" { "Filter" }
             }
             section.grid id="fleet-grid" {
-                @for x in &f.cells { (cell(x)) }
+                @if f.cells.len() > COMPACT_ABOVE {
+                    // A large fleet: the targets that need attention each on its own,
+                    // in their order; an offline agent's targets and the ones in order
+                    // one cell per site.
+                    @for st in ["VIOLATED", "AT RISK", "AGENT OFFLINE", "NEVER BACKED UP", "OK"] {
+                        @if matches!(st, "AGENT OFFLINE" | "OK") {
+                            @for (site, n, oldest) in by_site(&f.cells, st) {
+                                a.cell.(format!("st-{}", st.to_ascii_lowercase().replace(' ', "-"))) href=(format!("/sites/{site}")) data-state=(st) {
+                                    span.state { (shape(st)) " " (st) }
+                                    span.name { (site) " · " (n) " target" @if n > 1 { "s" } }
+                                    span.age { "oldest " (age(oldest)) }
+                                }
+                            }
+                        } @else {
+                            @for x in f.cells.iter().filter(|c| c.state == st) { (cell(x)) }
+                        }
+                    }
+                } @else {
+                    @for x in &f.cells { (cell(x)) }
+                }
                 @if f.cells.is_empty() { p { "No targets match." } }
             }
         },
