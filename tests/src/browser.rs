@@ -136,15 +136,22 @@ impl Browser {
             .to_string()
     }
 
+    /// The element `css` names, waiting for it up to 10 s.
+    async fn element(
+        &self,
+        css: &str,
+    ) -> Result<fantoccini::elements::Element, fantoccini::error::CmdError> {
+        self.c()
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+    }
+
     pub fn fill(&self, css: &str, text: &str) {
         self.rt
             .block_on(async {
-                let e = self
-                    .c()
-                    .wait()
-                    .at_most(Duration::from_secs(10))
-                    .for_element(Locator::Css(css))
-                    .await?;
+                let e = self.element(css).await?;
                 e.clear().await?;
                 e.send_keys(text).await
             })
@@ -153,15 +160,7 @@ impl Browser {
 
     pub fn click(&self, css: &str) {
         self.rt
-            .block_on(async {
-                let e = self
-                    .c()
-                    .wait()
-                    .at_most(Duration::from_secs(10))
-                    .for_element(Locator::Css(css))
-                    .await?;
-                e.click().await
-            })
+            .block_on(async { self.element(css).await?.click().await })
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 

@@ -122,3 +122,40 @@ impl Web {
         me.json()["csrf"].as_str().unwrap().to_string()
     }
 }
+
+/// `nex-backup account add NAME --role ROLE [--site S]` on the environment's controller:
+/// the generated password.
+pub fn add_account(env: &crate::env::Env, name: &str, role: &str, site: Option<&str>) -> String {
+    let mut args = vec!["account", "add", name, "--role", role];
+    if let Some(s) = site {
+        args.extend(["--site", s]);
+    }
+    let out = env.cli(&args);
+    assert!(out.ok, "{}", out.stderr);
+    out.stdout.lines().last().unwrap().trim().to_string()
+}
+
+/// An environment whose controller serves the dashboard (with extra `serve` arguments),
+/// its agent declaring a second target `second`; and the dashboard's address.
+pub fn dashboard_env(
+    rows: u32,
+    extra_args: &[&str],
+    second_target: bool,
+) -> (crate::env::Env, String) {
+    let mut args = vec!["--http-listen".to_string(), "127.0.0.1:0".to_string()];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let env = crate::env::Env::start(
+        &crate::sample::invoices_sql(rows),
+        crate::env::EnvOpts {
+            controller_args: args,
+            extra_targets: if second_target {
+                crate::env::target_toml("second", "postgres", "invoices", crate::env::PW_ENV)
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        },
+    );
+    let base = dashboard_url(&env.controller.log);
+    (env, base)
+}

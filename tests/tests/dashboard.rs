@@ -3,24 +3,13 @@
 //! roles (a viewer cannot act), a customer who sees its own site and nothing of the
 //! other's, and the fleet grid's states in the order of their gravity.
 
-use nex_backup_tests::env::{Env, EnvOpts, SITE, target_toml};
+use nex_backup_tests::env::{Env, SITE};
 use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::Agent;
 use nex_backup_tests::wait_for;
-use nex_backup_tests::web::{Web, dashboard_url};
+use nex_backup_tests::web::{Web, add_account, dashboard_env};
 
 const OTHER: &str = "globex";
-
-/// `nex-backup account add NAME --role ROLE [--site S]`: the generated password.
-fn add_account(env: &Env, name: &str, role: &str, site: Option<&str>) -> String {
-    let mut args = vec!["account", "add", name, "--role", role];
-    if let Some(s) = site {
-        args.extend(["--site", s]);
-    }
-    let out = env.cli(&args);
-    assert!(out.ok, "{}", out.stderr);
-    out.stdout.lines().last().unwrap().trim().to_string()
-}
 
 /// A second site with its own agent (same cluster), backed up once.
 fn second_site(env: &Env) -> Agent {
@@ -47,23 +36,7 @@ fn second_site(env: &Env) -> Agent {
 
 #[test]
 fn the_dashboard_logs_in_scopes_and_refuses() {
-    let env = Env::start(
-        &nex_backup_tests::sample::invoices_sql(500),
-        EnvOpts {
-            controller_args: ["--http-listen", "127.0.0.1:0", "--http-session-idle", "4s"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            extra_targets: target_toml(
-                "second",
-                "postgres",
-                "invoices",
-                nex_backup_tests::env::PW_ENV,
-            ),
-            ..Default::default()
-        },
-    );
-    let base = dashboard_url(&env.controller.log);
+    let (env, base) = dashboard_env(500, &["--http-session-idle", "4s"], true);
     env.backup_ok("main");
     let _globex = second_site(&env);
     let admin_pw = add_account(&env, "ann", "admin", None);
@@ -362,23 +335,7 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
 /// target in that order, and its counts and JSON agree.
 #[test]
 fn the_fleet_grid_puts_the_worst_first() {
-    let env = Env::start(
-        &nex_backup_tests::sample::invoices_sql(300),
-        EnvOpts {
-            controller_args: ["--http-listen", "127.0.0.1:0"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            extra_targets: target_toml(
-                "second",
-                "postgres",
-                "invoices",
-                nex_backup_tests::env::PW_ENV,
-            ),
-            ..Default::default()
-        },
-    );
-    let base = dashboard_url(&env.controller.log);
+    let (env, base) = dashboard_env(300, &[], true);
     env.backup_ok("main");
     env.backup_ok("second");
     let mut globex = second_site(&env);

@@ -5,18 +5,8 @@
 //! pages without the other site.
 
 use nex_backup_tests::browser::Browser;
-use nex_backup_tests::env::{Env, EnvOpts, SITE};
-use nex_backup_tests::web::dashboard_url;
-
-fn add_account(env: &Env, name: &str, role: &str, site: Option<&str>) -> String {
-    let mut args = vec!["account", "add", name, "--role", role];
-    if let Some(s) = site {
-        args.extend(["--site", s]);
-    }
-    let out = env.cli(&args);
-    assert!(out.ok, "{}", out.stderr);
-    out.stdout.lines().last().unwrap().trim().to_string()
-}
+use nex_backup_tests::env::SITE;
+use nex_backup_tests::web::{add_account, dashboard_env};
 
 fn log_in(b: &Browser, base: &str, name: &str, pw: &str) {
     b.goto(&format!("{base}/login"));
@@ -27,17 +17,7 @@ fn log_in(b: &Browser, base: &str, name: &str, pw: &str) {
 
 #[test]
 fn every_page_renders_fits_a_phone_and_passes_axe() {
-    let env = Env::start(
-        &nex_backup_tests::sample::invoices_sql(300),
-        EnvOpts {
-            controller_args: ["--http-listen", "127.0.0.1:0"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            ..Default::default()
-        },
-    );
-    let base = dashboard_url(&env.controller.log);
+    let (env, base) = dashboard_env(300, &[], false);
     env.backup_ok("main");
     let ghost = env.cli(&[
         "policy", "set", "--site", SITE, "--target", "ghost", "--rpo", "1d", "--create",
