@@ -101,6 +101,34 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
         404
     );
 
+    // The OpenAPI description lists the API, and what it promises is what the API
+    // answers: every GET path answers, with every field its schema requires.
+    let spec = admin.get("/api/v1/openapi.json").json();
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, ops) in paths {
+        if ops.get("get").is_none() || path.ends_with("/events") {
+            continue;
+        }
+        let concrete = path.replace("{site}", SITE).replace("{target}", "main");
+        let r = admin.get(&concrete);
+        assert_eq!(r.status, 200, "{concrete}: {}", r.body);
+        let schema =
+            &ops["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"];
+        if let Some(name) = schema.as_str().and_then(|r| r.rsplit('/').next()) {
+            let body = r.json();
+            for field in spec["components"]["schemas"][name]["required"]
+                .as_array()
+                .unwrap()
+            {
+                assert!(
+                    body.get(field.as_str().unwrap()).is_some(),
+                    "{concrete}: {field} missing"
+                );
+            }
+        }
+    }
+    assert!(paths.contains_key("/api/v1/sites/{site}/targets/{target}/{action}"));
+
     // A viewer sees everything, has no buttons, and its own valid token does not let it act.
     let mut viewer = Web::new(&base);
     assert_eq!(viewer.login("vic", &viewer_pw).status, 303);

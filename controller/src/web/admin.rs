@@ -24,7 +24,7 @@ use crate::catalog::trust::Role;
 use crate::service::admin::AdminApi;
 use crate::service::auth::AdminIdentity;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     pub unix_ms: u64,
     pub site: String,

@@ -26,6 +26,7 @@ pub fn router() -> Router<Arc<Web>> {
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/sites/{site}/targets/{target}", get(target))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/events", get(super::live::events))
         .route("/api/v1/audit", get(super::admin::audit_api))
         .route(
@@ -55,6 +56,9 @@ fn answer<T: serde::Serialize>(r: anyhow::Result<Option<T>>) -> Response {
     }
 }
 
+/// The account behind the session, and its CSRF token for POSTs.
+#[utoipa::path(get, path = "/api/v1/me", tag = "session",
+    responses((status = 200, description = "name, role, sites, csrf"), (status = 401, description = "no session")))]
 async fn me(v: Viewer) -> Response {
     Json(json!({
         "name": v.account.name,
@@ -65,6 +69,9 @@ async fn me(v: Viewer) -> Response {
     .into_response()
 }
 
+/// Counts, totals and every target's state in scope, the worst first.
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet", params(FleetFilter),
+    responses((status = 200, body = super::data::Fleet), (status = 401, description = "no session")))]
 async fn fleet(State(web): State<Arc<Web>>, v: Viewer, Query(f): Query<FleetFilter>) -> Response {
     answer(
         super::data::fleet(&web.state, &web.fleet, &v.scope(), &f, now_ms())
@@ -78,6 +85,10 @@ struct Limit {
     limit: Option<usize>,
 }
 
+/// Jobs in scope, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    params(JobsFilter, ("limit" = Option<usize>, Query, description = "at most this many (1-1000, default 100)")),
+    responses((status = 200, body = Vec<super::data::JobRow>), (status = 401, description = "no session")))]
 async fn jobs(
     State(web): State<Arc<Web>>,
     v: Viewer,
@@ -92,6 +103,9 @@ async fn jobs(
     )
 }
 
+/// Incidents in scope, newest first.
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents",
+    responses((status = 200, body = Vec<detail::IncidentRow>), (status = 401, description = "no session")))]
 async fn incidents(State(web): State<Arc<Web>>, v: Viewer) -> Response {
     answer(
         detail::incidents(&web.state, &v.scope(), None, false)
@@ -100,10 +114,17 @@ async fn incidents(State(web): State<Arc<Web>>, v: Viewer) -> Response {
     )
 }
 
+/// One site: agents, targets, incidents, recent jobs.
+#[utoipa::path(get, path = "/api/v1/sites/{site}", tag = "fleet", params(("site" = String, Path)),
+    responses((status = 200, body = detail::Site), (status = 404, description = "no such site in scope")))]
 async fn site(State(web): State<Arc<Web>>, v: Viewer, Path(site): Path<String>) -> Response {
     answer(detail::site(&web.state, &web.fleet, &v.scope(), &site, now_ms()).await)
 }
 
+/// One target: status, snapshots with their standing, recent jobs, chart series.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/targets/{target}", tag = "fleet",
+    params(("site" = String, Path), ("target" = String, Path)),
+    responses((status = 200, body = detail::Target), (status = 404, description = "no such target in scope")))]
 async fn target(
     State(web): State<Arc<Web>>,
     v: Viewer,
@@ -112,6 +133,10 @@ async fn target(
     answer(detail::target(&web.state, &web.fleet, &v.scope(), &site, &target, now_ms()).await)
 }
 
+/// Acknowledge an open incident (operators and admins; `X-CSRF-Token`).
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/ack", tag = "incidents", params(("id" = u64, Path)),
+    responses((status = 200, body = detail::IncidentRow), (status = 403, description = "the role may not act, or no CSRF token"),
+        (status = 404, description = "no such incident in scope"), (status = 409, description = "already resolved")))]
 async fn ack(State(web): State<Arc<Web>>, v: Viewer, Path(id): Path<u64>) -> Response {
     match ack_incident(&web, &v, id).await {
         Ok(row) => Json(row).into_response(),
@@ -178,4 +203,61 @@ pub async fn ack_incident(
         .await;
     }
     Ok(detail::IncidentRow::from(&inc))
+}
+
+/// Starts a backup, a drill or a restore (see `super::actions::api`).
+#[utoipa::path(post, path = "/api/v1/sites/{site}/targets/{target}/{action}", tag = "actions",
+    params(("site" = String, Path), ("target" = String, Path),
+        ("action" = String, Path, description = "backup, drill or restore"),
+        ("outside_window" = Option<String>, Query, description = "backup: run outside the site's window (form field)"),
+        ("snapshot" = Option<String>, Query, description = "restore: an id or latest (form field)"),
+        ("to_database" = Option<String>, Query, description = "restore: the new database (form field)")),
+    responses((status = 200, description = "{\"job_id\": ...}"), (status = 403, description = "the role may not act, or no CSRF token"),
+        (status = 409, description = "refused by the controller, with the CLI's words")))]
+#[allow(dead_code)]
+fn action_doc() {}
+
+/// A job's progress and outcome as server-sent events (`progress`, then `outcome`).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream"), (status = 404, description = "no such job in scope")))]
+#[allow(dead_code)]
+fn job_events_doc() {}
+
+/// The audit log in scope, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    responses((status = 200, body = Vec<super::admin::AuditRow>)))]
+#[allow(dead_code)]
+fn audit_doc() {}
+
+/// New and finished jobs, snapshots and RPO changes in scope, as server-sent events.
+#[utoipa::path(get, path = "/api/v1/events", tag = "jobs",
+    responses((status = 200, description = "text/event-stream: job-started, job-finished, snapshot, rpo")))]
+#[allow(dead_code)]
+fn events_doc() {}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "NEX Backup dashboard API",
+        description = "The dashboard's data as JSON. Log in with POST /login (form: name, password, code) and keep the nexb_session cookie; POSTs carry X-CSRF-Token from /api/v1/me. A site outside the account's scope answers 404."
+    ),
+    paths(
+        me,
+        fleet,
+        jobs,
+        incidents,
+        site,
+        target,
+        ack,
+        action_doc,
+        job_events_doc,
+        audit_doc,
+        events_doc
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v1/openapi.json`: this API's OpenAPI description.
+async fn openapi() -> Response {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response()
 }

@@ -52,7 +52,7 @@ pub fn state_key(s: RpoState) -> String {
     s.label().to_ascii_lowercase().replace(' ', "-")
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Cell {
     pub site: String,
     pub target: String,
@@ -65,14 +65,14 @@ pub struct Cell {
     pub rto_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StateCount {
     pub state: &'static str,
     pub state_key: String,
     pub targets: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Fleet {
     pub counts: Vec<StateCount>,
     pub open_incidents: usize,
@@ -86,7 +86,7 @@ pub struct Fleet {
 }
 
 /// Filters of the fleet page.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 pub struct FleetFilter {
     /// A state key (`violated`, `at-risk`, ...).
     pub state: Option<String>,
@@ -177,7 +177,7 @@ pub async fn fleet(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     pub job_id: String,
     pub site: String,
@@ -213,7 +213,7 @@ impl From<&JobRecord> for JobRow {
 }
 
 /// Filters of the jobs page.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 pub struct JobsFilter {
     pub site: Option<String>,
     pub target: Option<String>,

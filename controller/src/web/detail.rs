@@ -9,7 +9,7 @@ use super::fleetcache::FleetCache;
 use crate::catalog::alerts::IncidentRecord;
 use crate::state::State;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentRow {
     pub agent_id: String,
     pub version: String,
@@ -18,7 +18,7 @@ pub struct AgentRow {
     pub cert_not_after_unix: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IncidentRow {
     pub id: u64,
     pub site: String,
@@ -45,7 +45,7 @@ impl From<&IncidentRecord> for IncidentRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Site {
     pub site: String,
     pub agents: Vec<AgentRow>,
@@ -112,7 +112,7 @@ pub async fn site(
     }))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SnapshotRow {
     pub snapshot_id: String,
     pub created_unix_ms: u64,
@@ -124,7 +124,7 @@ pub struct SnapshotRow {
     pub standing: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Target {
     pub site: String,
     pub target: String,
