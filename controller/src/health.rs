@@ -143,6 +143,14 @@ impl HealthBook {
             .and_then(|q| q.back().cloned())
     }
 
+    /// The reports kept of an agent, oldest first.
+    pub fn history(&self, site: &str, agent: &str) -> Vec<HostHealth> {
+        self.lock()
+            .get(&(site.to_string(), agent.to_string()))
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Forget an agent (revoked).
     pub fn forget(&self, site: &str, agent: &str) {
         self.lock().remove(&(site.to_string(), agent.to_string()));

@@ -106,6 +106,33 @@ pub fn chart(s: &Series) -> Markup {
     }
 }
 
+/// A small line of percentages (0-100), with its last value in text.
+pub fn sparkline(label: &str, values: &[f64]) -> Markup {
+    let n = values.len().max(2) as f64;
+    let pts: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * 100.0 / (n - 1.0),
+                20.0 - v.clamp(0.0, 100.0) / 5.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let last = values.last().copied().unwrap_or(0.0);
+    let text = format!("{label} {last:.0}%");
+    html! {
+        span.spark {
+            svg viewBox="0 0 100 20" role="img" aria-label=(format!("{text}, last {} reports", values.len())) preserveAspectRatio="none" {
+                polyline.series points=(pts) {}
+            }
+            span { (text) }
+        }
+    }
+}
+
 /// The age (ms) of the newest good snapshot, sampled every hour over `[from, now]`,
 /// from the good snapshots' times (sorted).
 pub fn age_series(good: &[u64], from: u64, now: u64) -> Vec<(u64, f64)> {

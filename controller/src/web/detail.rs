@@ -16,6 +16,54 @@ pub struct AgentRow {
     pub online: bool,
     pub last_seen_unix_ms: u64,
     pub cert_not_after_unix: Option<i64>,
+    /// The last reports of its host (10 minutes, on the replica that holds its session).
+    pub health: Option<HealthSeries>,
+}
+
+/// An agent's host health over its last reports, oldest first (percent).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HealthSeries {
+    pub cpu_pct: Vec<f64>,
+    pub mem_pct: Vec<f64>,
+    /// The fullest volume that matters (PostgreSQL data, the agent's state dir).
+    pub disk_pct: Vec<f64>,
+    pub disk_path: String,
+    pub os: String,
+}
+
+fn pct(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / total as f64
+    }
+}
+
+/// The health series of (site, agent), if it has reported here.
+fn health_of(st: &State, site: &str, agent: &str) -> Option<HealthSeries> {
+    let h = st.health.history(site, agent);
+    let last = h.last()?;
+    let tight = last.tightest().map(|v| v.path.clone()).unwrap_or_default();
+    Some(HealthSeries {
+        cpu_pct: h
+            .iter()
+            .map(|r| (r.cpu_load_1m * 100.0 / f64::from(r.cpus.max(1))).min(100.0))
+            .collect(),
+        mem_pct: h
+            .iter()
+            .map(|r| pct(r.mem_used_bytes, r.mem_total_bytes))
+            .collect(),
+        disk_pct: h
+            .iter()
+            .map(|r| {
+                r.volumes.iter().find(|v| v.path == tight).map_or(0.0, |v| {
+                    pct(v.total_bytes.saturating_sub(v.free_bytes), v.total_bytes)
+                })
+            })
+            .collect(),
+        disk_path: tight,
+        os: last.os.clone(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -84,6 +132,7 @@ pub async fn site(
         .into_iter()
         .filter(|a| a.site == site)
         .map(|a| AgentRow {
+            health: health_of(st, &a.site, &a.agent_id),
             online: st.hub.online(&a.site, &a.agent_id),
             cert_not_after_unix: idents
                 .iter()

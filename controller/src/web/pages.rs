@@ -260,13 +260,20 @@ pub fn site(c: &Chrome, s: &Site) -> Markup {
             h1 { "Site " (s.site) }
             h2 { "Agents" }
             div.scroll tabindex="0" role="region" aria-label="Agents" { table.agents {
-                thead { tr { th { "Agent" } th { "State" } th { "Version" } th { "Last seen" } th { "Certificate until" } } }
+                thead { tr { th { "Agent" } th { "State" } th { "Version" } th { "Last seen" } th { "Certificate until" } th { "Host (last 10 minutes)" } } }
                 tbody { @for a in &s.agents { tr {
                     td { (a.agent_id) }
                     td { @if a.online { "● online" } @else { "○ offline" } }
                     td { (a.version) }
                     td { (time(a.last_seen_unix_ms)) }
                     td { (a.cert_not_after_unix.map_or("-".into(), |t| time(u64::try_from(t).unwrap_or(0) * 1000))) }
+                    td.health {
+                        @if let Some(h) = &a.health {
+                            (super::charts::sparkline("CPU", &h.cpu_pct))
+                            (super::charts::sparkline("memory", &h.mem_pct))
+                            (super::charts::sparkline(&format!("disk {}", h.disk_path), &h.disk_pct))
+                        } @else { "no report here yet" }
+                    }
                 } } }
             } }
             h2 { "Targets" }
