@@ -277,6 +277,18 @@ impl Hub {
             .subscribe()
     }
 
+    /// Forget a job's watch channel if nobody listens any more (a watcher that found the
+    /// job already finished: no outcome will come to remove it).
+    pub fn unwatch_if_idle(&self, job_id: &str) {
+        let mut g = self.lock();
+        if g.watchers
+            .get(job_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            g.watchers.remove(job_id);
+        }
+    }
+
     /// Publish an update to the job's watchers, if any.
     pub fn publish(&self, update: pb::JobUpdate) {
         let final_update = matches!(update.update, Some(pb::job_update::Update::Outcome(_)));

@@ -218,7 +218,7 @@ pub async fn events(
         }
     }
     // Watch, then read the record again: an outcome between the two is not missed.
-    let updates = st.hub.watch(&job_id);
+    let mut updates = Some(st.hub.watch(&job_id));
     let job = match st.catalog.job(&job_id).await {
         Ok(Some(j)) => j,
         _ => {
@@ -237,6 +237,11 @@ pub async fn events(
             "duration_ms": job.ended_unix_ms.unwrap_or(job.started_unix_ms).saturating_sub(job.started_unix_ms),
         })
     });
+    if finished.is_some() {
+        // Finished already: no outcome will come to close the watch; drop it now.
+        updates = None;
+        st.hub.unwatch_if_idle(&job_id);
+    }
     Sse::new(job_stream(finished, updates))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -246,16 +251,18 @@ pub async fn events(
 /// until the outcome.
 fn job_stream(
     finished: Option<serde_json::Value>,
-    mut updates: tokio::sync::broadcast::Receiver<pb::JobUpdate>,
+    updates: Option<tokio::sync::broadcast::Receiver<pb::JobUpdate>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     tokio::spawn(async move {
-        if let Some(o) = finished {
-            let _ = tx
-                .send(Event::default().event("outcome").data(o.to_string()))
-                .await;
+        let (Some(mut updates), None) = (updates, finished.as_ref()) else {
+            if let Some(o) = finished {
+                let _ = tx
+                    .send(Event::default().event("outcome").data(o.to_string()))
+                    .await;
+            }
             return;
-        }
+        };
         loop {
             let u = match updates.recv().await {
                 Ok(u) => u,
