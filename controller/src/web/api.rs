@@ -168,15 +168,6 @@ pub async fn ack_incident(
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
         .filter(|i| scope.sees(&i.site))
         .ok_or((StatusCode::NOT_FOUND, format!("no incident #{id}")))?;
-    if !scope.can_act() {
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "a {} account cannot acknowledge incidents",
-                v.account.role.name()
-            ),
-        ));
-    }
     if !inc.is_open() {
         return Err((
             StatusCode::CONFLICT,
