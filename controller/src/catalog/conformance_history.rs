@@ -79,6 +79,21 @@ async fn job_pages(cat: &dyn Catalog) {
     );
     let mine = cat.site_jobs("s-pages-2").await.unwrap();
     assert_eq!(ids(mine), ["hp-other"]);
+    // The whole fleet's page is in time order across sites.
+    let all = cat.jobs_page(&JobFilter::default(), None, 3).await.unwrap();
+    let at: Vec<u64> = all.iter().map(|j| j.started_unix_ms).collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "newest first: {at:?}");
+    assert!(all.iter().any(|j| j.job_id == "hp-other"), "newest of all");
+    // A changed job is what the pages show; a settled one is no longer "failed".
+    let old = cat.job("hp-3").await.unwrap().unwrap();
+    let mut fixed = old.clone();
+    fixed.state = JobState::Succeeded;
+    assert!(cat.update_job(&old, &fixed).await.unwrap());
+    assert_eq!(
+        ids(cat.jobs_page(&failed, None, 10).await.unwrap()),
+        ["hp-1"]
+    );
+    assert!(cat.update_job(&fixed, &old).await.unwrap());
     let newest = cat.newest_jobs(super::JobKind::Backup).await.unwrap();
     let of = |site: &str| {
         newest
@@ -184,6 +199,16 @@ async fn history_retention(cat: &dyn Catalog) {
     ] {
         assert_eq!(cat.job(id).await.unwrap().is_some(), kept, "job {id}");
     }
+    let mut listed = ids_of(&cat.site_jobs(site).await.unwrap())
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["h-held", "h-newest-old", "h-recent", "h-running"],
+        "a forgotten job is gone from the site's listing too"
+    );
     let at: Vec<u64> = cat
         .rpo_events(Some(site))
         .await

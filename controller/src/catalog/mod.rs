@@ -24,6 +24,7 @@ mod sled_codec;
 mod sled_gc;
 mod sled_history;
 mod sled_integrity;
+mod sled_jobs;
 mod sled_policy;
 mod sled_safety;
 mod sled_trust;

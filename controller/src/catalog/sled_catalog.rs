@@ -9,6 +9,7 @@
 //! | `snapshot_chunks` | site, 0, snapshot id | concatenated distinct chunk ids |
 //! | `agents` | site, 0, agent id | JSON [`AgentRecord`] |
 //! | `jobs` | job id | JSON [`JobRecord`] |
+//! | `job_index` | see [`super::sled_jobs`] | empty |
 //! | `audit`, `holds` | see [`super::sled_safety`] | JSON |
 //!
 //! Trust records live in further trees, see [`super::sled_trust`].
@@ -57,6 +58,7 @@ pub struct SledCatalog {
     pub(super) snapshot_chunks: sled::Tree,
     agents: sled::Tree,
     pub(super) jobs: sled::Tree,
+    pub(super) job_index: sled::Tree,
     /// `commit_seq/<site>`: bumped by every commit, read by garbage collection.
     pub(super) meta: sled::Tree,
     pub(super) policies: sled::Tree,
@@ -82,7 +84,7 @@ impl SledCatalog {
             .open()
             .map_err(|e| CatalogError::Storage(format!("open {}: {e}", dir.display())))?;
         let t = |name: &str| db.open_tree(name).map_err(storage);
-        Ok(SledCatalog {
+        let catalog = SledCatalog {
             chunks: t("chunks")?,
             snapshots: t("snapshots")?,
             snapshot_target: t("snapshot_target")?,
@@ -90,6 +92,7 @@ impl SledCatalog {
             snapshot_chunks: t("snapshot_chunks")?,
             agents: t("agents")?,
             jobs: t("jobs")?,
+            job_index: t("job_index")?,
             meta: t("meta")?,
             policies: t("policies")?,
             site_policies: t("site_policies")?,
@@ -99,7 +102,9 @@ impl SledCatalog {
             holds: t("holds")?,
             trust: TrustTrees::open(&db)?,
             db,
-        })
+        };
+        catalog.ensure_job_index()?;
+        Ok(catalog)
     }
 
     /// Approximate bytes on disk.
@@ -226,6 +231,9 @@ impl Catalog for SledCatalog {
         let ids: Vec<u8> = distinct.iter().flat_map(|i| i.0).collect();
         let value = encode(&record);
         let seq_key = super::sled_codec::seq_key(&r.site);
+        if let Some(j) = &snap.settles {
+            self.index_job(j)?;
+        }
         let settle = snap.settles.as_ref().map(|j| (j.job_id.clone(), encode(j)));
         let trees = (
             &self.snapshots,
@@ -334,14 +342,12 @@ impl Catalog for SledCatalog {
     }
 
     async fn put_job(&self, job: &JobRecord) -> Result<()> {
-        self.jobs
-            .insert(job.job_id.as_bytes(), encode(job))
-            .map_err(storage)?;
-        Ok(())
+        self.put_job_sync(job)
     }
 
     async fn update_job(&self, expected: &JobRecord, new: &JobRecord) -> Result<bool> {
         let k = expected.job_id.as_bytes();
+        self.index_job(new)?;
         loop {
             let Some(old) = self.jobs.get(k).map_err(storage)? else {
                 return Ok(false);
@@ -374,6 +380,19 @@ impl Catalog for SledCatalog {
 
     async fn jobs(&self) -> Result<Vec<JobRecord>> {
         Self::scan(&self.jobs, b"")
+    }
+
+    async fn jobs_page(
+        &self,
+        filter: &super::history::JobFilter,
+        before: Option<&super::history::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        self.jobs_page_sync(filter, before, limit)
+    }
+
+    async fn site_jobs(&self, site: &str) -> Result<Vec<JobRecord>> {
+        self.site_jobs_sync(site)
     }
 
     async fn put_admin(&self, a: &super::trust::AdminRecord) -> Result<()> {

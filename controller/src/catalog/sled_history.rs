@@ -23,8 +23,9 @@ impl SledCatalog {
         };
         let mut out = Forgotten::default();
         for id in forgettable_jobs(&jobs, exists, before_ms) {
-            self.jobs.remove(id.as_bytes()).map_err(storage)?;
-            out.jobs += 1;
+            if self.remove_job(&id)? {
+                out.jobs += 1;
+            }
         }
         let events = self.rpo_events_sync(None)?;
         for e in forgettable_events(&events, before_ms) {
