@@ -23,7 +23,7 @@ impl SledCatalog {
         };
         let mut out = Forgotten::default();
         for id in forgettable_jobs(&jobs, exists, before_ms) {
-            if self.remove_job(&id)? {
+            if self.remove_job(id)? {
                 out.jobs += 1;
             }
         }
