@@ -173,6 +173,7 @@ pub async fn open_state(
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "nex-backup".into()),
         admins: Default::default(),
+        views: Default::default(),
     })
 }
 

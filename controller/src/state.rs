@@ -48,6 +48,8 @@ pub struct State {
     pub host: String,
     /// The admin credentials in force.
     pub admins: Arc<crate::admins::AdminBook>,
+    /// The fleet as recently loaded, shared by the readers that only look.
+    pub views: crate::fleet::view::SharedView,
 }
 
 impl State {

@@ -11,7 +11,6 @@ use tracing::{info, warn};
 use crate::catalog::CatalogError;
 use crate::events::Event;
 use crate::fleet::compliance;
-use crate::fleet::view::View;
 use crate::prune::{PruneError, PruneScope, prune};
 use crate::rpo::RpoState;
 use crate::state::State;
@@ -59,7 +58,7 @@ struct RpoWatch {
 impl RpoWatch {
     async fn tick(&self) -> Result<(), CatalogError> {
         let now = nex_backup_shared::clock::now_ms();
-        let view = View::load(&self.state).await?;
+        let view = self.state.views.get(&self.state, RPO_EVERY).await?;
         let mut guard = self.last.lock().await;
         if guard.is_none() {
             let mut m = HashMap::new();

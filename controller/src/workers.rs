@@ -213,6 +213,14 @@ impl Workers {
     }
 }
 
+/// The pause before a periodic worker's next pass: its period, or three times its last
+/// pass if that is longer, so that a worker whose pass grew with the fleet (a whole-fleet
+/// evaluation takes seconds at hundreds of sites) works at most a quarter of the time
+/// and leaves the cores to the requests.
+pub fn paced(every: Duration, last_run: Duration) -> Duration {
+    every.max(last_run.saturating_mul(3))
+}
+
 async fn periodic_loop<F, Fut, E>(
     ctx: WorkerCtx,
     every: Duration,
@@ -227,20 +235,23 @@ async fn periodic_loop<F, Fut, E>(
         Some(n) => n.notified().await,
         None => std::future::pending().await,
     };
+    let mut last_run = Duration::ZERO;
     loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(paced(every, last_run)) => {}
             _ = woken(&wake) => {}
         }
         if !ctx.workers.leadership().is_leader() {
             continue; // another replica does this work
         }
         ctx.begin();
+        let began = std::time::Instant::now();
         let r = tokio::select! {
             _ = ctx.stop.cancelled() => return,
             r = run() => r,
         };
+        last_run = began.elapsed();
         ctx.end(r);
     }
 }
@@ -248,6 +259,13 @@ async fn periodic_loop<F, Fut, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_pass_spaces_the_next_one() {
+        let s = Duration::from_secs;
+        assert_eq!(paced(s(1), Duration::from_millis(10)), s(1));
+        assert_eq!(paced(s(1), s(2)), s(6));
+    }
 
     #[tokio::test]
     async fn runs_counts_errors_and_joins_on_shutdown() {

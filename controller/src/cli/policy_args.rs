@@ -108,23 +108,7 @@ impl PolicySetArgs {
     }
 }
 
-/// "512KiB", "2MiB", "100000" (bytes per second).
-pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("/s");
-    let (num, mult) = [
-        ("GiB", 1u64 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("B", 1),
-    ]
-    .iter()
-    .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
-    .unwrap_or((t, 1));
-    num.trim()
-        .parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?}: expected a rate such as 512KiB or 2MiB"))
-}
+pub(super) use crate::policy::durations::parse_rate;
 
 fn parse_drill(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {

@@ -1,7 +1,11 @@
 //! What a scheduler tick and the RPO evaluation read from the catalog, loaded once per
-//! tick (or per `rpo` call) instead of once per target.
+//! tick (or per `rpo` call) instead of once per target. [`SharedView`] lets the readers
+//! that only look (the RPO watch, alerting, the dashboard's figures, metrics) share one
+//! recent load instead of each reading the whole catalog.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::catalog::{AgentRecord, CatalogError, JobRecord, ScheduleRecord, SnapshotRecord};
 use crate::policy::Policy;
@@ -26,6 +30,29 @@ pub struct View {
     pub holds: HashMap<Key, crate::catalog::safety::HoldRecord>,
     /// Snapshots store verification found damaged.
     pub damaged: crate::fleet::standing::Damaged,
+}
+
+/// One recent [`View`] for every reader that only looks; loaded by one of them at a time
+/// (the others wait for that load instead of starting their own).
+#[derive(Default)]
+pub struct SharedView {
+    slot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<View>)>>,
+}
+
+impl SharedView {
+    /// A view loaded at most `max_age` ago (its load's start), loading one if needed.
+    pub async fn get(&self, state: &State, max_age: Duration) -> Result<Arc<View>, CatalogError> {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, v)) = slot.as_ref()
+            && at.elapsed() <= max_age
+        {
+            return Ok(v.clone());
+        }
+        let at = std::time::Instant::now();
+        let v = Arc::new(View::load(state).await?);
+        *slot = Some((at, v.clone()));
+        Ok(v)
+    }
 }
 
 impl View {

@@ -1,4 +1,4 @@
-//! Durations as operators write them, for the CLI's flags and the dashboard's forms
+//! Durations (and rates) as operators write them, for the CLI's flags and the dashboard's forms
 //! alike (the same words in the same errors): "90s", "15m", "24h", "7d", "1h30m".
 //! The error is the text shown after the field's name.
 
@@ -28,4 +28,22 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
+}
+
+/// "512KiB", "2MiB", "100000" (bytes per second).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s");
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?}: expected a rate such as 512KiB or 2MiB"))
 }

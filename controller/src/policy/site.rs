@@ -73,6 +73,18 @@ impl SitePolicy {
     pub fn window(&self) -> Option<Window> {
         self.validate().ok().flatten()
     }
+
+    /// Whether backups may run at `now`, and when that next changes (0: never, there is
+    /// no window).
+    pub fn window_state(&self, now: u64) -> (bool, u64) {
+        match self.window() {
+            None => (true, 0),
+            Some(w) => match w.open_until(now) {
+                Some(close) => (true, close),
+                None => (false, w.next_open(now)),
+            },
+        }
+    }
 }
 
 /// A daily backup window (see module docs).

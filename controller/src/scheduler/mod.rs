@@ -82,11 +82,20 @@ impl Scheduler {
                 continue; // another replica schedules
             }
             w.begin();
+            let began = std::time::Instant::now();
             let r = tokio::select! {
                 r = self.tick() => r.map(|_| ()),
                 _ = w.stop.cancelled() => return,
             };
             w.end(r);
+            // A fleet whose tick takes long is ticked less often (see `paced`): slots
+            // are late by that much, never missed (a tick catches up on missed slots).
+            let rest = crate::workers::paced(Duration::from_secs(1), began.elapsed())
+                .saturating_sub(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = w.stop.cancelled() => return,
+            }
         }
     }
 

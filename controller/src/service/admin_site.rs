@@ -38,14 +38,7 @@ fn requested(m: pb::SitePolicyMsg, current: &SitePolicy) -> SitePolicy {
 
 /// A site's settings as reported, with the window's state now.
 pub(super) fn site_info(site: &str, p: &SitePolicy, is_default: bool) -> pb::SitePolicyInfo {
-    let now = now_ms();
-    let (open, changes) = match p.window() {
-        None => (true, 0),
-        Some(w) => match w.open_until(now) {
-            Some(close) => (true, close),
-            None => (false, w.next_open(now)),
-        },
-    };
+    let (open, changes) = p.window_state(now_ms());
     pb::SitePolicyInfo {
         site: site.into(),
         policy: Some(p.into()),

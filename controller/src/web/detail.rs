@@ -97,13 +97,15 @@ impl From<&IncidentRecord> for IncidentRow {
 pub struct Site {
     pub site: String,
     pub agents: Vec<AgentRow>,
+    /// Its window, bandwidth limit, drill agent and retention lock.
+    pub settings: super::site_settings::SiteSettings,
     pub targets: Vec<Cell>,
     pub incidents: Vec<IncidentRow>,
     pub jobs: Vec<JobRow>,
 }
 
 /// Whether `site` is known to the controller (an agent, a snapshot or a policy names it).
-async fn known(st: &State, site: &str) -> anyhow::Result<bool> {
+pub(super) async fn known(st: &State, site: &str) -> anyhow::Result<bool> {
     let cat = &st.catalog;
     Ok(cat.agents().await?.iter().any(|a| a.site == site)
         || !cat
@@ -155,6 +157,7 @@ pub async fn site(
     Ok(Some(Site {
         site: site.to_string(),
         agents,
+        settings: super::site_settings::of(st, site, now).await?,
         targets,
         incidents,
         jobs: jobs(st, scope, &f, 20).await?,

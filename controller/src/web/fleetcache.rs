@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::catalog::JobState;
 use crate::fleet::compliance::TargetStatus;
-use crate::fleet::view::View;
 use crate::state::State;
 use nex_backup_shared::clock::now_ms;
 
@@ -49,7 +48,7 @@ pub struct FleetCache {
 
 async fn compute(st: &State) -> anyhow::Result<Base> {
     let now = now_ms();
-    let view = View::load(st).await?;
+    let view = st.views.get(st, REFRESH).await?;
     let statuses = crate::fleet::compliance::evaluate_all(st, &view, now);
     let mut sites: HashMap<String, SiteFigures> = HashMap::new();
     let day_ago = now.saturating_sub(24 * 3600 * 1000);

@@ -6,6 +6,11 @@
 //! - [`data`], [`detail`]: what each page shows, narrowed to the viewer's scope; the
 //!   pages and the API render the same values.
 //! - [`pages`]: the HTML (maud); [`routes`]: the handlers; [`api`]: the JSON twins.
+//! - [`policy`], [`site_settings`]: a target's policy and a site's settings, shown and
+//!   changed through the same admin calls as the CLI.
+//! - [`actions`]: back up, drill and restore from a page, and a job's live progress;
+//!   [`live`]: the event bus as server-sent events; [`admin`]: audit log and accounts;
+//!   [`fleetcache`]: the fleet's figures, kept fresh while anyone looks; [`charts`]: SVG.
 //!
 //! Every response carries a Content-Security-Policy without `unsafe-inline`, and
 //! frames, sniffing and referrers are refused. Pages and API calls need a session; a
@@ -37,6 +42,7 @@ pub mod pages;
 pub mod policy;
 pub mod routes;
 pub mod session;
+pub mod site_settings;
 
 /// How the dashboard is served.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +97,10 @@ fn router(web: Arc<Web>) -> Router {
         .route("/incidents", get(routes::incidents))
         .route("/incidents/{id}/ack", post(routes::ack))
         .route("/sites/{site}", get(routes::site))
+        .route(
+            "/sites/{site}/settings",
+            get(site_settings::show).post(site_settings::save),
+        )
         .route("/sites/{site}/targets/{target}", get(routes::target))
         .route(
             "/sites/{site}/targets/{target}/policy",

@@ -276,6 +276,8 @@ pub fn site(c: &Chrome, s: &Site) -> Markup {
                     }
                 } } }
             } }
+            h2 { "Settings" }
+            (super::site_settings::table(&s.site, &s.settings))
             h2 { "Targets" }
             section.grid { @for x in &s.targets { (cell(x)) } }
             h2 { "Incidents" }

@@ -22,7 +22,7 @@ use crate::policy::human_secs;
 use crate::service::admin::AdminApi;
 use crate::service::auth::AdminIdentity;
 
-fn api(web: &Web, v: &Viewer) -> (AdminApi, AdminIdentity) {
+pub(super) fn api(web: &Web, v: &Viewer) -> (AdminApi, AdminIdentity) {
     (
         AdminApi {
             state: web.state.clone(),
@@ -97,7 +97,7 @@ fn page(
     )
 }
 
-fn refused(v: &Viewer, code: StatusCode, msg: &str) -> Response {
+pub(super) fn refused(v: &Viewer, code: StatusCode, msg: &str) -> Response {
     (
         code,
         Html(
