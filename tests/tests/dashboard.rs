@@ -256,6 +256,49 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
         404
     );
 
+    // Site settings: the same, through `policy set --site`'s call and flag names.
+    let settings_path = format!("/sites/{SITE}/settings");
+    let post_settings = |w: &mut Web, csrf: &str, bandwidth: &str| {
+        let f = [
+            ("csrf", csrf),
+            ("window", "22:00-06:00"),
+            ("timezone", "Europe/Bratislava"),
+            ("bandwidth", bandwidth),
+            ("drill_agent", ""),
+            ("retention_lock", "7d"),
+        ];
+        w.post(&settings_path, &f, &[])
+    };
+    let bad = post_settings(&mut admin, &csrf, "fast");
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body
+            .contains("--bandwidth: &quot;fast&quot;: expected a rate"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(post_settings(&mut admin, &csrf, "2MiB").status, 303);
+    let shown = env
+        .cli(&["policy", "show", "--site", SITE, "--json"])
+        .stdout;
+    assert!(
+        shown.contains("22:00-06:00") && shown.contains("2097152"),
+        "the CLI shows what the page saved: {shown}"
+    );
+    assert_eq!(post_settings(&mut viewer, &vt, "1MiB").status, 403);
+    let page = cust.get(&format!("/sites/{SITE}"));
+    assert!(
+        page.body.contains("22:00-06:00 (Europe/Bratislava)") && page.body.contains("2.0 MiB/s"),
+        "the site page shows the window and the bandwidth: {}",
+        page.body
+    );
+    let api = cust.get(&format!("/api/v1/sites/{SITE}")).json();
+    assert_eq!(api["settings"]["window"], "22:00-06:00");
+    assert_eq!(api["settings"]["bandwidth_bytes_per_sec"], 2_097_152);
+    let seen = cust.get(&settings_path);
+    assert!(seen.status == 200 && !seen.body.contains("<form class=\"policy\""));
+    assert_eq!(cust.get(&format!("/sites/{OTHER}/settings")).status, 404);
+
     // An admin creates an account on the accounts page; its password is shown once and
     // works; the audit log names who did what.
     let made = admin.post(
