@@ -466,3 +466,91 @@ fn the_fleet_grid_puts_the_worst_first() {
         "{q}"
     );
 }
+
+/// The job `job` once it ended, from the jobs API.
+fn ended_job(w: &mut Web, job: &str) -> serde_json::Value {
+    wait_for("the job to end", 120, || {
+        let v = w.get(&format!("/api/v1/jobs?site={SITE}")).json();
+        let j = v.as_array()?.iter().find(|j| j["job_id"] == job)?.clone();
+        (j["state"] != "running").then_some(j)
+    })
+}
+
+/// A file set is restored into a directory from its target page: the form asks for a
+/// directory (not a database), a confirmation page names it, the job restores the
+/// files, and a second restore into the same directory fails without replacing any.
+#[test]
+fn a_file_set_is_restored_into_a_directory_from_the_page() {
+    let root = tempfile::Builder::new()
+        .prefix("nexdash")
+        .tempdir()
+        .unwrap();
+    let src = root.path().join("etc-app");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.conf"), "listen = 8080\n").unwrap();
+    let set = format!(
+        "\n[[file_sets]]\nname = \"conf\"\npaths = [\"{}\"]\n",
+        src.display()
+    );
+    let env = Env::start(
+        &nex_backup_tests::sample::invoices_sql(10),
+        nex_backup_tests::env::EnvOpts {
+            controller_args: vec!["--http-listen".into(), "127.0.0.1:0".into()],
+            extra_targets: set,
+            ..Default::default()
+        },
+    );
+    let base = nex_backup_tests::web::dashboard_url(&env.controller.log);
+    env.backup_ok("conf");
+    let pw = add_account(&env, "ops", "operator", None);
+    let mut w = Web::new(&base);
+    assert_eq!(w.login("ops", &pw).status, 303);
+    let csrf = w.csrf();
+    let page = w.get(&format!("/sites/{SITE}/targets/conf"));
+    assert!(
+        page.body.contains("name=\"to_dir\"") && !page.body.contains("name=\"to_database\""),
+        "a file set is restored into a directory: {}",
+        page.body
+    );
+
+    let dst = root.path().join("restored");
+    let d = dst.display().to_string();
+    let path = format!("/sites/{SITE}/targets/conf/restore");
+    let ask = [
+        ("csrf", csrf.as_str()),
+        ("snapshot", "latest"),
+        ("to_dir", &d),
+    ];
+    let confirm = w.post(&path, &ask, &[]);
+    assert_eq!(confirm.status, 200);
+    assert!(
+        confirm.body.contains(&d) && confirm.body.contains("never replaced"),
+        "{}",
+        confirm.body
+    );
+    assert!(!dst.exists(), "nothing is restored before the confirmation");
+    let run = |w: &mut Web| {
+        let mut form = ask.to_vec();
+        form.push(("confirm", "yes"));
+        let r = w.post(&path, &form, &[]);
+        assert_eq!(r.status, 303, "{}", r.body);
+        let to = r.location.unwrap();
+        to.split("job=").nth(1).unwrap().to_string()
+    };
+    let job = run(&mut w);
+    let done = ended_job(&mut w, &job);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let restored = dst.join(src.strip_prefix("/").unwrap()).join("app.conf");
+    assert_eq!(
+        std::fs::read_to_string(&restored).unwrap(),
+        "listen = 8080\n"
+    );
+
+    // Again into the same directory: refused, the local edit stays.
+    std::fs::write(&restored, "local edit\n").unwrap();
+    let job = run(&mut w);
+    let done = ended_job(&mut w, &job);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("exists"), "{done}");
+    assert_eq!(std::fs::read_to_string(&restored).unwrap(), "local edit\n");
+}

@@ -38,6 +38,10 @@ pub struct ActionForm {
     pub snapshot: Option<String>,
     #[serde(default)]
     pub to_database: Option<String>,
+    /// A file or environment set: the directory on the agent's host to restore into
+    /// (existing files are never replaced: the restore fails instead).
+    #[serde(default)]
+    pub to_dir: Option<String>,
     /// The restore's second step.
     #[serde(default)]
     pub confirm: Option<String>,
@@ -98,6 +102,7 @@ pub async fn start(
                 target: target.into(),
                 snapshot_id: f.snapshot.clone().unwrap_or_default(),
                 to_database: f.to_database.clone().unwrap_or_default().trim().to_string(),
+                to_dir: f.to_dir.clone().unwrap_or_default().trim().to_string(),
                 drill: what == "drill",
                 ..Default::default()
             });
@@ -155,6 +160,7 @@ pub async fn form(
 fn confirm_restore(v: &Viewer, site: &str, target: &str, f: &ActionForm) -> Response {
     let c = v.chrome();
     let db = f.to_database.clone().unwrap_or_default();
+    let dir = f.to_dir.clone().filter(|d| !d.trim().is_empty());
     let snap = f
         .snapshot
         .clone()
@@ -162,14 +168,23 @@ fn confirm_restore(v: &Viewer, site: &str, target: &str, f: &ActionForm) -> Resp
         .unwrap_or_else(|| "latest".into());
     let body = html! {
         h1 { "Confirm the restore" }
-        p { "Restore snapshot " strong.mono { (snap) } " of " strong { (site) " / " (target) }
-            " into the new database " strong { (db) } " on the site's server. An existing database of that name is never overwritten: the restore fails instead." }
+        @if let Some(dir) = &dir {
+            p { "Restore snapshot " strong.mono { (snap) } " of " strong { (site) " / " (target) }
+                " into the directory " strong.mono { (dir) } " on the agent's host. Existing files are never replaced: the restore fails instead." }
+        } @else {
+            p { "Restore snapshot " strong.mono { (snap) } " of " strong { (site) " / " (target) }
+                " into the new database " strong { (db) } " on the site's server. An existing database of that name is never overwritten: the restore fails instead." }
+        }
         form.confirm method="post" action=(format!("{}/restore", target_url(site, target))) {
             input type="hidden" name="csrf" value=(c.csrf);
             input type="hidden" name="snapshot" value=(snap);
-            input type="hidden" name="to_database" value=(db);
+            @if let Some(dir) = &dir {
+                input type="hidden" name="to_dir" value=(dir);
+            } @else {
+                input type="hidden" name="to_database" value=(db);
+            }
             input type="hidden" name="confirm" value="yes";
-            button type="submit" { "Restore into " (db) }
+            button type="submit" { "Restore into " (dir.as_deref().unwrap_or(&db)) }
             " "
             a href=(target_url(site, target)) { "Cancel" }
         }

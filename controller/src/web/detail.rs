@@ -180,6 +180,9 @@ pub struct SnapshotRow {
 pub struct Target {
     pub site: String,
     pub target: String,
+    /// What it is, as its agent declares it: "postgres", "files" or "env" (restored
+    /// into a database, or into a directory).
+    pub kind: String,
     pub status: Option<Cell>,
     /// Newest first.
     pub snapshots: Vec<SnapshotRow>,
@@ -190,6 +193,20 @@ pub struct Target {
     pub calendar_30d: Vec<(u64, Option<f64>)>,
     /// Restore drills: (started, duration ms, passed), oldest first.
     pub drills: Vec<(u64, u64, bool)>,
+}
+
+/// A target's kind as one of the site's agents declares it ("postgres" when none does:
+/// a target only snapshots or a policy know).
+async fn kind_of(st: &State, site: &str, target: &str) -> anyhow::Result<String> {
+    Ok(st
+        .catalog
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.site == site)
+        .flat_map(|a| a.targets)
+        .find(|(t, _)| t == target)
+        .map_or_else(|| "postgres".into(), |(_, k)| k))
 }
 
 /// One target of a site, if the viewer sees the site and the target exists.
@@ -268,6 +285,7 @@ pub async fn target(
         age_30d: super::charts::age_series(&good, now.saturating_sub(MONTH), now),
         calendar_30d: super::charts::calendar_days(&events, 30, now),
         drills,
+        kind: kind_of(st, site, target).await?,
         site: site.to_string(),
         target: target.to_string(),
         status: status.pop(),

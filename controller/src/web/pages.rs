@@ -313,7 +313,11 @@ fn target_actions(c: &Chrome, t: &Target, job: Option<&str>) -> Markup {
                             @for s in &t.snapshots { option value=(s.snapshot_id) { (s.snapshot_id) } }
                         }
                     }
-                    label { "New database " input name="to_database" required pattern="[A-Za-z0-9_]{1,63}" placeholder="restored_db"; }
+                    @if t.kind == "postgres" {
+                        label { "New database " input name="to_database" required pattern="[A-Za-z0-9_]{1,63}" placeholder="restored_db"; }
+                    } @else {
+                        label { "Into directory on the agent's host " input name="to_dir" required placeholder="/srv/restored"; }
+                    }
                     button type="submit" { "Restore…" }
                 }
             }
