@@ -4,16 +4,20 @@
 //! every page and API call: p50 and p99 over repeated requests, and the fleet page's
 //! weight. Prints a markdown table for `docs/benchmarks.md`.
 //!
-//! `cargo run --release -p nex-backup-tests --bin nexb-dashboard -- [SITES] [SNAPS_PER_TARGET] [REQUESTS]`
-//! The data dir is put under /dev/shm when it exists (seeding commits durably).
+//! `cargo run --release -p nex-backup-tests --bin nexb-dashboard -- [SITES] [SNAPS_PER_TARGET] [REQUESTS] [pg]`
+//! The data dir is put under /dev/shm when it exists (seeding commits durably). With
+//! `pg`, the catalog is a throwaway PostgreSQL cluster (seeded by four sites at a time,
+//! with `synchronous_commit` off while seeding only).
 
 use std::time::{Duration, Instant};
 
+use nex_backup::catalog::pg::PgCatalog;
 use nex_backup::catalog::sled_catalog::SledCatalog;
 use nex_backup::catalog::{
     AgentRecord, Catalog, JobKind, JobRecord, JobState, NewSnapshot, SnapshotRecord, Trigger,
 };
 use nex_backup_shared::ids::ChunkId;
+use nex_backup_tests::pg::PgCluster;
 use nex_backup_tests::procs::Controller;
 use nex_backup_tests::web::{Web, dashboard_url};
 
@@ -29,10 +33,36 @@ fn chunk(site: u64, t: u64, k: u64) -> ChunkId {
     ChunkId(b)
 }
 
-async fn seed(cat: &SledCatalog, sites: u64, snaps: u64, now: u64) {
+async fn seed(cat: &dyn Catalog, sites: u64, snaps: u64, now: u64) {
+    for s in 0..sites {
+        seed_site(cat, s, snaps, now).await;
+        if s % 50 == 49 {
+            eprintln!("seeded {} sites", s + 1);
+        }
+    }
+}
+
+/// Seed sites `first, first + every, ...` (one of `every` concurrent seeders).
+async fn seed_some(
+    cat: std::sync::Arc<PgCatalog>,
+    first: u64,
+    every: u64,
+    sites: u64,
+    snaps: u64,
+    now: u64,
+) {
+    for s in (first..sites).step_by(every as usize) {
+        seed_site(&*cat, s, snaps, now).await;
+        if s % 50 == 49 {
+            eprintln!("seeded site {}", s + 1);
+        }
+    }
+}
+
+async fn seed_site(cat: &dyn Catalog, s: u64, snaps: u64, now: u64) {
     let step = 3_600_000 * 6;
     let start = now - snaps * step;
-    for s in 0..sites {
+    {
         let site = format!("site-{s:03}");
         let targets: Vec<(String, String)> = (0..TARGETS)
             .map(|t| (format!("db{t}"), "postgres".into()))
@@ -110,9 +140,6 @@ async fn seed(cat: &SledCatalog, sites: u64, snaps: u64, now: u64) {
                 }
             }
         }
-        if s % 50 == 49 {
-            eprintln!("seeded {} sites", s + 1);
-        }
     }
 }
 
@@ -129,6 +156,7 @@ fn main() {
         .next()
         .map_or(200, |a| a.parse().expect("SNAPS_PER_TARGET"));
     let requests: usize = args.next().map_or(100, |a| a.parse().expect("REQUESTS"));
+    let on_pg = args.next().is_some_and(|a| a == "pg");
     let root = if std::path::Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
@@ -142,12 +170,32 @@ fn main() {
     std::fs::create_dir_all(&data).unwrap();
     let now = nex_backup_shared::clock::now_ms().max(T0);
     let t = Instant::now();
-    {
-        let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (cluster, catalog_args) = if on_pg {
+        let cluster = PgCluster::start();
+        let url = cluster.create_catalog("nexdash");
+        cluster.psql("postgres", "ALTER SYSTEM SET synchronous_commit = off");
+        cluster.psql("postgres", "SELECT pg_reload_conf()");
+        let cat = std::sync::Arc::new(rt.block_on(PgCatalog::connect(&url)).unwrap());
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..4)
+                .map(|i| tokio::spawn(seed_some(cat.clone(), i, 4, sites, snaps, now)))
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        cluster.psql("postgres", "ALTER SYSTEM RESET synchronous_commit");
+        cluster.psql("postgres", "SELECT pg_reload_conf()");
+        cluster.psql("nexdash", "VACUUM ANALYZE");
+        (Some(cluster), vec!["--catalog".to_string(), url])
+    } else {
         let cat = SledCatalog::open(&data.join("catalog")).unwrap();
         rt.block_on(seed(&cat, sites, snaps, now));
         rt.block_on(cat.flush()).unwrap();
-    }
+        (None, vec![])
+    };
+    drop(rt);
     let jobs = sites * TARGETS * JOBS_PER_TARGET.min(snaps);
     eprintln!(
         "seeded {sites} sites, {} targets, {} snapshots, {jobs} jobs in {:.0} s",
@@ -155,12 +203,11 @@ fn main() {
         sites * TARGETS * snaps,
         t.elapsed().as_secs_f64()
     );
-    let c = Controller::start(
-        &data,
-        0,
-        &dir.path().join("controller.log"),
-        &["--no-scheduler", "--http-listen", "127.0.0.1:0"].map(String::from),
-    );
+    let mut serve_args = ["--no-scheduler", "--http-listen", "127.0.0.1:0"]
+        .map(String::from)
+        .to_vec();
+    serve_args.extend(catalog_args);
+    let c = Controller::start(&data, 0, &dir.path().join("controller.log"), &serve_args);
     let out = c.cli(&["account", "add", "bench", "--role", "admin"]);
     assert!(out.ok, "{}", out.stderr);
     let pw = out.stdout.lines().last().unwrap().trim().to_string();
@@ -203,8 +250,13 @@ fn main() {
         "/api/v1/jobs?limit=100".into(),
     ];
     println!(
-        "| page or call ({sites} sites, {} snapshots, {jobs} jobs; {requests} requests each) | p50 ms | p99 ms |",
-        sites * TARGETS * snaps
+        "| page or call ({sites} sites, {} snapshots, {jobs} jobs; {requests} requests each; {} catalog) | p50 ms | p99 ms |",
+        sites * TARGETS * snaps,
+        if cluster.is_some() {
+            "PostgreSQL"
+        } else {
+            "embedded"
+        }
     );
     println!("|---|---|---|");
     let time = |w: &mut Web, label: &str, path: &str| {
