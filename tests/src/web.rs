@@ -159,3 +159,27 @@ pub fn dashboard_env(
     let base = dashboard_url(&env.controller.log);
     (env, base)
 }
+
+/// A second site `site` with its own agent (on the environment's cluster), online and
+/// backed up once.
+pub fn second_site(env: &crate::env::Env, site: &str) -> crate::procs::Agent {
+    let config = env.second_agent_config(&format!("{site}-srv1"));
+    let out = env.enroll(&config, site);
+    assert!(out.ok, "{}", out.stderr);
+    let agent = crate::procs::Agent::start(
+        &config,
+        &[(crate::env::PW_ENV, crate::pg::PASSWORD)],
+        &config.with_extension("log"),
+    );
+    wait_for("the second site's agent online", 60, || {
+        let v = env.cli(&["status", "--json"]).json();
+        v["sites"]
+            .as_array()?
+            .iter()
+            .any(|s| s["site"] == site && s["online"] == true)
+            .then_some(())
+    });
+    let b = env.cli(&["backup", "--site", site, "--target", "main", "--json"]);
+    assert!(b.ok, "{}{}", b.stdout, b.stderr);
+    agent
+}

@@ -1,44 +1,20 @@
 //! The dashboard over HTTPS with a real controller, agents and PostgreSQL: accounts and
 //! logins (wrong password, lockout, idle expiry, logout), the security headers, CSRF,
 //! roles (a viewer cannot act), a customer who sees its own site and nothing of the
-//! other's, and the fleet grid's states in the order of their gravity.
+//! other's, site settings, and a file set restored into a directory. The fleet's order
+//! and the refusals a browser meets are in `dashboard_browser.rs`.
 
 use nex_backup_tests::env::{Env, SITE};
-use nex_backup_tests::pg::PASSWORD;
-use nex_backup_tests::procs::Agent;
 use nex_backup_tests::wait_for;
-use nex_backup_tests::web::{Web, add_account, dashboard_env};
+use nex_backup_tests::web::{Web, add_account, dashboard_env, second_site};
 
 const OTHER: &str = "globex";
-
-/// A second site with its own agent (same cluster), backed up once.
-fn second_site(env: &Env) -> Agent {
-    let config = env.second_agent_config("globex-srv1");
-    let out = env.enroll(&config, OTHER);
-    assert!(out.ok, "{}", out.stderr);
-    let agent = Agent::start(
-        &config,
-        &[(nex_backup_tests::env::PW_ENV, PASSWORD)],
-        &config.with_extension("log"),
-    );
-    wait_for("the globex agent online", 60, || {
-        let v = env.cli(&["status", "--json"]).json();
-        v["sites"]
-            .as_array()?
-            .iter()
-            .any(|s| s["site"] == OTHER && s["online"] == true)
-            .then_some(())
-    });
-    let b = env.cli(&["backup", "--site", OTHER, "--target", "main", "--json"]);
-    assert!(b.ok, "{}{}", b.stdout, b.stderr);
-    agent
-}
 
 #[test]
 fn the_dashboard_logs_in_scopes_and_refuses() {
     let (env, base) = dashboard_env(500, &["--http-session-idle", "4s"], true);
     env.backup_ok("main");
-    let _globex = second_site(&env);
+    let _globex = second_site(&env, OTHER);
     let admin_pw = add_account(&env, "ann", "admin", None);
     let cust_pw = add_account(&env, "cust", "customer", Some(SITE));
     let viewer_pw = add_account(&env, "vic", "viewer", None);
@@ -400,71 +376,6 @@ fn the_dashboard_logs_in_scopes_and_refuses() {
     ] {
         assert!(audit.contains(needle), "{needle}: {audit}");
     }
-}
-
-/// The fleet grid lists a VIOLATED, an AGENT OFFLINE, a NEVER BACKED UP and an OK
-/// target in that order, and its counts and JSON agree.
-#[test]
-fn the_fleet_grid_puts_the_worst_first() {
-    let (env, base) = dashboard_env(300, &[], true);
-    env.backup_ok("main");
-    env.backup_ok("second");
-    let mut globex = second_site(&env);
-    // main: a 2 s RPO makes it VIOLATED; ghost: a policy, never backed up; globex: its
-    // agent goes away.
-    let rpo = env.set_target_policy("main", &["--rpo", "2s", "--force"]);
-    assert!(rpo.ok, "{}", rpo.stderr);
-    let ghost = env.cli(&[
-        "policy", "set", "--site", SITE, "--target", "ghost", "--rpo", "1d", "--create",
-    ]);
-    assert!(ghost.ok, "{}", ghost.stderr);
-    globex.kill();
-    let pw = add_account(&env, "op", "operator", None);
-    let mut web = Web::new(&base);
-    assert_eq!(web.login("op", &pw).status, 303);
-    // globex's agent also declares `second`, never backed up there.
-    let want = [
-        "VIOLATED",
-        "AGENT OFFLINE",
-        "NEVER BACKED UP",
-        "NEVER BACKED UP",
-        "OK",
-    ];
-    let order = wait_for("the fleet states", 60, || {
-        let body = web.get("/fleet").body;
-        let states: Vec<String> = body
-            .split("data-state=\"")
-            .skip(1)
-            .filter_map(|p| p.split('"').next())
-            .map(String::from)
-            .collect();
-        (states == want).then_some(body)
-    });
-    let pos = |name: &str| order.find(name).unwrap();
-    assert!(pos(&format!("{SITE} / main")) < pos(&format!("{OTHER} / main")));
-    assert!(pos(&format!("{OTHER} / main")) < pos(&format!("{SITE} / ghost")));
-    assert!(pos(&format!("{SITE} / ghost")) < pos(&format!("{SITE} / second")));
-    let api = web.get("/api/v1/fleet").json();
-    let counts: Vec<u64> = api["counts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["targets"].as_u64().unwrap())
-        .collect();
-    assert_eq!(counts, [1, 0, 1, 2, 1], "{api}");
-    // Filters: by state and by site.
-    let only = web.get("/fleet?state=never-backed-up").body;
-    assert!(only.contains("ghost") && !only.contains("data-state=\"OK\""));
-    let q = web.get(&format!("/api/v1/fleet?q={OTHER}")).json();
-    assert_eq!(q["cells"].as_array().unwrap().len(), 2, "{q}");
-    assert!(
-        q["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["site"] == OTHER),
-        "{q}"
-    );
 }
 
 /// The job `job` once it ended, from the jobs API.

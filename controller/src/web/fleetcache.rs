@@ -14,7 +14,8 @@ use crate::fleet::compliance::TargetStatus;
 use crate::state::State;
 use nex_backup_shared::clock::now_ms;
 
-/// How often the figures are recomputed while the dashboard is in use...
+/// How often the figures are recomputed while the dashboard is in use (less often when
+/// a computation takes long, see `workers::paced`)...
 pub const REFRESH: Duration = Duration::from_secs(2);
 /// ...that is, while a page asked for them within this long.
 const IN_USE_MS: u64 = 60_000;
@@ -104,18 +105,21 @@ impl FleetCache {
         state
             .workers
             .spawn("dashboard-figures", move |ctx| async move {
+                let mut last = Duration::ZERO;
                 loop {
                     tokio::select! {
                         _ = ctx.stop.cancelled() => return,
-                        _ = tokio::time::sleep(REFRESH) => {}
+                        _ = tokio::time::sleep(crate::workers::paced(REFRESH, last)) => {}
                     }
                     let asked = me.asked_ms.load(Ordering::Relaxed);
                     if asked == 0 || now_ms().saturating_sub(asked) > IN_USE_MS {
                         continue;
                     }
+                    let began = std::time::Instant::now();
                     if let Err(e) = me.refresh(&st).await {
                         tracing::warn!(error = %e, "dashboard figures not refreshed");
                     }
+                    last = began.elapsed();
                 }
             });
     }

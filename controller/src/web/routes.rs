@@ -80,19 +80,32 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// The account behind a cookie, if its session holds.
-async fn resolve(web: &Web, headers: &HeaderMap, now: u64) -> Option<Viewer> {
-    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    let s = Session::decode(cookie_value(cookies)?, &web.secret, web.lifetimes, now)?;
-    let account = web.state.catalog.account(&s.account).await.ok()??;
+/// The account behind a cookie, if its session holds. A catalog that cannot answer is
+/// an error, not a missing session: nobody is sent to log in again for it.
+async fn resolve(
+    web: &Web,
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<Option<Viewer>, crate::catalog::CatalogError> {
+    let Some(s) = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .and_then(cookie_value)
+        .and_then(|c| Session::decode(c, &web.secret, web.lifetimes, now))
+    else {
+        return Ok(None);
+    };
+    let Some(account) = web.state.catalog.account(&s.account).await? else {
+        return Ok(None);
+    };
     if account.epoch != s.epoch || account.disabled_unix_ms.is_some() {
-        return None;
+        return Ok(None);
     }
-    Some(Viewer {
+    Ok(Some(Viewer {
         csrf: s.csrf(&web.secret),
         account,
         session: s,
-    })
+    }))
 }
 
 /// Whether a POST carries the session's CSRF token (form field or header), and no
@@ -117,7 +130,15 @@ fn csrf_ok(v: Option<&Viewer>, headers: &HeaderMap, form_token: Option<&str>) ->
 /// See module docs.
 pub async fn session_layer(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Response {
     let now = now_ms();
-    let viewer = resolve(&web, req.headers(), now).await;
+    let viewer = match resolve(&web, req.headers(), now).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard: the catalog did not answer for a session");
+            let body = maud::html! { h1 { "Unavailable" } p { "The controller's catalog did not answer; try again in a moment. If it persists, check the controller's log and its catalog." } };
+            let page = pages::layout("Unavailable", None, body).into_string();
+            return (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response();
+        }
+    };
     let path = req.uri().path().to_string();
     if req.method() == axum::http::Method::POST && path != "/login" {
         // The token comes in the form body: read it (bounded), then hand the body on.
