@@ -68,7 +68,14 @@ impl RpoWatch {
             *guard = Some(m);
         }
         let last = guard.as_mut().expect("loaded above");
-        for t in compliance::evaluate_all(&self.state, &view, now) {
+        // Judging every target is CPU work that grows with the fleet: off the request
+        // threads.
+        let st = self.state.clone();
+        let statuses =
+            tokio::task::spawn_blocking(move || compliance::evaluate_all(&st, &view, now))
+                .await
+                .map_err(|e| CatalogError::Storage(format!("evaluating the fleet: {e}")))?;
+        for t in statuses {
             let key = (t.site.clone(), t.target.clone());
             let before = last.get(&key).copied();
             if before == Some(t.state) {

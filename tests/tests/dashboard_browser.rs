@@ -166,7 +166,7 @@ fn every_page_renders_fits_a_phone_and_passes_axe() {
     b.click("form.inline button");
     b.wait_until(
         "the incident acknowledged by name",
-        "document.body.innerText.includes('acknowledged by dashboard ann')",
+        "document.body.innerText.includes('acknowledged by admin dashboard:ann')",
         15,
     );
 

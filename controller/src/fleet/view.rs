@@ -41,7 +41,13 @@ pub struct SharedView {
 
 impl SharedView {
     /// A view loaded at most `max_age` ago (its load's start), loading one if needed.
-    pub async fn get(&self, state: &State, max_age: Duration) -> Result<Arc<View>, CatalogError> {
+    /// The load runs on a blocking thread: decoding a whole fleet's records takes
+    /// seconds of CPU at hundreds of sites, which must not stall the request threads.
+    pub async fn get(
+        &self,
+        state: &Arc<State>,
+        max_age: Duration,
+    ) -> Result<Arc<View>, CatalogError> {
         let mut slot = self.slot.lock().await;
         if let Some((at, v)) = slot.as_ref()
             && at.elapsed() <= max_age
@@ -49,7 +55,11 @@ impl SharedView {
             return Ok(v.clone());
         }
         let at = std::time::Instant::now();
-        let v = Arc::new(View::load(state).await?);
+        let (st, rt) = (state.clone(), tokio::runtime::Handle::current());
+        let loaded = tokio::task::spawn_blocking(move || rt.block_on(View::load(&st)))
+            .await
+            .map_err(|e| CatalogError::Storage(format!("loading the fleet's view: {e}")))?;
+        let v = Arc::new(loaded?);
         *slot = Some((at, v.clone()));
         Ok(v)
     }

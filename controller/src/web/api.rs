@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::data::{FleetFilter, JobsFilter};
-use super::routes::{Viewer, audit};
+use super::routes::Viewer;
 use super::{Web, detail};
 use nex_backup_shared::clock::now_ms;
 
@@ -161,38 +161,37 @@ pub async fn ack_incident(
             ),
         ));
     }
-    let a = &web.state.alerts;
-    let inc = a
+    // Scope first (another site's incident reads as a missing one), then the same
+    // admin call as `nex-backup ack`: its checks, its record of who, its audit entry.
+    let seen = web
+        .state
+        .alerts
         .incident(id)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .filter(|i| scope.sees(&i.site))
-        .ok_or((StatusCode::NOT_FOUND, format!("no incident #{id}")))?;
-    if !inc.is_open() {
-        return Err((
-            StatusCode::CONFLICT,
-            format!("incident #{id} is already resolved"),
-        ));
+        .is_some_and(|i| scope.sees(&i.site));
+    if !seen {
+        return Err((StatusCode::NOT_FOUND, format!("no incident #{id}")));
     }
-    let mut inc = inc;
-    if inc.acked_by.is_none() {
-        inc.acked_by = Some(format!("dashboard {}", v.account.name));
-        inc.acked_unix_ms = Some(now_ms());
-        a.apply_incident(crate::catalog::alerts::IncidentChange {
-            incident: inc.clone(),
-            notices: vec![],
-        })
+    let (api, who) = super::policy::api(web, v);
+    let mut req = tonic::Request::new(nex_backup_shared::pb::AckIncidentRequest { id });
+    req.extensions_mut().insert(who);
+    use nex_backup_shared::pb::admin_service_server::AdminService;
+    api.ack_incident(req).await.map_err(|e| {
+        let code = match e.code() {
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (code, e.message().to_string())
+    })?;
+    let inc = web
+        .state
+        .alerts
+        .incident(id)
         .await
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        audit(
-            web,
-            &v.account.name,
-            &inc.site,
-            "incident acknowledged",
-            format!("#{} {} {}", inc.id, inc.rule, inc.subject),
-        )
-        .await;
-    }
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or((StatusCode::NOT_FOUND, format!("no incident #{id}")))?;
     Ok(detail::IncidentRow::from(&inc))
 }
 

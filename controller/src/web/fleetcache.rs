@@ -47,7 +47,7 @@ pub struct FleetCache {
     computing: tokio::sync::Mutex<()>,
 }
 
-async fn compute(st: &State) -> anyhow::Result<Base> {
+async fn compute(st: &Arc<State>) -> anyhow::Result<Base> {
     let now = now_ms();
     let view = st.views.get(st, REFRESH).await?;
     let statuses = crate::fleet::compliance::evaluate_all(st, &view, now);
