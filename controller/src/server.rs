@@ -522,8 +522,11 @@ impl Bound {
                 .close_all("the controller is shutting down; reconnect later");
             stop.cancel();
         };
+        // Adaptive HTTP/2 flow control: the windows grow to the link's bandwidth-delay
+        // product, so a far agent's uploads are not held to one window per round trip.
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_adaptive_window(Some(true))
             .add_service(agent)
             .add_service(admin)
             .add_service(enroll)

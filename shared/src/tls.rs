@@ -330,6 +330,8 @@ pub fn endpoint(url: &str, cfg: Arc<ClientConfig>) -> Result<(Endpoint, TlsDiale
         })?
         .connect_timeout(DIAL_TIMEOUT * targets.len() as u32)
         .http2_keep_alive_interval(Duration::from_secs(15))
+        // The windows follow the bandwidth-delay product (restores from far away).
+        .http2_adaptive_window(true)
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     Ok((

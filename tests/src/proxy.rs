@@ -1,11 +1,25 @@
-//! A TCP proxy for fault injection: forwards 127.0.0.1:port to an upstream, counts the
-//! bytes sent upstream, and can cut every live connection (once, on demand, or after a
-//! byte threshold). New connections after a cut are accepted again: the network "comes back".
+//! A TCP proxy for fault injection and for the benchmarks: forwards 127.0.0.1:port to
+//! an upstream, counts the bytes sent upstream, and can cut every live connection (once,
+//! on demand, or after a byte threshold). New connections after a cut are accepted again:
+//! the network "comes back". It can also add a round-trip time and cap the upstream
+//! bandwidth ([`Proxy::shape`]), as a customer's far, slow uplink would. Both sockets
+//! have Nagle's algorithm off, as the agent's and the controller's have: a proxy that
+//! left it on would add its own delays to every small write.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the proxy shapes traffic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shaping {
+    /// Added round-trip time (half on each direction).
+    pub rtt: Duration,
+    /// Upstream bytes per second (0: no cap).
+    pub upstream_rate: u64,
+}
 
 #[derive(Default)]
 struct Shared {
@@ -14,6 +28,7 @@ struct Shared {
     cuts: AtomicU64,
     stop: AtomicBool,
     conns: Mutex<Vec<TcpStream>>,
+    shaping: Mutex<Shaping>,
 }
 
 impl Shared {
@@ -47,6 +62,8 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let mut conns = s.conns.lock().unwrap_or_else(|p| p.into_inner());
                 conns.push(client.try_clone().expect("clone"));
                 conns.push(server.try_clone().expect("clone"));
@@ -82,6 +99,15 @@ impl Proxy {
         self.shared.cut_after.store(n, Ordering::SeqCst);
     }
 
+    /// Shape the traffic of every connection from now on.
+    pub fn shape(&self, shaping: Shaping) {
+        *self
+            .shared
+            .shaping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = shaping;
+    }
+
     pub fn cuts(&self) -> u64 {
         self.shared.cuts.load(Ordering::SeqCst)
     }
@@ -95,7 +121,11 @@ impl Drop for Proxy {
     }
 }
 
+/// Forward `from` to `to`: a reader thread stamps each read with the time it may leave
+/// (now + half the round trip), a writer thread sends it then, within the bandwidth cap.
 fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, upstream: bool) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(256);
+    let reader_side = s.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -103,11 +133,44 @@ fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, upstream: bool) 
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if to.write_all(&buf[..n]).is_err() {
+            let shaping = *reader_side
+                .shaping
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if tx
+                .send((Instant::now() + shaping.rtt / 2, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = from.shutdown(Shutdown::Read);
+    });
+    std::thread::spawn(move || {
+        // When the capped link is free again (it takes len / rate to send a write).
+        let mut link_free = Instant::now();
+        for (due, data) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let rate = s
+                .shaping
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .upstream_rate;
+            if upstream && rate > 0 {
+                let start = link_free.max(Instant::now());
+                link_free = start + Duration::from_secs_f64(data.len() as f64 / rate as f64);
+                if let Some(wait) = link_free.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            if to.write_all(&data).is_err() {
                 break;
             }
             if upstream {
-                let total = s.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                let n = data.len() as u64;
+                let total = s.upstream_bytes.fetch_add(n, Ordering::SeqCst) + n;
                 let limit = s.cut_after.load(Ordering::SeqCst);
                 if limit > 0 && total >= limit && s.cut_after.swap(0, Ordering::SeqCst) > 0 {
                     s.cut_all();
@@ -115,6 +178,5 @@ fn pump(s: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, upstream: bool) 
             }
         }
         let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
     });
 }

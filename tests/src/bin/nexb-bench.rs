@@ -4,11 +4,15 @@
 //! `bash tests/bench.sh [--scale N] [--invoice-rows R] [--only pgbench|invoices]`
 
 use std::process::Command;
+use std::time::Duration;
 
 use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, target_toml};
 use nex_backup_tests::measure::{Sample, cpu_secs, measure, peak_rss, reset_peak_rss};
 use nex_backup_tests::pg::PASSWORD;
+use nex_backup_tests::procs::Agent;
+use nex_backup_tests::proxy::Shaping;
 use nex_backup_tests::sample::invoices_sql;
+use nex_backup_tests::wait_for;
 
 struct Row {
     name: String,
@@ -159,6 +163,7 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
     );
     eprintln!("== {db}: NEX after 1% spread updates");
     rows.push(nex_backup(env, target, "NEX after updating 1% spread"));
+    latency_rows(env, target, &mut rows);
 
     eprintln!("== {db}: restores");
     env.pg.psql(
@@ -192,6 +197,70 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
         rss: peak_rss(agent),
     });
     rows
+}
+
+/// A backup with no change on loopback, then through 10 ms and 50 ms of added round
+/// trip; then a full backup of the same database by a second site's agent (another key,
+/// nothing deduplicated) at 50 ms and 100 Mbit/s, which the uplink should limit.
+fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) {
+    let proxy = env.proxy.as_ref().expect("proxy");
+    eprintln!("== NEX with no change: loopback, 10 ms, 50 ms RTT");
+    rows.push(nex_backup(env, target, "NEX no change, loopback"));
+    for ms in [10, 50] {
+        proxy.shape(Shaping {
+            rtt: Duration::from_millis(ms),
+            upstream_rate: 0,
+        });
+        rows.push(nex_backup(
+            env,
+            target,
+            &format!("NEX no change, {ms} ms RTT"),
+        ));
+    }
+    let site = format!("far-{target}");
+    let config = env.second_agent_config(&format!("{site}-srv"));
+    proxy.shape(Shaping::default());
+    let out = env.enroll(&config, &site);
+    assert!(out.ok, "enroll the far site: {}", out.stderr);
+    let mut agent = Agent::start(
+        &config,
+        &[(PW_ENV, PASSWORD)],
+        &config.with_extension("log"),
+    );
+    wait_for("the far site's agent online", 60, || {
+        let v = env.cli(&["status", "--json"]).json();
+        v["sites"]
+            .as_array()?
+            .iter()
+            .any(|s| s["site"] == site.as_str() && s["online"] == true)
+            .then_some(())
+    });
+    let rate = 100_000_000 / 8;
+    proxy.shape(Shaping {
+        rtt: Duration::from_millis(50),
+        upstream_rate: rate,
+    });
+    eprintln!("== NEX full backup of a new site at 50 ms RTT, 100 Mbit/s up");
+    let sent0 = proxy.upstream_bytes();
+    let (out, s) = measure(&[agent.pid().to_string()], || {
+        env.cli(&["backup", "--site", &site, "--target", target, "--json"])
+    });
+    assert!(out.ok, "far backup: {}{}", out.stdout, out.stderr);
+    let sent = proxy.upstream_bytes() - sent0;
+    eprintln!(
+        "   the uplink alone needs {:.2} s for {} MiB",
+        sent as f64 / rate as f64,
+        mib(sent)
+    );
+    rows.push(Row {
+        name: "NEX full, new site, 50 ms RTT, 100 Mbit/s".into(),
+        s,
+        stored: out.json()["new_bytes"].as_u64().unwrap_or(0),
+        sent,
+        rss: peak_rss(agent.pid()),
+    });
+    proxy.shape(Shaping::default());
+    agent.kill();
 }
 
 fn mib(b: u64) -> String {
