@@ -179,7 +179,12 @@ pub async fn rights(client: &Client) -> Result<(bool, bool, bool), AgentError> {
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
-pub async fn row_counts(client: &Client) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+/// With `own_rows_only`, each table's own rows (`FROM ONLY`: an inheritance parent
+/// without its children), as a dump carries them.
+pub async fn row_counts(
+    client: &Client,
+    own_rows_only: bool,
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -192,7 +197,13 @@ pub async fn row_counts(client: &Client) -> Result<Vec<(String, i64)>, tokio_pos
     for r in rows {
         let name = format!("{}.{}", quote_ident(r.get(0)), quote_ident(r.get(1)));
         let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {}{name}",
+                    if own_rows_only { "ONLY " } else { "" }
+                ),
+                &[],
+            )
             .await?
             .get(0);
         out.push((name, n));

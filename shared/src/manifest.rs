@@ -51,6 +51,9 @@ pub struct Manifest {
     pub created_unix_ms: u64,
     pub streams: Vec<StreamEntry>,
     pub row_counts: Vec<(String, i64)>,
+    /// The counts are each table's own rows as counted in the dump (see the format's
+    /// `row_counts_from_dump`); false: `count(*)` with inheritance children.
+    pub row_counts_from_dump: bool,
     pub source: SourceInfo,
     pub duration_ms: u64,
     /// File and environment sets: every entry of the archive (empty for databases).
@@ -172,6 +175,7 @@ impl From<&Manifest> for pb::Manifest {
             }),
             duration_ms: m.duration_ms,
             files: m.files.iter().map(pb::FileEntry::from).collect(),
+            row_counts_from_dump: m.row_counts_from_dump,
         }
     }
 }
@@ -206,6 +210,7 @@ impl TryFrom<pb::Manifest> for Manifest {
                 .into_iter()
                 .map(|r| (r.table, r.rows))
                 .collect(),
+            row_counts_from_dump: p.row_counts_from_dump,
             source: SourceInfo {
                 kind: src.kind,
                 server_version: src.server_version,

@@ -11,6 +11,7 @@ pub fn empty_manifest(snapshot_id: &str) -> nex_backup_shared::manifest::Manifes
         created_unix_ms: 1,
         streams: vec![],
         row_counts: vec![],
+        row_counts_from_dump: false,
         source: Default::default(),
         duration_ms: 1,
         files: vec![],

@@ -121,6 +121,7 @@ async fn commit_referencing_only_another_sites_chunks_is_refused() {
         created_unix_ms: 1,
         streams: vec![],
         row_counts: vec![],
+        row_counts_from_dump: false,
         source: Default::default(),
         duration_ms: 1,
         files: vec![],

@@ -5,6 +5,7 @@
 
 pub mod dump;
 pub mod pipeline;
+pub mod rowcount;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use nex_backup_shared::manifest::{
 use nex_backup_shared::pb;
 use tracing::info;
 
-use self::pipeline::{JobRef, upload_stream};
+use self::pipeline::{JobRef, upload_stream, upload_stream_tapped};
 use crate::config::TargetConfig;
 use crate::ctx::Ctx;
 use crate::error::AgentError;
@@ -134,7 +135,7 @@ async fn backup(
     info!(target = %t.name, server = %server_version, pg_dump = %pg_dump.version, "backup starting");
 
     let globals = dump_globals(ctx, job, t, &pg_dumpall, password.as_deref()).await?;
-    let (database, row_counts) =
+    let (database, row_counts, row_counts_from_dump) =
         dump_database(ctx, job, t, &client, &pg_dump, password.as_deref()).await?;
     let manifest = Manifest {
         site: ctx.site().into(),
@@ -143,6 +144,7 @@ async fn backup(
         created_unix_ms: started_ms,
         streams: vec![globals, database],
         row_counts,
+        row_counts_from_dump,
         source: SourceInfo {
             kind: "postgres".into(),
             server_version,
@@ -199,7 +201,10 @@ async fn dump_globals(
     Ok(entry)
 }
 
-/// Dump the database from an exported snapshot while counting rows in the same snapshot.
+/// Dump the database from an exported snapshot, counting each table's rows in the dump
+/// as it streams past ([`rowcount`]). Only if the archive cannot be read that way are
+/// the rows counted with `count(*)` in the same snapshot (a second scan of the data);
+/// the flag says which.
 async fn dump_database(
     ctx: &Arc<Ctx>,
     job: &JobRef,
@@ -207,7 +212,7 @@ async fn dump_database(
     client: &tokio_postgres::Client,
     pg_dump: &pgtools::Tool,
     password: Option<&str>,
-) -> Result<(StreamEntry, Vec<(String, i64)>), AgentError> {
+) -> Result<(StreamEntry, Vec<(String, i64)>, bool), AgentError> {
     let sql_err =
         |e: tokio_postgres::Error| format!("target {}: {}", t.name, pg::db_error_text(&e));
     client
@@ -224,21 +229,13 @@ async fn dump_database(
     let mut proc = dump::spawn(pg_dump, &args, password, false, true)?;
     let out = proc.child.stdout.take().expect("stdout piped");
     let what = format!("pg_dump of target {}", t.name);
-    let upload = upload_stream(ctx, job, STREAM_DATABASE, what, out);
-    let (imported_tx, imported_rx) = tokio::sync::oneshot::channel();
-    let counts = tokio::spawn(count_rows_in_snapshot(t.clone(), snapshot, imported_tx));
-    let uploaded = upload.await;
-    // The exported snapshot lives only as long as this transaction: keep it open until
-    // the counting connection has imported it (or given up). A small database can be
-    // dumped before the second connection is even up.
-    let _ = imported_rx.await;
-    let _ = client.batch_execute("ROLLBACK").await;
+    let (tap, counter) = rowcount::spawn_counter();
+    let uploaded = upload_stream_tapped(ctx, job, STREAM_DATABASE, what, out, Some(tap)).await;
     let entry = match uploaded {
         Ok(entry) => entry,
         Err(e) => {
-            // A stalled or cut pipeline: stop pg_dump and the counting (which may be
-            // waiting on the same lock), and quote pg_dump if it had complained.
-            counts.abort();
+            // A stalled or cut pipeline: stop pg_dump, and quote it if it had complained.
+            let _ = client.batch_execute("ROLLBACK").await;
             let _ = proc.child.start_kill();
             return match proc.finish().await {
                 Err(pe) if !pe.to_string().contains("signal") => Err(format!("{e}; {pe}").into()),
@@ -247,13 +244,37 @@ async fn dump_database(
         }
     };
     // pg_dump's own error explains a failure best, so it goes first.
-    proc.finish()
+    if let Err(e) = proc.finish().await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(format!("target {}: {e}", t.name).into());
+    }
+    let counted = tokio::task::spawn_blocking(move || counter.join())
         .await
-        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
-    let counts = counts
-        .await
-        .map_err(|e| AgentError::from(format!("target {}: count rows: {e}", t.name)))??;
-    Ok((entry, counts))
+        .ok()
+        .and_then(|joined| joined.ok());
+    match counted {
+        Some(Ok(counts)) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Ok((entry, counts, true))
+        }
+        other => {
+            let why = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "the row counter stopped".into(),
+            };
+            tracing::warn!(target = %t.name, reason = %why, "rows not counted from the dump; counting with count(*) in its snapshot");
+            // The exported snapshot lives as long as this transaction: keep it open
+            // until the counting connection has imported it (or given up).
+            let (imported_tx, imported_rx) = tokio::sync::oneshot::channel();
+            let counts = tokio::spawn(count_rows_in_snapshot(t.clone(), snapshot, imported_tx));
+            let _ = imported_rx.await;
+            let _ = client.batch_execute("ROLLBACK").await;
+            let counts = counts
+                .await
+                .map_err(|e| AgentError::from(format!("target {}: count rows: {e}", t.name)))??;
+            Ok((entry, counts, false))
+        }
+    }
 }
 
 /// Exact row counts on a second connection that imports the exported snapshot: an error
@@ -275,7 +296,7 @@ async fn count_rows_in_snapshot(
     let set = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""));
     counter.batch_execute(&set).await.map_err(sql_err)?;
     let _ = imported.send(());
-    Ok(pg::row_counts(&counter).await.map_err(sql_err)?)
+    Ok(pg::row_counts(&counter, false).await.map_err(sql_err)?)
 }
 
 pub(crate) async fn commit(

@@ -53,6 +53,9 @@ pub struct JobRef {
 
 type Batch = Arc<Vec<Vec<u8>>>;
 
+/// Where a copy of a stream's bytes goes as they are read (see [`upload_stream_tapped`]).
+pub type Tap = mpsc::Sender<bytes::Bytes>;
+
 /// A stage's downstream ended: the stage that failed reports the real error.
 fn closed<T>(_: mpsc::error::SendError<T>) -> AgentError {
     AgentError::from("pipeline closed")
@@ -66,7 +69,11 @@ struct SealedBatch {
 /// Read `r` on its own task into a bounded queue of blocks (at most `READ_AHEAD` bytes).
 /// A pipe holds only 64 KiB: without this, the producer (pg_dump, and the server behind
 /// it) would stop every time the chunker is busy hashing a chunk.
-fn decouple<R: AsyncRead + Unpin + Send + 'static>(mut r: R) -> impl AsyncRead + Unpin {
+/// Each block also goes to `tap`, if any, until the tap's reader hangs up.
+fn decouple<R: AsyncRead + Unpin + Send + 'static>(
+    mut r: R,
+    mut tap: Option<Tap>,
+) -> impl AsyncRead + Unpin {
     const BLOCK: usize = 64 * 1024;
     let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD / BLOCK);
     tokio::spawn(async move {
@@ -75,7 +82,13 @@ fn decouple<R: AsyncRead + Unpin + Send + 'static>(mut r: R) -> impl AsyncRead +
             match r.read_buf(&mut buf).await {
                 Ok(0) => break,
                 Ok(_) => {
-                    if tx.send(Ok(buf.freeze())).await.is_err() {
+                    let block = buf.freeze();
+                    if let Some(t) = &tap
+                        && t.send(block.clone()).await.is_err()
+                    {
+                        tap = None; // the tap's reader gave up: the stream goes on
+                    }
+                    if tx.send(Ok(block)).await.is_err() {
                         break; // the pipeline ended; dropping `r` closes the pipe
                     }
                 }
@@ -130,7 +143,20 @@ pub async fn upload_stream<R: AsyncRead + Unpin + Send + 'static>(
     what: String,
     reader: R,
 ) -> Result<StreamEntry, AgentError> {
-    let reader = decouple(reader);
+    upload_stream_tapped(ctx, job, name, what, reader, None).await
+}
+
+/// [`upload_stream`], with a copy of every block read sent to `tap` (for readers of
+/// the stream's content, such as the row counter).
+pub async fn upload_stream_tapped<R: AsyncRead + Unpin + Send + 'static>(
+    ctx: &Arc<Ctx>,
+    job: &JobRef,
+    name: &str,
+    what: String,
+    reader: R,
+    tap: Option<Tap>,
+) -> Result<StreamEntry, AgentError> {
+    let reader = decouple(reader, tap);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (sealed_tx, sealed_rx) = mpsc::channel::<SealedBatch>(1);
     let chunk_stage = async {

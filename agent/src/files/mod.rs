@@ -115,6 +115,7 @@ pub async fn backup(
         created_unix_ms: started_ms,
         streams: vec![stream],
         row_counts: vec![],
+        row_counts_from_dump: false,
         source: SourceInfo {
             kind: spec.kind.into(),
             agent_version: nex_backup_shared::VERSION.into(),

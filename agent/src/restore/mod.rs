@@ -373,11 +373,14 @@ async fn verify_counts(
     m: &Manifest,
 ) -> Result<Vec<pb::TableCheck>, AgentError> {
     let client = pg::connect(t, db).await?;
-    let actual: std::collections::HashMap<String, i64> = pg::row_counts(&client)
-        .await
-        .map_err(|e| AgentError::from(format!("count rows in {db}: {}", pg::db_error_text(&e))))?
-        .into_iter()
-        .collect();
+    let actual: std::collections::HashMap<String, i64> =
+        pg::row_counts(&client, m.row_counts_from_dump)
+            .await
+            .map_err(|e| {
+                AgentError::from(format!("count rows in {db}: {}", pg::db_error_text(&e)))
+            })?
+            .into_iter()
+            .collect();
     Ok(m.row_counts
         .iter()
         .map(|(table, expected)| {

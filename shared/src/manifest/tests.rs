@@ -38,6 +38,7 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
             created_unix_ms: ts,
             streams,
             row_counts,
+            row_counts_from_dump: ts % 2 == 0,
             source: SourceInfo {
                 database: db,
                 ..Default::default()
