@@ -42,6 +42,21 @@ pub mod webhook;
 
 use std::time::{Duration, Instant};
 
+/// A daily window "HH:MM-HH:MM" in UTC from `from_min` to `to_min` minutes from now
+/// (negative: ago).
+pub fn utc_window(from_min: i64, to_min: i64) -> String {
+    let now_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        / 60) as i64;
+    let hm = |m: i64| {
+        let m = (now_min + m).rem_euclid(1440);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    format!("{}-{}", hm(from_min), hm(to_min))
+}
+
 /// Poll `f` every 50 ms until it returns `Some`, or panic after `secs` naming `what`.
 pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -24,7 +24,20 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         EnvOpts::scheduled(),
     );
     // Rotation of seconds-old snapshots: only with the retention lock lifted (audited).
-    let lift = env.cli(&["policy", "set", "--site", SITE, "--retention-lock", "0"]);
+    // Drills may start only in the site's drill hours: closed for now.
+    let closed = nex_backup_tests::utc_window(120, 180);
+    let lift = env.cli(&[
+        "policy",
+        "set",
+        "--site",
+        SITE,
+        "--retention-lock",
+        "0",
+        "--timezone",
+        "UTC",
+        "--drill-hours",
+        &closed,
+    ]);
     assert!(lift.ok, "{}", lift.stderr);
     env.set_target_policy(
         "main",
@@ -66,8 +79,20 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         (n >= 4 && env.snapshots("main").len() == 2).then_some(())
     });
     wait_for("RPO OK", 30, || (rpo_state(&env) == "OK").then_some(()));
-    // Never drilled: the scheduler rehearses a restore of the newest snapshot and the
-    // measured duration becomes the target's RTO.
+    // Never drilled, but outside the drill hours: no drill yet. In them (here: at any
+    // time), the scheduler rehearses a restore of the newest snapshot and the measured
+    // duration becomes the target's RTO.
+    let drills_yet = env
+        .cli(&["jobs", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["trigger"] == "drill")
+        .count();
+    assert_eq!(drills_yet, 0, "no drill outside the drill hours");
+    let hours = env.cli(&["policy", "set", "--site", SITE, "--drill-hours", "any"]);
+    assert!(hours.ok, "{}", hours.stderr);
     wait_for("a passed drill", 60, || {
         let r = env.cli(&["rpo", "--json"]).json();
         let t = &r["targets"][0];

@@ -11,18 +11,6 @@ use nex_backup_tests::wait_for;
 use serde_json::Value;
 
 /// `HH:MM-HH:MM` in UTC, from `from_min` to `to_min` minutes after now.
-fn window(from_min: i64, to_min: i64) -> String {
-    let now_min = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60) as i64;
-    let hm = |m: i64| {
-        let m = (now_min + m).rem_euclid(1440);
-        format!("{:02}:{:02}", m / 60, m % 60)
-    };
-    format!("{}-{}", hm(from_min), hm(to_min))
-}
 
 fn set_site(env: &Env, extra: &[&str]) -> nex_backup_tests::procs::CliOut {
     let mut args = vec!["policy", "set", "--site", SITE];
@@ -54,7 +42,7 @@ fn backups_start_only_inside_the_site_window() {
         ],
     );
     // Closed now: opens in two hours.
-    let closed = window(120, 180);
+    let closed = nex_backup_tests::utc_window(120, 180);
     let out = set_site(&env, &["--window", &closed, "--timezone", "UTC"]);
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.json()[0]["window"], closed.as_str());
@@ -113,7 +101,7 @@ fn backups_start_only_inside_the_site_window() {
     );
 
     // Open it: the pending slot runs, and the agent is told when the window closes.
-    let open = window(-10, 20);
+    let open = nex_backup_tests::utc_window(-10, 20);
     let out = set_site(&env, &["--window", &open]);
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.json()[0]["window_open"], true);

@@ -28,6 +28,10 @@ pub struct PolicySetArgs {
     /// Site: the agent that runs its restore drills; "none" = each target's own agent.
     #[arg(long)]
     pub drill_agent: Option<String>,
+    /// Site: when scheduled restore drills may start, in its time zone, e.g. 01:00-05:00
+    /// (the default); "any" = whenever the backup window is open.
+    #[arg(long)]
+    pub drill_hours: Option<String>,
     /// Site: upload bandwidth limit, e.g. 512KiB, 2MiB (per second); 0 = none.
     #[arg(long, value_parser = parse_rate)]
     pub bandwidth: Option<u64>,
@@ -87,6 +91,7 @@ impl PolicySetArgs {
             ("--window", self.window.is_some()),
             ("--bandwidth", self.bandwidth.is_some()),
             ("--drill-agent", self.drill_agent.is_some()),
+            ("--drill-hours", self.drill_hours.is_some()),
             ("--retention-lock", self.retention_lock.is_some()),
         ])
     }

@@ -59,6 +59,9 @@ pub async fn set(a: &PolicySetArgs) -> anyhow::Result<()> {
     if let Some(d) = &a.drill_agent {
         p.drill_agent = optional(d);
     }
+    if let Some(h) = &a.drill_hours {
+        p.drill_hours = Some(h.trim().to_string());
+    }
     if let Some(l) = a.retention_lock {
         p.retention_lock_secs = Some(l.as_secs());
     }
@@ -99,7 +102,8 @@ pub fn site_json(i: &pb::SitePolicyInfo) -> serde_json::Value {
     json!({
         "site": i.site, "is_default": i.is_default, "window": p.window,
         "timezone": p.timezone, "bandwidth_bytes_per_sec": p.bandwidth_bytes_per_sec,
-        "drill_agent": p.drill_agent, "window_open": i.window_open,
+        "drill_agent": p.drill_agent, "drill_hours": p.drill_hours.clone().unwrap_or_default(),
+        "window_open": i.window_open,
         "window_changes_unix_ms": i.window_changes_unix_ms,
     })
 }
@@ -136,11 +140,16 @@ pub fn print_sites(list: &[pb::SitePolicyInfo]) {
             } else {
                 p.drill_agent.clone()
             };
+            let hours = match p.drill_hours.as_deref() {
+                None | Some("any") => "any time".to_string(),
+                Some(h) => format!("{h} {}", p.timezone),
+            };
             vec![
                 i.site.clone(),
                 window,
                 bw,
                 drill,
+                hours,
                 if i.is_default { "default" } else { "own" }.into(),
             ]
         })
@@ -153,6 +162,7 @@ pub fn print_sites(list: &[pb::SitePolicyInfo]) {
                 "BACKUP WINDOW",
                 "UPLOAD LIMIT",
                 "DRILL AGENT",
+                "DRILLS START",
                 "POLICY"
             ],
             &rows

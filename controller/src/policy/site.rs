@@ -32,6 +32,18 @@ pub struct SitePolicy {
     /// a policy says. Only an operator changes it, and every change is audited.
     #[serde(default = "default_lock")]
     pub retention_lock_secs: u64,
+    /// `HH:MM-HH:MM` in `timezone`: when scheduled restore drills may start (a drill is
+    /// a full restore on the customer's server); none = at any time (within the
+    /// window). Sites without a setting get [`DEFAULT_DRILL_HOURS`].
+    #[serde(default = "default_drill_hours")]
+    pub drill_hours: Option<String>,
+}
+
+/// When scheduled drills start by default: the small hours, site time.
+pub const DEFAULT_DRILL_HOURS: &str = "01:00-05:00";
+
+fn default_drill_hours() -> Option<String> {
+    Some(DEFAULT_DRILL_HOURS.into())
 }
 
 /// The retention lock of a site without settings: 7 days.
@@ -50,6 +62,7 @@ impl Default for SitePolicy {
             bandwidth_bytes_per_sec: 0,
             drill_agent: None,
             retention_lock_secs: DEFAULT_RETENTION_LOCK_SECS,
+            drill_hours: default_drill_hours(),
         }
     }
 }
@@ -63,10 +76,26 @@ impl SitePolicy {
             nex_backup_shared::ids::AgentId::try_from(agent.as_str())
                 .map_err(|e| err("drill-agent", e.to_string()))?;
         }
+        if let Some(h) = &self.drill_hours {
+            Window::parse(h, tz).map_err(|e| err("drill-hours", e.reason))?;
+        }
         self.window
             .as_deref()
             .map(|w| Window::parse(w, tz))
             .transpose()
+    }
+
+    /// Whether a scheduled drill may start at `now`: inside the backup window (if any)
+    /// and inside the drill hours (if any).
+    pub fn drills_allowed(&self, now: u64) -> bool {
+        let Ok(tz) = Tz::from_str(&self.timezone) else {
+            return false;
+        };
+        let open = |w: &Option<String>| {
+            w.as_deref()
+                .is_none_or(|w| Window::parse(w, tz).is_ok_and(|w| w.open_until(now).is_some()))
+        };
+        open(&self.window) && open(&self.drill_hours)
     }
 
     /// The window, if one is set and valid (a stored policy was validated when set).

@@ -2,7 +2,8 @@
 //! [`ScheduleRecord`] up to the clock ([`decide::decide`]) and carries out what that says —
 //! start a backup down the agent's session, or fail a stalled job. Rotation runs after
 //! each new snapshot of a target (scheduled or manual) and once a day (for everything).
-//! Backups and drills start only inside the site's backup window. Its state lives in the
+//! Backups and drills start only inside the site's backup window, drills also only in
+//! its drill hours (01:00-05:00 site time by default). Its state lives in the
 //! catalog, so a restart loses no schedule and, since the job record is written before
 //! the command is sent and a running job blocks a new one, runs nothing twice.
 //!
@@ -251,7 +252,9 @@ impl Scheduler {
         if rec != before {
             self.state.catalog.put_schedule(&rec).await?;
         }
-        if !outside_window
+        // Drills (a full restore on the customer's server) keep to the window and to
+        // the site's drill hours (the small hours unless set otherwise).
+        if sp.drills_allowed(now)
             && let Some(id) = self
                 .maybe_drill(&site, &target, policy, sp, view, now)
                 .await?

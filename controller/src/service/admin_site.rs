@@ -19,6 +19,7 @@ impl From<&SitePolicy> for pb::SitePolicyMsg {
             bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
             drill_agent: p.drill_agent.clone().unwrap_or_default(),
             retention_lock_secs: Some(p.retention_lock_secs),
+            drill_hours: Some(p.drill_hours.clone().unwrap_or_else(|| "any".into())),
         }
     }
 }
@@ -33,6 +34,11 @@ fn requested(m: pb::SitePolicyMsg, current: &SitePolicy) -> SitePolicy {
         bandwidth_bytes_per_sec: m.bandwidth_bytes_per_sec,
         drill_agent: opt(m.drill_agent),
         retention_lock_secs: m.retention_lock_secs.unwrap_or(current.retention_lock_secs),
+        drill_hours: match m.drill_hours.as_deref().map(str::trim) {
+            None => current.drill_hours.clone(),
+            Some("any") | Some("") => None,
+            Some(h) => Some(h.to_string()),
+        },
     }
 }
 

@@ -39,6 +39,8 @@ pub struct SiteSettings {
     pub drill_agent: Option<String>,
     /// No snapshot of the site is deleted before this age.
     pub retention_lock_secs: u64,
+    /// When scheduled drills may start, "HH:MM-HH:MM" in `timezone`; none: any time.
+    pub drill_hours: Option<String>,
     /// The site has no settings of its own (the controller's defaults apply).
     pub is_default: bool,
 }
@@ -58,6 +60,7 @@ pub async fn of(st: &Controller, site: &str, now: u64) -> anyhow::Result<SiteSet
         bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
         drill_agent: p.drill_agent,
         retention_lock_secs: p.retention_lock_secs,
+        drill_hours: p.drill_hours,
     })
 }
 
@@ -102,6 +105,9 @@ pub fn table(site: &str, s: &SiteSettings) -> Markup {
             tr { th { "Drill agent" } td {
                 @match &s.drill_agent { Some(a) => { (a) }, None => { "each target's own agent" } }
             } }
+            tr { th { "Scheduled drills start" } td {
+                @match &s.drill_hours { Some(h) => { (h) " (" (s.timezone) ")" }, None => { "at any time in the window" } }
+            } }
             tr { th { "Retention lock" } td { "nothing deleted before " (secs(s.retention_lock_secs)) } }
         } }
         p { a href=(format!("/sites/{site}/settings")) { "Site settings" }
@@ -129,6 +135,7 @@ fn page(
                     label { "Time zone " input name="timezone" value=(f.timezone); }
                     label { "Upload bandwidth per agent (e.g. 2MiB; 0: none) " input name="bandwidth" value=(f.bandwidth); }
                     label { "Drill agent (empty: each target's own) " input name="drill_agent" value=(f.drill_agent); }
+                    label { "Scheduled drills start (e.g. 01:00-05:00; any) " input name="drill_hours" value=(f.drill_hours.as_deref().unwrap_or("")); }
                     label { "Retention lock (e.g. 7d) " input name="retention_lock" value=(f.retention_lock); }
                     button type="submit" { "Save" }
                 }
@@ -147,6 +154,8 @@ pub struct SettingsForm {
     bandwidth: String,
     drill_agent: String,
     retention_lock: String,
+    #[serde(default)]
+    drill_hours: Option<String>,
 }
 
 impl From<&SiteSettings> for SettingsForm {
@@ -157,6 +166,7 @@ impl From<&SiteSettings> for SettingsForm {
             bandwidth: exact_rate(s.bandwidth_bytes_per_sec),
             drill_agent: s.drill_agent.clone().unwrap_or_default(),
             retention_lock: secs(s.retention_lock_secs),
+            drill_hours: Some(s.drill_hours.clone().unwrap_or_else(|| "any".into())),
         }
     }
 }
@@ -182,6 +192,8 @@ fn parse(f: &SettingsForm) -> Result<pb::SitePolicyMsg, String> {
                 .map_err(|e| format!("--retention-lock: {e}"))?
                 .as_secs(),
         ),
+        // Unset (a form without the field) keeps the current hours.
+        drill_hours: f.drill_hours.as_ref().map(|h| h.trim().to_string()),
     })
 }
 

@@ -117,3 +117,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn drills_keep_to_the_window_and_the_drill_hours() {
+    // 2026-01-01 03:00 UTC and 14:00 UTC.
+    let (night, day) = (1_767_236_400_000, 1_767_276_000_000);
+    let p = SitePolicy::default();
+    assert_eq!(p.drill_hours.as_deref(), Some(DEFAULT_DRILL_HOURS));
+    assert!(p.drills_allowed(night) && !p.drills_allowed(day));
+    let any = SitePolicy {
+        drill_hours: None,
+        ..Default::default()
+    };
+    assert!(any.drills_allowed(night) && any.drills_allowed(day));
+    let windowed = SitePolicy {
+        window: Some("12:00-16:00".into()),
+        ..Default::default()
+    };
+    assert!(!windowed.drills_allowed(night) && !windowed.drills_allowed(day));
+    let bad = SitePolicy {
+        drill_hours: Some("1-5".into()),
+        ..Default::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().field, "drill-hours");
+    // A record stored before drill hours existed gets the default.
+    let old: SitePolicy = serde_json::from_str(
+        r#"{"v":1,"window":null,"timezone":"UTC","bandwidth_bytes_per_sec":0,"drill_agent":null}"#,
+    )
+    .unwrap();
+    assert_eq!(old.drill_hours.as_deref(), Some(DEFAULT_DRILL_HOURS));
+}
