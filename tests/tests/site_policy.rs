@@ -10,8 +10,6 @@ use nex_backup_tests::sample::invoices_sql;
 use nex_backup_tests::wait_for;
 use serde_json::Value;
 
-/// `HH:MM-HH:MM` in UTC, from `from_min` to `to_min` minutes after now.
-
 fn set_site(env: &Env, extra: &[&str]) -> nex_backup_tests::procs::CliOut {
     let mut args = vec!["policy", "set", "--site", SITE];
     args.extend(extra);
