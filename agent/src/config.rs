@@ -41,6 +41,10 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     #[serde(default = "default_zstd")]
     pub zstd_level: i32,
+    /// Run the agent and the tools it starts at a lower CPU and I/O priority (nice 10
+    /// and the lowest best-effort I/O level on Linux; below-normal on Windows).
+    #[serde(default)]
+    pub low_priority: bool,
     /// Fail a dump that produces no bytes for this long.
     #[serde(default = "default_stall")]
     pub stall_timeout_secs: u64,

@@ -18,6 +18,7 @@
 //!   recovery key (`snapshots`, `restore --store`).
 //! - [`pg`]: connecting to PostgreSQL, passwords, row counts.
 //! - [`pgtools`]: locating pg_dump & co. of a suitable version on Linux and Windows.
+//! - [`priority`]: `low_priority`: the agent and its tools at a lower CPU and I/O priority.
 
 pub mod backup;
 pub mod checkup;
@@ -31,6 +32,7 @@ pub mod health;
 pub mod offline;
 pub mod pg;
 pub mod pgtools;
+pub mod priority;
 pub mod restore;
 pub mod session;
 pub mod trust;

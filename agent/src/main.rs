@@ -287,6 +287,12 @@ fn restore_offline(args: offline::RestoreArgs) -> anyhow::Result<()> {
 
 fn run(config: &std::path::Path) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(config)?;
+    // Before any other thread exists, so that all of them inherit it.
+    let priority_notes = if cfg.low_priority {
+        nex_backup_agent::priority::lower()
+    } else {
+        vec![]
+    };
     // Few blocking threads: hashing and sealing are CPU-bound, more threads than cores only
     // add allocator arenas and zstd contexts, i.e. memory.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -295,6 +301,9 @@ fn run(config: &std::path::Path) -> anyhow::Result<()> {
         .max_blocking_threads(cores + 2)
         .build()?;
     rt.block_on(async {
+        if cfg.low_priority {
+            tracing::info!(notes = ?priority_notes, "running at a lower CPU and I/O priority");
+        }
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         tokio::spawn(async move {

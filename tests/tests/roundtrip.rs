@@ -389,3 +389,46 @@ fn row_counts_come_from_the_dump_without_a_second_scan() {
         "no rows of its own: a partitioned table, a materialized view: {r}"
     );
 }
+
+/// `low_priority = true`: the agent runs at nice 10 and the lowest best-effort I/O
+/// level, every thread of it, and a backup through it works as ever.
+#[test]
+fn a_low_priority_agent_backs_up_at_nice_10() {
+    let env = Env::start(&invoices_sql(200), EnvOpts::default());
+    let config = env.second_agent_config("calm-srv1");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("low_priority = true\n{text}")).unwrap();
+    assert!(env.enroll(&config, "calm").ok);
+    let agent = nex_backup_tests::procs::Agent::start(
+        &config,
+        &[(
+            nex_backup_tests::env::PW_ENV,
+            nex_backup_tests::pg::PASSWORD,
+        )],
+        &config.with_extension("log"),
+    );
+    let b = nex_backup_tests::wait_for("a backup through the calm agent", 60, || {
+        let out = env.cli(&["backup", "--site", "calm", "--target", "main", "--json"]);
+        out.ok.then(|| out.json())
+    });
+    assert_eq!(b["ok"], true, "{b}");
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", agent.pid())).unwrap();
+    let mut threads = 0;
+    for t in tasks {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+        // Field 19 (nice), counted after the command name's closing parenthesis.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
+        assert_eq!(nice, 10, "every thread at nice 10: {stat}");
+        threads += 1;
+    }
+    assert!(threads > 1, "{threads} threads");
+    let io = std::process::Command::new("ionice")
+        .args(["-p", &agent.pid().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&io.stdout).trim(),
+        "best-effort: prio 7"
+    );
+}
