@@ -11,9 +11,8 @@ pub const MAX_CHUNK_LEN: usize = 8 * 1024 * 1024;
 
 /// Default zstd level: 1. Measured side by side (issue 14's run, 2 cores): on the
 /// invoice set level 1 took 1.22× raw pg_dump against 1.43× at level 3, 2 CPU-s less
-/// per GB, and stored 5 % fewer bytes (level 3's larger matches lose to the chunk
-/// boundaries); on pgbench it was as fast (1.40× against 1.42×). `zstd_level` in the
-/// agent's configuration overrides it.
+/// per GB, and stored 5 % fewer bytes; on pgbench it was as fast (1.40× against
+/// 1.42×). `zstd_level` in the agent's configuration overrides it.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 thread_local! {
