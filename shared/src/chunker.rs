@@ -82,7 +82,8 @@ pub struct StreamChunker<R> {
     len: usize,
     eof: bool,
     stall: Option<Duration>,
-    hasher: Sha256,
+    /// None: the caller hashes the stream elsewhere (see [`StreamChunker::without_hash`]).
+    hasher: Option<Sha256>,
     total: u64,
 }
 
@@ -107,9 +108,17 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             len: 0,
             eof: false,
             stall,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             total: 0,
         }
+    }
+
+    /// Do not hash the stream: the caller hashes it on a thread of its own (so that the
+    /// chunk stage, which is serial, does not). [`StreamChunker::finish`] then reports
+    /// a zero digest.
+    pub fn without_hash(mut self) -> Self {
+        self.hasher = None;
+        self
     }
 
     async fn fill(&mut self) -> Result<(), ChunkerError> {
@@ -166,7 +175,9 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
         };
         let chunk = self.buf[self.start..self.start + count].to_vec();
         self.start += count;
-        self.hasher.update(&chunk);
+        if let Some(h) = &mut self.hasher {
+            h.update(&chunk);
+        }
         self.total += count as u64;
         Ok(Some(chunk))
     }
@@ -176,11 +187,14 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
         self.total
     }
 
-    /// Length and hash of everything emitted. Call after `next_chunk` returned `None`.
+    /// Length and hash of everything emitted (a zero hash [`without_hash`]). Call after
+    /// `next_chunk` returned `None`.
+    ///
+    /// [`without_hash`]: StreamChunker::without_hash
     pub fn finish(self) -> StreamSummary {
         StreamSummary {
             length: self.total,
-            sha256: self.hasher.finalize().into(),
+            sha256: self.hasher.map_or([0; 32], |h| h.finalize().into()),
         }
     }
 }

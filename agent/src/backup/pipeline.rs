@@ -69,9 +69,12 @@ struct SealedBatch {
 /// Read `r` on its own task into a bounded queue of blocks (at most `READ_AHEAD` bytes).
 /// A pipe holds only 64 KiB: without this, the producer (pg_dump, and the server behind
 /// it) would stop every time the chunker is busy hashing a chunk.
-/// Each block also goes to `tap`, if any, until the tap's reader hangs up.
+/// Each block also goes to the stream's hasher (which must see every byte: its length
+/// is checked against the chunker's) and to `tap`, if any, until the tap's reader hangs
+/// up.
 fn decouple<R: AsyncRead + Unpin + Send + 'static>(
     mut r: R,
+    hasher: Tap,
     mut tap: Option<Tap>,
 ) -> impl AsyncRead + Unpin {
     const BLOCK: usize = 64 * 1024;
@@ -83,6 +86,9 @@ fn decouple<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(0) => break,
                 Ok(_) => {
                     let block = buf.freeze();
+                    if hasher.send(block.clone()).await.is_err() {
+                        break; // the hasher is gone: the lengths will not match
+                    }
                     if let Some(t) = &tap
                         && t.send(block.clone()).await.is_err()
                     {
@@ -156,16 +162,18 @@ pub async fn upload_stream_tapped<R: AsyncRead + Unpin + Send + 'static>(
     reader: R,
     tap: Option<Tap>,
 ) -> Result<StreamEntry, AgentError> {
-    let reader = decouple(reader, tap);
+    let (hash_tap, hashing) = spawn_hasher();
+    let reader = decouple(reader, hash_tap, tap);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (sealed_tx, sealed_rx) = mpsc::channel::<SealedBatch>(1);
     let chunk_stage = async {
         let mut chunker = StreamChunker::new(
-            what,
+            what.clone(),
             reader,
             ctx.cfg.chunker(),
             Some(ctx.cfg.stall_timeout()),
-        );
+        )
+        .without_hash();
         let mut batch = vec![];
         let mut size = 0;
         while let Some(chunk) = chunker.next_chunk().await.map_err(|e| e.to_string())? {
@@ -190,12 +198,40 @@ pub async fn upload_stream_tapped<R: AsyncRead + Unpin + Send + 'static>(
         seal_stage(ctx.clone(), job.codec.clone(), batch_rx, sealed_tx),
         upload_stage(ctx.clone(), job.clone(), name, sealed_rx)
     )?;
+    let (hashed_len, sha256) = tokio::task::spawn_blocking(move || hashing.join())
+        .await
+        .ok()
+        .and_then(|j| j.ok())
+        .ok_or_else(|| AgentError::from(format!("{what}: the stream's hasher stopped")))?;
+    if hashed_len != summary.length {
+        return Err(format!(
+            "{what}: {hashed_len} bytes hashed but {} chunked; not committed",
+            summary.length
+        )
+        .into());
+    }
     Ok(StreamEntry {
         name: name.into(),
         chunks,
         length: summary.length,
-        sha256: summary.sha256,
+        sha256,
     })
+}
+
+/// The stream's SHA-256 on a thread of its own, fed by a tap: (length, digest) once the
+/// tap is closed.
+fn spawn_hasher() -> (Tap, std::thread::JoinHandle<(u64, [u8; 32])>) {
+    use sha2::Digest;
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(32);
+    let handle = std::thread::spawn(move || {
+        let (mut h, mut n) = (sha2::Sha256::new(), 0u64);
+        while let Some(b) = rx.blocking_recv() {
+            h.update(&b);
+            n += b.len() as u64;
+        }
+        (n, h.finalize().into())
+    });
+    (tx, handle)
 }
 
 /// A batch, its chunks' ids, and those of them the controller lacks.
