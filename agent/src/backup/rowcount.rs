@@ -51,6 +51,9 @@ const MAX_STR: usize = 64 << 20;
 struct Reader<R> {
     r: R,
     int_size: usize,
+    /// Reused for every piece of data: pg_dump writes each row as a piece of its own,
+    /// so a buffer made per piece would cost more than the counting.
+    scratch: Vec<u8>,
 }
 
 impl<R: Read> Reader<R> {
@@ -102,12 +105,11 @@ impl<R: Read> Reader<R> {
     /// Skip `n` bytes, returning how many newlines they held; `tail` keeps the last
     /// bytes seen (across calls).
     fn newlines_in(&mut self, mut n: u64, tail: &mut Vec<u8>) -> Result<i64, CountError> {
-        let mut buf = [0u8; 64 * 1024];
         let mut lines = 0i64;
         while n > 0 {
-            let want = n.min(buf.len() as u64) as usize;
-            self.r.read_exact(&mut buf[..want])?;
-            let got = &buf[..want];
+            let want = n.min(self.scratch.len() as u64) as usize;
+            self.r.read_exact(&mut self.scratch[..want])?;
+            let got = &self.scratch[..want];
             lines += got.iter().filter(|&&b| b == b'\n').count() as i64;
             tail.extend_from_slice(&got[want.saturating_sub(END.len())..]);
             let drop = tail.len().saturating_sub(END.len());
@@ -124,7 +126,11 @@ type DataEntries = HashMap<i64, Option<String>>;
 
 /// Read the archive header and TOC; the reader positioned at the first data block.
 fn header_and_toc<R: Read>(r: R) -> Result<(Reader<R>, DataEntries), CountError> {
-    let mut rd = Reader { r, int_size: 4 };
+    let mut rd = Reader {
+        r,
+        int_size: 4,
+        scratch: vec![0; 64 * 1024],
+    };
     let mut magic = [0u8; 5];
     rd.r.read_exact(&mut magic)?;
     if &magic != b"PGDMP" {

@@ -184,6 +184,21 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
         sent: 0,
         rss: 0,
     });
+    env.pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {db}_pgr2 TEMPLATE template0"),
+    );
+    let pgr2 = sh(
+        env,
+        &format!("pg_restore {c} -j 2 -d {db}_pgr2 {}", local.display()),
+    );
+    rows.push(Row {
+        name: "pg_restore -j 2 from local file (reference only)".into(),
+        s: pgr2,
+        stored: 0,
+        sent: 0,
+        rss: 0,
+    });
     let agent = env.agent.as_ref().expect("agent").pid();
     reset_peak_rss(agent);
     let pids = [agent.to_string(), env.controller.pid().to_string()];
