@@ -8,10 +8,11 @@
 //! holds one or two batches (at most `BATCH_BYTES` each) and the reader keeps at most
 //! `READ_AHEAD`, so memory is bounded whatever the stream size.
 //!
-//! A customer's controller is often tens of milliseconds away: find-missing asks for up
-//! to [`FIND_IN_FLIGHT`] batches at once while sealing keeps up (a window that covers
-//! 50 ms at over 300 MiB/s), and only one at a time when sealing is what limits, so the
-//! window costs memory only when it saves time. Uploads overlap too.
+//! A customer's controller is often tens of milliseconds away: find-missing asks about
+//! up to [`FIND_IN_FLIGHT`] batches at once (a window of 16 MiB that covers 50 ms at over
+//! 300 MiB/s). A batch keeps its place in the window until it is sealed, so the window
+//! also bounds what waits for sealing: memory stays bounded whichever is slower.
+//! Uploads overlap too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -235,13 +236,20 @@ fn spawn_hasher() -> (Tap, std::thread::JoinHandle<(u64, [u8; 32])>) {
 }
 
 /// A batch, its chunks' ids, and those of them the controller lacks.
-type Answer = (Batch, Vec<ChunkId>, std::collections::HashSet<ChunkId>);
+type Answer = (
+    Batch,
+    Vec<ChunkId>,
+    std::collections::HashSet<ChunkId>,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 /// A batch whose ids are known and whose missing chunks are chosen.
 struct Planned {
     batch: Batch,
     ids: Vec<ChunkId>,
     todo: Vec<usize>,
+    /// Its place in the window, given back once it is sealed.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Ids and find-missing run batch by batch in order (they decide what is sent); sealing,
@@ -258,39 +266,42 @@ async fn seal_stage(
         // Ids already queued for upload in this stream: a chunk repeated in a later batch
         // may not be recorded by the controller yet, but must not be sent twice.
         let mut queued = std::collections::HashSet::new();
-        let ask = |batch: Batch| {
+        let ask = |batch: Batch, slot| {
             let (ctx, codec) = (ctx.clone(), job_codec.clone());
             async move {
                 let b = batch.clone();
                 let ids = par_map(batch.len(), workers(), move |i| codec.id(&b[i])).await?;
                 let wanted: std::collections::HashSet<ChunkId> =
                     find_missing(&ctx, &ids).await?.into_iter().collect();
-                Ok::<_, AgentError>((batch, ids, wanted))
+                Ok::<_, AgentError>((batch, ids, wanted, slot))
             }
         };
+        // The window: a batch holds a slot from its question until it is sealed, so at
+        // most FIND_IN_FLIGHT batches wait on the network or on sealing together.
+        let window = Arc::new(tokio::sync::Semaphore::new(FIND_IN_FLIGHT));
         let mut asking = futures::stream::FuturesOrdered::new();
         let mut input_done = false;
         loop {
-            // Another batch is asked about while fewer than the window are, and either
-            // none is or sealing has room for more (see module docs).
-            let take = !input_done
-                && asking.len() < FIND_IN_FLIGHT
-                && (asking.is_empty() || plan_tx.capacity() > 0);
             tokio::select! {
                 biased;
                 Some(answer) = asking.next(), if !asking.is_empty() => {
-                    let (batch, ids, wanted): Answer = answer?;
+                    let (batch, ids, wanted, _slot): Answer = answer?;
                     let todo = (0..ids.len())
                         .filter(|&i| wanted.contains(&ids[i]) && queued.insert(ids[i]))
                         .collect();
                     plan_tx
-                        .send(Planned { batch, ids, todo })
+                        .send(Planned { batch, ids, todo, _slot })
                         .await
                         .map_err(closed)?;
                 }
-                next = rx.recv(), if take => match next {
-                    Some(batch) => asking.push_back(ask(batch)),
-                    None => input_done = true,
+                // Cancel-safe: a slot taken but no batch received yet is given back.
+                next = async {
+                    let slot = window.clone().acquire_owned().await;
+                    (slot, rx.recv().await)
+                }, if !input_done => match next {
+                    (Ok(slot), Some(batch)) => asking.push_back(ask(batch, slot)),
+                    (_, None) => input_done = true,
+                    (Err(_), Some(_)) => return Err("the upload window was closed".into()),
                 },
                 else => break,
             }
