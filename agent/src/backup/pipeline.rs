@@ -10,9 +10,9 @@
 //!
 //! A customer's controller is often tens of milliseconds away: find-missing asks about
 //! up to [`FIND_IN_FLIGHT`] batches at once (a window of 16 MiB that covers 50 ms at over
-//! 300 MiB/s). A batch keeps its place in the window until it is sealed, so the window
-//! also bounds what waits for sealing: memory stays bounded whichever is slower.
-//! Uploads overlap too.
+//! 300 MiB/s). A batch keeps its place in the window until it is uploaded, so the window
+//! also bounds what waits for sealing or for the uplink: memory stays bounded whichever
+//! is slower. Uploads overlap too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +65,8 @@ fn closed<T>(_: mpsc::error::SendError<T>) -> AgentError {
 struct SealedBatch {
     refs: Vec<(ChunkId, u32)>,
     sealed: Vec<SealedChunk>,
+    /// Its place in the find-missing window, given back once it is uploaded.
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Read `r` on its own task into a bounded queue of blocks (at most `READ_AHEAD` bytes).
@@ -248,8 +250,8 @@ struct Planned {
     batch: Batch,
     ids: Vec<ChunkId>,
     todo: Vec<usize>,
-    /// Its place in the window, given back once it is sealed.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place in the window, kept until it is uploaded.
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Ids and find-missing run batch by batch in order (they decide what is sent); sealing,
@@ -276,8 +278,8 @@ async fn seal_stage(
                 Ok::<_, AgentError>((batch, ids, wanted, slot))
             }
         };
-        // The window: a batch holds a slot from its question until it is sealed, so at
-        // most FIND_IN_FLIGHT batches wait on the network or on sealing together.
+        // The window: a batch holds a slot from its question until it is uploaded, so
+        // at most FIND_IN_FLIGHT batches wait on the network, sealing or the uplink.
         let window = Arc::new(tokio::sync::Semaphore::new(FIND_IN_FLIGHT));
         let mut asking = futures::stream::FuturesOrdered::new();
         let mut input_done = false;
@@ -285,12 +287,12 @@ async fn seal_stage(
             tokio::select! {
                 biased;
                 Some(answer) = asking.next(), if !asking.is_empty() => {
-                    let (batch, ids, wanted, _slot): Answer = answer?;
+                    let (batch, ids, wanted, slot): Answer = answer?;
                     let todo = (0..ids.len())
                         .filter(|&i| wanted.contains(&ids[i]) && queued.insert(ids[i]))
                         .collect();
                     plan_tx
-                        .send(Planned { batch, ids, todo, _slot })
+                        .send(Planned { batch, ids, todo, slot })
                         .await
                         .map_err(closed)?;
                 }
@@ -334,7 +336,11 @@ async fn seal_batch(codec: ChunkCodec, p: Planned) -> Result<SealedBatch, AgentE
         .copied()
         .zip(p.batch.iter().map(|c| c.len() as u32))
         .collect();
-    Ok(SealedBatch { refs, sealed })
+    Ok(SealedBatch {
+        refs,
+        sealed,
+        slot: p.slot,
+    })
 }
 
 async fn upload_stage(
@@ -355,9 +361,11 @@ async fn upload_stage(
                     t.take(b.sealed.iter().map(|c| c.blob.len() as u64).sum())
                         .await;
                 }
-                put_chunks(&ctx, &job, Arc::new(b.sealed))
+                let done = put_chunks(&ctx, &job, Arc::new(b.sealed))
                     .await
-                    .map(|n| (b.refs, n))
+                    .map(|n| (b.refs, n));
+                drop(b.slot); // uploaded: its place in the window is free
+                done
             }
         })
         .buffered(UPLOAD_IN_FLIGHT);
