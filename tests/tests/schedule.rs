@@ -17,6 +17,17 @@ fn scheduled_jobs(env: &Env) -> Vec<Value> {
         .collect()
 }
 
+/// Every drill job, whatever started it.
+fn drill_jobs(env: &Env) -> Vec<Value> {
+    let v = env.cli(&["jobs", "--json"]).json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["trigger"] == "drill")
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn schedules_fire_and_an_offline_agent_catches_up_once() {
     let mut env = Env::start(
@@ -82,15 +93,10 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
     // Never drilled, but outside the drill hours: no drill yet. In them (here: at any
     // time), the scheduler rehearses a restore of the newest snapshot and the measured
     // duration becomes the target's RTO.
-    let drills_yet = env
-        .cli(&["jobs", "--json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["trigger"] == "drill")
-        .count();
-    assert_eq!(drills_yet, 0, "no drill outside the drill hours");
+    assert!(
+        drill_jobs(&env).is_empty(),
+        "no drill outside the drill hours"
+    );
     let hours = env.cli(&["policy", "set", "--site", SITE, "--drill-hours", "any"]);
     assert!(hours.ok, "{}", hours.stderr);
     wait_for("a passed drill", 60, || {
@@ -103,15 +109,7 @@ fn schedules_fire_and_an_offline_agent_catches_up_once() {
         r["targets"][0]["measured_rto_ms"].as_u64().unwrap() > 0,
         "{r}"
     );
-    let drills: Vec<Value> = env
-        .cli(&["jobs", "--json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["trigger"] == "drill")
-        .cloned()
-        .collect();
+    let drills = drill_jobs(&env);
     assert_eq!(
         drills.len(),
         1,
