@@ -221,20 +221,27 @@ pub async fn upload_stream_tapped<R: AsyncRead + Unpin + Send + 'static>(
     })
 }
 
-/// The stream's SHA-256 on a thread of its own, fed by a tap: (length, digest) once the
-/// tap is closed.
+/// Run `read` on a thread of its own over the blocks sent to the returned tap; its
+/// result comes once the tap is closed (the stream ended) or `read` gave up (then the
+/// tap's sends fail).
+pub fn spawn_tap<T: Send + 'static>(
+    read: impl FnOnce(mpsc::Receiver<bytes::Bytes>) -> T + Send + 'static,
+) -> (Tap, std::thread::JoinHandle<T>) {
+    let (tx, rx) = mpsc::channel(32);
+    (tx, std::thread::spawn(move || read(rx)))
+}
+
+/// The stream's SHA-256 on a thread of its own: (length, digest).
 fn spawn_hasher() -> (Tap, std::thread::JoinHandle<(u64, [u8; 32])>) {
     use sha2::Digest;
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(32);
-    let handle = std::thread::spawn(move || {
+    spawn_tap(|mut rx| {
         let (mut h, mut n) = (sha2::Sha256::new(), 0u64);
         while let Some(b) = rx.blocking_recv() {
             h.update(&b);
             n += b.len() as u64;
         }
         (n, h.finalize().into())
-    });
-    (tx, handle)
+    })
 }
 
 /// A batch, its chunks' ids, and those of them the controller lacks.

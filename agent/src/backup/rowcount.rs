@@ -283,14 +283,12 @@ impl Read for Tapped {
 /// own; the handle answers once the tap is closed (the stream ended) or the counter gave
 /// up (then the tap's sends fail and the stream goes on without it).
 pub fn spawn_counter() -> (super::pipeline::Tap, Counting) {
-    let (tx, rx) = tokio::sync::mpsc::channel(32);
-    let handle = std::thread::spawn(move || {
+    super::pipeline::spawn_tap(|rx| {
         count_rows(Tapped {
             rx,
             current: bytes::Bytes::new(),
         })
-    });
-    (tx, handle)
+    })
 }
 
 #[cfg(test)]

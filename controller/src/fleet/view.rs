@@ -1,7 +1,7 @@
 //! What a scheduler tick and the RPO evaluation read from the catalog, loaded once per
 //! tick (or per `rpo` call) instead of once per target. [`SharedView`] lets the readers
-//! that only look (the RPO watch, alerting, the dashboard's figures, metrics) share one
-//! recent load instead of each reading the whole catalog.
+//! that only look (the RPO watch and the dashboard's figures) share one recent load
+//! instead of each reading the whole catalog.
 
 use std::collections::HashMap;
 use std::sync::Arc;

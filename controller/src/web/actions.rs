@@ -26,8 +26,6 @@ use tokio_stream::StreamExt;
 use super::Web;
 use super::pages;
 use super::routes::Viewer;
-use crate::service::admin::AdminApi;
-use crate::service::auth::AdminIdentity;
 
 /// What an action asks for, as the forms and the API send it.
 #[derive(Debug, Default, Deserialize)]
@@ -80,12 +78,7 @@ pub async fn start(
             format!("a {} account cannot start jobs", v.account.role.name()),
         ));
     }
-    let api = AdminApi {
-        state: web.state.clone(),
-    };
-    let who = AdminIdentity {
-        name: format!("dashboard:{}", v.account.name),
-    };
+    let (api, who) = v.admin_api(web);
     let stream = match what {
         "backup" => {
             let mut req = tonic::Request::new(pb::RunBackupRequest {

@@ -21,8 +21,6 @@ use super::Web;
 use super::pages::{self, Chrome};
 use super::routes::Viewer;
 use crate::catalog::trust::Role;
-use crate::service::admin::AdminApi;
-use crate::service::auth::AdminIdentity;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
@@ -119,17 +117,6 @@ fn not_for_you(v: &Viewer) -> Response {
         .into_response()
 }
 
-fn api_for(web: &Web, v: &Viewer) -> (AdminApi, AdminIdentity) {
-    (
-        AdminApi {
-            state: web.state.clone(),
-        },
-        AdminIdentity {
-            name: format!("dashboard:{}", v.account.name),
-        },
-    )
-}
-
 fn accounts_page(c: &Chrome, list: &[pb::AccountInfo], note: Option<Markup>) -> Markup {
     pages::layout(
         "Accounts",
@@ -172,7 +159,7 @@ fn accounts_page(c: &Chrome, list: &[pb::AccountInfo], note: Option<Markup>) -> 
 }
 
 async fn list(web: &Web, v: &Viewer) -> Result<Vec<pb::AccountInfo>, tonic::Status> {
-    let (api, who) = api_for(web, v);
+    let (api, who) = v.admin_api(web);
     let mut req = tonic::Request::new(pb::ListAccountsRequest {});
     req.extensions_mut().insert(who);
     Ok(api.list_accounts(req).await?.into_inner().accounts)
@@ -201,7 +188,7 @@ pub async fn create(State(web): State<Arc<Web>>, v: Viewer, Form(f): Form<NewAcc
     if v.account.role != Role::Admin {
         return not_for_you(&v);
     }
-    let (api, who) = api_for(&web, &v);
+    let (api, who) = v.admin_api(&web);
     let sites: Vec<String> = f
         .sites
         .split(',')
@@ -259,22 +246,11 @@ pub async fn change(
         "unlock" => r.unlock = true,
         _ => return not_for_you(&v),
     }
-    let (api, who) = api_for(&web, &v);
+    let (api, who) = v.admin_api(&web);
     let mut req = tonic::Request::new(r);
     req.extensions_mut().insert(who);
     match api.set_account(req).await {
         Ok(_) => Redirect::to("/accounts").into_response(),
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Html(
-                pages::layout(
-                    "Refused",
-                    Some(&v.chrome()),
-                    html! { h1 { "Refused" } p { (e.message()) } },
-                )
-                .into_string(),
-            ),
-        )
-            .into_response(),
+        Err(e) => v.refused(StatusCode::BAD_REQUEST, e.message()),
     }
 }

@@ -173,7 +173,7 @@ pub async fn ack_incident(
     if !seen {
         return Err((StatusCode::NOT_FOUND, format!("no incident #{id}")));
     }
-    let (api, who) = super::policy::api(web, v);
+    let (api, who) = v.admin_api(web);
     let mut req = tonic::Request::new(nex_backup_shared::pb::AckIncidentRequest { id });
     req.extensions_mut().insert(who);
     use nex_backup_shared::pb::admin_service_server::AdminService;

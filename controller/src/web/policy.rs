@@ -19,19 +19,6 @@ use super::pages::{self, Chrome};
 use super::routes::Viewer;
 use crate::policy::durations::{parse_duration, parse_duration_or_zero};
 use crate::policy::human_secs;
-use crate::service::admin::AdminApi;
-use crate::service::auth::AdminIdentity;
-
-pub(super) fn api(web: &Web, v: &Viewer) -> (AdminApi, AdminIdentity) {
-    (
-        AdminApi {
-            state: web.state.clone(),
-        },
-        AdminIdentity {
-            name: format!("dashboard:{}", v.account.name),
-        },
-    )
-}
 
 async fn current(
     web: &Web,
@@ -39,7 +26,7 @@ async fn current(
     site: &str,
     target: &str,
 ) -> Result<pb::PolicyInfo, tonic::Status> {
-    let (api, who) = api(web, v);
+    let (api, who) = v.admin_api(web);
     let mut req = tonic::Request::new(pb::GetPolicyRequest {
         site: site.into(),
         target: target.into(),
@@ -97,28 +84,13 @@ fn page(
     )
 }
 
-pub(super) fn refused(v: &Viewer, code: StatusCode, msg: &str) -> Response {
-    (
-        code,
-        Html(
-            pages::layout(
-                "Refused",
-                Some(&v.chrome()),
-                html! { h1 { "Refused" } p.error { (msg) } },
-            )
-            .into_string(),
-        ),
-    )
-        .into_response()
-}
-
 pub async fn show(
     State(web): State<Arc<Web>>,
     v: Viewer,
     Path((site, target)): Path<(String, String)>,
 ) -> Response {
     if !v.scope().sees(&site) {
-        return refused(&v, StatusCode::NOT_FOUND, "not found");
+        return v.refused(StatusCode::NOT_FOUND, "not found");
     }
     match current(&web, &v, &site, &target).await {
         Ok(info) => {
@@ -127,9 +99,9 @@ pub async fn show(
                 .into_response()
         }
         Err(e) if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::InvalidArgument => {
-            refused(&v, StatusCode::NOT_FOUND, "not found")
+            v.refused(StatusCode::NOT_FOUND, "not found")
         }
-        Err(e) => refused(&v, StatusCode::SERVICE_UNAVAILABLE, e.message()),
+        Err(e) => v.refused(StatusCode::SERVICE_UNAVAILABLE, e.message()),
     }
 }
 
@@ -184,11 +156,10 @@ pub async fn save(
     Form(f): Form<PolicyForm>,
 ) -> Response {
     if !v.scope().sees(&site) {
-        return refused(&v, StatusCode::NOT_FOUND, "not found");
+        return v.refused(StatusCode::NOT_FOUND, "not found");
     }
     if !v.scope().can_act() {
-        return refused(
-            &v,
+        return v.refused(
             StatusCode::FORBIDDEN,
             &format!("a {} account cannot change policies", v.account.role.name()),
         );
@@ -212,7 +183,7 @@ pub async fn save(
             return again(StatusCode::BAD_REQUEST, msg, p);
         }
     };
-    let (api, who) = api(&web, &v);
+    let (api, who) = v.admin_api(&web);
     let mut req = tonic::Request::new(pb::SetPolicyRequest {
         site: site.clone(),
         target: target.clone(),

@@ -43,6 +43,32 @@ impl Viewer {
             can_act: self.scope().can_act(),
         }
     }
+
+    /// The admin service in process, acting as `dashboard:NAME`: what the CLI calls, with
+    /// its checks, its errors and its audit entries.
+    pub fn admin_api(
+        &self,
+        web: &Web,
+    ) -> (
+        crate::service::admin::AdminApi,
+        crate::service::auth::AdminIdentity,
+    ) {
+        (
+            crate::service::admin::AdminApi {
+                state: web.state.clone(),
+            },
+            crate::service::auth::AdminIdentity {
+                name: format!("dashboard:{}", self.account.name),
+            },
+        )
+    }
+
+    /// A page that says an action was refused, and why.
+    pub fn refused(&self, code: StatusCode, msg: &str) -> Response {
+        let body = maud::html! { h1 { "Refused" } p.error { (msg) } };
+        let page = pages::layout("Refused", Some(&self.chrome()), body);
+        (code, Html(page.into_string())).into_response()
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Viewer {
@@ -395,18 +421,7 @@ pub async fn target(
 pub async fn ack(State(web): State<Arc<Web>>, v: Viewer, Path(id): Path<u64>) -> Response {
     match super::api::ack_incident(&web, &v, id).await {
         Ok(_) => Redirect::to("/incidents").into_response(),
-        Err((code, msg)) => (
-            code,
-            Html(
-                pages::layout(
-                    "Refused",
-                    Some(&v.chrome()),
-                    maud::html! { h1 { "Refused" } p { (msg) } },
-                )
-                .into_string(),
-            ),
-        )
-            .into_response(),
+        Err((code, msg)) => v.refused(code, &msg),
     }
 }
 

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Web;
 use super::pages::{self, Chrome};
-use super::policy::{api, refused};
 use super::routes::Viewer;
 use crate::policy::durations::{parse_duration_or_zero, parse_rate};
 use crate::policy::human_secs;
@@ -203,12 +202,12 @@ pub async fn show(State(web): State<Arc<Web>>, v: Viewer, Path(site): Path<Strin
             .await
             .unwrap_or(false)
     {
-        return refused(&v, StatusCode::NOT_FOUND, "not found");
+        return v.refused(StatusCode::NOT_FOUND, "not found");
     }
     match of(&web.state, &site, nex_backup_shared::clock::now_ms()).await {
         Ok(s) => Html(page(&v.chrome(), &site, &s, &SettingsForm::from(&s), None).into_string())
             .into_response(),
-        Err(e) => refused(&v, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => v.refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 
@@ -219,15 +218,15 @@ pub async fn save(
     Form(f): Form<SettingsForm>,
 ) -> Response {
     if !v.scope().sees(&site) {
-        return refused(&v, StatusCode::NOT_FOUND, "not found");
+        return v.refused(StatusCode::NOT_FOUND, "not found");
     }
     if !v.scope().can_act() {
         let msg = format!("a {} account cannot change settings", v.account.role.name());
-        return refused(&v, StatusCode::FORBIDDEN, &msg);
+        return v.refused(StatusCode::FORBIDDEN, &msg);
     }
     let current = match of(&web.state, &site, nex_backup_shared::clock::now_ms()).await {
         Ok(s) => s,
-        Err(e) => return refused(&v, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return v.refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     let again = |msg: String| {
         let note = html! { span.error { "Not saved: " (msg) } };
@@ -238,7 +237,7 @@ pub async fn save(
         Ok(p) => p,
         Err(msg) => return again(msg),
     };
-    let (api, who) = api(&web, &v);
+    let (api, who) = v.admin_api(&web);
     let mut req = tonic::Request::new(pb::SetSitePolicyRequest {
         site: site.clone(),
         policy: Some(policy),
@@ -248,7 +247,7 @@ pub async fn save(
     match api.set_site_policy(req).await {
         Ok(_) => Redirect::to(&format!("/sites/{site}")).into_response(),
         Err(e) if e.code() == tonic::Code::NotFound => {
-            refused(&v, StatusCode::NOT_FOUND, "not found")
+            v.refused(StatusCode::NOT_FOUND, "not found")
         }
         Err(e) => again(e.message().to_string()),
     }
