@@ -45,6 +45,17 @@ pub struct AgentConfig {
     /// and the lowest best-effort I/O level on Linux; below-normal on Windows).
     #[serde(default)]
     pub low_priority: bool,
+    /// Connections a database restore loads table data over (and `pg_restore -j` builds
+    /// indexes and constraints with). 1: one `pg_restore --single-transaction`.
+    /// Default: the host's cores, at most 4.
+    #[serde(default = "default_restore_jobs")]
+    pub restore_jobs: usize,
+    /// Let a big table's rows be loaded over several connections at once: faster on a
+    /// database dominated by one table, but its rows are then stored in another physical
+    /// order than in the source (a plain dump lists them differently). Off by default:
+    /// each table is loaded by one connection, in order.
+    #[serde(default)]
+    pub restore_split_tables: bool,
     /// Fail a dump that produces no bytes for this long.
     #[serde(default = "default_stall")]
     pub stall_timeout_secs: u64,
@@ -129,6 +140,26 @@ pub struct TargetConfig {
 fn default_zstd() -> i32 {
     nex_backup_shared::chunk::DEFAULT_ZSTD_LEVEL
 }
+/// How a database restore spreads its work (`restore_jobs`, `restore_split_tables`).
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreTuning {
+    pub jobs: usize,
+    pub split_tables: bool,
+}
+
+impl Default for RestoreTuning {
+    fn default() -> Self {
+        RestoreTuning {
+            jobs: default_restore_jobs(),
+            split_tables: false,
+        }
+    }
+}
+
+/// Restore connections when the config says nothing: the host's cores, at most 4.
+pub fn default_restore_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
 fn default_stall() -> u64 {
     300
 }
@@ -185,6 +216,12 @@ impl AgentConfig {
             return Err(err(
                 "zstd_level",
                 format!("{} is outside 1..=19", cfg.zstd_level),
+            ));
+        }
+        if !(1..=32).contains(&cfg.restore_jobs) {
+            return Err(err(
+                "restore_jobs",
+                format!("{} is outside 1..=32", cfg.restore_jobs),
             ));
         }
         if cfg.stall_timeout_secs == 0 {

@@ -10,13 +10,15 @@
 //! - [`session`]: the dial-out session: hello, heartbeats, commands, reconnect with backoff.
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
-//! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool.
+//! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool;
+//!   [`restore::parallel`] loads a database's tables over several connections.
 //! - [`files`]: file and environment sets: archive, restore into a directory, ls, diff.
 //! - [`error`]: the agent's typed errors (a controller refusal keeps its gRPC code).
 //! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.
 //! - [`offline`]: restore without the controller, from a copy of its blob store and a
 //!   recovery key (`snapshots`, `restore --store`).
 //! - [`pg`]: connecting to PostgreSQL, passwords, row counts.
+//! - [`pgarchive`]: reading pg_dump's custom-format archive as it streams past.
 //! - [`pgtools`]: locating pg_dump & co. of a suitable version on Linux and Windows.
 //! - [`priority`]: `low_priority`: the agent and its tools at a lower CPU and I/O priority.
 
@@ -31,6 +33,7 @@ pub mod files;
 pub mod health;
 pub mod offline;
 pub mod pg;
+pub mod pgarchive;
 pub mod pgtools;
 pub mod priority;
 pub mod restore;

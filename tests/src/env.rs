@@ -331,6 +331,11 @@ impl Env {
         self.controller.restart();
     }
 
+    /// The agent's whole log.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
     /// The tails of the controller and agent logs, for failure messages.
     pub fn logs(&self) -> String {
         let tail = |name: &str| {

@@ -56,6 +56,10 @@ pub trait ChunkSource: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), AgentError>> + Send;
     /// Best-effort progress of job `job_id`.
     fn progress(&self, job_id: &str, phase: &str, bytes: u64, chunks: u64, detail: String);
+    /// How a database restore spreads its work.
+    fn restore_tuning(&self) -> crate::config::RestoreTuning {
+        crate::config::RestoreTuning::default()
+    }
 }
 
 impl ChunkSource for Ctx {
@@ -69,6 +73,13 @@ impl ChunkSource for Ctx {
 
     fn progress(&self, job_id: &str, phase: &str, bytes: u64, chunks: u64, detail: String) {
         Ctx::progress(self, job_id, phase, bytes, chunks, detail);
+    }
+
+    fn restore_tuning(&self) -> crate::config::RestoreTuning {
+        crate::config::RestoreTuning {
+            jobs: self.cfg.restore_jobs,
+            split_tables: self.cfg.restore_split_tables,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! replay globals, stream the dump into `pg_restore`, then compare row counts.
 
 pub mod feed;
+pub mod parallel;
 pub mod swap;
 pub mod verify;
 
@@ -255,21 +256,20 @@ async fn load<S: ChunkSource>(
         .stream(STREAM_DATABASE)
         .ok_or("manifest has no database stream")?;
     let pg_restore = pgtools::find("pg_restore", dir, major).await?;
-    let mut args = dump::conn_args(t, db);
-    args.push("--single-transaction".into());
-    if cmd.no_owner {
-        args.push("--no-owner".into());
+    let l = parallel::Load {
+        t,
+        db,
+        no_owner: cmd.no_owner,
+        tuning: ctx.restore_tuning(),
+        password,
+        pg_restore,
+    };
+    if l.tuning.jobs > 1 {
+        parallel::load(ctx, codec, job_id, stream, &l).await?;
+    } else {
+        let (tool, pw) = (&l.pg_restore, l.password.as_deref());
+        pipe_into(ctx, codec, job_id, tool, l.serial_args(), pw, stream).await?;
     }
-    pipe_into(
-        ctx,
-        codec,
-        job_id,
-        &pg_restore,
-        args,
-        password.as_deref(),
-        stream,
-    )
-    .await?;
     result.stream_hash_ok = true;
     Ok(())
 }

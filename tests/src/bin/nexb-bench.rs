@@ -20,6 +20,18 @@ struct Row {
     stored: u64,
     sent: u64,
     rss: u64,
+    /// Alternating rounds: the median, lowest and highest ratio to the same round's
+    /// `pg_restore` (`s` is the median round).
+    range: Option<(f64, f64, f64)>,
+}
+
+/// Rounds of the alternating restore comparison.
+const ROUNDS: usize = 3;
+
+/// The second site's agent (`restore_split_tables = true`), kept for the restores.
+struct Far {
+    agent: Agent,
+    site: String,
 }
 
 struct Args {
@@ -91,6 +103,7 @@ fn nex_backup(env: &Env, target: &str, name: &str) -> Row {
         stored: out["new_bytes"].as_u64().unwrap_or(0),
         sent: proxy.upstream_bytes() - sent0,
         rss: peak_rss(agent),
+        range: None,
     }
 }
 
@@ -121,6 +134,7 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
             stored: dump_size,
             sent: 0,
             rss: 0,
+            range: None,
         },
         Row {
             name: "pg_dump -Fc -Z0 | zstd -3".into(),
@@ -128,6 +142,7 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
             stored: zst_size,
             sent: 0,
             rss: 0,
+            range: None,
         },
     ];
     eprintln!("== {db}: NEX full backup");
@@ -163,27 +178,92 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
     );
     eprintln!("== {db}: NEX after 1% spread updates");
     rows.push(nex_backup(env, target, "NEX after updating 1% spread"));
-    latency_rows(env, target, &mut rows);
+    let far = latency_rows(env, target, &mut rows);
+    restore_rows(env, target, db, &local, far, &mut rows);
+    rows
+}
 
-    eprintln!("== {db}: restores");
-    env.pg.psql(
-        "postgres",
-        &format!("CREATE DATABASE {db}_pgr TEMPLATE template0"),
-    );
-    let pgr = sh(
-        env,
-        &format!(
-            "pg_restore {c} --single-transaction -d {db}_pgr {}",
+/// Restores in alternating rounds (A B C, A B C, ...): `pg_restore --single-transaction`
+/// from a local file, NEX's verified restore (each table by one connection), and NEX's
+/// with `restore_split_tables` (the far site's agent); each row is the median round, with
+/// the min–max of its wall times. Then `pg_restore -j 2` once, for reference.
+fn restore_rows(
+    env: &Env,
+    target: &str,
+    db: &str,
+    local: &std::path::Path,
+    mut far: Far,
+    rows: &mut Vec<Row>,
+) {
+    let c = conn(env);
+    let agent = env.agent.as_ref().expect("agent").pid();
+    let mut rounds: [Vec<(Sample, u64)>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        eprintln!("== {db}: restores, round {}", round + 1);
+        let pgr = format!("{db}_pgr{round}");
+        env.pg.psql(
+            "postgres",
+            &format!("CREATE DATABASE {pgr} TEMPLATE template0"),
+        );
+        let script = format!(
+            "pg_restore {c} --single-transaction -d {pgr} {}",
             local.display()
-        ),
-    );
-    rows.push(Row {
-        name: "pg_restore from local file".into(),
-        s: pgr,
-        stored: 0,
-        sent: 0,
-        rss: 0,
-    });
+        );
+        rounds[0].push((sh(env, &script), 0));
+        let pids = [agent.to_string(), env.controller.pid().to_string()];
+        reset_peak_rss(agent);
+        let (out, s) = measure(&pids, || {
+            env.restore(target, &format!("{db}_nex{round}"), &[])
+        });
+        assert!(out.ok, "NEX restore failed: {}\n{}", out.stdout, env.logs());
+        rounds[1].push((s, peak_rss(agent)));
+        let pids = [
+            far.agent.pid().to_string(),
+            env.controller.pid().to_string(),
+        ];
+        reset_peak_rss(far.agent.pid());
+        let to = format!("{db}_split{round}");
+        let (out, s) = measure(&pids, || {
+            let args = ["restore", "--site", &far.site, "--target", target];
+            env.cli(&[&args[..], &["--to-database", &to, "--json"]].concat())
+        });
+        assert!(
+            out.ok,
+            "NEX split restore failed: {}{}",
+            out.stdout, out.stderr
+        );
+        rounds[2].push((s, peak_rss(far.agent.pid())));
+        for d in [pgr, format!("{db}_nex{round}"), to] {
+            env.pg.psql("postgres", &format!("DROP DATABASE {d}"));
+        }
+    }
+    far.agent.kill();
+    let names = [
+        "pg_restore --single-transaction from local file",
+        "NEX restore (verified)",
+        "NEX restore (verified), restore_split_tables",
+    ];
+    let base: Vec<f64> = rounds[0].iter().map(|g| g.0.wall.as_secs_f64()).collect();
+    for (name, got) in names.into_iter().zip(rounds) {
+        let mut ratios: Vec<f64> = got
+            .iter()
+            .zip(&base)
+            .map(|(g, b)| g.0.wall.as_secs_f64() / b)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let rss = got.iter().map(|g| g.1).max().unwrap_or(0);
+        let mut by_wall: Vec<Sample> = got.into_iter().map(|g| g.0).collect();
+        by_wall.sort_by_key(|a| a.wall);
+        let mid = by_wall.len() / 2;
+        rows.push(Row {
+            name: name.into(),
+            s: by_wall.swap_remove(mid),
+            stored: 0,
+            sent: 0,
+            rss,
+            range: Some((ratios[mid], ratios[0], ratios[ratios.len() - 1])),
+        });
+    }
     env.pg.psql(
         "postgres",
         &format!("CREATE DATABASE {db}_pgr2 TEMPLATE template0"),
@@ -198,26 +278,14 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
         stored: 0,
         sent: 0,
         rss: 0,
+        range: None,
     });
-    let agent = env.agent.as_ref().expect("agent").pid();
-    reset_peak_rss(agent);
-    let pids = [agent.to_string(), env.controller.pid().to_string()];
-    let (out, s) = measure(&pids, || env.restore(target, &format!("{db}_nex"), &[]));
-    assert!(out.ok, "NEX restore failed: {}\n{}", out.stdout, env.logs());
-    rows.push(Row {
-        name: "NEX restore (verified)".into(),
-        s,
-        stored: 0,
-        sent: 0,
-        rss: peak_rss(agent),
-    });
-    rows
 }
 
 /// A backup with no change on loopback, then through 10 ms and 50 ms of added round
 /// trip; then a full backup of the same database by a second site's agent (another key,
 /// nothing deduplicated) at 50 ms and 100 Mbit/s, which the uplink should limit.
-fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) {
+fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) -> Far {
     let proxy = env.proxy.as_ref().expect("proxy");
     eprintln!("== NEX with no change: loopback, 10 ms, 50 ms RTT");
     rows.push(nex_backup(env, target, "NEX no change, loopback"));
@@ -234,10 +302,12 @@ fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) {
     }
     let site = format!("far-{target}");
     let config = env.second_agent_config(&format!("{site}-srv"));
+    let text = std::fs::read_to_string(&config).expect("far config");
+    std::fs::write(&config, format!("restore_split_tables = true\n{text}")).expect("far config");
     proxy.shape(Shaping::default());
     let out = env.enroll(&config, &site);
     assert!(out.ok, "enroll the far site: {}", out.stderr);
-    let mut agent = Agent::start(
+    let agent = Agent::start(
         &config,
         &[(PW_ENV, PASSWORD)],
         &config.with_extension("log"),
@@ -273,9 +343,10 @@ fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) {
         stored: out.json()["new_bytes"].as_u64().unwrap_or(0),
         sent,
         rss: peak_rss(agent.pid()),
+        range: None,
     });
     proxy.shape(Shaping::default());
-    agent.kill();
+    Far { agent, site }
 }
 
 fn mib(b: u64) -> String {
@@ -296,11 +367,14 @@ fn print(db: &str, rows: &[Row]) {
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let w = r.s.wall.as_secs_f64();
-        let wall_ratio = if r.name.contains("restore") {
+        let mut wall_ratio = if r.name.contains("restore") {
             format!("{:.2} × pg_restore", w / pgr)
         } else {
             format!("{:.2}", w / base.wall.as_secs_f64())
         };
+        if let Some((mid, lo, hi)) = r.range {
+            wall_ratio = format!("{mid:.2} × pg_restore ({lo:.2}–{hi:.2})");
+        }
         let stored = if r.stored > 0 {
             mib(r.stored)
         } else {

@@ -1,0 +1,579 @@
+//! A database restore over several connections, instead of one single-transaction
+//! `pg_restore` that loads every table in turn on one server process.
+//!
+//! The stream is fetched and verified once, in order, as before ([`feed`]: chunk tags,
+//! the stream SHA-256). It is read as an archive (`crate::pgarchive`) on a thread:
+//! 1. the header and TOC are kept in a temporary file, a TOC-only archive; from it
+//!    `pg_restore --section=pre-data` creates the schema;
+//! 2. each table's COPY text goes in pieces of about [`PIECE`] to one of `jobs`
+//!    connections, each loading with `COPY ... FROM STDIN`, so tables load side by
+//!    side; with `restore_split_tables` a big table's pieces (cut at row ends) are
+//!    spread over several connections at once, and its rows are then stored in another
+//!    physical order than in the source (off by default: a plain dump of the restored
+//!    database then equals the source's);
+//! 3. once every row is in, `pg_restore -j jobs` restores everything else from the TOC
+//!    file (sequence values, then indexes, constraints, triggers, grants...) in parallel.
+//!
+//! Each COPY commits on its own: a restore into a new database does not need one
+//! transaction, since a failed one is discarded whole (`super::swap::discard`; drills are
+//! dropped).
+//!
+//! An archive this cannot take apart (large objects, another encoding than UTF8, an
+//! archive format it does not read) goes, whole, to one `pg_restore
+//! --single-transaction`: the TOC bytes already read are replayed first.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::SinkExt;
+use nex_backup_shared::chunk::ChunkCodec;
+use nex_backup_shared::manifest::StreamEntry;
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, CopyInSink};
+use tokio_util::io::SyncIoBridge;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::info;
+
+use super::feed::{ChunkSource, FeedError, feed};
+use crate::backup::dump;
+use crate::config::{RestoreTuning, TargetConfig};
+use crate::error::AgentError;
+use crate::pgarchive::{ArchiveError, BLOCK_DATA, COPY_END, Entry, Reader};
+use crate::{pg, pgtools};
+
+/// Table data is cut into pieces of about this size, at row ends.
+const PIECE: usize = 1 << 20;
+/// Pieces waiting per connection.
+const QUEUE: usize = 2;
+/// A single row longer than this goes to its connection in parts.
+const LONG_ROW: usize = 8 << 20;
+
+/// What the workers' sessions set, as `pg_restore` does for its own: no timeouts from
+/// the role's defaults, `xmloption` for XML values, row security that errs instead of
+/// filtering, and the empty search path pg_dump's data were written under.
+const SESSION: &str = "SET statement_timeout = 0; SET lock_timeout = 0; \
+     SET idle_in_transaction_session_timeout = 0; SET xmloption = content; \
+     SET client_min_messages = warning; SET row_security = off; \
+     SET synchronous_commit = off; SELECT pg_catalog.set_config('search_path', '', false);";
+
+/// Where and how a database stream is restored.
+pub struct Load<'a> {
+    pub t: &'a TargetConfig,
+    pub db: &'a str,
+    pub no_owner: bool,
+    /// Connections for table data (and `pg_restore -j` after); may a table be split.
+    pub tuning: RestoreTuning,
+    pub password: Option<String>,
+    pub pg_restore: pgtools::Tool,
+}
+
+impl Load<'_> {
+    fn args(&self, extra: &[&str], archive: Option<&Path>) -> Vec<String> {
+        let mut args = dump::conn_args(self.t, self.db);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if self.no_owner {
+            args.push("--no-owner".into());
+        }
+        if let Some(a) = archive {
+            args.push(a.display().to_string());
+        }
+        args
+    }
+
+    /// One `pg_restore --single-transaction` reading the archive from its stdin.
+    pub fn serial_args(&self) -> Vec<String> {
+        self.args(&["--single-transaction"], None)
+    }
+
+    /// Run pg_restore on the TOC file with `extra` arguments.
+    async fn pg_restore(&self, extra: &[&str], toc: &Path) -> Result<(), AgentError> {
+        let args = self.args(extra, Some(toc));
+        let proc = dump::spawn(
+            &self.pg_restore,
+            &args,
+            self.password.as_deref(),
+            false,
+            false,
+        )?;
+        proc.finish().await.map(|_| ())
+    }
+}
+
+/// One table's data: its COPY statement and a name for errors.
+struct TableCopy {
+    dump_id: i64,
+    name: String,
+    stmt: String,
+}
+
+/// Rows of one table for one connection: whole rows, unless `Spread` keeps a long row's
+/// parts on one connection.
+struct Piece {
+    table: Arc<TableCopy>,
+    data: Bytes,
+}
+
+/// How the TOC lets the stream be restored: its tables, and the entries left to
+/// `pg_restore` after the data.
+struct Plan {
+    tables: HashMap<i64, Arc<TableCopy>>,
+    rest: Vec<i64>,
+}
+
+/// Why an archive is restored by one pg_restore instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotParallel(String);
+
+impl Plan {
+    fn new(entries: &[Entry]) -> Result<Plan, NotParallel> {
+        let mut plan = Plan {
+            tables: HashMap::new(),
+            rest: Vec::new(),
+        };
+        for e in entries {
+            match e.desc.as_str() {
+                "ENCODING" if !e.defn.contains("'UTF8'") => {
+                    return Err(NotParallel(format!("the dump's {}", e.defn.trim())));
+                }
+                "TABLE DATA" => {
+                    let stmt = e.copy_stmt.as_deref().unwrap_or_default().trim_end();
+                    let stmt = stmt.strip_suffix(';').unwrap_or(stmt);
+                    if !(stmt.starts_with("COPY ") && stmt.ends_with(" FROM stdin")) {
+                        return Err(NotParallel(format!(
+                            "table data of {} without a COPY statement",
+                            e.tag
+                        )));
+                    }
+                    let name = format!("{}.{}", e.namespace, e.tag);
+                    let table = TableCopy {
+                        dump_id: e.dump_id,
+                        name,
+                        stmt: stmt.to_string(),
+                    };
+                    plan.tables.insert(e.dump_id, Arc::new(table));
+                }
+                _ if e.had_dumper => {
+                    return Err(NotParallel(format!("the dump has {} data", e.desc)));
+                }
+                _ => plan.rest.push(e.dump_id),
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The archive's bytes, read from the fed stream; the first ones also written to the
+/// TOC file.
+struct Recording {
+    inner: SyncIoBridge<DuplexStream>,
+    out: Option<BufWriter<std::fs::File>>,
+}
+
+impl Read for Recording {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(out) = &mut self.out {
+            out.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+type Archive = Reader<BufReader<Recording>>;
+
+/// Read the header and TOC (recording them into `out`) and judge them. On a plan the
+/// TOC file is cut to exactly the header and TOC; otherwise it holds every byte read.
+fn read_toc(
+    r: DuplexStream,
+    out: std::fs::File,
+) -> (Archive, Result<Plan, NotParallel>, std::io::Result<()>) {
+    let rec = Recording {
+        inner: SyncIoBridge::new(r),
+        out: Some(BufWriter::new(out)),
+    };
+    let mut rd = Reader::new(BufReader::with_capacity(64 << 10, rec));
+    let plan = match rd.toc() {
+        Ok(entries) => Plan::new(&entries),
+        Err(e) => Err(NotParallel(e.to_string())),
+    };
+    let consumed = rd.consumed();
+    let saved = match rd.get_mut().get_mut().out.take() {
+        Some(out) => out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| match plan {
+                Ok(_) => f.set_len(consumed),
+                Err(_) => Ok(()),
+            }),
+        None => Ok(()),
+    };
+    (rd, plan, saved)
+}
+
+/// Restore the database stream `s` as [`Load`] says.
+pub async fn load<S: ChunkSource>(
+    src: &Arc<S>,
+    codec: &ChunkCodec,
+    job_id: &str,
+    s: &StreamEntry,
+    l: &Load<'_>,
+) -> Result<(), AgentError> {
+    let (w, r) = tokio::io::duplex(256 << 10);
+    let feeder = {
+        let (src, codec, job_id, s) = (src.clone(), codec.clone(), job_id.to_string(), s.clone());
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            feed(&src, &codec, &job_id, &s, w).await
+        }))
+    };
+    let toc = tempfile::Builder::new()
+        .prefix("nexb-toc-")
+        .tempfile()
+        .map_err(|e| format!("create a temporary file for the archive's TOC: {e}"))?;
+    let out = toc
+        .reopen()
+        .map_err(|e| format!("open {}: {e}", toc.path().display()))?;
+    let (rd, plan, saved) = tokio::task::spawn_blocking(move || read_toc(r, out))
+        .await
+        .map_err(|e| format!("archive reader: {e}"))?;
+    saved.map_err(|e| format!("write {}: {e}", toc.path().display()))?;
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(why) => {
+            info!(database = %l.db, reason = %why, "restoring with one pg_restore");
+            return serial(rd, toc.path(), feeder, l).await;
+        }
+    };
+    let pre = l
+        .pg_restore(&["--section=pre-data", "--exit-on-error"], toc.path())
+        .await;
+    if let Err(e) = pre {
+        drop(rd);
+        return Err(first_cause(feeder, e).await);
+    }
+    let rows = load_tables(rd, &plan, feeder, l).await?;
+    info!(
+        database = %l.db,
+        tables = rows.len(),
+        rows = rows.values().map(|r| r.0).sum::<u64>(),
+        split = rows.values().filter(|r| r.1 > 1).count(),
+        connections = l.tuning.jobs,
+        "table data loaded"
+    );
+    src.progress(
+        job_id,
+        "restore indexes",
+        s.length,
+        0,
+        "indexes, constraints and the rest".into(),
+    );
+    let list = tempfile::Builder::new()
+        .prefix("nexb-list-")
+        .tempfile()
+        .map_err(|e| format!("create a temporary file for pg_restore's list: {e}"))?;
+    let text: String = plan.rest.iter().map(|id| format!("{id};\n")).collect();
+    std::fs::write(list.path(), text)
+        .map_err(|e| format!("write {}: {e}", list.path().display()))?;
+    let jobs = l.tuning.jobs.to_string();
+    let list_arg = list.path().display().to_string();
+    let post = [
+        "--section=data",
+        "--section=post-data",
+        "--exit-on-error",
+        "-j",
+        &jobs,
+        "-L",
+        &list_arg,
+    ];
+    l.pg_restore(&post, toc.path()).await
+}
+
+type Feeder = AbortOnDropHandle<Result<(), FeedError>>;
+
+/// The error to report when a step failed with `e`: the fetched data's own failure if
+/// it had one (the step then only saw its effect), else `e`.
+async fn first_cause(feeder: Feeder, e: AgentError) -> AgentError {
+    match feeder.await {
+        Ok(Err(FeedError::Data(d) | FeedError::Damaged(d))) => d.into(),
+        _ => e,
+    }
+}
+
+/// What a table received: rows, and over how many connections.
+type Loaded = (u64, usize);
+
+/// Load every table's rows over `l.tuning.jobs` connections; what each table received.
+async fn load_tables(
+    rd: Archive,
+    plan: &Plan,
+    feeder: Feeder,
+    l: &Load<'_>,
+) -> Result<HashMap<i64, Loaded>, AgentError> {
+    let mut clients = Vec::with_capacity(l.tuning.jobs);
+    for _ in 0..l.tuning.jobs {
+        let connected = async {
+            let c = pg::connect(l.t, l.db).await?;
+            c.batch_execute(SESSION)
+                .await
+                .map_err(|e| AgentError::from(pg::db_error_text(&e)))?;
+            Ok::<_, AgentError>(c)
+        }
+        .await;
+        match connected {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                drop(rd);
+                return Err(first_cause(feeder, e).await);
+            }
+        }
+    }
+    let (senders, workers): (Vec<_>, Vec<_>) = clients
+        .into_iter()
+        .map(|c| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            (tx, AbortOnDropHandle::new(tokio::spawn(copy_worker(c, rx))))
+        })
+        .collect();
+    let tables = plan.tables.clone();
+    let split = l.tuning.split_tables;
+    let demuxed = tokio::task::spawn_blocking(move || demux(rd, &tables, senders, split));
+    let demuxed = demuxed.await.map_err(|e| format!("archive reader: {e}"))?;
+    let mut rows: HashMap<i64, Loaded> = HashMap::new();
+    let mut worker_error = None;
+    for w in workers {
+        match w.await.map_err(|e| format!("loader: {e}"))? {
+            Ok(got) => {
+                let mine: HashSet<i64> = got.iter().map(|(id, _)| *id).collect();
+                got.into_iter()
+                    .for_each(|(id, n)| rows.entry(id).or_default().0 += n);
+                mine.into_iter()
+                    .for_each(|id| rows.entry(id).or_default().1 += 1);
+            }
+            Err(e) => worker_error = worker_error.or(Some(e)),
+        }
+    }
+    let fed = feeder.await.map_err(|e| format!("fetch task: {e}"))?;
+    match (fed, worker_error, demuxed) {
+        (Err(FeedError::Data(e) | FeedError::Damaged(e)), _, _) => Err(e.into()),
+        (_, Some(e), _) => Err(e),
+        (_, None, Err(e)) => Err(format!("read the archive: {e}").into()),
+        (Err(FeedError::Write(e)), None, Ok(())) => Err(format!("archive reader: {e}").into()),
+        (Ok(()), None, Ok(())) => Ok(rows),
+    }
+}
+
+/// Read the data blocks and spread their rows over `out`.
+fn demux<R: Read>(
+    mut rd: Reader<R>,
+    tables: &HashMap<i64, Arc<TableCopy>>,
+    out: Vec<mpsc::Sender<Piece>>,
+    split: bool,
+) -> Result<(), ArchiveError> {
+    let mut spread = Spread {
+        out,
+        split,
+        sticky: None,
+        next: 0,
+    };
+    let mut acc = BytesMut::new();
+    while let Some((kind, dump_id)) = rd.next_block()? {
+        if kind != BLOCK_DATA {
+            return Err(ArchiveError::Unsupported(format!(
+                "a data block of type {kind}"
+            )));
+        }
+        let table = tables.get(&dump_id).ok_or_else(|| {
+            ArchiveError::Unsupported(format!("data of entry {dump_id}, not a table"))
+        })?;
+        while let Some(mut left) = rd.piece_len()? {
+            while left > 0 {
+                let n = left.min(PIECE as u64) as usize;
+                let start = acc.len();
+                acc.resize(start + n, 0);
+                rd.read_exact(&mut acc[start..])?;
+                left -= n as u64;
+                if acc.len() >= PIECE {
+                    spread.flush(table, &mut acc, false)?;
+                }
+            }
+        }
+        if !acc.ends_with(COPY_END) {
+            return Err(ArchiveError::Unsupported(format!(
+                "table data of {} not ended by \\.",
+                table.name
+            )));
+        }
+        acc.truncate(acc.len() - COPY_END.len());
+        spread.flush(table, &mut acc, true)?;
+    }
+    Ok(())
+}
+
+/// Hands pieces to the connection with the most room; the parts of one long row all
+/// go to the same one, and (unless `split`) all of a table's.
+struct Spread {
+    out: Vec<mpsc::Sender<Piece>>,
+    split: bool,
+    /// The connection holding an unfinished row.
+    sticky: Option<usize>,
+    next: usize,
+}
+
+impl Spread {
+    /// Send the whole rows of `acc` (all of it when `last`), keeping the rest.
+    fn flush(
+        &mut self,
+        table: &Arc<TableCopy>,
+        acc: &mut BytesMut,
+        last: bool,
+    ) -> Result<(), ArchiveError> {
+        // Mid-table, the end marker may be arriving: never send its first bytes.
+        let limit = if last {
+            acc.len()
+        } else {
+            acc.len().saturating_sub(COPY_END.len())
+        };
+        let cut = acc[..limit]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1);
+        match cut {
+            Some(cut) => self.send(table, acc.split_to(cut).freeze(), true, last),
+            None if last && !acc.is_empty() => Err(ArchiveError::Unsupported(format!(
+                "table data of {} ends inside a row",
+                table.name
+            ))),
+            None if limit >= LONG_ROW => {
+                self.send(table, acc.split_to(limit).freeze(), false, false)
+            }
+            None if last => {
+                self.sticky = None; // an empty table: nothing to load
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn send(
+        &mut self,
+        table: &Arc<TableCopy>,
+        data: Bytes,
+        ends_row: bool,
+        last: bool,
+    ) -> Result<(), ArchiveError> {
+        if self.out.iter().any(|o| o.is_closed()) {
+            return Err(ArchiveError::Io(std::io::Error::other(
+                "a table loader stopped",
+            )));
+        }
+        let n = self.out.len();
+        let w = self.sticky.unwrap_or_else(|| {
+            let start = self.next;
+            self.next = (self.next + 1) % n;
+            (0..n)
+                .map(|i| (start + i) % n)
+                .min_by_key(|&w| std::cmp::Reverse(self.out[w].capacity()))
+                .unwrap_or(0)
+        });
+        // Unless tables may be split, a table stays with its connection to its end
+        // (its last piece always ends a row).
+        let keep = !ends_row || (!self.split && !last);
+        self.sticky = keep.then_some(w);
+        let piece = Piece {
+            table: table.clone(),
+            data,
+        };
+        self.out[w]
+            .blocking_send(piece)
+            .map_err(|_| ArchiveError::Io(std::io::Error::other("a table loader stopped")))
+    }
+}
+
+type Sink = Pin<Box<CopyInSink<Bytes>>>;
+
+/// Load the pieces sent to one connection: one COPY per run of a table's pieces.
+async fn copy_worker(
+    client: Client,
+    mut rx: mpsc::Receiver<Piece>,
+) -> Result<Vec<(i64, u64)>, AgentError> {
+    let mut rows = Vec::new();
+    let mut open: Option<(Arc<TableCopy>, Sink)> = None;
+    let failed = |t: &TableCopy, e: tokio_postgres::Error| {
+        AgentError::from(format!("load table {}: {}", t.name, pg::db_error_text(&e)))
+    };
+    while let Some(p) = rx.recv().await {
+        if open
+            .as_ref()
+            .is_none_or(|(t, _)| t.dump_id != p.table.dump_id)
+        {
+            if let Some((t, mut sink)) = open.take() {
+                rows.push((
+                    t.dump_id,
+                    sink.as_mut().finish().await.map_err(|e| failed(&t, e))?,
+                ));
+            }
+            let sink = client
+                .copy_in::<str, Bytes>(p.table.stmt.as_str())
+                .await
+                .map_err(|e| failed(&p.table, e))?;
+            open = Some((p.table.clone(), Box::pin(sink)));
+        }
+        if let Some((t, sink)) = open.as_mut() {
+            sink.send(p.data).await.map_err(|e| failed(t, e))?;
+        }
+    }
+    if let Some((t, mut sink)) = open.take() {
+        rows.push((
+            t.dump_id,
+            sink.as_mut().finish().await.map_err(|e| failed(&t, e))?,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Restore the whole stream with one `pg_restore --single-transaction`: the bytes the
+/// TOC reader took first (recorded in `recorded`), then the rest.
+async fn serial(
+    rd: Archive,
+    recorded: &Path,
+    feeder: Feeder,
+    l: &Load<'_>,
+) -> Result<(), AgentError> {
+    let rest = rd.into_inner().into_inner().inner.into_inner();
+    let mut proc = dump::spawn(
+        &l.pg_restore,
+        &l.serial_args(),
+        l.password.as_deref(),
+        true,
+        false,
+    )?;
+    let mut stdin = proc.child.stdin.take().expect("stdin piped");
+    let written = async {
+        let mut first = tokio::fs::File::open(recorded).await?;
+        tokio::io::copy(&mut first, &mut stdin).await?;
+        let mut rest = rest;
+        tokio::io::copy(&mut rest, &mut stdin).await?;
+        stdin.shutdown().await
+    }
+    .await;
+    match feeder.await.map_err(|e| format!("fetch task: {e}"))? {
+        Err(FeedError::Data(e) | FeedError::Damaged(e)) => {
+            let _ = proc.child.start_kill();
+            return Err(e.into());
+        }
+        Err(FeedError::Write(_)) | Ok(()) => {}
+    }
+    match written {
+        Ok(()) => proc.finish().await.map(|_| ()),
+        Err(e) => Err(proc
+            .finish()
+            .await
+            .err()
+            .unwrap_or_else(|| format!("write to pg_restore: {e}").into())),
+    }
+}
