@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 . deploy/prereqs.sh
 nexb_prereqs
 cargo build --release --workspace --bins -q
-exec target/release/nexb-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/nexb-bench" "$@"
