@@ -27,6 +27,28 @@ pub fn cpu_secs(pid: &str) -> f64 {
     (f[11] + f[12] + f[13] + f[14]) / clk_tck()
 }
 
+/// CPU seconds of `pid` and of its live children: a PostgreSQL server and its backends
+/// (the exited ones are in the server's own children's time).
+pub fn tree_cpu_secs(pid: u32) -> f64 {
+    let mut total = cpu_secs(&pid.to_string());
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        // Field 4 overall, the parent's pid, is the second after the name.
+        if rest.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
+            total += cpu_secs(&name);
+        }
+    }
+    total
+}
+
 /// Reset the peak-RSS mark of `pid` (Linux >= 4.0; needs permission on the process).
 pub fn reset_peak_rss(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");

@@ -48,6 +48,11 @@ pub struct PgCluster {
 }
 
 impl PgCluster {
+    /// The server's main process (its backends are its children).
+    pub fn postmaster_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> PgCluster {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, target_toml};
-use nex_backup_tests::measure::{Sample, cpu_secs, measure, peak_rss, reset_peak_rss};
+use nex_backup_tests::measure::{
+    Sample, cpu_secs, measure, peak_rss, reset_peak_rss, tree_cpu_secs,
+};
 use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::Agent;
 use nex_backup_tests::proxy::Shaping;
@@ -17,12 +19,49 @@ use nex_backup_tests::wait_for;
 struct Row {
     name: String,
     s: Sample,
+    /// CPU seconds on the customer's host: the measured client (the agent or a shell,
+    /// with children such as pg_dump) and the PostgreSQL server serving it.
+    host: f64,
+    /// CPU seconds of the controller (another machine in a real deployment).
+    ctl: f64,
     stored: u64,
     sent: u64,
     rss: u64,
     /// Alternating rounds: the median, lowest and highest ratio to the same round's
     /// `pg_restore` (`s` is the median round).
     range: Option<(f64, f64, f64)>,
+}
+
+impl Row {
+    fn new(name: &str, c: Cost) -> Row {
+        Row {
+            name: name.into(),
+            s: c.s,
+            host: c.host,
+            ctl: c.ctl,
+            stored: 0,
+            sent: 0,
+            rss: 0,
+            range: None,
+        }
+    }
+}
+
+/// What a step cost: wall time, CPU by host (see [`Row`]).
+struct Cost {
+    s: Sample,
+    host: f64,
+    ctl: f64,
+}
+
+/// Run `f`, measuring the `client` processes, the PostgreSQL server and the controller.
+fn cost<T>(env: &Env, client: &[String], f: impl FnOnce() -> T) -> (T, Cost) {
+    let (server, ctl) = (env.pg.postmaster_pid(), env.controller.pid().to_string());
+    let (srv0, ctl0) = (tree_cpu_secs(server), cpu_secs(&ctl));
+    let (out, s) = measure(client, f);
+    let host = s.cpu + tree_cpu_secs(server) - srv0;
+    let ctl = cpu_secs(&ctl) - ctl0;
+    (out, Cost { s, host, ctl })
 }
 
 /// Rounds of the alternating restore comparison.
@@ -59,8 +98,8 @@ fn args() -> Args {
     a
 }
 
-fn sh(env: &Env, script: &str) -> Sample {
-    let (st, s) = measure(&["self".into()], || {
+fn sh(env: &Env, script: &str) -> Cost {
+    let (st, s) = cost(env, &["self".into()], || {
         Command::new("bash")
             .args(["-c", script])
             .env("PGPASSWORD", PASSWORD)
@@ -86,24 +125,19 @@ fn conn(env: &Env) -> String {
 
 fn nex_backup(env: &Env, target: &str, name: &str) -> Row {
     let agent = env.agent.as_ref().expect("agent").pid();
-    let pids = [agent.to_string(), env.controller.pid().to_string()];
     let proxy = env.proxy.as_ref().expect("proxy");
     reset_peak_rss(agent);
     let sent0 = proxy.upstream_bytes();
-    let ctl0 = cpu_secs(&pids[1]);
-    let (out, s) = measure(&pids, || env.backup_ok(target));
+    let (out, c) = cost(env, &[agent.to_string()], || env.backup_ok(target));
     eprintln!(
-        "   {name}: agent+children CPU {:.2} s, controller CPU {:.2} s",
-        s.cpu - (cpu_secs(&pids[1]) - ctl0),
-        cpu_secs(&pids[1]) - ctl0
+        "   {name}: customer host CPU {:.2} s (agent and pg_dump {:.2} s), controller CPU {:.2} s",
+        c.host, c.s.cpu, c.ctl
     );
     Row {
-        name: name.into(),
-        s,
         stored: out["new_bytes"].as_u64().unwrap_or(0),
         sent: proxy.upstream_bytes() - sent0,
         rss: peak_rss(agent),
-        range: None,
+        ..Row::new(name, c)
     }
 }
 
@@ -129,20 +163,12 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
     let zst_size = std::fs::metadata(&zst).expect("zst").len();
     let mut rows = vec![
         Row {
-            name: "raw pg_dump -Fc -Z0 > /dev/null".into(),
-            s: raw,
             stored: dump_size,
-            sent: 0,
-            rss: 0,
-            range: None,
+            ..Row::new("raw pg_dump -Fc -Z0 > /dev/null", raw)
         },
         Row {
-            name: "pg_dump -Fc -Z0 | zstd -3".into(),
-            s: zstd,
             stored: zst_size,
-            sent: 0,
-            rss: 0,
-            range: None,
+            ..Row::new("pg_dump -Fc -Z0 | zstd -3", zstd)
         },
     ];
     eprintln!("== {db}: NEX full backup");
@@ -197,7 +223,7 @@ fn restore_rows(
 ) {
     let c = conn(env);
     let agent = env.agent.as_ref().expect("agent").pid();
-    let mut rounds: [Vec<(Sample, u64)>; 3] = Default::default();
+    let mut rounds: [Vec<(Cost, u64)>; 3] = Default::default();
     for round in 0..ROUNDS {
         eprintln!("== {db}: restores, round {}", round + 1);
         let pgr = format!("{db}_pgr{round}");
@@ -210,20 +236,15 @@ fn restore_rows(
             local.display()
         );
         rounds[0].push((sh(env, &script), 0));
-        let pids = [agent.to_string(), env.controller.pid().to_string()];
         reset_peak_rss(agent);
-        let (out, s) = measure(&pids, || {
+        let (out, s) = cost(env, &[agent.to_string()], || {
             env.restore(target, &format!("{db}_nex{round}"), &[])
         });
         assert!(out.ok, "NEX restore failed: {}\n{}", out.stdout, env.logs());
         rounds[1].push((s, peak_rss(agent)));
-        let pids = [
-            far.agent.pid().to_string(),
-            env.controller.pid().to_string(),
-        ];
         reset_peak_rss(far.agent.pid());
         let to = format!("{db}_split{round}");
-        let (out, s) = measure(&pids, || {
+        let (out, s) = cost(env, &[far.agent.pid().to_string()], || {
             let args = ["restore", "--site", &far.site, "--target", target];
             env.cli(&[&args[..], &["--to-database", &to, "--json"]].concat())
         });
@@ -243,25 +264,22 @@ fn restore_rows(
         "NEX restore (verified)",
         "NEX restore (verified), restore_split_tables",
     ];
-    let base: Vec<f64> = rounds[0].iter().map(|g| g.0.wall.as_secs_f64()).collect();
+    let base: Vec<f64> = rounds[0].iter().map(|g| g.0.s.wall.as_secs_f64()).collect();
     for (name, got) in names.into_iter().zip(rounds) {
         let mut ratios: Vec<f64> = got
             .iter()
             .zip(&base)
-            .map(|(g, b)| g.0.wall.as_secs_f64() / b)
+            .map(|(g, b)| g.0.s.wall.as_secs_f64() / b)
             .collect();
         ratios.sort_by(f64::total_cmp);
         let rss = got.iter().map(|g| g.1).max().unwrap_or(0);
-        let mut by_wall: Vec<Sample> = got.into_iter().map(|g| g.0).collect();
-        by_wall.sort_by_key(|a| a.wall);
+        let mut by_wall: Vec<Cost> = got.into_iter().map(|g| g.0).collect();
+        by_wall.sort_by_key(|a| a.s.wall);
         let mid = by_wall.len() / 2;
         rows.push(Row {
-            name: name.into(),
-            s: by_wall.swap_remove(mid),
-            stored: 0,
-            sent: 0,
             rss,
             range: Some((ratios[mid], ratios[0], ratios[ratios.len() - 1])),
+            ..Row::new(name, by_wall.swap_remove(mid))
         });
     }
     env.pg.psql(
@@ -272,14 +290,10 @@ fn restore_rows(
         env,
         &format!("pg_restore {c} -j 2 -d {db}_pgr2 {}", local.display()),
     );
-    rows.push(Row {
-        name: "pg_restore -j 2 from local file (reference only)".into(),
-        s: pgr2,
-        stored: 0,
-        sent: 0,
-        rss: 0,
-        range: None,
-    });
+    rows.push(Row::new(
+        "pg_restore -j 2 from local file (reference only)",
+        pgr2,
+    ));
 }
 
 /// A backup with no change on loopback, then through 10 ms and 50 ms of added round
@@ -327,7 +341,7 @@ fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) -> Far {
     });
     eprintln!("== NEX full backup of a new site at 50 ms RTT, 100 Mbit/s up");
     let sent0 = proxy.upstream_bytes();
-    let (out, s) = measure(&[agent.pid().to_string()], || {
+    let (out, c) = cost(env, &[agent.pid().to_string()], || {
         env.cli(&["backup", "--site", &site, "--target", target, "--json"])
     });
     assert!(out.ok, "far backup: {}{}", out.stdout, out.stderr);
@@ -338,12 +352,10 @@ fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) -> Far {
         mib(sent)
     );
     rows.push(Row {
-        name: "NEX full, new site, 50 ms RTT, 100 Mbit/s".into(),
-        s,
         stored: out.json()["new_bytes"].as_u64().unwrap_or(0),
         sent,
         rss: peak_rss(agent.pid()),
-        range: None,
+        ..Row::new("NEX full, new site, 50 ms RTT, 100 Mbit/s", c)
     });
     proxy.shape(Shaping::default());
     Far { agent, site }
@@ -355,16 +367,16 @@ fn mib(b: u64) -> String {
 
 fn print(db: &str, rows: &[Row]) {
     let base = &rows[0].s;
-    let zst = rows[1].stored as f64;
+    let (zst, zst_host) = (rows[1].stored as f64, rows[1].host.max(0.001));
     let pgr = rows
         .iter()
         .find(|r| r.name.starts_with("pg_restore"))
         .map_or(1.0, |r| r.s.wall.as_secs_f64());
     println!("\n### {db}\n");
     println!(
-        "| step | wall s | × pg_dump | CPU s | × pg_dump | stored MiB | × zstd | sent MiB | agent peak RSS MiB |"
+        "| step | wall s | × pg_dump | customer host CPU s | × zstd -3 | controller CPU s | stored MiB | × zstd | sent MiB | agent peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let w = r.s.wall.as_secs_f64();
         let mut wall_ratio = if r.name.contains("restore") {
@@ -388,10 +400,11 @@ fn print(db: &str, rows: &[Row]) {
         let sent = if r.sent > 0 { mib(r.sent) } else { "-".into() };
         let rss = if r.rss > 0 { mib(r.rss) } else { "-".into() };
         println!(
-            "| {} | {w:.2} | {wall_ratio} | {:.2} | {:.2} | {stored} | {stored_ratio} | {sent} | {rss} |",
+            "| {} | {w:.2} | {wall_ratio} | {:.2} | {:.2} | {:.2} | {stored} | {stored_ratio} | {sent} | {rss} |",
             r.name,
-            r.s.cpu,
-            r.s.cpu / base.cpu.max(0.001)
+            r.host,
+            r.host / zst_host,
+            r.ctl
         );
     }
 }
