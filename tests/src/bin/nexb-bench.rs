@@ -103,6 +103,7 @@ fn sh(env: &Env, script: &str) -> Cost {
         Command::new("bash")
             .args(["-c", script])
             .env("PGPASSWORD", PASSWORD)
+            .env("RESTIC_PASSWORD", "nexb-bench")
             .env("PATH", path(env))
             .status()
             .expect("bash")
@@ -145,34 +146,18 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
     let c = conn(env);
     let dir = env.dir.path();
     let local = dir.join(format!("{db}.dump"));
-    let zst = dir.join(format!("{db}.dump.zst"));
-    eprintln!("== {db}: baselines");
-    let raw = sh(env, &format!("pg_dump {c} -Fc -Z0 {db} > /dev/null"));
     sh(
         env,
         &format!("pg_dump {c} -Fc -Z0 -f {} {db}", local.display()),
     );
     let dump_size = std::fs::metadata(&local).expect("dump").len();
-    let zstd = sh(
+    let mut rows = backup_rounds(env, target, db, dump_size);
+    eprintln!("== {db}: NEX full backup of the main site");
+    rows.push(nex_backup(
         env,
-        &format!(
-            "pg_dump {c} -Fc -Z0 {db} | zstd -3 -q -c > {}",
-            zst.display()
-        ),
-    );
-    let zst_size = std::fs::metadata(&zst).expect("zst").len();
-    let mut rows = vec![
-        Row {
-            stored: dump_size,
-            ..Row::new("raw pg_dump -Fc -Z0 > /dev/null", raw)
-        },
-        Row {
-            stored: zst_size,
-            ..Row::new("pg_dump -Fc -Z0 | zstd -3", zstd)
-        },
-    ];
-    eprintln!("== {db}: NEX full backup");
-    rows.push(nex_backup(env, target, "NEX full backup"));
+        target,
+        "NEX full backup, main site (one run)",
+    ));
     let one = (n / 100).max(1);
     // Append first: after spread updates and a vacuum, PostgreSQL would put appended rows
     // into the freed slots all over the table, which measures PostgreSQL, not us.
@@ -209,6 +194,134 @@ fn bench_dataset(env: &Env, target: &str, db: &str, table: &str, key: &str, n: u
     rows
 }
 
+/// One step of an alternating comparison: run round `r`, returning its cost, the bytes
+/// it stored and the client's peak RSS.
+type Step<'a> = (&'static str, Box<dyn FnMut(usize) -> (Cost, u64, u64) + 'a>);
+
+/// Run `steps` in alternating rounds (A B C, A B C, ...); each row is the step's median
+/// round, with its median and min–max ratio to the first step of the same round.
+fn alternate(db: &str, what: &str, mut steps: Vec<Step>) -> Vec<Row> {
+    let mut got: Vec<Vec<(Cost, u64, u64)>> = steps.iter().map(|_| vec![]).collect();
+    for round in 0..ROUNDS {
+        eprintln!("== {db}: {what}, round {}", round + 1);
+        for (i, (_, f)) in steps.iter_mut().enumerate() {
+            got[i].push(f(round));
+        }
+    }
+    let base: Vec<f64> = got[0].iter().map(|g| g.0.s.wall.as_secs_f64()).collect();
+    let mut rows = vec![];
+    for ((name, _), got) in steps.into_iter().zip(got) {
+        let mut ratios: Vec<f64> = got
+            .iter()
+            .zip(&base)
+            .map(|(g, b)| g.0.s.wall.as_secs_f64() / b)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let rss = got.iter().map(|g| g.2).max().unwrap_or(0);
+        let mut by_wall = got;
+        by_wall.sort_by_key(|g| g.0.s.wall);
+        let mid = by_wall.len() / 2;
+        let (c, stored, _) = by_wall.swap_remove(mid);
+        rows.push(Row {
+            stored,
+            rss,
+            range: Some((ratios[mid], ratios[0], ratios[ratios.len() - 1])),
+            ..Row::new(name, c)
+        });
+    }
+    rows
+}
+
+/// Bytes of the files under `p` (a file or a directory).
+fn walkdir_size(p: &std::path::Path) -> u64 {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| walkdir_size(&e.path())).sum())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Full backups side by side, in alternating rounds: raw pg_dump, pg_dump piped to
+/// zstd -1, zstd -3 and gzip -6, restic 0.14 `backup --stdin` into a new repository, and
+/// NEX's full backup by a new site's agent (its own key: nothing deduplicated).
+fn backup_rounds(env: &Env, target: &str, db: &str, dump_size: u64) -> Vec<Row> {
+    let c = conn(env);
+    let dir = env.dir.path().to_path_buf();
+    let piped = |tool: &'static str, ext: &'static str| {
+        let (c, dir) = (c.clone(), dir.clone());
+        Box::new(move |_round: usize| {
+            let out = dir.join(format!("{db}.dump.{ext}"));
+            let script = format!("pg_dump {c} -Fc -Z0 {db} | {tool} -c > {}", out.display());
+            (sh(env, &script), walkdir_size(&out), 0u64)
+        }) as Box<dyn FnMut(usize) -> (Cost, u64, u64)>
+    };
+    let steps: Vec<Step> = vec![
+        (
+            "raw pg_dump -Fc -Z0 > /dev/null",
+            Box::new(|_| {
+                let script = format!("pg_dump {c} -Fc -Z0 {db} > /dev/null");
+                (sh(env, &script), dump_size, 0)
+            }),
+        ),
+        ("pg_dump -Fc -Z0 | zstd -1", piped("zstd -1 -q", "zst1")),
+        ("pg_dump -Fc -Z0 | zstd -3", piped("zstd -3 -q", "zst3")),
+        ("pg_dump -Fc -Z0 | gzip -6", piped("gzip -6", "gz")),
+        (
+            "restic 0.14 backup --stdin (new repository)",
+            Box::new(|round| {
+                let repo = dir.join(format!("restic-{db}-{round}"));
+                let init = format!("restic init -q -r {}", repo.display());
+                sh(env, &init);
+                let script = format!(
+                    "pg_dump {c} -Fc -Z0 {db} | restic -q -r {} backup --stdin --stdin-filename {db}.dump",
+                    repo.display()
+                );
+                let cost = sh(env, &script);
+                let size = walkdir_size(&repo);
+                let _ = std::fs::remove_dir_all(&repo);
+                (cost, size, 0)
+            }),
+        ),
+        (
+            "NEX full backup (a new site each round)",
+            Box::new(|round| nex_full_new_site(env, target, &format!("full{round}-{db}"))),
+        ),
+    ];
+    alternate(db, "full backups", steps)
+}
+
+/// A full backup of `target` by a new agent enrolled into `site`.
+fn nex_full_new_site(env: &Env, target: &str, site: &str) -> (Cost, u64, u64) {
+    let config = env.second_agent_config(&format!("{site}-srv"));
+    assert!(env.enroll(&config, site).ok, "enroll {site}");
+    let mut agent = Agent::start(
+        &config,
+        &[(PW_ENV, PASSWORD)],
+        &config.with_extension("log"),
+    );
+    wait_for(&format!("{site}'s agent online"), 60, || {
+        let v = env.cli(&["status", "--json"]).json();
+        v["sites"]
+            .as_array()?
+            .iter()
+            .any(|s| s["site"] == site && s["online"] == true)
+            .then_some(())
+    });
+    let (out, c) = cost(env, &[agent.pid().to_string()], || {
+        env.cli(&["backup", "--site", site, "--target", target, "--json"])
+    });
+    assert!(out.ok, "{site} backup: {}{}", out.stdout, out.stderr);
+    let rss = peak_rss(agent.pid());
+    agent.kill();
+    eprintln!(
+        "   NEX full ({site}): customer host CPU {:.2} s (agent and pg_dump {:.2} s), controller CPU {:.2} s",
+        c.host, c.s.cpu, c.ctl
+    );
+    (c, out.json()["new_bytes"].as_u64().unwrap_or(0), rss)
+}
+
 /// Restores in alternating rounds (A B C, A B C, ...): `pg_restore --single-transaction`
 /// from a local file, NEX's verified restore (each table by one connection), and NEX's
 /// with `restore_split_tables` (the far site's agent); each row is the median round, with
@@ -223,65 +336,58 @@ fn restore_rows(
 ) {
     let c = conn(env);
     let agent = env.agent.as_ref().expect("agent").pid();
-    let mut rounds: [Vec<(Cost, u64)>; 3] = Default::default();
-    for round in 0..ROUNDS {
-        eprintln!("== {db}: restores, round {}", round + 1);
-        let pgr = format!("{db}_pgr{round}");
-        env.pg.psql(
-            "postgres",
-            &format!("CREATE DATABASE {pgr} TEMPLATE template0"),
-        );
-        let script = format!(
-            "pg_restore {c} --single-transaction -d {pgr} {}",
-            local.display()
-        );
-        rounds[0].push((sh(env, &script), 0));
-        reset_peak_rss(agent);
-        let (out, s) = cost(env, &[agent.to_string()], || {
-            env.restore(target, &format!("{db}_nex{round}"), &[])
-        });
-        assert!(out.ok, "NEX restore failed: {}\n{}", out.stdout, env.logs());
-        rounds[1].push((s, peak_rss(agent)));
-        reset_peak_rss(far.agent.pid());
-        let to = format!("{db}_split{round}");
-        let (out, s) = cost(env, &[far.agent.pid().to_string()], || {
-            let args = ["restore", "--site", &far.site, "--target", target];
-            env.cli(&[&args[..], &["--to-database", &to, "--json"]].concat())
-        });
-        assert!(
-            out.ok,
-            "NEX split restore failed: {}{}",
-            out.stdout, out.stderr
-        );
-        rounds[2].push((s, peak_rss(far.agent.pid())));
-        for d in [pgr, format!("{db}_nex{round}"), to] {
-            env.pg.psql("postgres", &format!("DROP DATABASE {d}"));
-        }
-    }
-    far.agent.kill();
-    let names = [
-        "pg_restore --single-transaction from local file",
-        "NEX restore (verified)",
-        "NEX restore (verified), restore_split_tables",
+    let drop = |d: &str| env.pg.psql("postgres", &format!("DROP DATABASE {d}"));
+    let steps: Vec<Step> = vec![
+        (
+            "pg_restore --single-transaction from local file",
+            Box::new(|round| {
+                let to = format!("{db}_pgr{round}");
+                env.pg.psql(
+                    "postgres",
+                    &format!("CREATE DATABASE {to} TEMPLATE template0"),
+                );
+                let script = format!(
+                    "pg_restore {c} --single-transaction -d {to} {}",
+                    local.display()
+                );
+                let cost = sh(env, &script);
+                drop(&to);
+                (cost, 0, 0)
+            }),
+        ),
+        (
+            "NEX restore (verified)",
+            Box::new(|round| {
+                reset_peak_rss(agent);
+                let to = format!("{db}_nex{round}");
+                let (out, cost) = cost(env, &[agent.to_string()], || env.restore(target, &to, &[]));
+                assert!(out.ok, "NEX restore failed: {}\n{}", out.stdout, env.logs());
+                drop(&to);
+                (cost, 0, peak_rss(agent))
+            }),
+        ),
+        (
+            "NEX restore (verified), restore_split_tables",
+            Box::new(|round| {
+                let pid = far.agent.pid();
+                reset_peak_rss(pid);
+                let to = format!("{db}_split{round}");
+                let (out, cost) = cost(env, &[pid.to_string()], || {
+                    let args = ["restore", "--site", &far.site, "--target", target];
+                    env.cli(&[&args[..], &["--to-database", &to, "--json"]].concat())
+                });
+                assert!(
+                    out.ok,
+                    "NEX split restore failed: {}{}",
+                    out.stdout, out.stderr
+                );
+                drop(&to);
+                (cost, 0, peak_rss(pid))
+            }),
+        ),
     ];
-    let base: Vec<f64> = rounds[0].iter().map(|g| g.0.s.wall.as_secs_f64()).collect();
-    for (name, got) in names.into_iter().zip(rounds) {
-        let mut ratios: Vec<f64> = got
-            .iter()
-            .zip(&base)
-            .map(|(g, b)| g.0.s.wall.as_secs_f64() / b)
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let rss = got.iter().map(|g| g.1).max().unwrap_or(0);
-        let mut by_wall: Vec<Cost> = got.into_iter().map(|g| g.0).collect();
-        by_wall.sort_by_key(|a| a.s.wall);
-        let mid = by_wall.len() / 2;
-        rows.push(Row {
-            rss,
-            range: Some((ratios[mid], ratios[0], ratios[ratios.len() - 1])),
-            ..Row::new(name, by_wall.swap_remove(mid))
-        });
-    }
+    rows.extend(alternate(db, "restores", steps));
+    far.agent.kill();
     env.pg.psql(
         "postgres",
         &format!("CREATE DATABASE {db}_pgr2 TEMPLATE template0"),
@@ -367,7 +473,11 @@ fn mib(b: u64) -> String {
 
 fn print(db: &str, rows: &[Row]) {
     let base = &rows[0].s;
-    let (zst, zst_host) = (rows[1].stored as f64, rows[1].host.max(0.001));
+    let zst_row = rows
+        .iter()
+        .find(|r| r.name.starts_with("pg_dump -Fc -Z0 | zstd -3"))
+        .expect("the zstd -3 row");
+    let (zst, zst_host) = (zst_row.stored as f64, zst_row.host.max(0.001));
     let pgr = rows
         .iter()
         .find(|r| r.name.starts_with("pg_restore"))
@@ -385,7 +495,12 @@ fn print(db: &str, rows: &[Row]) {
             format!("{:.2}", w / base.wall.as_secs_f64())
         };
         if let Some((mid, lo, hi)) = r.range {
-            wall_ratio = format!("{mid:.2} × pg_restore ({lo:.2}–{hi:.2})");
+            let unit = if r.name.contains("restore") {
+                " × pg_restore"
+            } else {
+                ""
+            };
+            wall_ratio = format!("{mid:.2}{unit} ({lo:.2}–{hi:.2})");
         }
         let stored = if r.stored > 0 {
             mib(r.stored)
