@@ -272,3 +272,61 @@ impl<R: Read> Reader<R> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+pub mod testing {
+    /// An archive of version 1.14 with one table (entry 5, schema `sch`, table `ta ble`)
+    /// holding `data` in pieces of `piece` bytes, and one large object (oid 16385, entry
+    /// 6) holding `lo`, written the way pg_dump writes them.
+    pub fn archive(data: &[u8], piece: usize, lo: &[u8]) -> Vec<u8> {
+        let int = |v: i64| {
+            let mut b = vec![u8::from(v < 0)];
+            b.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+            b
+        };
+        let string = |s: Option<&str>| match s {
+            None => int(-1),
+            Some(s) => [int(s.len() as i64), s.as_bytes().to_vec()].concat(),
+        };
+        let mut a = b"PGDMP\x01\x0e\x00\x04\x08\x01".to_vec();
+        a.extend(int(0)); // no compression
+        (0..7).for_each(|_| a.extend(int(0)));
+        ["db", "15", "15"]
+            .iter()
+            .for_each(|s| a.extend(string(Some(s))));
+        a.extend(int(2));
+        for (id, desc, tag) in [(5, "TABLE DATA", "ta ble"), (6, "BLOBS", "BLOBS")] {
+            a.extend(int(id));
+            a.extend(int(1));
+            a.extend(string(Some("0")));
+            a.extend(string(Some("0")));
+            a.extend(string(Some(tag)));
+            a.extend(string(Some(desc)));
+            a.extend(int(3));
+            for s in ["", "", "COPY ...", "sch", "", "heap", "owner", "false"] {
+                a.extend(string(Some(s)));
+            }
+            a.extend(string(Some("3")));
+            a.extend(string(None));
+            a.push(2);
+            a.extend([0u8; 8]);
+        }
+        a.push(1);
+        a.extend(int(5));
+        for p in data.chunks(piece) {
+            a.extend(int(p.len() as i64));
+            a.extend_from_slice(p);
+        }
+        a.extend(int(0));
+        a.push(3);
+        a.extend(int(6));
+        a.extend(int(16385));
+        for p in lo.chunks(piece) {
+            a.extend(int(p.len() as i64));
+            a.extend_from_slice(p);
+        }
+        a.extend(int(0));
+        a.extend(int(0));
+        a
+    }
+}

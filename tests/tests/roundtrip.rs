@@ -1,6 +1,6 @@
 //! Backup and verified restore through real agent, controller and PostgreSQL.
 
-use nex_backup_tests::env::{Env, EnvOpts, SITE};
+use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, SITE, target_toml};
 use nex_backup_tests::sample::{CHECKSUMS_SQL, FIDELITY_SQL, invoices_sql};
 
 fn strip_dump_noise(dump: &str) -> String {
@@ -44,9 +44,10 @@ fn fidelity_round_trip_equals_original() {
     let sums_b = env.pg.psql("restored", CHECKSUMS_SQL);
     assert!(sums_a.lines().count() >= 8, "{sums_a}");
     assert_eq!(sums_a, sums_b, "per-table checksums differ");
+    let log = env.agent_log();
     assert!(
-        env.agent_log().contains("restoring with one pg_restore"),
-        "large objects: the whole archive to one pg_restore\n{}",
+        log.contains("table data loaded") && !log.contains("restoring with one pg_restore"),
+        "large objects included, the parallel path\n{}",
         env.logs()
     );
     let grants = env.pg.psql(
@@ -185,6 +186,50 @@ fn a_database_restores_over_several_connections() {
     );
     let schema = |db| strip_dump_noise(&env.pg.dump_plain(db, &["--schema-only"]));
     assert_eq!(schema("invoices"), schema("split"), "split: schema");
+}
+
+/// An archive the parallel restore does not take apart (here: a LATIN1 database) goes
+/// whole into one `pg_restore --single-transaction`, the TOC bytes already read first.
+#[test]
+fn a_latin1_database_goes_whole_to_one_pg_restore() {
+    let env = Env::start(
+        "SELECT 1",
+        EnvOpts {
+            extra_targets: target_toml("latin", "postgres", "latin", PW_ENV),
+            ..Default::default()
+        },
+    );
+    env.pg.psql(
+        "postgres",
+        "CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    env.pg.psql(
+        "latin",
+        "CREATE TABLE t (id int PRIMARY KEY, name text); \
+         INSERT INTO t SELECT g, 'M' || chr(252) || 'ller caf' || chr(233) || ' ' || g \
+         FROM generate_series(1, 5000) g;",
+    );
+    env.backup_ok("latin");
+    let r = env.restore("latin", "latin_back", &[]).json();
+    assert_eq!(r["ok"], true, "{r}\n{}", env.logs());
+    assert!(
+        r["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["ok"] == true),
+        "{r}"
+    );
+    assert!(
+        env.agent_log().contains("restoring with one pg_restore"),
+        "{}",
+        env.logs()
+    );
+    // ü and é by code point, the same characters in LATIN1 and in UTF8.
+    let q = "SELECT count(*), sum(length(name)) FROM t \
+             WHERE name = 'M' || chr(252) || 'ller caf' || chr(233) || ' ' || id";
+    assert_eq!(env.pg.psql("latin", q), "5000|78893");
+    assert_eq!(env.pg.psql("latin_back", q), "5000|78893");
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! replay globals, stream the dump into `pg_restore`, then compare row counts.
 
 pub mod feed;
+mod loader;
 pub mod parallel;
+mod spread;
 pub mod swap;
 pub mod verify;
 

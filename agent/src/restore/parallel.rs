@@ -5,7 +5,7 @@
 //! the stream SHA-256). It is read as an archive (`crate::pgarchive`) on a thread:
 //! 1. the header and TOC are kept in a temporary file, a TOC-only archive; from it
 //!    `pg_restore --section=pre-data` creates the schema;
-//! 2. each table's COPY text goes in pieces of about [`PIECE`] to one of `jobs`
+//! 2. each table's COPY text goes in pieces of about 1 MiB (`super::spread`) to one of `jobs`
 //!    connections, each loading with `COPY ... FROM STDIN`, so tables load side by
 //!    side; with `restore_split_tables` a big table's pieces (cut at row ends) are
 //!    spread over several connections at once, and its rows are then stored in another
@@ -18,40 +18,33 @@
 //! transaction, since a failed one is discarded whole (`super::swap::discard`; drills are
 //! dropped).
 //!
-//! An archive this cannot take apart (large objects, another encoding than UTF8, an
-//! archive format it does not read) goes, whole, to one `pg_restore
-//! --single-transaction`: the TOC bytes already read are replayed first.
+//! Large objects are written on one connection per large-objects block, into the objects
+//! the schema step created (`super::loader`). An archive this cannot take apart (another
+//! encoding than UTF8, data of another kind, an archive format it does not read) goes,
+//! whole, to one `pg_restore --single-transaction`: the TOC bytes already read are
+//! replayed first.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use futures::SinkExt;
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::manifest::StreamEntry;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, CopyInSink};
 use tokio_util::io::SyncIoBridge;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 use super::feed::{ChunkSource, FeedError, feed};
+use super::loader;
+use super::spread::{Blocks, QUEUE, TableCopy, demux};
 use crate::backup::dump;
 use crate::config::{RestoreTuning, TargetConfig};
 use crate::error::AgentError;
-use crate::pgarchive::{ArchiveError, BLOCK_DATA, COPY_END, Entry, Reader};
+use crate::pgarchive::{Entry, Reader};
 use crate::{pg, pgtools};
-
-/// Table data is cut into pieces of about this size, at row ends.
-const PIECE: usize = 1 << 20;
-/// Pieces waiting per connection.
-const QUEUE: usize = 2;
-/// A single row longer than this goes to its connection in parts.
-const LONG_ROW: usize = 8 << 20;
 
 /// What the workers' sessions set, as `pg_restore` does for its own: no timeouts from
 /// the role's defaults, `xmloption` for XML values, row security that errs instead of
@@ -104,24 +97,10 @@ impl Load<'_> {
     }
 }
 
-/// One table's data: its COPY statement and a name for errors.
-struct TableCopy {
-    dump_id: i64,
-    name: String,
-    stmt: String,
-}
-
-/// Rows of one table for one connection: whole rows, unless `Spread` keeps a long row's
-/// parts on one connection.
-struct Piece {
-    table: Arc<TableCopy>,
-    data: Bytes,
-}
-
-/// How the TOC lets the stream be restored: its tables, and the entries left to
+/// How the TOC lets the stream be restored: its data blocks, and the entries left to
 /// `pg_restore` after the data.
 struct Plan {
-    tables: HashMap<i64, Arc<TableCopy>>,
+    blocks: Arc<Blocks>,
     rest: Vec<i64>,
 }
 
@@ -132,10 +111,11 @@ struct NotParallel(String);
 
 impl Plan {
     fn new(entries: &[Entry]) -> Result<Plan, NotParallel> {
-        let mut plan = Plan {
+        let mut blocks = Blocks {
             tables: HashMap::new(),
-            rest: Vec::new(),
+            blobs: HashSet::new(),
         };
+        let mut rest = Vec::new();
         for e in entries {
             match e.desc.as_str() {
                 "ENCODING" if !e.defn.contains("'UTF8'") => {
@@ -156,15 +136,21 @@ impl Plan {
                         name,
                         stmt: stmt.to_string(),
                     };
-                    plan.tables.insert(e.dump_id, Arc::new(table));
+                    blocks.tables.insert(e.dump_id, Arc::new(table));
+                }
+                "BLOBS" | "LARGE OBJECTS" if e.had_dumper => {
+                    blocks.blobs.insert(e.dump_id);
                 }
                 _ if e.had_dumper => {
                     return Err(NotParallel(format!("the dump has {} data", e.desc)));
                 }
-                _ => plan.rest.push(e.dump_id),
+                _ => rest.push(e.dump_id),
             }
         }
-        Ok(plan)
+        Ok(Plan {
+            blocks: Arc::new(blocks),
+            rest,
+        })
     }
 }
 
@@ -336,12 +322,12 @@ async fn load_tables(
         .into_iter()
         .map(|c| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            (tx, AbortOnDropHandle::new(tokio::spawn(copy_worker(c, rx))))
+            (tx, AbortOnDropHandle::new(tokio::spawn(loader::run(c, rx))))
         })
         .collect();
-    let tables = plan.tables.clone();
+    let blocks = plan.blocks.clone();
     let split = l.tuning.split_tables;
-    let demuxed = tokio::task::spawn_blocking(move || demux(rd, &tables, senders, split));
+    let demuxed = tokio::task::spawn_blocking(move || demux(rd, &blocks, senders, split));
     let demuxed = demuxed.await.map_err(|e| format!("archive reader: {e}"))?;
     let mut rows: HashMap<i64, Loaded> = HashMap::new();
     let mut worker_error = None;
@@ -365,175 +351,6 @@ async fn load_tables(
         (Err(FeedError::Write(e)), None, Ok(())) => Err(format!("archive reader: {e}").into()),
         (Ok(()), None, Ok(())) => Ok(rows),
     }
-}
-
-/// Read the data blocks and spread their rows over `out`.
-fn demux<R: Read>(
-    mut rd: Reader<R>,
-    tables: &HashMap<i64, Arc<TableCopy>>,
-    out: Vec<mpsc::Sender<Piece>>,
-    split: bool,
-) -> Result<(), ArchiveError> {
-    let mut spread = Spread {
-        out,
-        split,
-        sticky: None,
-        next: 0,
-    };
-    let mut acc = BytesMut::new();
-    while let Some((kind, dump_id)) = rd.next_block()? {
-        if kind != BLOCK_DATA {
-            return Err(ArchiveError::Unsupported(format!(
-                "a data block of type {kind}"
-            )));
-        }
-        let table = tables.get(&dump_id).ok_or_else(|| {
-            ArchiveError::Unsupported(format!("data of entry {dump_id}, not a table"))
-        })?;
-        while let Some(mut left) = rd.piece_len()? {
-            while left > 0 {
-                let n = left.min(PIECE as u64) as usize;
-                let start = acc.len();
-                acc.resize(start + n, 0);
-                rd.read_exact(&mut acc[start..])?;
-                left -= n as u64;
-                if acc.len() >= PIECE {
-                    spread.flush(table, &mut acc, false)?;
-                }
-            }
-        }
-        if !acc.ends_with(COPY_END) {
-            return Err(ArchiveError::Unsupported(format!(
-                "table data of {} not ended by \\.",
-                table.name
-            )));
-        }
-        acc.truncate(acc.len() - COPY_END.len());
-        spread.flush(table, &mut acc, true)?;
-    }
-    Ok(())
-}
-
-/// Hands pieces to the connection with the most room; the parts of one long row all
-/// go to the same one, and (unless `split`) all of a table's.
-struct Spread {
-    out: Vec<mpsc::Sender<Piece>>,
-    split: bool,
-    /// The connection holding an unfinished row.
-    sticky: Option<usize>,
-    next: usize,
-}
-
-impl Spread {
-    /// Send the whole rows of `acc` (all of it when `last`), keeping the rest.
-    fn flush(
-        &mut self,
-        table: &Arc<TableCopy>,
-        acc: &mut BytesMut,
-        last: bool,
-    ) -> Result<(), ArchiveError> {
-        // Mid-table, the end marker may be arriving: never send its first bytes.
-        let limit = if last {
-            acc.len()
-        } else {
-            acc.len().saturating_sub(COPY_END.len())
-        };
-        let cut = acc[..limit]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map(|i| i + 1);
-        match cut {
-            Some(cut) => self.send(table, acc.split_to(cut).freeze(), true, last),
-            None if last && !acc.is_empty() => Err(ArchiveError::Unsupported(format!(
-                "table data of {} ends inside a row",
-                table.name
-            ))),
-            None if limit >= LONG_ROW => {
-                self.send(table, acc.split_to(limit).freeze(), false, false)
-            }
-            None if last => {
-                self.sticky = None; // an empty table: nothing to load
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn send(
-        &mut self,
-        table: &Arc<TableCopy>,
-        data: Bytes,
-        ends_row: bool,
-        last: bool,
-    ) -> Result<(), ArchiveError> {
-        if self.out.iter().any(|o| o.is_closed()) {
-            return Err(ArchiveError::Io(std::io::Error::other(
-                "a table loader stopped",
-            )));
-        }
-        let n = self.out.len();
-        let w = self.sticky.unwrap_or_else(|| {
-            let start = self.next;
-            self.next = (self.next + 1) % n;
-            (0..n)
-                .map(|i| (start + i) % n)
-                .min_by_key(|&w| std::cmp::Reverse(self.out[w].capacity()))
-                .unwrap_or(0)
-        });
-        // Unless tables may be split, a table stays with its connection to its end
-        // (its last piece always ends a row).
-        let keep = !ends_row || (!self.split && !last);
-        self.sticky = keep.then_some(w);
-        let piece = Piece {
-            table: table.clone(),
-            data,
-        };
-        self.out[w]
-            .blocking_send(piece)
-            .map_err(|_| ArchiveError::Io(std::io::Error::other("a table loader stopped")))
-    }
-}
-
-type Sink = Pin<Box<CopyInSink<Bytes>>>;
-
-/// Load the pieces sent to one connection: one COPY per run of a table's pieces.
-async fn copy_worker(
-    client: Client,
-    mut rx: mpsc::Receiver<Piece>,
-) -> Result<Vec<(i64, u64)>, AgentError> {
-    let mut rows = Vec::new();
-    let mut open: Option<(Arc<TableCopy>, Sink)> = None;
-    let failed = |t: &TableCopy, e: tokio_postgres::Error| {
-        AgentError::from(format!("load table {}: {}", t.name, pg::db_error_text(&e)))
-    };
-    while let Some(p) = rx.recv().await {
-        if open
-            .as_ref()
-            .is_none_or(|(t, _)| t.dump_id != p.table.dump_id)
-        {
-            if let Some((t, mut sink)) = open.take() {
-                rows.push((
-                    t.dump_id,
-                    sink.as_mut().finish().await.map_err(|e| failed(&t, e))?,
-                ));
-            }
-            let sink = client
-                .copy_in::<str, Bytes>(p.table.stmt.as_str())
-                .await
-                .map_err(|e| failed(&p.table, e))?;
-            open = Some((p.table.clone(), Box::pin(sink)));
-        }
-        if let Some((t, sink)) = open.as_mut() {
-            sink.send(p.data).await.map_err(|e| failed(t, e))?;
-        }
-    }
-    if let Some((t, mut sink)) = open.take() {
-        rows.push((
-            t.dump_id,
-            sink.as_mut().finish().await.map_err(|e| failed(&t, e))?,
-        ));
-    }
-    Ok(rows)
 }
 
 /// Restore the whole stream with one `pg_restore --single-transaction`: the bytes the
