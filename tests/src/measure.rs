@@ -27,26 +27,37 @@ pub fn cpu_secs(pid: &str) -> f64 {
     (f[11] + f[12] + f[13] + f[14]) / clk_tck()
 }
 
+/// The live children of `pid`.
+pub fn children(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let parent = pid.to_string();
+    dir.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|name| {
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            // Field 4 overall, the parent's pid, is the second after the name.
+            rest.split_whitespace().nth(1) == Some(parent.as_str())
+        })
+        .collect()
+}
+
 /// CPU seconds of `pid` and of its live children: a PostgreSQL server and its backends
 /// (the exited ones are in the server's own children's time).
 pub fn tree_cpu_secs(pid: u32) -> f64 {
-    let mut total = cpu_secs(&pid.to_string());
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return total;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        // Field 4 overall, the parent's pid, is the second after the name.
-        if rest.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
-            total += cpu_secs(&name);
-        }
+    cpu_secs(&pid.to_string()) + children(pid).iter().map(|c| cpu_secs(c)).sum::<f64>()
+}
+
+/// Wait (up to `max`) until `pid` has no children but `before`: a server's backends
+/// go on for a moment after their client is gone, and count only once reaped.
+pub fn settle(pid: u32, before: &[String], max: Duration) {
+    let end = Instant::now() + max;
+    while Instant::now() < end && children(pid).iter().any(|c| !before.contains(c)) {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    total
 }
 
 /// Reset the peak-RSS mark of `pid` (Linux >= 4.0; needs permission on the process).

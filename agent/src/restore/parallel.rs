@@ -5,7 +5,7 @@
 //! the stream SHA-256). It is read as an archive (`crate::pgarchive`) on a thread:
 //! 1. the header and TOC are kept in a temporary file, a TOC-only archive; from it
 //!    `pg_restore --section=pre-data` creates the schema;
-//! 2. each table's COPY text goes in pieces of about 1 MiB (`super::spread`) to one of `jobs`
+//! 2. each table's COPY text goes in pieces of about 256 KiB (`super::spread`) to one of `jobs`
 //!    connections, each loading with `COPY ... FROM STDIN`, so tables load side by
 //!    side; with `restore_split_tables` a big table's pieces (cut at row ends) are
 //!    spread over several connections at once, and its rows are then stored in another

@@ -11,12 +11,14 @@ use tokio::sync::mpsc;
 
 use crate::pgarchive::{ArchiveError, BLOCK_BLOBS, BLOCK_DATA, COPY_END, Reader};
 
-/// Table data is cut into pieces of about this size, at row ends.
-pub const PIECE: usize = 1 << 20;
+/// Table data is cut into pieces of about this size, at row ends. Small enough that
+/// what waits for the connections stays a few MiB (the agent's memory is bounded), large
+/// enough that handing over a piece costs nothing next to loading it.
+pub const PIECE: usize = 256 << 10;
 /// Pieces waiting per connection.
-pub const QUEUE: usize = 2;
+pub const QUEUE: usize = 4;
 /// A single row longer than this goes to its connection in parts.
-const LONG_ROW: usize = 8 << 20;
+const LONG_ROW: usize = 4 << 20;
 
 /// One table's data: its COPY statement and a name for errors.
 pub struct TableCopy {

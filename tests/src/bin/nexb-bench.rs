@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, target_toml};
 use nex_backup_tests::measure::{
-    Sample, cpu_secs, measure, peak_rss, reset_peak_rss, tree_cpu_secs,
+    Sample, children, cpu_secs, measure, peak_rss, reset_peak_rss, settle, tree_cpu_secs,
 };
 use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::Agent;
@@ -57,8 +57,9 @@ struct Cost {
 /// Run `f`, measuring the `client` processes, the PostgreSQL server and the controller.
 fn cost<T>(env: &Env, client: &[String], f: impl FnOnce() -> T) -> (T, Cost) {
     let (server, ctl) = (env.pg.postmaster_pid(), env.controller.pid().to_string());
-    let (srv0, ctl0) = (tree_cpu_secs(server), cpu_secs(&ctl));
+    let (srv0, ctl0, kids) = (tree_cpu_secs(server), cpu_secs(&ctl), children(server));
     let (out, s) = measure(client, f);
+    settle(server, &kids, Duration::from_secs(5));
     let host = s.cpu + tree_cpu_secs(server) - srv0;
     let ctl = cpu_secs(&ctl) - ctl0;
     (out, Cost { s, host, ctl })
