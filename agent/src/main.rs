@@ -177,8 +177,37 @@ impl RestoreCli {
     }
 }
 
+/// glibc gives each thread that allocates under contention an arena of its own (up to 8
+/// per core) and keeps what they freed, so a long-running agent's memory grew job after
+/// job (restore peaks 43, 47, 50 MiB over three restores; 35 to 37 MiB with two arenas).
+/// The setting is read when the process starts: the agent re-executes itself once with
+/// it (same pid, same arguments).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_ARENA_MAX", "2")
+        .exec();
+    eprintln!(
+        "nex-backup-agent: could not re-execute with MALLOC_ARENA_MAX=2 ({err}); going on with glibc's default arenas"
+    );
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        limit_malloc_arenas();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
