@@ -295,9 +295,29 @@ fn backup_rounds(env: &Env, target: &str, db: &str, dump_size: u64) -> Vec<Row> 
 
 /// A full backup of `target` by a new agent enrolled into `site`.
 fn nex_full_new_site(env: &Env, target: &str, site: &str) -> (Cost, u64, u64) {
+    let mut agent = new_site_agent(env, site, false);
+    let (out, c) = cost(env, &[agent.pid().to_string()], || {
+        env.cli(&["backup", "--site", site, "--target", target, "--json"])
+    });
+    assert!(out.ok, "{site} backup: {}{}", out.stdout, out.stderr);
+    let rss = peak_rss(agent.pid());
+    agent.kill();
+    eprintln!(
+        "   NEX full ({site}): customer host CPU {:.2} s (agent and pg_dump {:.2} s), controller CPU {:.2} s",
+        c.host, c.s.cpu, c.ctl
+    );
+    (c, out.json()["new_bytes"].as_u64().unwrap_or(0), rss)
+}
+
+/// A new agent enrolled into `site` (at `low_priority` if asked), online.
+fn new_site_agent(env: &Env, site: &str, low_priority: bool) -> Agent {
     let config = env.second_agent_config(&format!("{site}-srv"));
+    if low_priority {
+        let text = std::fs::read_to_string(&config).expect("agent config");
+        std::fs::write(&config, format!("low_priority = true\n{text}")).expect("agent config");
+    }
     assert!(env.enroll(&config, site).ok, "enroll {site}");
-    let mut agent = Agent::start(
+    let agent = Agent::start(
         &config,
         &[(PW_ENV, PASSWORD)],
         &config.with_extension("log"),
@@ -310,17 +330,83 @@ fn nex_full_new_site(env: &Env, target: &str, site: &str) -> (Cost, u64, u64) {
             .any(|s| s["site"] == site && s["online"] == true)
             .then_some(())
     });
-    let (out, c) = cost(env, &[agent.pid().to_string()], || {
-        env.cli(&["backup", "--site", site, "--target", target, "--json"])
-    });
-    assert!(out.ok, "{site} backup: {}{}", out.stdout, out.stderr);
-    let rss = peak_rss(agent.pid());
-    agent.kill();
-    eprintln!(
-        "   NEX full ({site}): customer host CPU {:.2} s (agent and pg_dump {:.2} s), controller CPU {:.2} s",
-        c.host, c.s.cpu, c.ctl
-    );
-    (c, out.json()["new_bytes"].as_u64().unwrap_or(0), rss)
+    agent
+}
+
+/// Seconds of each pgbench load run.
+const LOAD_SECS: u64 = 20;
+
+/// What backups take from a concurrent OLTP load, and what `low_priority` gives back:
+/// `pgbench` (TPC-B, 2 clients) alone, then with back-to-back backups of `target` by a
+/// normal agent, then by a `low_priority` one (each a new site: a full backup first, then
+/// backups without change). Prints one table.
+fn load_table(env: &Env, target: &str) {
+    let run_pgbench = || {
+        Command::new(env.pg.bin.join("pgbench"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &env.pg.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-n",
+                "-c",
+                "2",
+                "-j",
+                "2",
+                "-T",
+                &LOAD_SECS.to_string(),
+                "pgbench",
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pgbench")
+    };
+    let tps = |child: std::process::Child| -> f64 {
+        let out = child.wait_with_output().expect("pgbench");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no tps in pgbench's output: {text}"))
+    };
+    eprintln!("== pgbench load alone, {LOAD_SECS} s");
+    let alone = tps(run_pgbench());
+    let mut lines = vec![format!("| pgbench alone | {alone:.0} | 1.00 | - | - |")];
+    for (name, low) in [("normal", false), ("low_priority = true", true)] {
+        let site = format!("load-{}", if low { "low" } else { "normal" });
+        let mut agent = new_site_agent(env, &site, low);
+        eprintln!("== pgbench load with back-to-back backups, agent {name}");
+        let child = run_pgbench();
+        let end = std::time::Instant::now() + Duration::from_secs(LOAD_SECS);
+        let mut walls = vec![];
+        while std::time::Instant::now() < end {
+            let t = std::time::Instant::now();
+            let out = env.cli(&["backup", "--site", &site, "--target", target, "--json"]);
+            assert!(out.ok, "{site} backup: {}{}", out.stdout, out.stderr);
+            walls.push(t.elapsed().as_secs_f64());
+        }
+        let got = tps(child);
+        agent.kill();
+        let later = &walls[1..];
+        let mean = later.iter().sum::<f64>() / later.len().max(1) as f64;
+        lines.push(format!(
+            "| with backups, agent {name} | {got:.0} | {:.2} | {:.2} | {} × {mean:.2} |",
+            got / alone,
+            walls[0],
+            later.len()
+        ));
+    }
+    println!("\n### Under load: pgbench TPC-B, 2 clients, {LOAD_SECS} s, backing up {target}\n");
+    println!("| run | pgbench tps | × alone | first (full) backup s | then no-change backups |");
+    println!("|---|---|---|---|---|");
+    lines.iter().for_each(|l| println!("{l}"));
 }
 
 /// Restores in alternating rounds (A B C, A B C, ...): `pg_restore --single-transaction`
@@ -587,5 +673,8 @@ fn main() {
     }
     for (db, rows) in &results {
         print(db, rows);
+    }
+    if want("pgbench") {
+        load_table(&env, "pgbench");
     }
 }
