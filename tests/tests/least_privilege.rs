@@ -68,8 +68,18 @@ fn a_role_with_only_the_documented_rights_backs_up_restores_and_drills() {
     );
     assert_eq!(leftovers, "0", "a failed restore leaves nothing behind");
 
+    // A role allowed two connections: the restore loads over what it gets, and
+    // `pg_restore -j` after it over one fewer.
+    env.pg
+        .psql("postgres", "ALTER ROLE nexb_backup CONNECTION LIMIT 2");
     let r = env.restore("limited", "own_owner", &["--no-owner"]).json();
-    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["ok"], true, "{r}\n{}", env.logs());
+    assert!(
+        env.agent_log()
+            .contains("fewer connections than restore_jobs + 1"),
+        "{}",
+        env.logs()
+    );
     let owner = env.pg.psql(
         "own_owner",
         "SELECT tableowner FROM pg_tables WHERE tablename = 'invoices'",

@@ -35,7 +35,7 @@ use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::feed::{ChunkSource, FeedError, feed};
 use super::loader;
@@ -242,13 +242,14 @@ pub async fn load<S: ChunkSource>(
         drop(rd);
         return Err(first_cause(feeder, e).await);
     }
-    let rows = load_tables(rd, &plan, feeder, l).await?;
+    let loaded = load_tables(rd, &plan, feeder, l).await?;
+    let rows = &loaded.rows;
     info!(
         database = %l.db,
         tables = rows.len(),
         rows = rows.values().map(|r| r.0).sum::<u64>(),
         split = rows.values().filter(|r| r.1 > 1).count(),
-        connections = l.tuning.jobs,
+        connections = loaded.loaders,
         "table data loaded"
     );
     src.progress(
@@ -265,7 +266,7 @@ pub async fn load<S: ChunkSource>(
     let text: String = plan.rest.iter().map(|id| format!("{id};\n")).collect();
     std::fs::write(list.path(), text)
         .map_err(|e| format!("write {}: {e}", list.path().display()))?;
-    let jobs = l.tuning.jobs.to_string();
+    let jobs = loaded.post_jobs.to_string();
     let list_arg = list.path().display().to_string();
     let post = [
         "--section=data",
@@ -291,17 +292,29 @@ async fn first_cause(feeder: Feeder, e: AgentError) -> AgentError {
 }
 
 /// What a table received: rows, and over how many connections.
-type Loaded = (u64, usize);
+type Received = (u64, usize);
 
-/// Load every table's rows over `l.tuning.jobs` connections; what each table received.
+/// What the data step did: each table's rows, over how many connections, and how many
+/// jobs the server leaves `pg_restore -j` after.
+struct Loaded {
+    rows: HashMap<i64, Received>,
+    loaders: usize,
+    post_jobs: usize,
+}
+
+/// Load every table's rows over up to `l.tuning.jobs` connections; what each table
+/// received, and how many jobs the server leaves `pg_restore -j` after.
 async fn load_tables(
     rd: Archive,
     plan: &Plan,
     feeder: Feeder,
     l: &Load<'_>,
-) -> Result<HashMap<i64, Loaded>, AgentError> {
-    let mut clients = Vec::with_capacity(l.tuning.jobs);
-    for _ in 0..l.tuning.jobs {
+) -> Result<Loaded, AgentError> {
+    // One more than the loaders: `pg_restore -j N` after them needs N + 1. A server or
+    // role short of connections (max_connections, CONNECTION LIMIT) still gets its
+    // restore, over the connections it gave.
+    let mut clients = Vec::with_capacity(l.tuning.jobs + 1);
+    for _ in 0..=l.tuning.jobs {
         let connected = async {
             let c = pg::connect(l.t, l.db).await?;
             c.batch_execute(SESSION)
@@ -312,12 +325,20 @@ async fn load_tables(
         .await;
         match connected {
             Ok(c) => clients.push(c),
+            Err(e) if !clients.is_empty() => {
+                warn!(database = %l.db, connections = clients.len(), error = %e, "fewer connections than restore_jobs + 1");
+                break;
+            }
             Err(e) => {
                 drop(rd);
                 return Err(first_cause(feeder, e).await);
             }
         }
     }
+    // What pg_restore -j may use after the loaders are gone.
+    let post_jobs = clients.len().saturating_sub(1).max(1);
+    clients.truncate(l.tuning.jobs);
+    let loaders = clients.len();
     let (senders, workers): (Vec<_>, Vec<_>) = clients
         .into_iter()
         .map(|c| {
@@ -329,7 +350,7 @@ async fn load_tables(
     let split = l.tuning.split_tables;
     let demuxed = tokio::task::spawn_blocking(move || demux(rd, &blocks, senders, split));
     let demuxed = demuxed.await.map_err(|e| format!("archive reader: {e}"))?;
-    let mut rows: HashMap<i64, Loaded> = HashMap::new();
+    let mut rows: HashMap<i64, Received> = HashMap::new();
     let mut worker_error = None;
     for w in workers {
         match w.await.map_err(|e| format!("loader: {e}"))? {
@@ -349,7 +370,11 @@ async fn load_tables(
         (_, Some(e), _) => Err(e),
         (_, None, Err(e)) => Err(format!("read the archive: {e}").into()),
         (Err(FeedError::Write(e)), None, Ok(())) => Err(format!("archive reader: {e}").into()),
-        (Ok(()), None, Ok(())) => Ok(rows),
+        (Ok(()), None, Ok(())) => Ok(Loaded {
+            rows,
+            loaders,
+            post_jobs,
+        }),
     }
 }
 
