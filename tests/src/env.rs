@@ -242,6 +242,18 @@ impl Env {
         });
     }
 
+    /// Wait until some agent of `site` (any site) is online.
+    pub fn wait_site_online(&self, site: &str) {
+        wait_for(&format!("an agent of {site} online"), 60, || {
+            let v = self.cli(&["status", "--json"]).json();
+            v["sites"]
+                .as_array()?
+                .iter()
+                .any(|s| s["site"] == site && s["online"] == true)
+                .then_some(())
+        });
+    }
+
     /// Wait until agent `agent_id` of the site is online.
     pub fn wait_agent_online(&self, agent_id: &str) {
         wait_for(&format!("agent {agent_id} online"), 60, || {

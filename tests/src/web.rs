@@ -171,14 +171,7 @@ pub fn second_site(env: &crate::env::Env, site: &str) -> crate::procs::Agent {
         &[(crate::env::PW_ENV, crate::pg::PASSWORD)],
         &config.with_extension("log"),
     );
-    wait_for("the second site's agent online", 60, || {
-        let v = env.cli(&["status", "--json"]).json();
-        v["sites"]
-            .as_array()?
-            .iter()
-            .any(|s| s["site"] == site && s["online"] == true)
-            .then_some(())
-    });
+    env.wait_site_online(site);
     let b = env.cli(&["backup", "--site", site, "--target", "main", "--json"]);
     assert!(b.ok, "{}{}", b.stdout, b.stderr);
     agent

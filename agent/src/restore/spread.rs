@@ -86,18 +86,7 @@ fn table_data<R: Read>(
     acc: &mut BytesMut,
     spread: &mut Spread,
 ) -> Result<(), ArchiveError> {
-    while let Some(mut left) = rd.piece_len()? {
-        while left > 0 {
-            let n = left.min(PIECE as u64) as usize;
-            let start = acc.len();
-            acc.resize(start + n, 0);
-            rd.read_exact(&mut acc[start..])?;
-            left -= n as u64;
-            if acc.len() >= PIECE {
-                spread.rows(table, acc, false)?;
-            }
-        }
-    }
+    read_pieces(rd, acc, |acc| spread.rows(table, acc, false))?;
     if !acc.ends_with(COPY_END) {
         return Err(ArchiveError::Unsupported(format!(
             "table data of {} not ended by \\.",
@@ -106,6 +95,28 @@ fn table_data<R: Read>(
     }
     acc.truncate(acc.len() - COPY_END.len());
     spread.rows(table, acc, true)
+}
+
+/// Read pieces into `acc` up to the end of a block (or of a large object), handing it to
+/// `full` whenever it holds a [`PIECE`] or more.
+fn read_pieces<R: Read>(
+    rd: &mut Reader<R>,
+    acc: &mut BytesMut,
+    mut full: impl FnMut(&mut BytesMut) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    while let Some(mut left) = rd.piece_len()? {
+        while left > 0 {
+            let n = left.min(PIECE as u64) as usize;
+            let start = acc.len();
+            acc.resize(start + n, 0);
+            rd.read_exact(&mut acc[start..])?;
+            left -= n as u64;
+            if acc.len() >= PIECE {
+                full(acc)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A large-objects block: per object its oid and its bytes, up to a zero oid.
@@ -118,26 +129,17 @@ fn large_objects<R: Read>(rd: &mut Reader<R>, spread: &mut Spread) -> Result<(),
         let oid = u32::try_from(oid)
             .map_err(|_| ArchiveError::Unsupported(format!("large object oid {oid}")))?;
         let mut acc = BytesMut::new();
-        while let Some(mut left) = rd.piece_len()? {
-            while left > 0 {
-                let n = left.min(PIECE as u64) as usize;
-                let start = acc.len();
-                acc.resize(start + n, 0);
-                rd.read_exact(&mut acc[start..])?;
-                left -= n as u64;
-                if acc.len() >= PIECE {
-                    let data = acc.split().freeze();
-                    spread.send(
-                        Piece::Lo {
-                            oid,
-                            data,
-                            end: false,
-                        },
-                        true,
-                    )?;
-                }
-            }
-        }
+        read_pieces(rd, &mut acc, |acc| {
+            let data = acc.split().freeze();
+            spread.send(
+                Piece::Lo {
+                    oid,
+                    data,
+                    end: false,
+                },
+                true,
+            )
+        })?;
         let data = acc.split().freeze();
         spread.send(
             Piece::Lo {

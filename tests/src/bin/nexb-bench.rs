@@ -14,7 +14,6 @@ use nex_backup_tests::pg::PASSWORD;
 use nex_backup_tests::procs::Agent;
 use nex_backup_tests::proxy::Shaping;
 use nex_backup_tests::sample::invoices_sql;
-use nex_backup_tests::wait_for;
 
 struct Row {
     name: String,
@@ -322,14 +321,7 @@ fn new_site_agent(env: &Env, site: &str, low_priority: bool) -> Agent {
         &[(PW_ENV, PASSWORD)],
         &config.with_extension("log"),
     );
-    wait_for(&format!("{site}'s agent online"), 60, || {
-        let v = env.cli(&["status", "--json"]).json();
-        v["sites"]
-            .as_array()?
-            .iter()
-            .any(|s| s["site"] == site && s["online"] == true)
-            .then_some(())
-    });
+    env.wait_site_online(site);
     agent
 }
 
@@ -519,14 +511,7 @@ fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) -> Far {
         &[(PW_ENV, PASSWORD)],
         &config.with_extension("log"),
     );
-    wait_for("the far site's agent online", 60, || {
-        let v = env.cli(&["status", "--json"]).json();
-        v["sites"]
-            .as_array()?
-            .iter()
-            .any(|s| s["site"] == site.as_str() && s["online"] == true)
-            .then_some(())
-    });
+    env.wait_site_online(&site);
     let rate = 100_000_000 / 8;
     proxy.shape(Shaping {
         rtt: Duration::from_millis(50),
