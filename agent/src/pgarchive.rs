@@ -20,7 +20,7 @@
 //! Anything else (another version, compression, a truncated stream) is an error: the
 //! callers then fall back to what does not need to read the archive, never to a guess.
 
-use std::io::Read;
+use std::io::BufRead;
 
 /// Why the archive could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -61,23 +61,21 @@ pub struct Entry {
     pub namespace: String,
 }
 
-/// Reads an archive from `r`; counts what it consumed.
+/// Reads an archive from `r`; counts what it consumed. Buffered (`BufRead`): pg_dump
+/// writes each row as a piece of its own, behind a length of its own, so the lengths are
+/// read straight from the buffer and the pieces are looked at where they lie, uncopied.
 pub struct Reader<R> {
     r: R,
     int_size: usize,
     consumed: u64,
-    /// Reused for every piece skipped: pg_dump writes each row as a piece of its own,
-    /// so a buffer made per piece would cost more than the reading.
-    scratch: Vec<u8>,
 }
 
-impl<R: Read> Reader<R> {
+impl<R: BufRead> Reader<R> {
     pub fn new(r: R) -> Self {
         Reader {
             r,
             int_size: 4,
             consumed: 0,
-            scratch: vec![0; 64 * 1024],
         }
     }
 
@@ -109,21 +107,29 @@ impl<R: Read> Reader<R> {
 
     /// The next byte, or None at the end of the stream.
     fn byte_or_end(&mut self) -> std::io::Result<Option<u8>> {
-        let mut b = [0u8; 1];
-        loop {
-            match self.r.read(&mut b) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {
-                    self.consumed += 1;
-                    return Ok(Some(b[0]));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let b = match self.r.fill_buf()?.first() {
+            None => return Ok(None),
+            Some(&b) => b,
+        };
+        self.r.consume(1);
+        self.consumed += 1;
+        Ok(Some(b))
     }
 
     pub fn int(&mut self) -> Result<i64, ArchiveError> {
+        let n = 1 + self.int_size;
+        let buf = self.r.fill_buf()?;
+        if buf.len() >= n && self.int_size <= 8 {
+            // All of it in the buffer: the common case.
+            let v = buf[1..n]
+                .iter()
+                .rev()
+                .fold(0i64, |v, &b| (v << 8) | i64::from(b));
+            let negative = buf[0] != 0;
+            self.r.consume(n);
+            self.consumed += n as u64;
+            return Ok(if negative { -v } else { v });
+        }
         let negative = self.byte()? != 0;
         let mut v: i64 = 0;
         for i in 0..self.int_size {
@@ -250,14 +256,18 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    /// Read `n` bytes in slices, each given to `f`.
+    /// Read `n` bytes in slices, each given to `f` where it lies in the buffer.
     pub fn each_slice(&mut self, mut n: u64, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
         while n > 0 {
-            let want = n.min(self.scratch.len() as u64) as usize;
-            self.r.read_exact(&mut self.scratch[..want])?;
-            self.consumed += want as u64;
-            f(&self.scratch[..want]);
-            n -= want as u64;
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            f(&buf[..take]);
+            self.r.consume(take);
+            self.consumed += take as u64;
+            n -= take as u64;
         }
         Ok(())
     }

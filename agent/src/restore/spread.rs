@@ -3,7 +3,7 @@
 //! parts, handed to the loading connections (`super::loader`) through bounded queues.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::BufRead;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -45,7 +45,7 @@ pub struct Blocks {
 }
 
 /// Read the data blocks and spread them over `out`.
-pub fn demux<R: Read>(
+pub fn demux<R: BufRead>(
     mut rd: Reader<R>,
     blocks: &Blocks,
     out: Vec<mpsc::Sender<Piece>>,
@@ -80,7 +80,7 @@ pub fn demux<R: Read>(
 }
 
 /// One table's COPY text, up to its end marker (which is not sent).
-fn table_data<R: Read>(
+fn table_data<R: BufRead>(
     rd: &mut Reader<R>,
     table: &Arc<TableCopy>,
     acc: &mut BytesMut,
@@ -99,7 +99,7 @@ fn table_data<R: Read>(
 
 /// Read pieces into `acc` up to the end of a block (or of a large object), handing it to
 /// `full` whenever it holds a [`PIECE`] or more.
-fn read_pieces<R: Read>(
+fn read_pieces<R: BufRead>(
     rd: &mut Reader<R>,
     acc: &mut BytesMut,
     mut full: impl FnMut(&mut BytesMut) -> Result<(), ArchiveError>,
@@ -120,7 +120,7 @@ fn read_pieces<R: Read>(
 }
 
 /// A large-objects block: per object its oid and its bytes, up to a zero oid.
-fn large_objects<R: Read>(rd: &mut Reader<R>, spread: &mut Spread) -> Result<(), ArchiveError> {
+fn large_objects<R: BufRead>(rd: &mut Reader<R>, spread: &mut Spread) -> Result<(), ArchiveError> {
     loop {
         let oid = rd.int()?;
         if oid == 0 {
