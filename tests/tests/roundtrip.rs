@@ -175,10 +175,13 @@ fn a_database_restores_over_several_connections() {
         .lines()
         .find(|l| l.contains("table data loaded"))
         .unwrap();
-    assert!(
-        loaded.contains("split=1") && loaded.contains("connections=3"),
-        "{loaded}"
-    );
+    let split: usize = loaded
+        .split("split=")
+        .nth(1)
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(split >= 1 && loaded.contains("connections=3"), "{loaded}");
     assert_eq!(
         sums_a,
         env.pg.psql("split", CHECKSUMS_SQL),
