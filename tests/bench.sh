@@ -2,7 +2,7 @@
 # The end-to-end benchmark (release build). Arguments go to nexb-bench:
 #   --scale N          pgbench scale (default 100)
 #   --invoice-rows R   rows of the invoice dataset (default 4000000, about 1 GB)
-#   --only pgbench|invoices
+#   --only pgbench|invoices|rss (rss: one full backup and one restore of pgbench, peak RSS)
 # Prints markdown tables; record them in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

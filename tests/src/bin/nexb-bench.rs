@@ -401,6 +401,35 @@ fn load_table(env: &Env, target: &str) {
     lines.iter().for_each(|l| println!("{l}"));
 }
 
+/// `--only rss`: the agent's peak RSS through one full backup and one verified restore
+/// of the pgbench database (the 10 GB point: `--scale 700 --only rss`).
+fn rss_only(env: &Env, size: &str) {
+    let agent = env.agent.as_ref().expect("agent").pid();
+    reset_peak_rss(agent);
+    let (b, backup) = cost(env, &[agent.to_string()], || env.backup_ok("pgbench"));
+    let backup_rss = peak_rss(agent);
+    reset_peak_rss(agent);
+    let (r, restore) = cost(env, &[agent.to_string()], || {
+        env.restore("pgbench", "pgbench_back", &[])
+    });
+    assert!(r.ok, "restore: {}\n{}", r.stdout, env.logs());
+    let restore_rss = peak_rss(agent);
+    println!("\n### Agent peak RSS, pgbench {size}\n");
+    println!("| step | wall s | logical GiB | agent peak RSS MiB |");
+    println!("|---|---|---|---|");
+    let gib = b["logical_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+    println!(
+        "| NEX full backup | {:.1} | {gib:.2} | {} |",
+        backup.s.wall.as_secs_f64(),
+        mib(backup_rss)
+    );
+    println!(
+        "| NEX restore (verified) | {:.1} | {gib:.2} | {} |",
+        restore.s.wall.as_secs_f64(),
+        mib(restore_rss)
+    );
+}
+
 /// Restores in alternating rounds (A B C, A B C, ...): `pg_restore --single-transaction`
 /// from a local file, NEX's verified restore (each table by one connection), and NEX's
 /// with `restore_split_tables` (the far site's agent); each row is the median round, with
@@ -602,7 +631,12 @@ fn main() {
         "== building data: invoices {} rows, pgbench scale {}",
         a.invoice_rows, a.scale
     );
-    let want = |d: &str| a.only.as_deref().is_none_or(|o| o == d);
+    // `--only rss`: the pgbench dataset, one full backup and one restore, peak RSS.
+    let want = |d: &str| {
+        a.only
+            .as_deref()
+            .is_none_or(|o| o == d || (o == "rss" && d == "pgbench"))
+    };
     let inv_sql = if want("invoices") {
         invoices_sql(a.invoice_rows)
     } else {
@@ -632,6 +666,9 @@ fn main() {
             "SELECT pg_size_pretty(pg_database_size('pgbench'))",
         );
         eprintln!("   pgbench database: {size}");
+        if a.only.as_deref() == Some("rss") {
+            return rss_only(&env, &size);
+        }
         let rows = 100_000 * u64::from(a.scale);
         results.push((
             format!("pgbench scale {} ({size})", a.scale),
