@@ -235,6 +235,32 @@ fn a_latin1_database_goes_whole_to_one_pg_restore() {
     assert_eq!(env.pg.psql("latin_back", q), "5000|78893");
 }
 
+/// A restore whose temporary directory cannot be written fails naming it and saying
+/// what to do, and leaves no database behind.
+#[test]
+fn a_restore_names_an_unwritable_temporary_directory() {
+    let env = Env::start(
+        &invoices_sql(100),
+        EnvOpts {
+            agent_env: vec![("TMPDIR".into(), "/nonexistent/nexb-tmp".into())],
+            ..Default::default()
+        },
+    );
+    env.backup_ok("main");
+    let out = env.restore("main", "tmpless", &[]);
+    assert!(!out.ok, "{}", out.stdout);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("/nonexistent/nexb-tmp") && text.contains("set TMPDIR"),
+        "{text}"
+    );
+    let left = env.pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'tmpless'",
+    );
+    assert_eq!(left, "0", "the failed restore's database is dropped");
+}
+
 #[test]
 fn small_change_sends_small_fraction() {
     let env = Env::start(&invoices_sql(120_000), EnvOpts::default());

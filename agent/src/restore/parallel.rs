@@ -220,7 +220,7 @@ pub async fn load<S: ChunkSource>(
     let toc = tempfile::Builder::new()
         .prefix("nexb-toc-")
         .tempfile()
-        .map_err(|e| format!("create a temporary file for the archive's TOC: {e}"))?;
+        .map_err(|e| temp_error("the archive's TOC", &e))?;
     let out = toc
         .reopen()
         .map_err(|e| format!("open {}: {e}", toc.path().display()))?;
@@ -262,7 +262,7 @@ pub async fn load<S: ChunkSource>(
     let list = tempfile::Builder::new()
         .prefix("nexb-list-")
         .tempfile()
-        .map_err(|e| format!("create a temporary file for pg_restore's list: {e}"))?;
+        .map_err(|e| temp_error("pg_restore's list", &e))?;
     let text: String = plan.rest.iter().map(|id| format!("{id};\n")).collect();
     std::fs::write(list.path(), text)
         .map_err(|e| format!("write {}: {e}", list.path().display()))?;
@@ -281,6 +281,16 @@ pub async fn load<S: ChunkSource>(
 }
 
 type Feeder = AbortOnDropHandle<Result<(), FeedError>>;
+
+/// A temporary file could not be made: say where, and how to choose another place.
+fn temp_error(what: &str, e: &std::io::Error) -> AgentError {
+    let dir = std::env::temp_dir();
+    format!(
+        "create a temporary file for {what} in {}: {e} (set TMPDIR, or TEMP on Windows, to a writable directory)",
+        dir.display()
+    )
+    .into()
+}
 
 /// The error to report when a step failed with `e`: the fetched data's own failure if
 /// it had one (the step then only saw its effect), else `e`.
