@@ -594,6 +594,28 @@ impl Catalog for SledCatalog {
 }
 
 #[cfg(test)]
+impl SledCatalog {
+    /// Open `dir` again in the same process after dropping a catalog there: sled lets go
+    /// of its file lock only when its background threads have stopped, a moment after the
+    /// last handle is dropped (a new process, as in a restart, never waits).
+    pub(crate) async fn reopen_when_released(dir: &Path) -> SledCatalog {
+        for _ in 0..200 {
+            match SledCatalog::open(dir) {
+                Ok(c) => return c,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                Err(e) => panic!("reopen {}: {e}", dir.display()),
+            }
+        }
+        panic!(
+            "{}: the previous catalog never released its lock",
+            dir.display()
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -623,7 +645,7 @@ mod tests {
             }
             cat.commit_snapshot(snap.clone()).await.unwrap();
         }
-        let cat = SledCatalog::open(dir.path()).unwrap();
+        let cat = SledCatalog::reopen_when_released(dir.path()).await;
         let got = cat
             .snapshot("s1", &snap.record.snapshot_id)
             .await

@@ -194,7 +194,7 @@ mod tests {
             cat.meta.remove(BUILT).unwrap();
             cat.db.flush().unwrap();
         }
-        let cat = SledCatalog::open(dir.path()).unwrap();
+        let cat = SledCatalog::reopen_when_released(dir.path()).await;
         let ids = |v: Vec<JobRecord>| v.into_iter().map(|j| j.job_id).collect::<Vec<_>>();
         assert_eq!(ids(cat.site_jobs("a").await.unwrap()), ["j2", "j0"]);
         let all = cat.jobs_page(&JobFilter::default(), None, 10).await;
