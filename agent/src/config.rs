@@ -177,6 +177,14 @@ fn default_port() -> u16 {
 }
 
 impl AgentConfig {
+    /// `restore_jobs` and `restore_split_tables` together.
+    pub fn restore_tuning(&self) -> RestoreTuning {
+        RestoreTuning {
+            jobs: self.restore_jobs,
+            split_tables: self.restore_split_tables,
+        }
+    }
+
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         let file = path.display().to_string();

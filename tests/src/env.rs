@@ -242,6 +242,21 @@ impl Env {
         });
     }
 
+    /// A new agent for `site` (another host on the environment's cluster): its own config
+    /// with `head` (top-level keys, or "") put first, enrolled, started and online.
+    /// Returns it and its log file.
+    pub fn site_agent(&self, site: &str, head: &str) -> (Agent, PathBuf) {
+        let config = self.second_agent_config(&format!("{site}-srv1"));
+        let text = std::fs::read_to_string(&config).expect("agent config");
+        std::fs::write(&config, format!("{head}{text}")).expect("agent config");
+        let out = self.enroll(&config, site);
+        assert!(out.ok, "enroll {site}: {}", out.stderr);
+        let log = config.with_extension("log");
+        let agent = Agent::start(&config, &[(PW_ENV, PASSWORD)], &log);
+        self.wait_site_online(site);
+        (agent, log)
+    }
+
     /// Wait until some agent of `site` (any site) is online.
     pub fn wait_site_online(&self, site: &str) {
         wait_for(&format!("an agent of {site} online"), 60, || {

@@ -163,15 +163,7 @@ pub fn dashboard_env(
 /// A second site `site` with its own agent (on the environment's cluster), online and
 /// backed up once.
 pub fn second_site(env: &crate::env::Env, site: &str) -> crate::procs::Agent {
-    let config = env.second_agent_config(&format!("{site}-srv1"));
-    let out = env.enroll(&config, site);
-    assert!(out.ok, "{}", out.stderr);
-    let agent = crate::procs::Agent::start(
-        &config,
-        &[(crate::env::PW_ENV, crate::pg::PASSWORD)],
-        &config.with_extension("log"),
-    );
-    env.wait_site_online(site);
+    let (agent, _) = env.site_agent(site, "");
     let b = env.cli(&["backup", "--site", site, "--target", "main", "--json"]);
     assert!(b.ok, "{}{}", b.stdout, b.stderr);
     agent

@@ -136,24 +136,11 @@ fn a_database_restores_over_several_connections() {
 
     // `restore_split_tables`: the big table over three connections at once; the same
     // content, schema and row counts (rows in another physical order).
-    let config = env.second_agent_config("split-srv1");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let tuned = format!("restore_jobs = 3\nrestore_split_tables = true\n{text}");
-    std::fs::write(&config, tuned).unwrap();
-    assert!(env.enroll(&config, "split").ok);
-    let _agent = nex_backup_tests::procs::Agent::start(
-        &config,
-        &[(
-            nex_backup_tests::env::PW_ENV,
-            nex_backup_tests::pg::PASSWORD,
-        )],
-        &config.with_extension("log"),
-    );
-    let b = nex_backup_tests::wait_for("a backup through the split agent", 60, || {
-        let out = env.cli(&["backup", "--site", "split", "--target", "main", "--json"]);
-        out.ok.then(|| out.json())
-    });
-    assert_eq!(b["ok"], true, "{b}");
+    let head = "restore_jobs = 3\nrestore_split_tables = true\n";
+    let (_agent, split_log) = env.site_agent("split", head);
+    let b = env.cli(&["backup", "--site", "split", "--target", "main", "--json"]);
+    assert!(b.ok, "{}{}", b.stdout, b.stderr);
+    assert_eq!(b.json()["ok"], true, "{}", b.stdout);
     let args = [
         "restore",
         "--site",
@@ -170,7 +157,7 @@ fn a_database_restores_over_several_connections() {
         tables.len() >= 7 && tables.iter().all(|t| t["ok"] == true),
         "{r}"
     );
-    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    let log = std::fs::read_to_string(&split_log).unwrap();
     let loaded = log
         .lines()
         .find(|l| l.contains("table data loaded"))
@@ -589,23 +576,10 @@ fn row_counts_come_from_the_dump_without_a_second_scan() {
 #[test]
 fn a_low_priority_agent_backs_up_at_nice_10() {
     let env = Env::start(&invoices_sql(200), EnvOpts::default());
-    let config = env.second_agent_config("calm-srv1");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("low_priority = true\n{text}")).unwrap();
-    assert!(env.enroll(&config, "calm").ok);
-    let agent = nex_backup_tests::procs::Agent::start(
-        &config,
-        &[(
-            nex_backup_tests::env::PW_ENV,
-            nex_backup_tests::pg::PASSWORD,
-        )],
-        &config.with_extension("log"),
-    );
-    let b = nex_backup_tests::wait_for("a backup through the calm agent", 60, || {
-        let out = env.cli(&["backup", "--site", "calm", "--target", "main", "--json"]);
-        out.ok.then(|| out.json())
-    });
-    assert_eq!(b["ok"], true, "{b}");
+    let (agent, _) = env.site_agent("calm", "low_priority = true\n");
+    let b = env.cli(&["backup", "--site", "calm", "--target", "main", "--json"]);
+    assert!(b.ok, "{}{}", b.stdout, b.stderr);
+    assert_eq!(b.json()["ok"], true, "{}", b.stdout);
     let tasks = std::fs::read_dir(format!("/proc/{}/task", agent.pid())).unwrap();
     let mut threads = 0;
     for t in tasks {

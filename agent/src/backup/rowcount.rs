@@ -151,34 +151,6 @@ mod tests {
         crate::pgarchive::testing::archive(&data, 7, b"\n\n\n")
     }
 
-    /// Throughput of the counter on pgbench-like rows (one piece of ~100 bytes per row,
-    /// as pg_dump writes them), through the tap as a backup feeds it. Run with
-    /// `cargo test --release -p nex-backup-agent rowcount -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn counter_throughput() {
-        let row = format!("{}\t1\t0\t{}\n", 12345678, " ".repeat(84));
-        let rows: Vec<u8> = row.as_bytes().repeat(1_000_000);
-        let a = crate::pgarchive::testing::archive(&[rows, END.to_vec()].concat(), row.len(), b"");
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let feeder = std::thread::spawn(move || {
-            for block in a.chunks(256 << 10) {
-                tx.blocking_send(bytes::Bytes::copy_from_slice(block))
-                    .unwrap();
-            }
-        });
-        let t = std::time::Instant::now();
-        let counts = count_rows(Tapped {
-            rx,
-            current: bytes::Bytes::new(),
-        })
-        .unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        feeder.join().unwrap();
-        assert_eq!(counts[0].1, 1_000_000);
-        eprintln!("{:.0} MB/s", row.len() as f64 * 1e6 / secs / 1e6);
-    }
-
     #[test]
     fn the_tail_keeps_the_last_bytes_across_pieces() {
         let mut t = Tail::default();

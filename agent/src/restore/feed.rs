@@ -76,10 +76,7 @@ impl ChunkSource for Ctx {
     }
 
     fn restore_tuning(&self) -> crate::config::RestoreTuning {
-        crate::config::RestoreTuning {
-            jobs: self.cfg.restore_jobs,
-            split_tables: self.cfg.restore_split_tables,
-        }
+        self.cfg.restore_tuning()
     }
 }
 

@@ -292,13 +292,20 @@ fn temp_error(what: &str, e: &std::io::Error) -> AgentError {
     .into()
 }
 
-/// The error to report when a step failed with `e`: the fetched data's own failure if
-/// it had one (the step then only saw its effect), else `e`.
-async fn first_cause(feeder: Feeder, e: AgentError) -> AgentError {
+/// How the feed ended: `Err(Some(e))` with the fetched data's own failure (a step that
+/// failed after it only saw its effect), `Err(None)` when its reader hung up early.
+async fn fed(feeder: Feeder) -> Result<(), Option<AgentError>> {
     match feeder.await {
-        Ok(Err(FeedError::Data(d) | FeedError::Damaged(d))) => d.into(),
-        _ => e,
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(FeedError::Write(_))) => Err(None),
+        Ok(Err(FeedError::Data(d) | FeedError::Damaged(d))) => Err(Some(d.into())),
+        Err(e) => Err(Some(format!("fetch task: {e}").into())),
     }
+}
+
+/// The error to report when a step failed with `e`: the data's own failure first.
+async fn first_cause(feeder: Feeder, e: AgentError) -> AgentError {
+    fed(feeder).await.err().flatten().unwrap_or(e)
 }
 
 /// What a table received: rows, and over how many connections.
@@ -374,18 +381,22 @@ async fn load_tables(
             Err(e) => worker_error = worker_error.or(Some(e)),
         }
     }
-    let fed = feeder.await.map_err(|e| format!("fetch task: {e}"))?;
-    match (fed, worker_error, demuxed) {
-        (Err(FeedError::Data(e) | FeedError::Damaged(e)), _, _) => Err(e.into()),
-        (_, Some(e), _) => Err(e),
-        (_, None, Err(e)) => Err(format!("read the archive: {e}").into()),
-        (Err(FeedError::Write(e)), None, Ok(())) => Err(format!("archive reader: {e}").into()),
-        (Ok(()), None, Ok(())) => Ok(Loaded {
-            rows,
-            loaders,
-            post_jobs,
-        }),
+    let fed = fed(feeder).await;
+    if let Err(Some(e)) = fed {
+        return Err(e);
     }
+    if let Some(e) = worker_error {
+        return Err(e);
+    }
+    demuxed.map_err(|e| format!("read the archive: {e}"))?;
+    if fed.is_err() {
+        return Err("the archive reader stopped before the stream's end".into());
+    }
+    Ok(Loaded {
+        rows,
+        loaders,
+        post_jobs,
+    })
 }
 
 /// Restore the whole stream with one `pg_restore --single-transaction`: the bytes the
@@ -413,12 +424,9 @@ async fn serial(
         stdin.shutdown().await
     }
     .await;
-    match feeder.await.map_err(|e| format!("fetch task: {e}"))? {
-        Err(FeedError::Data(e) | FeedError::Damaged(e)) => {
-            let _ = proc.child.start_kill();
-            return Err(e.into());
-        }
-        Err(FeedError::Write(_)) | Ok(()) => {}
+    if let Err(Some(e)) = fed(feeder).await {
+        let _ = proc.child.start_kill();
+        return Err(e);
     }
     match written {
         Ok(()) => proc.finish().await.map(|_| ()),

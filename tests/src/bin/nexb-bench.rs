@@ -310,19 +310,12 @@ fn nex_full_new_site(env: &Env, target: &str, site: &str) -> (Cost, u64, u64) {
 
 /// A new agent enrolled into `site` (at `low_priority` if asked), online.
 fn new_site_agent(env: &Env, site: &str, low_priority: bool) -> Agent {
-    let config = env.second_agent_config(&format!("{site}-srv"));
-    if low_priority {
-        let text = std::fs::read_to_string(&config).expect("agent config");
-        std::fs::write(&config, format!("low_priority = true\n{text}")).expect("agent config");
-    }
-    assert!(env.enroll(&config, site).ok, "enroll {site}");
-    let agent = Agent::start(
-        &config,
-        &[(PW_ENV, PASSWORD)],
-        &config.with_extension("log"),
-    );
-    env.wait_site_online(site);
-    agent
+    let head = if low_priority {
+        "low_priority = true\n"
+    } else {
+        ""
+    };
+    env.site_agent(site, head).0
 }
 
 /// Seconds of each pgbench load run.
@@ -529,18 +522,8 @@ fn latency_rows(env: &Env, target: &str, rows: &mut Vec<Row>) -> Far {
         ));
     }
     let site = format!("far-{target}");
-    let config = env.second_agent_config(&format!("{site}-srv"));
-    let text = std::fs::read_to_string(&config).expect("far config");
-    std::fs::write(&config, format!("restore_split_tables = true\n{text}")).expect("far config");
     proxy.shape(Shaping::default());
-    let out = env.enroll(&config, &site);
-    assert!(out.ok, "enroll the far site: {}", out.stderr);
-    let agent = Agent::start(
-        &config,
-        &[(PW_ENV, PASSWORD)],
-        &config.with_extension("log"),
-    );
-    env.wait_site_online(&site);
+    let (agent, _) = env.site_agent(&site, "restore_split_tables = true\n");
     let rate = 100_000_000 / 8;
     proxy.shape(Shaping {
         rtt: Duration::from_millis(50),
