@@ -8,12 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::Stream;
-use nex_backup_shared::chunk::MAX_CHUNK_LEN;
 use nex_backup_shared::pb::agent_service_server::AgentService;
 use nex_backup_shared::pb::{self, agent_message::Msg};
-use nex_backup_shared::seal::{HEADER_LEN, Header, ObjectKind, TAG_LEN};
 use nex_backup_shared::text::{MAX_LABEL_LEN, clean};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -36,8 +33,6 @@ const MAX_IDS_PER_REQUEST: usize = 100_000;
 const MAX_TARGETS: usize = 256;
 const MAX_KNOWN_JOBS: usize = 4096;
 const MAX_CHUNKS_PER_GET: usize = 4096;
-/// Chunks of one upload stream stored concurrently.
-const PUT_CONCURRENCY: usize = 8;
 
 /// The agent-facing service.
 #[derive(Clone)]
@@ -265,99 +260,6 @@ impl AgentApi {
             warn!(%site, error = %e, "record agent heartbeat");
         }
     }
-
-    async fn store_chunk(
-        &self,
-        who: &AgentIdentity,
-        keys: &HashSet<[u8; 8]>,
-        req: pb::PutChunkRequest,
-    ) -> Result<Option<u64>, Status> {
-        parse_site(&req.site)?;
-        require_site(who, &req.site)?;
-        let id = chunk_ids(std::slice::from_ref(&req.id), 1)?[0];
-        if req.blob.len() > MAX_CHUNK_LEN + HEADER_LEN + TAG_LEN {
-            return Err(Status::invalid_argument(format!(
-                "chunk {}: blob of {} bytes is too large",
-                id.short(),
-                req.blob.len()
-            )));
-        }
-        let what = format!("chunk {}", id.short());
-        let h = Header::parse(&req.blob, &what).map_err(super::bad_input)?;
-        if h.kind != ObjectKind::Chunk as u8 || h.object_id != id.0 {
-            return Err(Status::invalid_argument(format!(
-                "{what}: blob header does not name this chunk"
-            )));
-        }
-        super::keys::check_key_id(keys, who, &what, h.key_id)?;
-        let cat = &self.state.catalog;
-        let stats = &self.state.hub.stats;
-        if !self
-            .state
-            .hub
-            .pin_upload(&req.site, &id, now_ms() + self.state.gc_grace_ms)
-        {
-            return Err(Status::unavailable(format!(
-                "{what}: garbage collection is deleting an old copy of it; send it again"
-            )));
-        }
-        let duplicate = || {
-            stats
-                .duplicate_chunks_received
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(None)
-        };
-        if cat
-            .chunk_len(&req.site, &id)
-            .await
-            .map_err(catalog_status)?
-            .is_some()
-        {
-            return duplicate();
-        }
-        let len = req.blob.len();
-        let key = chunk_key(&req.site, &id);
-        let blob = Bytes::from(req.blob);
-        let wrote = self
-            .state
-            .store
-            .put(&key, blob.clone())
-            .await
-            .map_err(store_status)?;
-        // The checksum is of what the store holds: when another upload of the same chunk
-        // (sealed with another nonce) won the write, that one's bytes.
-        let (len, sha256) = match wrote {
-            true => (len, sha256_of(&blob)),
-            false => match self.state.store.get(&key).await.map_err(store_status)? {
-                Some(stored) => (stored.len(), sha256_of(&stored)),
-                None => {
-                    return Err(Status::unavailable(format!(
-                        "{what}: stored blob vanished; send it again"
-                    )));
-                }
-            },
-        };
-        // Two uploads of the same chunk may race past the check above; only the one that
-        // records it counts as new.
-        if !cat
-            .record_chunk(&req.site, &id, len as u32, &sha256)
-            .await
-            .map_err(catalog_status)?
-        {
-            return duplicate();
-        }
-        self.state
-            .hub
-            .stats
-            .chunks_received
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !req.snapshot_id.is_empty() {
-            self.state
-                .hub
-                .add_upload_bytes(&req.site, &req.snapshot_id, len as u64);
-        }
-        Ok(Some(len as u64))
-    }
 }
 
 #[tonic::async_trait]
@@ -423,30 +325,8 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<pb::PutChunkRequest>>,
     ) -> Result<Response<pb::PutChunksResponse>, Status> {
-        // Several chunks are written at once so that their fsyncs overlap; each is
-        // recorded in the catalog only after its own blob is durable.
         let who = agent_identity(&self.state, request.extensions()).await?;
-        let keys = super::keys::site_key_ids(&self.state, &who.site).await?;
-        self.state.reserve.check(&*self.state.store).await?;
-        let (who, keys) = (&who, &keys);
-        let inbound = request.into_inner();
-        let mut stored = std::pin::pin!(futures::StreamExt::buffer_unordered(
-            inbound.map(|msg| async move { self.store_chunk(who, keys, msg?).await }),
-            PUT_CONCURRENCY,
-        ));
-        let mut resp = pb::PutChunksResponse::default();
-        while let Some(r) = stored.next().await {
-            match r? {
-                Some(n) => {
-                    resp.stored += 1;
-                    resp.bytes_stored += n;
-                }
-                None => resp.already_present += 1,
-            }
-        }
-        if resp.stored > 0 {
-            super::durable(&self.state).await?;
-        }
+        let resp = self.store_chunks(&who, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 
@@ -572,10 +452,4 @@ impl AgentService for AgentApi {
             custody: Some(super::keys::custody(&self.state, &who.site).await?),
         }))
     }
-}
-
-/// SHA-256 of a stored blob, recorded with its chunk and checked by `verify`.
-fn sha256_of(b: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(b).into()
 }

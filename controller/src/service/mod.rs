@@ -20,6 +20,7 @@ pub mod enroll;
 pub mod keys;
 mod paging;
 mod results;
+mod upload;
 
 use nex_backup_shared::error::FormatError;
 use nex_backup_shared::ids::{AgentId, ChunkId, SiteId, SnapshotId, TargetName};

@@ -59,6 +59,8 @@ pub async fn run_all(store: &dyn BlobStore) {
             .is_empty()
     );
 
+    put_many(store).await;
+
     store.delete("chunks/s1/aa/aabb").await.unwrap();
     store.delete("chunks/s1/aa/aabb").await.unwrap(); // idempotent
     assert_eq!(store.get("chunks/s1/aa/aabb").await.unwrap(), None);
@@ -69,4 +71,65 @@ pub async fn run_all(store: &dyn BlobStore) {
             "{bad:?} must be refused"
         );
     }
+}
+
+/// A group put: new keys written, stored ones left alone, one of two items with the same
+/// key written, and a group with a refused key refused.
+async fn put_many(store: &dyn BlobStore) {
+    let items = |list: &[(&str, &'static [u8])]| -> Vec<(String, Bytes)> {
+        list.iter()
+            .map(|(k, d)| (k.to_string(), Bytes::from_static(d)))
+            .collect()
+    };
+    assert_eq!(store.put_many(vec![]).await.unwrap(), Vec::<bool>::new());
+    let wrote = store
+        .put_many(items(&[
+            ("chunks/s3/aa/aa01", b"a1"),
+            ("chunks/s1/aa/aabb", b"not one"),
+            ("chunks/s3/bb/bb01", b"b1"),
+            ("chunks/s3/bb/bb02", b"b2"),
+            ("chunks/s3/bb/bb02", b"b2 again"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(&wrote[..3], &[true, false, true]);
+    assert!(
+        wrote[3] ^ wrote[4],
+        "of two items with one key, one writes: {wrote:?}"
+    );
+    let winner = if wrote[3] { &b"b2"[..] } else { b"b2 again" };
+    assert_eq!(
+        store.get("chunks/s3/bb/bb02").await.unwrap().unwrap(),
+        Bytes::from(winner)
+    );
+    for (key, data) in [
+        ("chunks/s3/aa/aa01", &b"a1"[..]),
+        ("chunks/s1/aa/aabb", b"one"),
+        ("chunks/s3/bb/bb01", b"b1"),
+    ] {
+        assert_eq!(store.get(key).await.unwrap().unwrap(), Bytes::from(data));
+    }
+    let again = store
+        .put_many(items(&[
+            ("chunks/s3/aa/aa01", b"x"),
+            ("chunks/s3/cc/cc01", b"c1"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![false, true]);
+    assert_eq!(
+        super::list_keys(store, "chunks/s3/").await.unwrap(),
+        vec![
+            "chunks/s3/aa/aa01",
+            "chunks/s3/bb/bb01",
+            "chunks/s3/bb/bb02",
+            "chunks/s3/cc/cc01"
+        ]
+    );
+    assert!(
+        store
+            .put_many(items(&[("chunks/s3/dd/dd01", b"d1"), ("../escape", b"x")]))
+            .await
+            .is_err()
+    );
 }

@@ -11,6 +11,8 @@ use futures::StreamExt;
 
 use super::{BlobMeta, BlobStore, BlobStream, Result, StoreError};
 
+mod durable;
+
 /// Files under a root directory.
 pub struct FsStore {
     root: PathBuf,
@@ -41,26 +43,53 @@ impl FsStore {
 /// A hard link, unlike a rename, fails instead of replacing an existing file, so two
 /// writers of one key never overwrite each other and a stored blob is never replaced.
 fn write_once(path: &Path, data: &[u8]) -> std::io::Result<bool> {
-    let dir = path.parent().expect("blob paths have a parent");
-    if path.exists() {
-        return Ok(false);
-    }
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().expect("file name").to_string_lossy();
-    let tmp = dir.join(format!("{name}.tmp.{:016x}", rand::random::<u64>()));
+    Ok(write_many(&[(path.to_path_buf(), data)])?[0])
+}
+
+/// [`write_once`] for several blobs, made durable together: every new blob's data is
+/// synced before any is linked into place, and the links are synced before this
+/// returns. On Linux that is one `syncfs` per filesystem and step, instead of two
+/// fsyncs per file (one file's fsync costs a journal commit: measured 3–4× the CPU).
+fn write_many(items: &[(PathBuf, &[u8])]) -> std::io::Result<Vec<bool>> {
+    let mut temps: Vec<Option<PathBuf>> = Vec::with_capacity(items.len());
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(e),
+        let mut files = Vec::new();
+        for (path, data) in items {
+            if path.exists() {
+                temps.push(None);
+                continue;
+            }
+            let dir = path.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            let name = path.file_name().expect("file name").to_string_lossy();
+            let tmp = dir.join(format!("{name}.tmp.{:016x}", rand::random::<u64>()));
+            temps.push(Some(tmp.clone()));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            files.push(f);
         }
-        sync_dir(dir)?;
-        Ok(true)
+        let dirs = durable::Dirs::of(items.iter().map(|(p, _)| p.as_path()));
+        durable::sync_files(&files, &dirs)?;
+        drop(files);
+        let mut wrote = Vec::with_capacity(items.len());
+        for ((path, _), tmp) in items.iter().zip(&temps) {
+            wrote.push(match tmp {
+                None => false,
+                Some(tmp) => match std::fs::hard_link(tmp, path) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(e),
+                },
+            });
+        }
+        if wrote.iter().any(|w| *w) {
+            durable::sync_dirs(&dirs)?;
+        }
+        Ok(wrote)
     })();
-    let _ = std::fs::remove_file(&tmp);
+    for tmp in temps.iter().flatten() {
+        let _ = std::fs::remove_file(tmp);
+    }
     result
 }
 
@@ -73,16 +102,6 @@ fn free_bytes(root: &Path) -> std::io::Result<Option<u64>> {
 #[cfg(not(unix))]
 fn free_bytes(_root: &Path) -> std::io::Result<Option<u64>> {
     Ok(None)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// Walk `start` in key order on a blocking thread, sending what is under `prefix`.
@@ -143,6 +162,36 @@ impl BlobStore for FsStore {
             .await
             .map_err(|e| io(std::io::Error::other(e)))?
             .map_err(io)
+    }
+
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<Vec<bool>> {
+        let Some(first) = items.first().map(|(k, _)| k.clone()) else {
+            return Ok(vec![]);
+        };
+        let paths = items
+            .iter()
+            .map(|(k, _)| self.path(k))
+            .collect::<Result<Vec<_>>>()?;
+        let n = items.len();
+        let io = |source| StoreError::Io {
+            key: if n == 1 {
+                first.clone()
+            } else {
+                format!("{first} (and {} more blobs written with it)", n - 1)
+            },
+            source,
+        };
+        tokio::task::spawn_blocking(move || {
+            let group: Vec<_> = paths
+                .into_iter()
+                .zip(&items)
+                .map(|(p, (_, d))| (p, &d[..]))
+                .collect();
+            write_many(&group)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {

@@ -129,6 +129,23 @@ impl BlobStore for Metered {
         r
     }
 
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<Vec<bool>> {
+        let lens: Vec<u64> = items.iter().map(|(_, d)| d.len() as u64).collect();
+        let r = self.inner.put_many(items).await;
+        let n = lens.len() as u64;
+        self.meter.requests[0].fetch_add(n, Ordering::Relaxed);
+        match &r {
+            Ok(wrote) => {
+                let written = lens.iter().zip(wrote).filter(|(_, w)| **w).map(|(l, _)| l);
+                (self.meter.bytes_written).fetch_add(written.sum(), Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.meter.errors[0].fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let r = self.inner.get(key).await;
         self.meter.count(1, &r);
@@ -225,6 +242,12 @@ impl BlobStore for Retrying {
             .await
     }
 
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<Vec<bool>> {
+        let first = items.first().map_or("", |(k, _)| k.as_str());
+        self.run(first, "put", || self.inner.put_many(items.clone()))
+            .await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.run(key, "get", || self.inner.get(key)).await
     }
@@ -297,6 +320,16 @@ impl BlobStore for Faulty {
         let wrote = self.inner.put(key, data).await?;
         if self.draw().is_multiple_of(2) {
             self.fault(key)?;
+        }
+        Ok(wrote)
+    }
+
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<Vec<bool>> {
+        let first = items.first().map_or(String::new(), |(k, _)| k.clone());
+        self.fault(&first)?;
+        let wrote = self.inner.put_many(items).await?;
+        if self.draw().is_multiple_of(2) {
+            self.fault(&first)?;
         }
         Ok(wrote)
     }

@@ -90,6 +90,19 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Store `data` under `key` unless something is stored there already (then nothing
     /// is written). Returns whether it wrote.
     async fn put(&self, key: &str, data: Bytes) -> Result<bool>;
+    /// [`put`](Self::put) of several blobs, answered once all are durable: per item, in
+    /// order, whether it wrote; of two items with one key, one writes. By default the
+    /// puts overlap; a backend that can make a group durable at once (one filesystem
+    /// sync instead of two per file) overrides it. An error may leave some items stored,
+    /// each whole.
+    async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<Vec<bool>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(items)
+            .map(|(key, data)| async move { self.put(&key, data).await })
+            .buffered(8)
+            .try_collect()
+            .await
+    }
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     async fn exists(&self, key: &str) -> Result<bool>;
     async fn delete(&self, key: &str) -> Result<()>;
