@@ -123,6 +123,12 @@ fn a_database_restores_over_several_connections() {
         "each table by one connection: {loaded}"
     );
     assert!(!log.contains("restoring with one pg_restore"), "{loaded}");
+    // The rows are checked as the server stored them: no second scan of the restore.
+    assert!(
+        log.contains("row counts as the server stored them")
+            && !log.contains("counting the restored rows"),
+        "{log}"
+    );
 
     let original = strip_dump_noise(&env.pg.dump_plain("invoices", &[]));
     let restored = strip_dump_noise(&env.pg.dump_plain("restored", &[]));
@@ -210,8 +216,9 @@ fn a_latin1_database_goes_whole_to_one_pg_restore() {
             .all(|t| t["ok"] == true),
         "{r}"
     );
+    let log = env.agent_log();
     assert!(
-        env.agent_log().contains("restoring with one pg_restore"),
+        log.contains("restoring with one pg_restore") && log.contains("counting the restored rows"),
         "{}",
         env.logs()
     );

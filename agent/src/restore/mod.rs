@@ -134,16 +134,16 @@ pub async fn restore_into<S: ChunkSource>(
     drop(admin);
     let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result).await;
     let verified = match loaded {
-        Ok(()) => {
+        Ok(stored) => {
             info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
             src.progress(
                 job_id,
                 "verify",
                 m.logical_bytes(),
                 0,
-                "counting rows".into(),
+                "checking row counts".into(),
             );
-            verify_counts(t, &into, m).await
+            verify_counts(t, &into, m, stored).await
         }
         Err(e) => Err(e),
     };
@@ -234,7 +234,7 @@ async fn load<S: ChunkSource>(
     m: &Manifest,
     server_num: i32,
     result: &mut pb::JobResult,
-) -> Result<(), AgentError> {
+) -> Result<Option<parallel::Stored>, AgentError> {
     let db = &cmd.to_database;
     let dir = t.pg_bin_dir.as_deref();
     let major = (server_num / 10000) as u32;
@@ -267,13 +267,14 @@ async fn load<S: ChunkSource>(
         pg_restore,
     };
     if l.tuning.jobs > 1 {
-        parallel::load(ctx, codec, job_id, stream, &l).await?;
-    } else {
-        let (tool, pw) = (&l.pg_restore, l.password.as_deref());
-        pipe_into(ctx, codec, job_id, tool, l.serial_args(), pw, stream).await?;
+        let stored = parallel::load(ctx, codec, job_id, stream, &l).await?;
+        result.stream_hash_ok = true;
+        return Ok(stored);
     }
+    let (tool, pw) = (&l.pg_restore, l.password.as_deref());
+    pipe_into(ctx, codec, job_id, tool, l.serial_args(), pw, stream).await?;
     result.stream_hash_ok = true;
-    Ok(())
+    Ok(None)
 }
 
 /// Fetch and open the manifest; it must belong to this site, snapshot and target.
@@ -369,21 +370,41 @@ fn proc_name(tool: &pgtools::Tool) -> String {
         .unwrap_or_default()
 }
 
+/// Each table's restored rows against the manifest's: as the server stored them
+/// (`stored`, when the manifest's counts are the dump's own rows per table, as a COPY
+/// loads them), or else counted in the restored database.
 async fn verify_counts(
     t: &TargetConfig,
     db: &str,
     m: &Manifest,
+    stored: Option<parallel::Stored>,
 ) -> Result<Vec<pb::TableCheck>, AgentError> {
-    let client = pg::connect(t, db).await?;
-    let actual: std::collections::HashMap<String, i64> =
-        pg::row_counts(&client, m.row_counts_from_dump)
-            .await
-            .map_err(|e| {
-                AgentError::from(format!("count rows in {db}: {}", pg::db_error_text(&e)))
-            })?
-            .into_iter()
-            .collect();
-    Ok(m.row_counts
+    let actual = match stored {
+        Some(stored) if m.row_counts_from_dump => {
+            info!(database = %db, tables = stored.len(), "row counts as the server stored them");
+            stored
+        }
+        _ => {
+            info!(database = %db, "counting the restored rows");
+            let client = pg::connect(t, db).await?;
+            pg::row_counts(&client, m.row_counts_from_dump)
+                .await
+                .map_err(|e| {
+                    AgentError::from(format!("count rows in {db}: {}", pg::db_error_text(&e)))
+                })?
+                .into_iter()
+                .collect()
+        }
+    };
+    Ok(compare(&m.row_counts, &actual))
+}
+
+/// The manifest's row counts against `actual`; a table missing there counts -1.
+fn compare(
+    expected: &[(String, i64)],
+    actual: &std::collections::HashMap<String, i64>,
+) -> Vec<pb::TableCheck> {
+    expected
         .iter()
         .map(|(table, expected)| {
             let got = actual.get(table).copied().unwrap_or(-1);
@@ -394,5 +415,19 @@ async fn verify_counts(
                 ok: got == *expected,
             }
         })
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_missing_or_short_of_rows_fails_its_check() {
+        let expected = [("a".to_string(), 3), ("b".into(), 0), ("c".into(), 5)];
+        let actual = std::collections::HashMap::from([("a".to_string(), 3), ("c".into(), 4)]);
+        let checks = compare(&expected, &actual);
+        let got: Vec<_> = checks.iter().map(|c| (c.actual_rows, c.ok)).collect();
+        assert_eq!(got, vec![(3, true), (-1, false), (4, false)]);
+    }
 }

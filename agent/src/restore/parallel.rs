@@ -14,6 +14,11 @@
 //! 3. once every row is in, `pg_restore -j jobs` restores everything else from the TOC
 //!    file (sequence values, then indexes, constraints, triggers, grants...) in parallel.
 //!
+//! Each COPY's command tag says how many rows the server stored; summed by table, they
+//! are the restored row counts checked against the manifest ([`Stored`]), so the check
+//! costs no second scan of the restored data (a `count(*)` of every table, with hint bits
+//! to write on every page of a freshly loaded table).
+//!
 //! Each COPY commits on its own: a restore into a new database does not need one
 //! transaction, since a failed one is discarded whole (`super::swap::discard`; drills are
 //! dropped).
@@ -43,6 +48,7 @@ use super::spread::{Blocks, QUEUE, TableCopy, demux};
 use crate::backup::dump;
 use crate::config::{RestoreTuning, TargetConfig};
 use crate::error::AgentError;
+use crate::pg::quote_ident;
 use crate::pgarchive::{Entry, Reader};
 use crate::{pg, pgtools};
 
@@ -130,10 +136,10 @@ impl Plan {
                             e.tag
                         )));
                     }
-                    let name = format!("{}.{}", e.namespace, e.tag);
                     let table = TableCopy {
                         dump_id: e.dump_id,
-                        name,
+                        name: format!("{}.{}", e.namespace, e.tag),
+                        key: format!("{}.{}", quote_ident(&e.namespace), quote_ident(&e.tag)),
                         stmt: stmt.to_string(),
                     };
                     blocks.tables.insert(e.dump_id, Arc::new(table));
@@ -202,14 +208,19 @@ fn read_toc(
     (rd, plan, saved)
 }
 
-/// Restore the database stream `s` as [`Load`] says.
+/// Each table's rows as the server counted them while storing them (COPY's command tag),
+/// by the name the manifest's row counts use.
+pub type Stored = HashMap<String, i64>;
+
+/// Restore the database stream `s` as [`Load`] says. Returns what each table stored,
+/// unless the stream went whole to one pg_restore.
 pub async fn load<S: ChunkSource>(
     src: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     s: &StreamEntry,
     l: &Load<'_>,
-) -> Result<(), AgentError> {
+) -> Result<Option<Stored>, AgentError> {
     let (w, r) = tokio::io::duplex(256 << 10);
     let feeder = {
         let (src, codec, job_id, s) = (src.clone(), codec.clone(), job_id.to_string(), s.clone());
@@ -232,7 +243,7 @@ pub async fn load<S: ChunkSource>(
         Ok(plan) => plan,
         Err(why) => {
             info!(database = %l.db, reason = %why, "restoring with one pg_restore");
-            return serial(rd, toc.path(), feeder, l).await;
+            return serial(rd, toc.path(), feeder, l).await.map(|()| None);
         }
     };
     let pre = l
@@ -252,6 +263,15 @@ pub async fn load<S: ChunkSource>(
         connections = loaded.loaders,
         "table data loaded"
     );
+    let stored = (plan.blocks.tables.values())
+        .filter(|t| loaded.ended.contains(&t.dump_id))
+        .map(|t| {
+            (
+                t.key.clone(),
+                rows.get(&t.dump_id).map_or(0, |r| r.0) as i64,
+            )
+        })
+        .collect();
     src.progress(
         job_id,
         "restore indexes",
@@ -277,7 +297,8 @@ pub async fn load<S: ChunkSource>(
         "-L",
         &list_arg,
     ];
-    l.pg_restore(&post, toc.path()).await
+    l.pg_restore(&post, toc.path()).await?;
+    Ok(Some(stored))
 }
 
 type Feeder = AbortOnDropHandle<Result<(), FeedError>>;
@@ -311,10 +332,11 @@ async fn first_cause(feeder: Feeder, e: AgentError) -> AgentError {
 /// What a table received: rows, and over how many connections.
 type Received = (u64, usize);
 
-/// What the data step did: each table's rows, over how many connections, and how many
-/// jobs the server leaves `pg_restore -j` after.
+/// What the data step did: each table's rows, over how many connections; the tables
+/// whose data the archive ended; how many jobs the server leaves `pg_restore -j` after.
 struct Loaded {
     rows: HashMap<i64, Received>,
+    ended: HashSet<i64>,
     loaders: usize,
     post_jobs: usize,
 }
@@ -388,12 +410,13 @@ async fn load_tables(
     if let Some(e) = worker_error {
         return Err(e);
     }
-    demuxed.map_err(|e| format!("read the archive: {e}"))?;
+    let ended = demuxed.map_err(|e| format!("read the archive: {e}"))?;
     if fed.is_err() {
         return Err("the archive reader stopped before the stream's end".into());
     }
     Ok(Loaded {
         rows,
+        ended,
         loaders,
         post_jobs,
     })

@@ -20,10 +20,12 @@ pub const QUEUE: usize = 4;
 /// A single row longer than this goes to its connection in parts.
 const LONG_ROW: usize = 4 << 20;
 
-/// One table's data: its COPY statement and a name for errors.
+/// One table's data: its COPY statement, a name for errors, and its name as the
+/// manifest's row counts have it (quoted schema and table).
 pub struct TableCopy {
     pub dump_id: i64,
     pub name: String,
+    pub key: String,
     pub stmt: String,
 }
 
@@ -44,13 +46,14 @@ pub struct Blocks {
     pub blobs: HashSet<i64>,
 }
 
-/// Read the data blocks and spread them over `out`.
+/// Read the data blocks and spread them over `out`; the tables whose data ended.
 pub fn demux<R: BufRead>(
     mut rd: Reader<R>,
     blocks: &Blocks,
     out: Vec<mpsc::Sender<Piece>>,
     split: bool,
-) -> Result<(), ArchiveError> {
+) -> Result<HashSet<i64>, ArchiveError> {
+    let mut ended = HashSet::new();
     let mut spread = Spread {
         out,
         split,
@@ -65,6 +68,7 @@ pub fn demux<R: BufRead>(
                     ArchiveError::Unsupported(format!("data of entry {dump_id}, not a table"))
                 })?;
                 table_data(&mut rd, table, &mut acc, &mut spread)?;
+                ended.insert(dump_id);
             }
             BLOCK_BLOBS if blocks.blobs.contains(&dump_id) => {
                 large_objects(&mut rd, &mut spread)?;
@@ -76,7 +80,7 @@ pub fn demux<R: BufRead>(
             }
         }
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// One table's COPY text, up to its end marker (which is not sent).
@@ -230,10 +234,15 @@ mod tests {
     use crate::pgarchive::testing::archive;
 
     /// Demux `a` over `n` connections; what each received, drained as it comes.
-    fn run(a: Vec<u8>, n: usize, split: bool) -> (Result<(), ArchiveError>, Vec<Vec<Piece>>) {
+    fn run(
+        a: Vec<u8>,
+        n: usize,
+        split: bool,
+    ) -> (Result<HashSet<i64>, ArchiveError>, Vec<Vec<Piece>>) {
         let table = Arc::new(TableCopy {
             dump_id: 5,
             name: "sch.t".into(),
+            key: "sch.t".into(),
             stmt: "COPY ...".into(),
         });
         let blocks = Blocks {
@@ -266,6 +275,13 @@ mod tests {
         (demuxed.join().unwrap(), got)
     }
 
+    #[test]
+    fn an_empty_table_ends_without_rows() {
+        let (r, got) = run(archive(COPY_END, 4096, b""), 2, false);
+        assert_eq!(r.unwrap(), HashSet::from([5]));
+        assert!(got.iter().all(|g| rows_of(g).is_empty()), "no rows sent");
+    }
+
     fn rows_of(pieces: &[Piece]) -> Vec<u8> {
         let mut all = vec![];
         for p in pieces {
@@ -289,7 +305,7 @@ mod tests {
         let rows = table(30_000); // about 3.2 MiB
         let data = [rows.clone(), COPY_END.to_vec()].concat();
         let (r, got) = run(archive(&data, 4096, b"large object"), 2, false);
-        r.unwrap();
+        assert_eq!(r.unwrap(), HashSet::from([5]), "the table's data ended");
         let with_rows: Vec<_> = got.iter().filter(|g| !rows_of(g).is_empty()).collect();
         assert_eq!(with_rows.len(), 1, "one connection");
         assert_eq!(
