@@ -66,12 +66,31 @@ pub fn spawn(
     let mut child = cmd
         .spawn()
         .map_err(|e| AgentError::from(format!("start {} ({}): {e}", name, tool.path.display())))?;
+    widen_pipes(&child);
     let stderr = child.stderr.take().expect("stderr piped");
     Ok(Running {
         name,
         child,
         stderr: tokio::spawn(tail(stderr)),
     })
+}
+
+/// Pipes of 1 MiB instead of 64 KiB (Linux): the dump tool then blocks, and the agent
+/// wakes, several times less often per GB. Best effort: a host whose
+/// `fs.pipe-max-size` is lower keeps its default.
+pub(crate) fn widen_pipes(child: &tokio::process::Child) {
+    #[cfg(target_os = "linux")]
+    {
+        const SIZE: usize = 1 << 20;
+        if let Some(out) = &child.stdout {
+            let _ = rustix::pipe::fcntl_setpipe_size(out, SIZE);
+        }
+        if let Some(inp) = &child.stdin {
+            let _ = rustix::pipe::fcntl_setpipe_size(inp, SIZE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = child;
 }
 
 async fn tail(mut r: ChildStderr) -> String {
