@@ -12,7 +12,7 @@ use nex_backup_shared::ids::{AgentId, SiteId, TargetName};
 use serde::Deserialize;
 
 mod sets;
-pub use sets::{EnvSetConfig, FileSetConfig, SetSpec};
+pub use sets::{BadExclude, BadSet, EnvSetConfig, FileSetConfig, SetSpec};
 
 /// A configuration problem, naming the file and key.
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +235,9 @@ impl AgentConfig {
         if cfg.stall_timeout_secs == 0 {
             return Err(err("stall_timeout_secs", "must be at least 1".into()));
         }
-        cfg.chunker().validate().map_err(|e| err("chunking", e))?;
+        cfg.chunker()
+            .validate()
+            .map_err(|e| err("chunking", e.to_string()))?;
         let mut seen = std::collections::HashSet::new();
         for (i, t) in cfg.targets.iter().enumerate() {
             let key = |k: &str| format!("targets[{i}].{k}");
@@ -315,9 +317,12 @@ impl AgentConfig {
     }
 
     /// The file or environment set `name`, ready to back up.
-    pub fn set(&self, name: &str) -> Option<Result<SetSpec, String>> {
+    pub fn set(&self, name: &str) -> Option<Result<SetSpec, BadSet>> {
         if let Some(f) = self.file_sets.iter().find(|f| f.name == name) {
-            return Some(f.spec().map_err(|e| format!("file set {name}: {e}")));
+            return Some(f.spec().map_err(|source| BadSet {
+                name: name.into(),
+                source,
+            }));
         }
         self.env_sets
             .iter()

@@ -24,8 +24,8 @@ pub enum DispatchError {
     #[error("{0}")]
     NoAgent(String),
     /// The agent's session closed between the choice and the send.
-    #[error("{0}")]
-    Undeliverable(String),
+    #[error(transparent)]
+    Undeliverable(#[from] crate::hub::SendError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -197,7 +197,7 @@ pub async fn start_job_as(
     if let Err(e) = state.hub.send(site, &agent, cmd).await {
         let mut failed = job.clone();
         failed.state = JobState::Failed;
-        failed.error = Some(e.clone());
+        failed.error = Some(e.to_string());
         failed.ended_unix_ms = Some(now_ms());
         if let Err(ce) = state.catalog.put_job(&failed).await {
             warn!(job = %job_id, error = %ce, "record undeliverable job");

@@ -57,6 +57,30 @@ pub struct Stats {
 }
 
 /// Delivers a command to an agent whose session another controller replica holds.
+/// Why a message did not reach an agent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("agent {agent_id} of site {site} is offline")]
+    Offline { site: String, agent_id: String },
+    #[error("agent {agent_id} of site {site} disconnected")]
+    Disconnected { site: String, agent_id: String },
+    #[error("relay to agent {agent_id} of site {site}: {reason}")]
+    Relay {
+        site: String,
+        agent_id: String,
+        reason: String,
+    },
+}
+
+impl SendError {
+    pub fn offline(site: &str, agent_id: &str) -> Self {
+        SendError::Offline {
+            site: site.into(),
+            agent_id: agent_id.into(),
+        }
+    }
+}
+
 #[tonic::async_trait]
 pub trait Forwarder: Send + Sync + 'static {
     async fn forward(
@@ -64,7 +88,7 @@ pub trait Forwarder: Send + Sync + 'static {
         site: &str,
         agent_id: &str,
         msg: pb::ControllerMessage,
-    ) -> Result<(), String>;
+    ) -> Result<(), SendError>;
     /// Commands other replicas queued for this agent and nobody delivered (its replica
     /// died, or it moved): taken, to be sent down its new session here.
     async fn take_queued(&self, site: &str, agent_id: &str) -> Vec<pb::ControllerMessage>;
@@ -252,7 +276,7 @@ impl Hub {
         site: &str,
         agent_id: &str,
         msg: pb::ControllerMessage,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         let Some(tx) = self.session(site, agent_id).map(|s| s.tx) else {
             let remote = self
                 .remote()
@@ -260,12 +284,13 @@ impl Hub {
                 .contains_key(&(site.to_string(), agent_id.to_string()));
             return match (remote, self.forwarder.get()) {
                 (true, Some(f)) => f.forward(site, agent_id, msg).await,
-                _ => Err(format!("agent {agent_id} of site {site} is offline")),
+                _ => Err(SendError::offline(site, agent_id)),
             };
         };
-        tx.send(Ok(msg))
-            .await
-            .map_err(|_| format!("agent {agent_id} of site {site} disconnected"))
+        tx.send(Ok(msg)).await.map_err(|_| SendError::Disconnected {
+            site: site.into(),
+            agent_id: agent_id.into(),
+        })
     }
 
     /// Subscribe to a job's updates. Call before dispatching the job.

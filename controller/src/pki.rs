@@ -85,6 +85,11 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
+/// A certificate request that does not parse or whose signature does not verify.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate request: {0}")]
+pub struct BadCsr(#[source] rcgen::Error);
+
 impl Pki {
     /// The fingerprint clients pin, from the files alone (for `nex-backup ca show`).
     pub fn show(data_dir: &Path, src: &ServerCertSource) -> anyhow::Result<String> {
@@ -178,9 +183,8 @@ impl Pki {
     }
 
     /// Check a certificate request's encoding and signature without issuing anything.
-    pub fn check_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, String> {
-        CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
-            .map_err(|e| format!("certificate request: {e}"))
+    pub fn check_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, BadCsr> {
+        CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(BadCsr)
     }
 
     /// Sign a client certificate for `site`/`agent_id` over the key in `csr`.

@@ -166,19 +166,28 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// Why a connection was refused before it reached the services.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("no TLS handshake within {HANDSHAKE_LIMIT:?}")]
+    Slow,
+    #[error("TLS handshake: {0}")]
+    Handshake(#[source] std::io::Error),
+    #[error("client certificate: {0}")]
+    Certificate(#[source] nex_backup_shared::error::FormatError),
+}
+
 async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
-) -> Result<TlsConn, String> {
+) -> Result<TlsConn, Refused> {
     let tls = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(tcp))
         .await
-        .map_err(|_| format!("no TLS handshake within {HANDSHAKE_LIMIT:?}"))?
-        .map_err(|e| format!("TLS handshake: {e}"))?;
+        .map_err(|_| Refused::Slow)?
+        .map_err(Refused::Handshake)?;
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        Some(cert) => Some(
-            AgentIdentity::from_cert_der(cert).map_err(|e| format!("client certificate: {e}"))?,
-        ),
+        Some(cert) => Some(AgentIdentity::from_cert_der(cert).map_err(Refused::Certificate)?),
         None => None,
     };
     debug!(%remote, agent = ?identity.as_ref().map(|i| &i.agent_id), "TLS connection");

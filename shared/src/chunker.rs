@@ -32,9 +32,17 @@ impl Default for ChunkerConfig {
 /// last is ever shorter.
 pub const SMALLEST_MIN: u32 = 64;
 
+/// Chunk size bounds that FastCDC or the chunk decoder would not accept.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "chunk sizes min={} avg={} max={} must satisfy 64 <= min <= avg <= max <= 8 MiB, 256 B <= avg <= 4 MiB",
+    .0.min, .0.avg, .0.max
+)]
+pub struct BadChunkSizes(pub ChunkerConfig);
+
 impl ChunkerConfig {
     /// Check the bounds against what FastCDC and the chunk decoder accept.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BadChunkSizes> {
         let ok = self.min >= SMALLEST_MIN
             && self.min <= self.avg
             && self.avg <= self.max
@@ -43,10 +51,7 @@ impl ChunkerConfig {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "chunk sizes min={} avg={} max={} must satisfy 64 <= min <= avg <= max <= 8 MiB, 256 B <= avg <= 4 MiB",
-                self.min, self.avg, self.max
-            ))
+            Err(BadChunkSizes(*self))
         }
     }
 }

@@ -30,6 +30,15 @@ fn bad(url: &str, reason: impl Into<String>) -> S3UrlError {
     }
 }
 
+/// A credentials file that could not be read or lacks the keys; names the file, never a
+/// value.
+#[derive(Debug, thiserror::Error)]
+#[error("credentials file {}: {reason}", path.display())]
+struct BadCredentials {
+    path: std::path::PathBuf,
+    reason: String,
+}
+
 /// Keys read from an AWS credentials file.
 struct Credentials {
     key_id: String,
@@ -39,9 +48,11 @@ struct Credentials {
 
 /// Read `profile` of an AWS shared credentials file (`[name]` sections of
 /// `aws_access_key_id = ...` lines). Errors name the file, never a value.
-fn read_credentials(path: &std::path::Path, profile: &str) -> Result<Credentials, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
+fn read_credentials(path: &std::path::Path, profile: &str) -> Result<Credentials, BadCredentials> {
+    let text = std::fs::read_to_string(path).map_err(|e| BadCredentials {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let (mut section, mut found) = (String::new(), std::collections::HashMap::new());
     for line in text.lines().map(str::trim) {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -59,10 +70,12 @@ fn read_credentials(path: &std::path::Path, profile: &str) -> Result<Credentials
             secret,
             token: take("aws_session_token"),
         }),
-        _ => Err(format!(
-            "credentials file {}: profile [{profile}] needs aws_access_key_id and aws_secret_access_key",
-            path.display()
-        )),
+        _ => Err(BadCredentials {
+            path: path.to_path_buf(),
+            reason: format!(
+                "profile [{profile}] needs aws_access_key_id and aws_secret_access_key"
+            ),
+        }),
     }
 }
 
@@ -85,7 +98,7 @@ fn with_options(
                     .find_map(|p| p.strip_prefix("profile="))
                     .unwrap_or("default");
                 let c = read_credentials(std::path::Path::new(v), profile)
-                    .map_err(|reason| bad(url, reason))?;
+                    .map_err(|e| bad(url, e.to_string()))?;
                 let b = b
                     .with_access_key_id(c.key_id)
                     .with_secret_access_key(c.secret);

@@ -20,7 +20,7 @@ pub struct InProc {
     pub recovery: RecoverySecret,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// An enrolled agent identity: its key and certificate chain.
@@ -61,7 +61,6 @@ pub async fn start_with(f: impl FnOnce(&mut ServeConfig)) -> InProc {
                 let _ = rx.await;
             })
             .await
-            .map_err(|e| e.to_string())
     });
     InProc {
         addr,

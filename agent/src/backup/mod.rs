@@ -63,7 +63,7 @@ pub async fn run(ctx: Arc<Ctx>, job_id: String, cmd: pb::BackupCommand) -> pb::J
             Ok(set) => {
                 within_window(window, crate::files::backup(&ctx, &job, set, started_ms)).await
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e.to_string().into()),
         }
     } else {
         Err(format!("unknown target {}", cmd.target).into())

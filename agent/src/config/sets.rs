@@ -51,17 +51,48 @@ pub struct SetSpec {
     pub variables: Vec<String>,
 }
 
+/// A glob (an exclude, or a restore's `--path`) that does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum BadExclude {
+    #[error("exclude {glob:?}: {source}")]
+    Glob {
+        glob: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("--path {glob:?}: {source}")]
+    Path {
+        glob: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("globs: {0}")]
+    Set(#[source] globset::Error),
+}
+
+/// A file set that cannot be backed up as configured.
+#[derive(Debug, thiserror::Error)]
+#[error("file set {name}: {source}")]
+pub struct BadSet {
+    pub name: String,
+    #[source]
+    pub source: BadExclude,
+}
+
 /// Compile exclude globs; the error names the glob.
-pub fn excludes(globs: &[String]) -> Result<GlobSet, String> {
+pub fn excludes(globs: &[String]) -> Result<GlobSet, BadExclude> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
-        b.add(Glob::new(g).map_err(|e| format!("exclude {g:?}: {e}"))?);
+        b.add(Glob::new(g).map_err(|source| BadExclude::Glob {
+            glob: g.clone(),
+            source,
+        })?);
     }
-    b.build().map_err(|e| e.to_string())
+    b.build().map_err(BadExclude::Set)
 }
 
 impl FileSetConfig {
-    pub fn spec(&self) -> Result<SetSpec, String> {
+    pub fn spec(&self) -> Result<SetSpec, BadExclude> {
         Ok(SetSpec {
             name: self.name.clone(),
             kind: "files",
@@ -86,7 +117,7 @@ impl FileSetConfig {
                 Glob::new(p).map_err(|e| ("paths", format!("{p:?}: {e}")))?;
             }
         }
-        excludes(&self.excludes).map_err(|e| ("excludes", e))?;
+        excludes(&self.excludes).map_err(|e| ("excludes", e.to_string()))?;
         Ok(())
     }
 }

@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::config::BadExclude;
 use nex_backup_shared::files::{FileEntry, FileKind};
 use sha2::{Digest, Sha256};
 
@@ -36,7 +38,7 @@ pub struct Extracted {
 }
 
 /// Compile `--path` globs (a plain path matches itself and everything under it).
-pub fn selection(globs: &[String]) -> Result<Option<GlobSet>, String> {
+pub fn selection(globs: &[String]) -> Result<Option<GlobSet>, BadExclude> {
     if globs.is_empty() {
         return Ok(None);
     }
@@ -44,10 +46,13 @@ pub fn selection(globs: &[String]) -> Result<Option<GlobSet>, String> {
     for g in globs {
         let g = g.trim_start_matches('/').trim_end_matches('/');
         for pat in [g.to_string(), format!("{g}/**")] {
-            b.add(Glob::new(&pat).map_err(|e| format!("--path {g:?}: {e}"))?);
+            b.add(Glob::new(&pat).map_err(|source| BadExclude::Path {
+                glob: g.to_string(),
+                source,
+            })?);
         }
     }
-    b.build().map(Some).map_err(|e| e.to_string())
+    b.build().map(Some).map_err(BadExclude::Set)
 }
 
 /// The relative path of an archive entry, if it stays inside the target directory.
@@ -105,6 +110,21 @@ fn set_times(p: &Path, e: &FileEntry) -> std::io::Result<()> {
 
 fn refuse(out: &mut Extracted, name: &str, why: impl Into<String>) {
     out.refused.push((name.to_string(), why.into()));
+}
+
+/// Count a written file, or refuse it when its content did not match.
+fn tally(out: &mut Extracted, name: &str, written: Option<u64>) {
+    match written {
+        Some(n) => {
+            out.files += 1;
+            out.bytes += n;
+        }
+        None => refuse(
+            out,
+            name,
+            "content does not match the SHA-256 in the manifest: not restored",
+        ),
+    }
 }
 
 /// Restore the archive read from `r` according to `plan`.
@@ -174,13 +194,8 @@ pub fn extract<R: Read>(r: R, plan: &Plan) -> std::io::Result<Extracted> {
                     refuse(&mut out, &name, "exists (pass --overwrite to replace it)");
                     continue;
                 }
-                match write_file(&mut entry, &dest, e)? {
-                    Ok(n) => {
-                        out.files += 1;
-                        out.bytes += n;
-                    }
-                    Err(why) => refuse(&mut out, &name, why),
-                }
+                let written = write_file(&mut entry, &dest, e)?;
+                tally(&mut out, &name, written);
             }
         }
     }
@@ -218,23 +233,14 @@ pub fn place_file(
         refuse(out, &e.path, "exists (pass --overwrite to replace it)");
         return Ok(());
     }
-    match write_file(&mut &content[..], &dest, e)? {
-        Ok(n) => {
-            out.files += 1;
-            out.bytes += n;
-        }
-        Err(why) => refuse(out, &e.path, why),
-    }
+    let written = write_file(&mut &content[..], &dest, e)?;
+    tally(out, &e.path, written);
     platform::sync_fs(&plan.dir)
 }
 
-/// Write one file through a temporary name, checking its SHA-256. `Ok(Err(why))`: the
-/// content did not match and nothing was left behind.
-fn write_file(
-    data: &mut impl Read,
-    dest: &Path,
-    e: &FileEntry,
-) -> std::io::Result<Result<u64, String>> {
+/// Write one file through a temporary name, checking its SHA-256: its length, or `None`
+/// when the content did not match (nothing is left behind).
+fn write_file(data: &mut impl Read, dest: &Path, e: &FileEntry) -> std::io::Result<Option<u64>> {
     let parent = dest.parent().expect("inside the directory");
     std::fs::create_dir_all(parent)?;
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
@@ -257,17 +263,15 @@ fn write_file(
         // syncs the file system once at the end.
         let sum: [u8; 32] = h.finalize().into();
         if Some(sum) != e.sha256 {
-            return Ok(Err(
-                "content does not match the SHA-256 in the manifest: not restored".to_string(),
-            ));
+            return Ok(None);
         }
         drop(f);
         platform::set_mode(&tmp, e.mode, e.readonly)?;
         set_times(&tmp, e)?;
         std::fs::rename(&tmp, dest)?;
-        Ok(Ok(n))
+        Ok(Some(n))
     })();
-    if !matches!(result, Ok(Ok(_))) {
+    if !matches!(result, Ok(Some(_))) {
         let _ = std::fs::remove_file(&tmp);
     }
     result

@@ -107,7 +107,7 @@ async fn to_dir(
     }
     let plan = Plan {
         dir: dir.clone(),
-        only: selection(&cmd.paths)?,
+        only: selection(&cmd.paths).map_err(|e| e.to_string())?,
         overwrite: cmd.overwrite,
         entries: m
             .files

@@ -145,7 +145,7 @@ impl Unlocked {
 pub struct Listed {
     pub site: SiteId,
     pub snapshot: SnapshotId,
-    pub manifest: Result<Manifest, String>,
+    pub manifest: Result<Manifest, AgentError>,
 }
 
 /// Every snapshot of `site` (or of every site) that the store copy holds, opened with
@@ -167,7 +167,7 @@ pub async fn list(
             out.push(Listed {
                 site: site.clone(),
                 snapshot,
-                manifest: manifest.map_err(|e| e.to_string()),
+                manifest,
             });
         }
     }
@@ -267,7 +267,7 @@ pub async fn to_dir(
     let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let plan = Plan {
         dir: dir.clone(),
-        only: selection(paths)?,
+        only: selection(paths).map_err(|e| e.to_string())?,
         overwrite,
         entries: m
             .files

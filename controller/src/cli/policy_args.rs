@@ -75,7 +75,7 @@ pub struct PolicySetArgs {
 }
 
 /// A lock may be 0 (no lock).
-fn parse_lock(s: &str) -> Result<Duration, String> {
+fn parse_lock(s: &str) -> Result<Duration, super::trust::BadValue> {
     super::trust::parse_duration_or_zero(s)
 }
 
@@ -115,7 +115,7 @@ impl PolicySetArgs {
 
 pub(super) use crate::policy::durations::parse_rate;
 
-fn parse_drill(s: &str) -> Result<Duration, String> {
+fn parse_drill(s: &str) -> Result<Duration, super::trust::BadValue> {
     if s.trim() == "0" {
         Ok(Duration::ZERO)
     } else {

@@ -79,16 +79,16 @@ pub enum RecoveryKeyCommand {
     },
 }
 
-pub use crate::policy::durations::{parse_duration, parse_duration_or_zero};
+pub use crate::policy::durations::{BadValue, parse_duration, parse_duration_or_zero};
 
 /// `--history-keep`: "0" (forever) or at least 30 days, so that a slip such as "40m"
 /// cannot wipe the job history alerts and reports read.
-pub fn parse_history_keep(s: &str) -> Result<Duration, String> {
+pub fn parse_history_keep(s: &str) -> Result<Duration, BadValue> {
     let d = parse_duration_or_zero(s)?;
     if !d.is_zero() && d < Duration::from_secs(30 * 24 * 3600) {
-        return Err(format!(
+        return Err(BadValue(format!(
             "{s:?}: history is kept at least 30d (or give 0 to keep it forever)"
-        ));
+        )));
     }
     Ok(d)
 }

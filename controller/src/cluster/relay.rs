@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::catalog::Result;
 use crate::catalog::pg::{PgCatalog, pg_err};
-use crate::hub::{Forwarder, RemoteView};
+use crate::hub::{Forwarder, RemoteView, SendError};
 use crate::state::State;
 
 /// How often a replica publishes its sessions and progress and reads the others'.
@@ -42,14 +42,18 @@ impl Forwarder for PgRelay {
         site: &str,
         agent_id: &str,
         msg: pb::ControllerMessage,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), SendError> {
         self.queue(site, agent_id, msg.encode_to_vec())
             .await
-            .map_err(|e| format!("relay to agent {agent_id} of site {site}: {e}"))
+            .map_err(|e| SendError::Relay {
+                site: site.into(),
+                agent_id: agent_id.into(),
+                reason: e.to_string(),
+            })
             .and_then(|queued| {
                 queued
                     .then_some(())
-                    .ok_or_else(|| format!("agent {agent_id} of site {site} is offline"))
+                    .ok_or_else(|| SendError::offline(site, agent_id))
             })
     }
 

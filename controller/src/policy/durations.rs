@@ -4,25 +4,46 @@
 
 use std::time::Duration;
 
+/// A value an operator wrote that does not read as what was asked; the text quotes it
+/// and says what was expected (shown after the flag's or field's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadValue(pub String);
+
+impl BadValue {
+    /// The same complaint, prefixed with the flag or field it is about.
+    pub fn about(self, what: &str) -> BadValue {
+        BadValue(format!("{what}: {}", self.0))
+    }
+
+    /// Whether the text says `part`.
+    pub fn contains(&self, part: &str) -> bool {
+        self.0.contains(part)
+    }
+}
+
 /// A duration longer than zero (a bare number is refused: which unit?).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, BadValue> {
     let s = s.trim();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
         // "24" could mean seconds, hours or days: say which.
-        return Err(format!(
+        return Err(BadValue(format!(
             "{s:?}: a duration needs a unit, e.g. {s}h, {s}m, {s}s or {s}d"
-        ));
+        )));
     }
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?}: {e}; expected e.g. 24h, 30m, 90s, 7d or 1h30m"))?;
+    let d = humantime::parse_duration(s).map_err(|e| {
+        BadValue(format!(
+            "{s:?}: {e}; expected e.g. 24h, 30m, 90s, 7d or 1h30m"
+        ))
+    })?;
     if d.is_zero() {
-        return Err(format!("{s:?}: must be longer than zero"));
+        return Err(BadValue(format!("{s:?}: must be longer than zero")));
     }
     Ok(d)
 }
 
 /// A duration that may be zero: "0", "0s", or anything [`parse_duration`] takes.
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, BadValue> {
     let t = s.trim();
     if t == "0" || humantime::parse_duration(t).is_ok_and(|d| d.is_zero()) {
         return Ok(Duration::ZERO);
@@ -31,7 +52,7 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// "512KiB", "2MiB", "100000" (bytes per second).
-pub fn parse_rate(s: &str) -> Result<u64, String> {
+pub fn parse_rate(s: &str) -> Result<u64, BadValue> {
     let t = s.trim().trim_end_matches("/s");
     let (num, mult) = [
         ("GiB", 1u64 << 30),
@@ -45,5 +66,5 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     num.trim()
         .parse::<u64>()
         .map(|n| n * mult)
-        .map_err(|_| format!("{s:?}: expected a rate such as 512KiB or 2MiB"))
+        .map_err(|_| BadValue(format!("{s:?}: expected a rate such as 512KiB or 2MiB")))
 }

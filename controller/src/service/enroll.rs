@@ -47,8 +47,12 @@ impl EnrollService for EnrollApi {
                 Status::invalid_argument("token or version too long"),
             ));
         }
-        let csr = Pki::check_csr(&req.csr_der)
-            .map_err(|e| refuse("bad certificate request", Status::invalid_argument(e)))?;
+        let csr = Pki::check_csr(&req.csr_der).map_err(|e| {
+            refuse(
+                "bad certificate request",
+                Status::invalid_argument(e.to_string()),
+            )
+        })?;
         let st = &self.state;
         if st.recovery_keys.is_empty() {
             return Err(refuse(

@@ -184,7 +184,7 @@ pub(crate) async fn renew(
     who: &AgentIdentity,
     csr_der: &[u8],
 ) -> Result<pb::RenewResponse, Status> {
-    let csr = Pki::check_csr(csr_der).map_err(Status::invalid_argument)?;
+    let csr = Pki::check_csr(csr_der).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let issued = st
         .pki
         .issue(csr, &who.site, &who.agent_id, st.agent_cert_lifetime)

@@ -85,7 +85,7 @@ impl From<crate::dispatch::DispatchError> for Status {
         use crate::dispatch::DispatchError as D;
         match e {
             D::NoAgent(m) => Status::failed_precondition(m),
-            D::Undeliverable(m) => Status::unavailable(m),
+            D::Undeliverable(m) => Status::unavailable(m.to_string()),
             D::Catalog(c) => catalog_status(c),
         }
     }

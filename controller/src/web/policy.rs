@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::Web;
 use super::pages::{self, Chrome};
 use super::routes::Viewer;
-use crate::policy::durations::{parse_duration, parse_duration_or_zero};
+use crate::policy::durations::{BadValue, parse_duration, parse_duration_or_zero};
 use crate::policy::human_secs;
 
 async fn current(
@@ -122,16 +122,19 @@ pub struct PolicyForm {
 }
 
 /// The form as a policy, or the first field's error as the CLI would word it.
-fn parse(f: &PolicyForm) -> Result<pb::PolicyMsg, String> {
+fn parse(f: &PolicyForm) -> Result<pb::PolicyMsg, BadValue> {
     let dur = |flag: &str, s: &str| {
         parse_duration(s)
             .map(|d| d.as_secs())
-            .map_err(|e| format!("--{flag}: {e}"))
+            .map_err(|e| e.about(&format!("--{flag}")))
     };
     let count = |flag: &str, s: &str| {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("--{flag}: {:?}: expected a whole number, e.g. 7", s.trim()))
+        s.trim().parse::<u32>().map_err(|_| {
+            BadValue(format!(
+                "--{flag}: {:?}: expected a whole number, e.g. 7",
+                s.trim()
+            ))
+        })
     };
     Ok(pb::PolicyMsg {
         schedule: f.schedule.trim().to_string(),
@@ -145,7 +148,7 @@ fn parse(f: &PolicyForm) -> Result<pb::PolicyMsg, String> {
         keep_verified: Some(count("keep-verified", &f.keep_verified)?),
         drill_every_secs: parse_duration_or_zero(&f.drill_every)
             .map(|d| d.as_secs())
-            .map_err(|e| format!("--drill-every: {e}"))?,
+            .map_err(|e| e.about("--drill-every"))?,
     })
 }
 
@@ -180,7 +183,7 @@ pub async fn save(
                 .ok()
                 .and_then(|i| i.policy)
                 .unwrap_or_default();
-            return again(StatusCode::BAD_REQUEST, msg, p);
+            return again(StatusCode::BAD_REQUEST, msg.to_string(), p);
         }
     };
     let (api, who) = v.admin_api(&web);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::Web;
 use super::pages::{self, Chrome};
 use super::routes::Viewer;
-use crate::policy::durations::{parse_duration_or_zero, parse_rate};
+use crate::policy::durations::{BadValue, parse_duration_or_zero, parse_rate};
 use crate::policy::human_secs;
 use crate::state::State as Controller;
 
@@ -171,7 +171,7 @@ impl From<&SiteSettings> for SettingsForm {
 }
 
 /// The form as settings, or the first field's error as the CLI would word it.
-fn parse(f: &SettingsForm) -> Result<pb::SitePolicyMsg, String> {
+fn parse(f: &SettingsForm) -> Result<pb::SitePolicyMsg, BadValue> {
     let none_is_empty = |s: &str| {
         let t = s.trim();
         if t == "none" {
@@ -183,12 +183,11 @@ fn parse(f: &SettingsForm) -> Result<pb::SitePolicyMsg, String> {
     Ok(pb::SitePolicyMsg {
         window: none_is_empty(&f.window),
         timezone: f.timezone.trim().to_string(),
-        bandwidth_bytes_per_sec: parse_rate(&f.bandwidth)
-            .map_err(|e| format!("--bandwidth: {e}"))?,
+        bandwidth_bytes_per_sec: parse_rate(&f.bandwidth).map_err(|e| e.about("--bandwidth"))?,
         drill_agent: none_is_empty(&f.drill_agent),
         retention_lock_secs: Some(
             parse_duration_or_zero(&f.retention_lock)
-                .map_err(|e| format!("--retention-lock: {e}"))?
+                .map_err(|e| e.about("--retention-lock"))?
                 .as_secs(),
         ),
         // Unset (a form without the field) keeps the current hours.
@@ -235,7 +234,7 @@ pub async fn save(
     };
     let policy = match parse(&f) {
         Ok(p) => p,
-        Err(msg) => return again(msg),
+        Err(msg) => return again(msg.to_string()),
     };
     let (api, who) = v.admin_api(&web);
     let mut req = tonic::Request::new(pb::SetSitePolicyRequest {
