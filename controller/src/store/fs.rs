@@ -82,9 +82,9 @@ fn write_many(items: &[(PathBuf, &[u8])]) -> std::io::Result<Vec<bool>> {
                 },
             });
         }
-        if wrote.iter().any(|w| *w) {
-            durable::sync_dirs(&dirs)?;
-        }
+        // Also when nothing was new: a blob found in place may be another writer's, linked
+        // but not yet synced, and the caller is about to acknowledge it.
+        durable::sync_dirs(&dirs)?;
         Ok(wrote)
     })();
     for tmp in temps.iter().flatten() {
