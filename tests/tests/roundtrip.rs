@@ -598,14 +598,19 @@ fn a_low_priority_agent_backs_up_at_nice_10() {
         threads += 1;
     }
     assert!(threads > 1, "{threads} threads");
-    // Two malloc arenas: the agent re-executed itself with the setting.
+    // Two malloc arenas, large blocks mapped apart: the agent re-executed itself with
+    // the settings.
     let environ = std::fs::read(format!("/proc/{}/environ", agent.pid())).unwrap();
-    assert!(
-        environ
-            .split(|&b| b == 0)
-            .any(|v| v == b"MALLOC_ARENA_MAX=2"),
-        "the agent runs with MALLOC_ARENA_MAX=2"
-    );
+    for setting in [
+        &b"MALLOC_ARENA_MAX=2"[..],
+        b"MALLOC_MMAP_THRESHOLD_=1048576",
+    ] {
+        assert!(
+            environ.split(|&b| b == 0).any(|v| v == setting),
+            "the agent runs with {}",
+            String::from_utf8_lossy(setting)
+        );
+    }
     let io = std::process::Command::new("ionice")
         .args(["-p", &agent.pid().to_string()])
         .output()
