@@ -603,7 +603,7 @@ fn a_low_priority_agent_backs_up_at_nice_10() {
     let environ = std::fs::read(format!("/proc/{}/environ", agent.pid())).unwrap();
     for setting in [
         &b"MALLOC_ARENA_MAX=2"[..],
-        b"MALLOC_MMAP_THRESHOLD_=1048576",
+        b"MALLOC_MMAP_THRESHOLD_=4194304",
     ] {
         assert!(
             environ.split(|&b| b == 0).any(|v| v == setting),
