@@ -180,13 +180,8 @@ impl RestoreCli {
 /// glibc gives each thread that allocates under contention an arena of its own (up to 8
 /// per core) and keeps what they freed, so a long-running agent's memory grew job after
 /// job (restore peaks 43, 47, 50 MiB over three restores; 35 to 37 MiB with two arenas).
-/// Blocks of 4 MiB or more (the chunker's buffers) are always mapped on their own and
-/// given back when freed: glibc's default raises that threshold after the first such
-/// free, and the buffers then stayed in the heap (peaks of 67–77 MiB). Not lower: zstd's
-/// contexts (1–2 MiB, one per chunk sealed) would then be mapped and faulted in anew
-/// each time (measured: 0.7 CPU-s more per GB).
-/// The settings are read when the process starts: the agent re-executes itself once
-/// with them (same pid, same arguments).
+/// The setting is read when the process starts: the agent re-executes itself once with
+/// it (same pid, same arguments).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     use std::os::unix::process::CommandExt;
@@ -199,7 +194,6 @@ fn limit_malloc_arenas() {
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env("MALLOC_ARENA_MAX", "2")
-        .env("MALLOC_MMAP_THRESHOLD_", "4194304")
         .exec();
     eprintln!(
         "nex-backup-agent: could not re-execute with MALLOC_ARENA_MAX=2 ({err}); going on with glibc's default arenas"

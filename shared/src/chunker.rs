@@ -1,14 +1,11 @@
 //! Streaming content-defined chunking (FastCDC 2020) over any `AsyncRead`.
 //!
-//! Bytes are read once into a buffer of a few maximal chunks, and each chunk is handed out
-//! as a slice of it ([`Bytes`], no copy); the buffer is replaced (its unread tail, at most
-//! one maximal chunk, copied over) when it is full, and an old one is freed once its
-//! chunks are. The whole-stream SHA-256 is computed as chunks are emitted. A read that produces no bytes within the stall limit fails with
+//! Memory is one buffer of `max` bytes. The whole-stream SHA-256 is computed as chunks are
+//! emitted. A read that produces no bytes within the stall limit fails with
 //! [`ChunkerError::Stalled`], so a hung `pg_dump` cannot hang a job forever.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use fastcdc::v2020::{MASKS, logarithm2};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -85,8 +82,9 @@ pub struct StreamChunker<R> {
     reader: R,
     cfg: ChunkerConfig,
     masks: (u64, u64),
-    /// The bytes read and not yet handed out.
-    buf: BytesMut,
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
     eof: bool,
     stall: Option<Duration>,
     /// None: the caller hashes the stream elsewhere (see [`StreamChunker::without_hash`]).
@@ -108,7 +106,11 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             reader,
             cfg,
             masks: (MASKS[bits + 1], MASKS[bits - 1]),
-            buf: BytesMut::new(),
+            // Room for several maximal chunks, so the unconsumed tail is moved to the
+            // front only once every few chunks.
+            buf: vec![0; 4 * cfg.max as usize],
+            start: 0,
+            len: 0,
             eof: false,
             stall,
             hasher: Some(Sha256::new()),
@@ -125,13 +127,13 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
     }
 
     async fn fill(&mut self) -> Result<(), ChunkerError> {
-        let max = self.cfg.max as usize;
-        while !self.eof && self.buf.len() < max {
-            if self.buf.capacity() - self.buf.len() < max {
-                // Room for several maximal chunks: a new buffer once every few chunks.
-                self.buf.reserve(4 * max);
+        while !self.eof && self.len - self.start < self.cfg.max as usize {
+            if self.len == self.buf.len() {
+                self.buf.copy_within(self.start..self.len, 0);
+                self.len -= self.start;
+                self.start = 0;
             }
-            let read = self.reader.read_buf(&mut self.buf);
+            let read = self.reader.read(&mut self.buf[self.len..]);
             let n =
                 match self.stall {
                     Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
@@ -149,19 +151,20 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             if n == 0 {
                 self.eof = true;
             }
+            self.len += n;
         }
         Ok(())
     }
 
     /// The next chunk, or `None` at the end of the stream.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ChunkerError> {
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ChunkerError> {
         self.fill().await?;
-        if self.buf.is_empty() {
+        if self.len == self.start {
             return Ok(None);
         }
         let (mask_s, mask_l) = self.masks;
         let (_, count) = fastcdc::v2020::cut(
-            &self.buf,
+            &self.buf[self.start..self.len],
             self.cfg.min as usize,
             self.cfg.avg as usize,
             self.cfg.max as usize,
@@ -170,8 +173,13 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             mask_s << 1,
             mask_l << 1,
         );
-        let count = if count == 0 { self.buf.len() } else { count };
-        let chunk = self.buf.split_to(count).freeze();
+        let count = if count == 0 {
+            self.len - self.start
+        } else {
+            count
+        };
+        let chunk = self.buf[self.start..self.start + count].to_vec();
+        self.start += count;
         if let Some(h) = &mut self.hasher {
             h.update(&chunk);
         }
@@ -209,7 +217,7 @@ mod tests {
         }
     }
 
-    async fn chunks_of(data: &[u8], cfg: ChunkerConfig) -> (Vec<Bytes>, StreamSummary) {
+    async fn chunks_of(data: &[u8], cfg: ChunkerConfig) -> (Vec<Vec<u8>>, StreamSummary) {
         let mut c = StreamChunker::new("test", data, cfg, None);
         let mut out = vec![];
         while let Some(ch) = c.next_chunk().await.unwrap() {
