@@ -12,7 +12,7 @@ use nex_backup_shared::ids::{AgentId, SiteId, TargetName};
 use serde::Deserialize;
 
 mod sets;
-pub use sets::{BadExclude, BadSet, EnvSetConfig, FileSetConfig, SetSpec};
+pub use sets::{BadGlob, BadSet, EnvSetConfig, FileSetConfig, SetSpec};
 
 /// A configuration problem, naming the file and key.
 #[derive(Debug, thiserror::Error)]

@@ -56,7 +56,6 @@ pub struct Stats {
     pub duplicate_chunks_received: AtomicU64,
 }
 
-/// Delivers a command to an agent whose session another controller replica holds.
 /// Why a message did not reach an agent.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
@@ -81,6 +80,7 @@ impl SendError {
     }
 }
 
+/// Delivers a command to an agent whose session another controller replica holds.
 #[tonic::async_trait]
 pub trait Forwarder: Send + Sync + 'static {
     async fn forward(

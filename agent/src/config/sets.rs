@@ -53,9 +53,9 @@ pub struct SetSpec {
 
 /// A glob (an exclude, or a restore's `--path`) that does not compile.
 #[derive(Debug, thiserror::Error)]
-pub enum BadExclude {
+pub enum BadGlob {
     #[error("exclude {glob:?}: {source}")]
-    Glob {
+    Exclude {
         glob: String,
         #[source]
         source: globset::Error,
@@ -76,23 +76,23 @@ pub enum BadExclude {
 pub struct BadSet {
     pub name: String,
     #[source]
-    pub source: BadExclude,
+    pub source: BadGlob,
 }
 
 /// Compile exclude globs; the error names the glob.
-pub fn excludes(globs: &[String]) -> Result<GlobSet, BadExclude> {
+pub fn excludes(globs: &[String]) -> Result<GlobSet, BadGlob> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
-        b.add(Glob::new(g).map_err(|source| BadExclude::Glob {
+        b.add(Glob::new(g).map_err(|source| BadGlob::Exclude {
             glob: g.clone(),
             source,
         })?);
     }
-    b.build().map_err(BadExclude::Set)
+    b.build().map_err(BadGlob::Set)
 }
 
 impl FileSetConfig {
-    pub fn spec(&self) -> Result<SetSpec, BadExclude> {
+    pub fn spec(&self) -> Result<SetSpec, BadGlob> {
         Ok(SetSpec {
             name: self.name.clone(),
             kind: "files",

@@ -9,12 +9,11 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-
-use crate::config::BadExclude;
 use nex_backup_shared::files::{FileEntry, FileKind};
 use sha2::{Digest, Sha256};
 
 use super::platform;
+use crate::config::BadGlob;
 
 /// What to restore and how.
 pub struct Plan {
@@ -38,7 +37,7 @@ pub struct Extracted {
 }
 
 /// Compile `--path` globs (a plain path matches itself and everything under it).
-pub fn selection(globs: &[String]) -> Result<Option<GlobSet>, BadExclude> {
+pub fn selection(globs: &[String]) -> Result<Option<GlobSet>, BadGlob> {
     if globs.is_empty() {
         return Ok(None);
     }
@@ -46,13 +45,13 @@ pub fn selection(globs: &[String]) -> Result<Option<GlobSet>, BadExclude> {
     for g in globs {
         let g = g.trim_start_matches('/').trim_end_matches('/');
         for pat in [g.to_string(), format!("{g}/**")] {
-            b.add(Glob::new(&pat).map_err(|source| BadExclude::Path {
+            b.add(Glob::new(&pat).map_err(|source| BadGlob::Path {
                 glob: g.to_string(),
                 source,
             })?);
         }
     }
-    b.build().map(Some).map_err(BadExclude::Set)
+    b.build().map(Some).map_err(BadGlob::Set)
 }
 
 /// The relative path of an archive entry, if it stays inside the target directory.

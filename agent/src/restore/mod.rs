@@ -266,15 +266,15 @@ async fn load<S: ChunkSource>(
         password,
         pg_restore,
     };
-    if l.tuning.jobs > 1 {
-        let stored = parallel::load(ctx, codec, job_id, stream, &l).await?;
-        result.stream_hash_ok = true;
-        return Ok(stored);
-    }
-    let (tool, pw) = (&l.pg_restore, l.password.as_deref());
-    pipe_into(ctx, codec, job_id, tool, l.serial_args(), pw, stream).await?;
+    let stored = if l.tuning.jobs > 1 {
+        parallel::load(ctx, codec, job_id, stream, &l).await?
+    } else {
+        let (tool, pw) = (&l.pg_restore, l.password.as_deref());
+        pipe_into(ctx, codec, job_id, tool, l.serial_args(), pw, stream).await?;
+        None
+    };
     result.stream_hash_ok = true;
-    Ok(None)
+    Ok(stored)
 }
 
 /// Fetch and open the manifest; it must belong to this site, snapshot and target.

@@ -267,12 +267,13 @@ mod tests {
         assert_eq!(parse_duration(" 90s "), Ok(Duration::from_secs(90)));
         let bare = parse_duration("24").unwrap_err();
         assert!(
-            bare.contains("needs a unit") && bare.contains("24h"),
+            bare.0.contains("needs a unit") && bare.0.contains("24h"),
             "{bare}"
         );
         assert!(
             parse_duration("0s")
                 .unwrap_err()
+                .0
                 .contains("longer than zero")
         );
         assert!(parse_duration("soon").is_err());

@@ -15,11 +15,6 @@ impl BadValue {
     pub fn about(self, what: &str) -> BadValue {
         BadValue(format!("{what}: {}", self.0))
     }
-
-    /// Whether the text says `part`.
-    pub fn contains(&self, part: &str) -> bool {
-        self.0.contains(part)
-    }
 }
 
 /// A duration longer than zero (a bare number is refused: which unit?).

@@ -39,16 +39,11 @@ impl FsStore {
     }
 }
 
-/// Write `data` at `path` unless a file is there already. Returns whether it wrote.
+/// Write each blob at its path unless a file is there already; whether each wrote.
 /// A hard link, unlike a rename, fails instead of replacing an existing file, so two
 /// writers of one key never overwrite each other and a stored blob is never replaced.
-fn write_once(path: &Path, data: &[u8]) -> std::io::Result<bool> {
-    Ok(write_many(&[(path.to_path_buf(), data)])?[0])
-}
-
-/// [`write_once`] for several blobs, made durable together: every new blob's data is
-/// synced before any is linked into place, and the links are synced before this
-/// returns. On Linux that is one `syncfs` per filesystem and step, instead of two
+/// The group is made durable together: every new blob's data is synced before any is
+/// linked into place, and the links are synced before this returns. On Linux that is one `syncfs` per filesystem and step, instead of two
 /// fsyncs per file (one file's fsync costs a journal commit: measured 3–4× the CPU).
 fn write_many(items: &[(PathBuf, &[u8])]) -> std::io::Result<Vec<bool>> {
     let mut temps: Vec<Option<PathBuf>> = Vec::with_capacity(items.len());
@@ -153,15 +148,8 @@ fn walk(
 #[async_trait]
 impl BlobStore for FsStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<bool> {
-        let path = self.path(key)?;
-        let io = |source| StoreError::Io {
-            key: key.into(),
-            source,
-        };
-        tokio::task::spawn_blocking(move || write_once(&path, &data))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)
+        let wrote = self.put_many(vec![(key.to_string(), data)]).await?;
+        Ok(wrote[0])
     }
 
     async fn put_many(&self, items: Vec<(String, Bytes)>) -> Result<Vec<bool>> {

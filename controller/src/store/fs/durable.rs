@@ -28,7 +28,6 @@ pub(super) fn sync_files(files: &[File], dirs: &Dirs) -> std::io::Result<()> {
     }
     #[cfg(target_os = "linux")]
     {
-        let _ = files;
         sync_filesystems(dirs)
     }
     #[cfg(not(target_os = "linux"))]
