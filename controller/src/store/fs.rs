@@ -43,8 +43,9 @@ impl FsStore {
 /// A hard link, unlike a rename, fails instead of replacing an existing file, so two
 /// writers of one key never overwrite each other and a stored blob is never replaced.
 /// The group is made durable together: every new blob's data is synced before any is
-/// linked into place, and the links are synced before this returns. On Linux that is one `syncfs` per filesystem and step, instead of two
-/// fsyncs per file (one file's fsync costs a journal commit: measured 3–4× the CPU).
+/// linked into place, and the links are synced before this returns. On Linux that is
+/// one `syncfs` per filesystem and step, instead of two fsyncs per file (one file's
+/// fsync costs a journal commit: measured 3–4× the CPU).
 fn write_many(items: &[(PathBuf, &[u8])]) -> std::io::Result<Vec<bool>> {
     let mut temps: Vec<Option<PathBuf>> = Vec::with_capacity(items.len());
     let result = (|| {
