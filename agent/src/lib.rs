@@ -11,7 +11,8 @@
 //! - [`backup`]: the PostgreSQL backup job; [`backup::pipeline`] chunks, dedupes, seals
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
 //! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool;
-//!   [`restore::parallel`] loads a database's tables over several connections.
+//!   [`restore::parallel`] loads a database's tables over several connections, once the
+//!   roles its TOC names are found on the server (`restore::roles`).
 //! - [`files`]: file and environment sets: archive, restore into a directory, ls, diff.
 //! - [`error`]: the agent's typed errors (a controller refusal keeps its gRPC code).
 //! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.

@@ -122,6 +122,9 @@ struct RestoreCli {
     /// pg_restore --no-owner: the connecting role owns what is restored.
     #[arg(long, requires = "to_database")]
     no_owner: bool,
+    /// pg_restore --no-privileges: no grants or revokes are restored.
+    #[arg(long, requires = "to_database")]
+    no_privileges: bool,
     /// Take the server connection of --target from this agent config.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -149,6 +152,7 @@ impl RestoreCli {
                 clean: self.clean,
                 restore_globals: self.restore_globals,
                 no_owner: self.no_owner,
+                no_privileges: self.no_privileges,
             },
             (None, Some(out), _) => offline::Destination::File(out),
             (None, None, Some(dir)) => offline::Destination::Dir {

@@ -59,6 +59,8 @@ pub struct Entry {
     pub defn: String,
     pub copy_stmt: Option<String>,
     pub namespace: String,
+    /// The role owning the object (empty for entries without one).
+    pub owner: String,
 }
 
 /// Reads an archive from `r`; counts what it consumed. Buffered (`BufRead`): pg_dump
@@ -220,7 +222,7 @@ impl<R: BufRead> Reader<R> {
         if version >= (1, 16, 0) {
             self.int()?; // relkind
         }
-        self.string()?; // owner
+        let owner = self.string()?.unwrap_or_default();
         self.string()?; // "with oids"
         while self.string()?.is_some() {} // dependencies
         self.byte()?; // offset flag
@@ -236,6 +238,7 @@ impl<R: BufRead> Reader<R> {
             defn,
             copy_stmt,
             namespace,
+            owner,
         })
     }
 

@@ -19,6 +19,7 @@ pub enum Destination {
         clean: bool,
         restore_globals: bool,
         no_owner: bool,
+        no_privileges: bool,
     },
     /// The pg_dump archive at this path, `globals.sql` beside it.
     File(PathBuf),
@@ -179,6 +180,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
             clean,
             restore_globals,
             no_owner,
+            no_privileges,
         } => {
             let t = server_config(&a.server, &a.target)?;
             let cmd = pb::RestoreCommand {
@@ -188,6 +190,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
                 clean: *clean,
                 restore_globals: *restore_globals,
                 no_owner: *no_owner,
+                no_privileges: *no_privileges,
                 drill: false,
                 drop_old: false,
                 ..Default::default()

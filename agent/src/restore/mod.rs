@@ -4,6 +4,7 @@
 pub mod feed;
 mod loader;
 pub mod parallel;
+mod roles;
 mod spread;
 pub mod swap;
 pub mod verify;
@@ -132,7 +133,9 @@ pub async fn restore_into<S: ChunkSource>(
     into_cmd.no_owner = no_owner;
     create_database(&admin, &into).await?;
     drop(admin);
-    let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result).await;
+    let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result)
+        .await
+        .map_err(roles::hint);
     let verified = match loaded {
         Ok(stored) => {
             info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
@@ -262,6 +265,7 @@ async fn load<S: ChunkSource>(
         t,
         db,
         no_owner: cmd.no_owner,
+        no_privileges: cmd.no_privileges,
         tuning: ctx.restore_tuning(),
         password,
         pg_restore,

@@ -44,6 +44,7 @@ use tracing::{info, warn};
 
 use super::feed::{ChunkSource, FeedError, feed};
 use super::loader;
+use super::roles::{self, Referenced};
 use super::spread::{Blocks, QUEUE, TableCopy, demux};
 use crate::backup::dump;
 use crate::config::{RestoreTuning, TargetConfig};
@@ -65,6 +66,8 @@ pub struct Load<'a> {
     pub t: &'a TargetConfig,
     pub db: &'a str,
     pub no_owner: bool,
+    /// Leave out grants and revokes (`--no-privileges`).
+    pub no_privileges: bool,
     /// Connections for table data (and `pg_restore -j` after); may a table be split.
     pub tuning: RestoreTuning,
     pub password: Option<String>,
@@ -77,6 +80,9 @@ impl Load<'_> {
         args.extend(extra.iter().map(|s| s.to_string()));
         if self.no_owner {
             args.push("--no-owner".into());
+        }
+        if self.no_privileges {
+            args.push("--no-privileges".into());
         }
         if let Some(a) = archive {
             args.push(a.display().to_string());
@@ -179,20 +185,24 @@ impl Read for Recording {
 
 type Archive = Reader<BufReader<Recording>>;
 
+/// What the header and TOC said: how to restore, and the roles they name (none if the
+/// TOC could not be read).
+struct Toc {
+    plan: Result<Plan, NotParallel>,
+    roles: Referenced,
+}
+
 /// Read the header and TOC (recording them into `out`) and judge them. On a plan the
 /// TOC file is cut to exactly the header and TOC; otherwise it holds every byte read.
-fn read_toc(
-    r: DuplexStream,
-    out: std::fs::File,
-) -> (Archive, Result<Plan, NotParallel>, std::io::Result<()>) {
+fn read_toc(r: DuplexStream, out: std::fs::File) -> (Archive, Toc, std::io::Result<()>) {
     let rec = Recording {
         inner: SyncIoBridge::new(r),
         out: Some(BufWriter::new(out)),
     };
     let mut rd = Reader::new(BufReader::with_capacity(64 << 10, rec));
-    let plan = match rd.toc() {
-        Ok(entries) => Plan::new(&entries),
-        Err(e) => Err(NotParallel(e.to_string())),
+    let (plan, roles) = match rd.toc() {
+        Ok(entries) => (Plan::new(&entries), Referenced::of(&entries)),
+        Err(e) => (Err(NotParallel(e.to_string())), Referenced::default()),
     };
     let consumed = rd.consumed();
     let saved = match rd.get_mut().get_mut().out.take() {
@@ -205,7 +215,7 @@ fn read_toc(
             }),
         None => Ok(()),
     };
-    (rd, plan, saved)
+    (rd, Toc { plan, roles }, saved)
 }
 
 /// Each table's rows as the server counted them while storing them (COPY's command tag),
@@ -235,11 +245,14 @@ pub async fn load<S: ChunkSource>(
     let out = toc
         .reopen()
         .map_err(|e| format!("open {}: {e}", toc.path().display()))?;
-    let (rd, plan, saved) = tokio::task::spawn_blocking(move || read_toc(r, out))
+    let (rd, read, saved) = tokio::task::spawn_blocking(move || read_toc(r, out))
         .await
         .map_err(|e| format!("archive reader: {e}"))?;
     saved.map_err(|e| format!("write {}: {e}", toc.path().display()))?;
-    let plan = match plan {
+    let client = pg::connect(l.t, l.db).await?;
+    roles::check(&client, &read.roles, l.no_owner, l.no_privileges).await?;
+    drop(client);
+    let plan = match read.plan {
         Ok(plan) => plan,
         Err(why) => {
             info!(database = %l.db, reason = %why, "restoring with one pg_restore");

@@ -345,6 +345,10 @@ pub struct RestoreArgs {
     /// restores (for a restore without those roles, or by a role that is no member of them).
     #[arg(long)]
     pub no_owner: bool,
+    /// Leave out grants and revokes (for a restore onto a server without the roles that
+    /// held privileges, when --globals cannot create them).
+    #[arg(long)]
+    pub no_privileges: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }

@@ -397,6 +397,7 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         paths: a.paths.clone(),
         overwrite: a.overwrite,
         no_owner: a.no_owner,
+        no_privileges: a.no_privileges,
         ..Default::default()
     };
     if let Some(dir) = &a.to_dir {

@@ -138,6 +138,7 @@ impl AdminApi {
             list_only: req.list_only,
             diff_against,
             no_owner: req.no_owner,
+            no_privileges: req.no_privileges,
         });
         let trigger = if req.drill {
             crate::catalog::Trigger::Drill

@@ -1,0 +1,282 @@
+//! The roles a database archive names, checked against the server before anything is
+//! restored.
+//!
+//! A restore onto a new server (the customer's is gone) meets a cluster without the
+//! roles that owned the objects or held their privileges. `pg_restore` then fails on the
+//! first `ALTER ... OWNER TO` of the schema, or, for a grant, only after every table is
+//! loaded (grants come last). The TOC names them all: each entry's owner, and the
+//! `GRANT`/`REVOKE` statements of its ACL entries. They are checked once the TOC is
+//! read, and a restore that would fail says at once which roles are missing and what to
+//! do: `--globals` to create them from the snapshot, `--no-owner` and `--no-privileges`
+//! to restore without them.
+
+use std::collections::BTreeSet;
+
+use crate::error::AgentError;
+use crate::pgarchive::Entry;
+
+/// Roles an archive names: owners, and grantees of its privileges.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Referenced {
+    pub owners: BTreeSet<String>,
+    pub grantees: BTreeSet<String>,
+}
+
+/// Role words of GRANT/REVOKE that are no role of the catalog.
+const PSEUDO: [&str; 4] = ["public", "current_user", "session_user", "current_role"];
+
+impl Referenced {
+    pub fn of(entries: &[Entry]) -> Referenced {
+        let mut r = Referenced::default();
+        for e in entries {
+            if !e.owner.is_empty() {
+                r.owners.insert(e.owner.clone());
+            }
+            if e.desc == "ACL" || e.desc == "DEFAULT ACL" {
+                r.grantees.extend(grantees(&e.defn));
+            }
+        }
+        r
+    }
+
+    /// The roles that must exist, given what the restore leaves out.
+    fn needed(&self, no_owner: bool, no_privileges: bool) -> BTreeSet<&str> {
+        let owners = self.owners.iter().filter(|_| !no_owner);
+        let grantees = self.grantees.iter().filter(|_| !no_privileges);
+        owners.chain(grantees).map(String::as_str).collect()
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Token {
+    Word(String),
+    Ident(String),
+    Comma,
+    Other,
+}
+
+/// Split SQL into words (lowercased), identifiers (double-quoted, unescaped), commas and
+/// the rest; string literals are skipped.
+fn tokens(sql: &str) -> Vec<Token> {
+    let mut out = vec![];
+    let mut it = sql.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '"' | '\'' => {
+                let mut s = String::new();
+                while let Some(d) = it.next() {
+                    if d == c {
+                        if it.peek() == Some(&c) {
+                            it.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    s.push(d);
+                }
+                out.push(if c == '"' {
+                    Token::Ident(s)
+                } else {
+                    Token::Other
+                });
+            }
+            ',' => out.push(Token::Comma),
+            c if c.is_alphanumeric() || c == '_' => {
+                let mut s = c.to_lowercase().to_string();
+                while let Some(&d) = it.peek() {
+                    if !(d.is_alphanumeric() || d == '_' || d == '$') {
+                        break;
+                    }
+                    s.extend(d.to_lowercase());
+                    it.next();
+                }
+                out.push(Token::Word(s));
+            }
+            c if c.is_whitespace() => {}
+            _ => out.push(Token::Other),
+        }
+    }
+    out
+}
+
+/// The roles of `GRANT ... TO a, b`, `REVOKE ... FROM a`, `... FOR ROLE a` and
+/// `SET SESSION AUTHORIZATION a` (a grant by another role than the owner).
+fn grantees(defn: &str) -> Vec<String> {
+    let toks = tokens(defn);
+    let mut out = vec![];
+    let mut i = 0;
+    while i < toks.len() {
+        let starts_list = match &toks[i] {
+            Token::Word(w) if w == "to" || w == "from" || w == "authorization" => true,
+            Token::Word(w) if w == "for" => {
+                matches!(toks.get(i + 1), Some(Token::Word(r)) if r == "role" || r == "user") && {
+                    i += 1;
+                    true
+                }
+            }
+            _ => false,
+        };
+        i += 1;
+        if !starts_list {
+            continue;
+        }
+        while let Some(t) = toks.get(i) {
+            match t {
+                Token::Ident(name) => out.push(name.clone()),
+                Token::Word(w) if w == "group" => {
+                    i += 1;
+                    continue;
+                }
+                Token::Word(w) if !PSEUDO.contains(&w.as_str()) => out.push(w.clone()),
+                Token::Word(_) => {}
+                _ => break,
+            }
+            i += 1;
+            if toks.get(i) != Some(&Token::Comma) {
+                break;
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Fail before anything is restored if the server lacks a role the restore would give
+/// an object to or grant a privilege to.
+pub async fn check(
+    client: &tokio_postgres::Client,
+    refs: &Referenced,
+    no_owner: bool,
+    no_privileges: bool,
+) -> Result<(), AgentError> {
+    let needed: Vec<&str> = refs.needed(no_owner, no_privileges).into_iter().collect();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let rows = client
+        .query(
+            "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+            &[&needed],
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "look up the snapshot's roles: {}",
+                crate::pg::db_error_text(&e)
+            )
+        })?;
+    let present: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let missing = |set: &BTreeSet<String>, skip: bool| -> Vec<String> {
+        (set.iter())
+            .filter(|r| !skip && !present.contains(*r))
+            .map(|r| format!("{r:?}"))
+            .collect()
+    };
+    let (owners, grantees) = (
+        missing(&refs.owners, no_owner),
+        missing(&refs.grantees, no_privileges),
+    );
+    if owners.is_empty() && grantees.is_empty() {
+        return Ok(());
+    }
+    let mut what = vec![];
+    if !owners.is_empty() {
+        what.push(format!("owners {}", owners.join(", ")));
+    }
+    if !grantees.is_empty() {
+        what.push(format!("grantees {}", grantees.join(", ")));
+    }
+    Err(format!(
+        "the snapshot names roles this server does not have ({}); restore with --globals to \
+         create them from the snapshot first, or with --no-owner (owners) and --no-privileges \
+         (grants) to restore without them",
+        what.join("; ")
+    )
+    .into())
+}
+
+/// Say what to do when `pg_restore` failed on a missing role (a restore whose TOC the
+/// agent did not read).
+pub fn hint(e: AgentError) -> AgentError {
+    let text = e.to_string();
+    if text.contains("ERROR:  role \"") && text.contains("does not exist") {
+        return format!(
+            "{text} (the server lacks a role the snapshot names: restore with --globals to \
+             create the snapshot's roles, or with --no-owner and --no-privileges)"
+        )
+        .into();
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(desc: &str, owner: &str, defn: &str) -> Entry {
+        Entry {
+            dump_id: 1,
+            had_dumper: false,
+            tag: "t".into(),
+            desc: desc.into(),
+            section: 2,
+            defn: defn.into(),
+            copy_stmt: None,
+            namespace: "public".into(),
+            owner: owner.into(),
+        }
+    }
+
+    #[test]
+    fn owners_and_grantees_of_acl_entries() {
+        let entries = [
+            entry("TABLE", "app", "CREATE TABLE public.t (x int);"),
+            entry("SCHEMA", "", "CREATE SCHEMA s;"),
+            entry(
+                "ACL",
+                "app",
+                "REVOKE ALL ON SCHEMA public FROM PUBLIC;\nGRANT SELECT ON TABLE public.t TO viewer;\n\
+                 GRANT SELECT(\"to\"),UPDATE ON TABLE \"from\".\"t o\" TO \"Odd \"\"Role\", CURRENT_USER WITH GRANT OPTION;\n\
+                 GRANT ALL ON FUNCTION public.f(a integer, b text) TO GROUP staff;\n\
+                 SET SESSION AUTHORIZATION boss;\nGRANT SELECT ON TABLE public.t TO clerk;\nRESET SESSION AUTHORIZATION;",
+            ),
+            entry(
+                "DEFAULT ACL",
+                "app",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE app2 IN SCHEMA public GRANT SELECT ON TABLES TO reader;",
+            ),
+            // Not an ACL entry: its text is not read for roles.
+            entry(
+                "POLICY",
+                "app",
+                "CREATE POLICY p ON public.t TO ghost USING (extract(year FROM d) > 2000);",
+            ),
+        ];
+        let r = Referenced::of(&entries);
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(r.owners, set(&["app"]));
+        assert_eq!(
+            r.grantees,
+            set(&[
+                "viewer",
+                "Odd \"Role",
+                "staff",
+                "boss",
+                "clerk",
+                "app2",
+                "reader"
+            ])
+        );
+        assert_eq!(r.needed(true, true), BTreeSet::new());
+        assert_eq!(r.needed(false, true), ["app"].into_iter().collect());
+    }
+
+    #[test]
+    fn a_missing_role_error_gets_a_hint() {
+        let e =
+            AgentError::from("pg_restore failed: ERROR:  role \"app\" does not exist".to_string());
+        assert!(hint(e).to_string().contains("--globals"));
+        let other = AgentError::from("pg_restore failed: disk full".to_string());
+        assert!(!hint(other).to_string().contains("--globals"));
+    }
+}
