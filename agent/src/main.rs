@@ -125,6 +125,9 @@ struct RestoreCli {
     /// pg_restore --no-privileges: no grants or revokes are restored.
     #[arg(long, requires = "to_database")]
     no_privileges: bool,
+    /// pg_restore --no-tablespaces: everything in the database's default tablespace.
+    #[arg(long, requires = "to_database")]
+    no_tablespaces: bool,
     /// Take the server connection of --target from this agent config.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -153,6 +156,7 @@ impl RestoreCli {
                 restore_globals: self.restore_globals,
                 no_owner: self.no_owner,
                 no_privileges: self.no_privileges,
+                no_tablespaces: self.no_tablespaces,
             },
             (None, Some(out), _) => offline::Destination::File(out),
             (None, None, Some(dir)) => offline::Destination::Dir {

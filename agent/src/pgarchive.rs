@@ -61,6 +61,8 @@ pub struct Entry {
     pub namespace: String,
     /// The role owning the object (empty for entries without one).
     pub owner: String,
+    /// The tablespace the object is created in (empty: the database's default).
+    pub tablespace: String,
 }
 
 /// Reads an archive from `r`; counts what it consumed. Buffered (`BufRead`): pg_dump
@@ -215,7 +217,7 @@ impl<R: BufRead> Reader<R> {
         self.string()?; // drop statement
         let copy_stmt = self.string()?.filter(|s| !s.is_empty());
         let namespace = self.string()?.unwrap_or_default();
-        self.string()?; // tablespace
+        let tablespace = self.string()?.unwrap_or_default();
         if version >= (1, 14, 0) {
             self.string()?; // table access method
         }
@@ -239,6 +241,7 @@ impl<R: BufRead> Reader<R> {
             copy_stmt,
             namespace,
             owner,
+            tablespace,
         })
     }
 

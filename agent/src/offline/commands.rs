@@ -20,6 +20,7 @@ pub enum Destination {
         restore_globals: bool,
         no_owner: bool,
         no_privileges: bool,
+        no_tablespaces: bool,
     },
     /// The pg_dump archive at this path, `globals.sql` beside it.
     File(PathBuf),
@@ -181,6 +182,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
             restore_globals,
             no_owner,
             no_privileges,
+            no_tablespaces,
         } => {
             let t = server_config(&a.server, &a.target)?;
             let cmd = pb::RestoreCommand {
@@ -191,6 +193,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
                 restore_globals: *restore_globals,
                 no_owner: *no_owner,
                 no_privileges: *no_privileges,
+                no_tablespaces: *no_tablespaces,
                 drill: false,
                 drop_old: false,
                 ..Default::default()

@@ -4,7 +4,7 @@
 pub mod feed;
 mod loader;
 pub mod parallel;
-mod roles;
+mod requires;
 mod spread;
 pub mod swap;
 pub mod verify;
@@ -135,7 +135,7 @@ pub async fn restore_into<S: ChunkSource>(
     drop(admin);
     let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result)
         .await
-        .map_err(roles::hint);
+        .map_err(requires::hint);
     let verified = match loaded {
         Ok(stored) => {
             info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
@@ -266,6 +266,7 @@ async fn load<S: ChunkSource>(
         db,
         no_owner: cmd.no_owner,
         no_privileges: cmd.no_privileges,
+        no_tablespaces: cmd.no_tablespaces,
         tuning: ctx.restore_tuning(),
         password,
         pg_restore,

@@ -44,7 +44,7 @@ use tracing::{info, warn};
 
 use super::feed::{ChunkSource, FeedError, feed};
 use super::loader;
-use super::roles::{self, Referenced};
+use super::requires::{self, Referenced};
 use super::spread::{Blocks, QUEUE, TableCopy, demux};
 use crate::backup::dump;
 use crate::config::{RestoreTuning, TargetConfig};
@@ -68,6 +68,8 @@ pub struct Load<'a> {
     pub no_owner: bool,
     /// Leave out grants and revokes (`--no-privileges`).
     pub no_privileges: bool,
+    /// Create everything in the database's default tablespace (`--no-tablespaces`).
+    pub no_tablespaces: bool,
     /// Connections for table data (and `pg_restore -j` after); may a table be split.
     pub tuning: RestoreTuning,
     pub password: Option<String>,
@@ -83,6 +85,9 @@ impl Load<'_> {
         }
         if self.no_privileges {
             args.push("--no-privileges".into());
+        }
+        if self.no_tablespaces {
+            args.push("--no-tablespaces".into());
         }
         if let Some(a) = archive {
             args.push(a.display().to_string());
@@ -185,11 +190,11 @@ impl Read for Recording {
 
 type Archive = Reader<BufReader<Recording>>;
 
-/// What the header and TOC said: how to restore, and the roles they name (none if the
-/// TOC could not be read).
+/// What the header and TOC said: how to restore, and the roles and tablespaces they
+/// name (none if the TOC could not be read).
 struct Toc {
     plan: Result<Plan, NotParallel>,
-    roles: Referenced,
+    requires: Referenced,
 }
 
 /// Read the header and TOC (recording them into `out`) and judge them. On a plan the
@@ -200,7 +205,7 @@ fn read_toc(r: DuplexStream, out: std::fs::File) -> (Archive, Toc, std::io::Resu
         out: Some(BufWriter::new(out)),
     };
     let mut rd = Reader::new(BufReader::with_capacity(64 << 10, rec));
-    let (plan, roles) = match rd.toc() {
+    let (plan, requires) = match rd.toc() {
         Ok(entries) => (Plan::new(&entries), Referenced::of(&entries)),
         Err(e) => (Err(NotParallel(e.to_string())), Referenced::default()),
     };
@@ -215,7 +220,7 @@ fn read_toc(r: DuplexStream, out: std::fs::File) -> (Archive, Toc, std::io::Resu
             }),
         None => Ok(()),
     };
-    (rd, Toc { plan, roles }, saved)
+    (rd, Toc { plan, requires }, saved)
 }
 
 /// Each table's rows as the server counted them while storing them (COPY's command tag),
@@ -250,7 +255,7 @@ pub async fn load<S: ChunkSource>(
         .map_err(|e| format!("archive reader: {e}"))?;
     saved.map_err(|e| format!("write {}: {e}", toc.path().display()))?;
     let client = pg::connect(l.t, l.db).await?;
-    roles::check(&client, &read.roles, l.no_owner, l.no_privileges).await?;
+    requires::check(&client, &read.requires, l).await?;
     drop(client);
     let plan = match read.plan {
         Ok(plan) => plan,

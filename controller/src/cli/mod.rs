@@ -349,6 +349,10 @@ pub struct RestoreArgs {
     /// held privileges, when --globals cannot create them).
     #[arg(long)]
     pub no_privileges: bool,
+    /// Create everything in the database's default tablespace (for a restore onto a
+    /// server without the snapshot's tablespaces).
+    #[arg(long)]
+    pub no_tablespaces: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }

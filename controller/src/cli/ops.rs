@@ -398,6 +398,7 @@ pub async fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
         overwrite: a.overwrite,
         no_owner: a.no_owner,
         no_privileges: a.no_privileges,
+        no_tablespaces: a.no_tablespaces,
         ..Default::default()
     };
     if let Some(dir) = &a.to_dir {

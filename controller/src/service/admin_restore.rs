@@ -139,6 +139,7 @@ impl AdminApi {
             diff_against,
             no_owner: req.no_owner,
             no_privileges: req.no_privileges,
+            no_tablespaces: req.no_tablespaces,
         });
         let trigger = if req.drill {
             crate::catalog::Trigger::Drill

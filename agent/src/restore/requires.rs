@@ -1,25 +1,28 @@
-//! The roles a database archive names, checked against the server before anything is
-//! restored.
+//! The roles and tablespaces a database archive names, checked against the server
+//! before anything is restored.
 //!
 //! A restore onto a new server (the customer's is gone) meets a cluster without the
-//! roles that owned the objects or held their privileges. `pg_restore` then fails on the
-//! first `ALTER ... OWNER TO` of the schema, or, for a grant, only after every table is
-//! loaded (grants come last). The TOC names them all: each entry's owner, and the
-//! `GRANT`/`REVOKE` statements of its ACL entries. They are checked once the TOC is
-//! read, and a restore that would fail says at once which roles are missing and what to
-//! do: `--globals` to create them from the snapshot, `--no-owner` and `--no-privileges`
-//! to restore without them.
+//! roles that owned the objects or held their privileges, and often without the
+//! tablespaces they lived in. `pg_restore` then fails on the first `ALTER ... OWNER TO`
+//! or `SET default_tablespace` of the schema, or, for a grant, only after every table is
+//! loaded (grants come last). The TOC names them all: each entry's owner and tablespace,
+//! and the `GRANT`/`REVOKE` statements of its ACL entries. They are checked once the
+//! TOC is read, and a restore that would fail says at once what is missing and what to
+//! do: `--globals` to create the roles from the snapshot, `--no-owner`,
+//! `--no-privileges` and `--no-tablespaces` to restore without them.
 
 use std::collections::BTreeSet;
 
+use super::parallel::Load;
 use crate::error::AgentError;
 use crate::pgarchive::Entry;
 
-/// Roles an archive names: owners, and grantees of its privileges.
+/// What an archive names: owners, grantees of its privileges, and tablespaces.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Referenced {
     pub owners: BTreeSet<String>,
     pub grantees: BTreeSet<String>,
+    pub tablespaces: BTreeSet<String>,
 }
 
 /// Role words of GRANT/REVOKE that are no role of the catalog.
@@ -31,6 +34,9 @@ impl Referenced {
         for e in entries {
             if !e.owner.is_empty() {
                 r.owners.insert(e.owner.clone());
+            }
+            if !e.tablespace.is_empty() {
+                r.tablespaces.insert(e.tablespace.clone());
             }
             if e.desc == "ACL" || e.desc == "DEFAULT ACL" {
                 r.grantees.extend(grantees(&e.defn));
@@ -142,67 +148,92 @@ fn grantees(defn: &str) -> Vec<String> {
 }
 
 /// Fail before anything is restored if the server lacks a role the restore would give
-/// an object to or grant a privilege to.
+/// an object to or grant a privilege to, or a tablespace it would create one in.
 pub async fn check(
     client: &tokio_postgres::Client,
     refs: &Referenced,
-    no_owner: bool,
-    no_privileges: bool,
+    l: &Load<'_>,
 ) -> Result<(), AgentError> {
-    let needed: Vec<&str> = refs.needed(no_owner, no_privileges).into_iter().collect();
-    if needed.is_empty() {
-        return Ok(());
-    }
-    let rows = client
-        .query(
-            "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
-            &[&needed],
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "look up the snapshot's roles: {}",
-                crate::pg::db_error_text(&e)
-            )
-        })?;
-    let present: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    let missing = |set: &BTreeSet<String>, skip: bool| -> Vec<String> {
+    let roles: Vec<&str> = refs
+        .needed(l.no_owner, l.no_privileges)
+        .into_iter()
+        .collect();
+    let present_roles = present(client, "pg_roles", "rolname", &roles).await?;
+    let spaces: Vec<&str> = (refs.tablespaces.iter())
+        .filter(|_| !l.no_tablespaces)
+        .map(String::as_str)
+        .collect();
+    let present_spaces = present(client, "pg_tablespace", "spcname", &spaces).await?;
+    let missing = |set: &BTreeSet<String>, skip: bool, present: &BTreeSet<String>| {
         (set.iter())
             .filter(|r| !skip && !present.contains(*r))
             .map(|r| format!("{r:?}"))
-            .collect()
+            .collect::<Vec<_>>()
     };
-    let (owners, grantees) = (
-        missing(&refs.owners, no_owner),
-        missing(&refs.grantees, no_privileges),
-    );
-    if owners.is_empty() && grantees.is_empty() {
+    let lists = [
+        ("owners", missing(&refs.owners, l.no_owner, &present_roles)),
+        (
+            "grantees",
+            missing(&refs.grantees, l.no_privileges, &present_roles),
+        ),
+        (
+            "tablespaces",
+            missing(&refs.tablespaces, l.no_tablespaces, &present_spaces),
+        ),
+    ];
+    let what: Vec<String> = (lists.iter())
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(kind, names)| format!("{kind} {}", names.join(", ")))
+        .collect();
+    if what.is_empty() {
         return Ok(());
     }
-    let mut what = vec![];
-    if !owners.is_empty() {
-        what.push(format!("owners {}", owners.join(", ")));
-    }
-    if !grantees.is_empty() {
-        what.push(format!("grantees {}", grantees.join(", ")));
-    }
     Err(format!(
-        "the snapshot names roles this server does not have ({}); restore with --globals to \
-         create them from the snapshot first, or with --no-owner (owners) and --no-privileges \
-         (grants) to restore without them",
+        "the snapshot names roles or tablespaces this server does not have ({}); restore \
+         with --globals to create the roles from the snapshot first, or without them: \
+         --no-owner (owners), --no-privileges (grants), --no-tablespaces (tablespaces)",
         what.join("; ")
     )
     .into())
 }
 
-/// Say what to do when `pg_restore` failed on a missing role (a restore whose TOC the
-/// agent did not read).
+/// Which of `names` the catalog table `table` holds in its column `column`.
+async fn present(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+    names: &[&str],
+) -> Result<BTreeSet<String>, AgentError> {
+    if names.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let sql = format!("SELECT {column}::text FROM pg_catalog.{table} WHERE {column} = ANY($1)");
+    let rows = client.query(&sql, &[&names]).await.map_err(|e| {
+        format!(
+            "look up the snapshot's {table}: {}",
+            crate::pg::db_error_text(&e)
+        )
+    })?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Say what to do when `pg_restore` failed on a missing role or tablespace (a restore
+/// whose TOC the agent did not read).
 pub fn hint(e: AgentError) -> AgentError {
     let text = e.to_string();
-    if text.contains("ERROR:  role \"") && text.contains("does not exist") {
+    let lower = text.to_lowercase();
+    let missing = |what: &str| lower.contains(what) && lower.contains("does not exist");
+    if missing("error:  role \"") {
         return format!(
             "{text} (the server lacks a role the snapshot names: restore with --globals to \
              create the snapshot's roles, or with --no-owner and --no-privileges)"
+        )
+        .into();
+    }
+    if missing("tablespace \"") {
+        return format!(
+            "{text} (the server lacks a tablespace the snapshot names: restore with \
+             --no-tablespaces to create everything in the default one)"
         )
         .into();
     }
@@ -224,6 +255,11 @@ mod tests {
             copy_stmt: None,
             namespace: "public".into(),
             owner: owner.into(),
+            tablespace: if desc == "TABLE" {
+                "fast".into()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -255,6 +291,7 @@ mod tests {
         let r = Referenced::of(&entries);
         let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         assert_eq!(r.owners, set(&["app"]));
+        assert_eq!(r.tablespaces, set(&["fast"]));
         assert_eq!(
             r.grantees,
             set(&[

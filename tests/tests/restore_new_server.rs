@@ -1,6 +1,7 @@
-//! Restores onto a server without the roles the snapshot names (a new cluster after
-//! the customer's server is gone): refused at once with the missing roles named and
-//! what to do, then restored with `--globals`, or without owners and grants.
+//! Restores onto a server without the roles and tablespaces the snapshot names (a new
+//! cluster after the customer's server is gone): refused at once with what is missing
+//! named and what to do, then restored with `--globals`, or without owners, grants and
+//! tablespaces.
 
 use nex_backup_tests::env::{Env, EnvOpts};
 
@@ -16,8 +17,23 @@ GRANT SELECT ON acct TO nexb_viewer;
 const OWNER_SQL: &str = "SELECT tableowner FROM pg_tables WHERE tablename = 'acct'";
 
 #[test]
-fn a_restore_without_the_snapshots_roles_says_which_and_what_to_do() {
+fn a_restore_without_the_snapshots_roles_or_tablespaces_says_which_and_what_to_do() {
     let env = Env::start(SQL, EnvOpts::default());
+    // A tablespace in the server's own directory (no other directory is the server's).
+    for sql in [
+        "ALTER SYSTEM SET allow_in_place_tablespaces = on",
+        "SELECT pg_reload_conf()",
+        "CREATE TABLESPACE nexb_fast LOCATION ''",
+        "ALTER SYSTEM RESET allow_in_place_tablespaces",
+        "SELECT pg_reload_conf()",
+    ] {
+        env.pg.psql("postgres", sql);
+    }
+    env.pg.psql(
+        "invoices",
+        "CREATE TABLE hot (id int) TABLESPACE nexb_fast; \
+         INSERT INTO hot SELECT generate_series(1, 10);",
+    );
     env.backup_ok("main");
     // Another site whose agent restores with one pg_restore (the TOC is not read).
     let (_serial, _) = env.site_agent("serial", "restore_jobs = 1\n");
@@ -26,8 +42,9 @@ fn a_restore_without_the_snapshots_roles_says_which_and_what_to_do() {
     // The roles are gone, as on a new server.
     env.pg.psql(
         "invoices",
-        "DROP TABLE acct; DROP ROLE nexb_app; DROP ROLE nexb_viewer;",
+        "DROP TABLE acct, hot; DROP ROLE nexb_app; DROP ROLE nexb_viewer;",
     );
+    env.pg.psql("postgres", "DROP TABLESPACE nexb_fast");
     let databases = || {
         env.pg.psql(
             "postgres",
@@ -42,6 +59,7 @@ fn a_restore_without_the_snapshots_roles_says_which_and_what_to_do() {
     assert!(
         err.contains("owners \"nexb_app\"")
             && err.contains("grantees \"nexb_viewer\"")
+            && err.contains("tablespaces \"nexb_fast\"")
             && err.contains("--globals")
             && err.contains("--no-privileges"),
         "{err}"
@@ -62,14 +80,39 @@ fn a_restore_without_the_snapshots_roles_says_which_and_what_to_do() {
     );
 
     let r = env
-        .restore("main", "r3", &["--no-owner", "--no-privileges"])
+        .restore(
+            "main",
+            "r3",
+            &["--no-owner", "--no-privileges", "--no-tablespaces"],
+        )
         .json();
     assert_eq!(r["ok"], true, "{r}\n{}", env.logs());
-    assert_eq!(r["tables"][0]["actual_rows"], 1000, "{r}");
+    let rows = |r: &serde_json::Value| {
+        let mut rows: Vec<(String, i64)> = (r["tables"].as_array().unwrap().iter())
+            .map(|t| {
+                (
+                    t["table"].as_str().unwrap().into(),
+                    t["actual_rows"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let want = vec![
+        ("\"public\".\"acct\"".to_string(), 1000),
+        ("\"public\".\"hot\"".to_string(), 10),
+    ];
+    assert_eq!(rows(&r), want, "{r}");
     assert_eq!(env.pg.psql("r3", OWNER_SQL), "postgres");
 
-    let r = env.restore("main", "r4", &["--globals"]).json();
+    // (The snapshot's tablespace was in place, in the old server's data directory: it
+    // cannot be created here, and is left out.)
+    let r = env
+        .restore("main", "r4", &["--globals", "--no-tablespaces"])
+        .json();
     assert_eq!(r["ok"], true, "{r}\n{}", env.logs());
+    assert_eq!(rows(&r), want, "{r}");
     assert_eq!(env.pg.psql("r4", OWNER_SQL), "nexb_app");
     let granted = env.pg.psql(
         "r4",
@@ -80,7 +123,18 @@ fn a_restore_without_the_snapshots_roles_says_which_and_what_to_do() {
     // Through one pg_restore the server's own error comes with the same advice.
     env.pg.psql(
         "r4",
-        "DROP TABLE acct; DROP ROLE nexb_app; DROP ROLE nexb_viewer;",
+        "DROP TABLE acct, hot; DROP ROLE nexb_app; DROP ROLE nexb_viewer;",
+    );
+    let serial = |db: &str, extra: &[&str]| {
+        let args = ["restore", "--site", "serial", "--target", "main", "--json"];
+        env.cli(&[&args[..], &["--to-database", db], extra].concat())
+            .json_failed()
+    };
+    let r = serial("r6", &["--no-owner", "--no-privileges"]);
+    let err = r["error"].as_str().unwrap();
+    assert!(
+        r["ok"] == false && err.contains("nexb_fast") && err.contains("--no-tablespaces"),
+        "{r}"
     );
     let r = env
         .cli(&[
