@@ -12,7 +12,9 @@
 //!   and uploads a stream with bounded memory; [`backup::dump`] runs client tools.
 //! - [`restore`]: the restore job; [`restore::feed`] streams verified chunks into a tool;
 //!   [`restore::parallel`] loads a database's tables over several connections, once the
-//!   roles and tablespaces its TOC names are found on the server (`restore::requires`).
+//!   roles and tablespaces its TOC names are found on the server (`restore::requires`);
+//!   the database is created as the source was and gets its own settings, comment and
+//!   grants back (`restore::database`).
 //! - [`files`]: file and environment sets: archive, restore into a directory, ls, diff.
 //! - [`error`]: the agent's typed errors (a controller refusal keeps its gRPC code).
 //! - [`health`]: the host's health (load, memory, volumes, versions) for heartbeats.

@@ -3,7 +3,7 @@
 //! named and what to do, then restored with `--globals`, or without owners, grants and
 //! tablespaces.
 
-use nex_backup_tests::env::{Env, EnvOpts};
+use nex_backup_tests::env::{Env, EnvOpts, PW_ENV, target_toml};
 
 const SQL: &str = r#"
 CREATE ROLE nexb_app;
@@ -155,4 +155,62 @@ fn a_restore_without_the_snapshots_roles_or_tablespaces_says_which_and_what_to_d
             && err.contains("--globals"),
         "{r}"
     );
+}
+
+/// `pg_restore` into a database of another name skips the archive's database entry:
+/// the restored database is created as the source was (encoding, locale) and gets its
+/// owner, settings, comment and grants once its content is in.
+#[test]
+fn the_database_comes_back_with_its_locale_settings_comment_and_grants() {
+    let opts = EnvOpts {
+        extra_targets: target_toml("app", "postgres", "app", PW_ENV),
+        ..Default::default()
+    };
+    let env = Env::start(SQL, opts);
+    for sql in [
+        "CREATE DATABASE app TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'",
+        "ALTER DATABASE app SET search_path = ledger, public",
+        "COMMENT ON DATABASE app IS 'Účtovníctvo'",
+        "ALTER DATABASE app OWNER TO nexb_app",
+        "GRANT CONNECT ON DATABASE app TO nexb_viewer",
+    ] {
+        env.pg.psql("postgres", sql);
+    }
+    env.pg.psql(
+        "app",
+        "CREATE SCHEMA ledger; CREATE TABLE ledger.entry (id int); \
+         INSERT INTO ledger.entry SELECT generate_series(1, 100);",
+    );
+    env.backup_ok("app");
+    let r = env.restore("app", "app2", &[]).json();
+    assert_eq!(r["ok"], true, "{r}\n{}", env.logs());
+    assert_eq!(r["note"], "", "{r}");
+
+    let props = |db: &str| {
+        env.pg.psql(
+            "postgres",
+            &format!(
+                "SELECT concat_ws('|', pg_encoding_to_char(encoding), datcollate, datctype, \
+                 pg_get_userbyid(datdba), shobj_description(oid, 'pg_database'), datacl, \
+                 (SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting \
+                  WHERE setdatabase = d.oid AND setrole = 0)) \
+                 FROM pg_database d WHERE datname = '{db}'"
+            ),
+        )
+    };
+    let source = props("app");
+    assert!(
+        source.starts_with("UTF8|C|C|nexb_app|Účtovníctvo|") && source.contains("search_path"),
+        "{source}"
+    );
+    assert_eq!(props("app2"), source);
+    // The application's unqualified names resolve as they did.
+    assert_eq!(env.pg.psql("app2", "SELECT count(*) FROM entry"), "100");
+
+    // A replacement (--clean) keeps them through the swap.
+    let r = env
+        .restore("app", "app2", &["--clean", "--drop-old"])
+        .json();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(props("app2"), source);
 }

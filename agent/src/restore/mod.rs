@@ -1,6 +1,7 @@
 //! A restore job: fetch and open the manifest, create the target database, optionally
 //! replay globals, stream the dump into `pg_restore`, then compare row counts.
 
+mod database;
 pub mod feed;
 mod loader;
 pub mod parallel;
@@ -131,7 +132,15 @@ pub async fn restore_into<S: ChunkSource>(
     let mut into_cmd = cmd.clone();
     into_cmd.to_database = into.clone();
     into_cmd.no_owner = no_owner;
-    create_database(&admin, &into).await?;
+    let source = match m.stream(STREAM_DATABASE) {
+        Some(s) => database::peek(src, codec, job_id, s).await,
+        None => None,
+    };
+    let source = source.as_deref().and_then(database::Source::of);
+    let mut notes: Vec<String> = database::create(&admin, &into, source.as_ref())
+        .await?
+        .into_iter()
+        .collect();
     drop(admin);
     let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result)
         .await
@@ -150,6 +159,11 @@ pub async fn restore_into<S: ChunkSource>(
         }
         Err(e) => Err(e),
     };
+    if let (Ok(_), Some(source), false) = (&verified, &source, cmd.drill) {
+        let client = pg::connect(t, &into).await?;
+        let (no_owner, no_privileges) = (no_owner, cmd.no_privileges);
+        notes.extend(database::apply(&client, &into, source, no_owner, no_privileges).await);
+    }
     if cmd.drill {
         drop_drill_database(t, &into, server_num).await?;
         result.tables = verified?;
@@ -162,7 +176,12 @@ pub async fn restore_into<S: ChunkSource>(
         replaces: exists,
         server_num,
     };
-    target.settle(verified, result).await
+    let settled = target.settle(verified, result).await;
+    if !notes.is_empty() {
+        notes.extend((!result.note.is_empty()).then(|| result.note.clone()));
+        result.note = notes.join("; ");
+    }
+    settled
 }
 
 /// Where a (non-drill) restore went, and what to do with it once verified.
@@ -329,16 +348,6 @@ async fn database_exists(admin: &tokio_postgres::Client, db: &str) -> Result<boo
         .await
         .map_err(|e| pg::db_error_text(&e))?
         .is_some())
-}
-
-async fn create_database(admin: &tokio_postgres::Client, db: &str) -> Result<(), AgentError> {
-    admin
-        .batch_execute(&format!(
-            "CREATE DATABASE {} TEMPLATE template0",
-            pg::quote_ident(db)
-        ))
-        .await
-        .map_err(|e| AgentError::from(format!("create database {db}: {}", pg::db_error_text(&e))))
 }
 
 /// Run `tool` and feed stream `s` into its stdin; a tool failure is quoted.
