@@ -24,10 +24,6 @@ use crate::error::AgentError;
 use crate::pg::{self, quote_ident};
 use crate::pgarchive::{Entry, Reader};
 
-/// How much of the stream's head is fetched to read its TOC; a larger TOC (a schema of
-/// tens of thousands of objects) is not peeked at, and the database gets the defaults.
-const PEEK_BYTES: u64 = 16 << 20;
-
 /// `CREATE DATABASE` options taken over from the source (no tablespace, no OID).
 const KEPT: [&str; 7] = [
     "ENCODING",
@@ -135,30 +131,18 @@ fn options(defn: &str, name: &str) -> Vec<(String, String)> {
 }
 
 /// Read the TOC from the head of the database stream `s` (its chunks' tags checked as
-/// always); `None` if it is not within [`PEEK_BYTES`] or cannot be read.
+/// always; fetching stops once the TOC is read); `None` if it cannot be read.
 pub async fn peek<S: ChunkSource>(
     src: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     s: &StreamEntry,
 ) -> Option<Vec<Entry>> {
-    let mut head = StreamEntry {
-        chunks: vec![],
-        length: 0,
-        ..s.clone()
-    };
-    for &(id, len) in &s.chunks {
-        if head.length >= PEEK_BYTES {
-            break;
-        }
-        head.chunks.push((id, len));
-        head.length += u64::from(len);
-    }
     let (w, r) = tokio::io::duplex(256 << 10);
-    let (src, codec, job_id) = (src.clone(), codec.clone(), job_id.to_string());
-    // The head alone fails the stream hash at its end: only its bytes are wanted.
+    let (src, codec, job_id, s) = (src.clone(), codec.clone(), job_id.to_string(), s.clone());
+    // Only the head is wanted: the feed is dropped once the TOC is read.
     let feeder = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-        let _ = feed(&src, &codec, &job_id, &head, w).await;
+        let _ = feed(&src, &codec, &job_id, &s, w).await;
     }));
     let toc = tokio::task::spawn_blocking(move || {
         Reader::new(std::io::BufReader::with_capacity(
