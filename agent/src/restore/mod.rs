@@ -136,11 +136,15 @@ pub async fn restore_into<S: ChunkSource>(
         Some(s) => database::peek(src, codec, job_id, s).await,
         None => None,
     };
+    let mut notes = vec![];
+    if source.is_none() {
+        let note = "the archive's TOC could not be read ahead: the database was created with \
+                    the server's defaults, without the source's settings";
+        tracing::warn!(database = %into, "{note}");
+        notes.push(note.to_string());
+    }
     let source = source.as_deref().and_then(database::Source::of);
-    let mut notes: Vec<String> = database::create(&admin, &into, source.as_ref())
-        .await?
-        .into_iter()
-        .collect();
+    notes.extend(database::create(&admin, &into, source.as_ref()).await?);
     drop(admin);
     let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result)
         .await
