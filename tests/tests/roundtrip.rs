@@ -583,7 +583,7 @@ fn row_counts_come_from_the_dump_without_a_second_scan() {
 #[test]
 fn a_low_priority_agent_backs_up_at_nice_10() {
     let env = Env::start(&invoices_sql(200), EnvOpts::default());
-    let (agent, _) = env.site_agent("calm", "low_priority = true\n");
+    let (agent, agent_log) = env.site_agent("calm", "low_priority = true\n");
     let b = env.cli(&["backup", "--site", "calm", "--target", "main", "--json"]);
     assert!(b.ok, "{}{}", b.stdout, b.stderr);
     assert_eq!(b.json()["ok"], true, "{}", b.stdout);
@@ -613,5 +613,41 @@ fn a_low_priority_agent_backs_up_at_nice_10() {
     assert_eq!(
         String::from_utf8_lossy(&io.stdout).trim(),
         "best-effort: prio 7"
+    );
+
+    // The database's backend serving the dump (a PostgreSQL process on this host) is
+    // lowered too: seen while pg_dump waits behind a lock.
+    let mut locker = env.pg.hold_exclusive_lock("invoices", "invoices");
+    let backup = std::thread::scope(|scope| {
+        let backup =
+            scope.spawn(|| env.cli(&["backup", "--site", "calm", "--target", "main", "--json"]));
+        let sql = "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'nex-backup job-%'";
+        let pid = nex_backup_tests::wait_for("the dump's backend", 30, || {
+            let pid = env.pg.psql("invoices", sql);
+            (!pid.is_empty()).then_some(pid)
+        });
+        nex_backup_tests::wait_for("the backend at nice 10", 30, || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            (after.split(' ').nth(16)? == "10").then_some(())
+        });
+        let io = std::process::Command::new("ionice")
+            .args(["-p", &pid])
+            .output()
+            .unwrap();
+        let _ = locker.kill();
+        let _ = locker.wait();
+        (io, backup.join().unwrap())
+    });
+    let (io, out) = backup;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&io.stdout).trim(),
+        "best-effort: prio 7"
+    );
+    let log = std::fs::read_to_string(&agent_log).unwrap();
+    assert!(
+        log.contains("the dump's database backend runs at nice 10"),
+        "{log}"
     );
 }

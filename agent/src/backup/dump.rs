@@ -43,6 +43,17 @@ pub fn spawn(
     stdin: bool,
     stdout: bool,
 ) -> Result<Running, AgentError> {
+    spawn_with(tool, args, password, (stdin, stdout), &[])
+}
+
+/// [`spawn`] with more environment variables (`PGAPPNAME`...).
+pub fn spawn_with(
+    tool: &Tool,
+    args: &[String],
+    password: Option<&str>,
+    (stdin, stdout): (bool, bool),
+    env: &[(&str, &str)],
+) -> Result<Running, AgentError> {
     let name = tool
         .path
         .file_stem()
@@ -59,6 +70,7 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .env("PGCONNECT_TIMEOUT", "15")
         .env_remove("PGPASSWORD")
+        .envs(env.iter().copied())
         .kill_on_drop(true);
     if let Some(pw) = password {
         cmd.env("PGPASSWORD", pw);

@@ -226,7 +226,19 @@ async fn dump_database(
         .get(0);
     let mut args = dump::conn_args(t, &t.dbname);
     args.extend([format!("--snapshot={snapshot}"), "-Fc".into(), "-Z0".into()]);
-    let mut proc = dump::spawn(pg_dump, &args, password, false, true)?;
+    // The job in pg_dump's application name: its backend can be found (and lowered).
+    let app = format!("nex-backup {}", job.job_id);
+    let mut proc = dump::spawn_with(
+        pg_dump,
+        &args,
+        password,
+        (false, true),
+        &[("PGAPPNAME", &app)],
+    )?;
+    let _lowering = ctx.cfg.low_priority.then(|| {
+        let lower = crate::priority::lower_backend(t.clone(), app.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(lower))
+    });
     let out = proc.child.stdout.take().expect("stdout piped");
     let what = format!("pg_dump of target {}", t.name);
     let (tap, counter) = rowcount::spawn_counter();
