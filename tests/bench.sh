@@ -2,7 +2,8 @@
 # The end-to-end benchmark (release build). Arguments go to nexb-bench:
 #   --scale N          pgbench scale (default 100)
 #   --invoice-rows R   rows of the invoice dataset (default 4000000, about 1 GB)
-#   --only pgbench|invoices|rss (rss: one full backup and one restore of pgbench, peak RSS)
+#   --only pgbench|invoices|rss|load (rss: one full backup and one restore of pgbench, peak
+#     RSS; load: pgbench TPC-B alone and beside backups by a normal and a low_priority agent)
 # Prints markdown tables; record them in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

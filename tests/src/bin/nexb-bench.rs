@@ -1,7 +1,7 @@
 //! The end-to-end benchmark: NEX Backup against plain pg_dump / zstd / pg_restore on the
 //! same data, in one run, on real processes. See docs/benchmarks.md.
 //!
-//! `bash tests/bench.sh [--scale N] [--invoice-rows R] [--only pgbench|invoices]`
+//! `bash tests/bench.sh [--scale N] [--invoice-rows R] [--only pgbench|invoices|rss|load]`
 
 use std::process::Command;
 use std::time::Duration;
@@ -322,9 +322,10 @@ fn new_site_agent(env: &Env, site: &str, low_priority: bool) -> Agent {
 const LOAD_SECS: u64 = 20;
 
 /// What backups take from a concurrent OLTP load, and what `low_priority` gives back:
-/// `pgbench` (TPC-B, 2 clients) alone, then with back-to-back backups of `target` by a
-/// normal agent, then by a `low_priority` one (each a new site: a full backup first, then
-/// backups without change). Prints one table.
+/// `pgbench` (TPC-B, 2 clients) alone, with back-to-back backups of `target` by a normal
+/// agent, and by a `low_priority` one (each run a new site: a full backup first, then
+/// backups without change), in [`LOAD_ROUNDS`] alternating rounds. Prints one table of
+/// medians (min–max).
 fn load_table(env: &Env, target: &str) {
     let run_pgbench = || {
         Command::new(env.pg.bin.join("pgbench"))
@@ -361,37 +362,75 @@ fn load_table(env: &Env, target: &str) {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no tps in pgbench's output: {text}"))
     };
-    eprintln!("== pgbench load alone, {LOAD_SECS} s");
-    let alone = tps(run_pgbench());
-    let mut lines = vec![format!("| pgbench alone | {alone:.0} | 1.00 | - | - |")];
-    for (name, low) in [("normal", false), ("low_priority = true", true)] {
-        let site = format!("load-{}", if low { "low" } else { "normal" });
-        let mut agent = new_site_agent(env, &site, low);
-        eprintln!("== pgbench load with back-to-back backups, agent {name}");
-        let child = run_pgbench();
-        let end = std::time::Instant::now() + Duration::from_secs(LOAD_SECS);
-        let mut walls = vec![];
-        while std::time::Instant::now() < end {
-            let t = std::time::Instant::now();
-            let out = env.cli(&["backup", "--site", &site, "--target", target, "--json"]);
-            assert!(out.ok, "{site} backup: {}{}", out.stdout, out.stderr);
-            walls.push(t.elapsed().as_secs_f64());
+    // Per configuration: (tps, full backup s, mean no-change backup s) of each round.
+    let configs = [
+        ("alone", None),
+        ("normal", Some(false)),
+        ("low_priority = true", Some(true)),
+    ];
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![vec![]; configs.len()];
+    for round in 0..LOAD_ROUNDS {
+        for (k, (name, agent)) in configs.iter().enumerate() {
+            eprintln!("== round {round}: pgbench load {LOAD_SECS} s, {name}");
+            let Some(low) = *agent else {
+                runs[k].push((tps(run_pgbench()), 0.0, 0.0));
+                continue;
+            };
+            let site = format!("load-{}-{round}", if low { "low" } else { "normal" });
+            let mut agent = new_site_agent(env, &site, low);
+            let child = run_pgbench();
+            let end = std::time::Instant::now() + Duration::from_secs(LOAD_SECS);
+            let mut walls = vec![];
+            while std::time::Instant::now() < end {
+                let t = std::time::Instant::now();
+                let out = env.cli(&["backup", "--site", &site, "--target", target, "--json"]);
+                assert!(out.ok, "{site} backup: {}{}", out.stdout, out.stderr);
+                walls.push(t.elapsed().as_secs_f64());
+            }
+            let got = tps(child);
+            agent.kill();
+            let later = &walls[1..];
+            let mean = later.iter().sum::<f64>() / later.len().max(1) as f64;
+            runs[k].push((got, walls[0], mean));
         }
-        let got = tps(child);
-        agent.kill();
-        let later = &walls[1..];
-        let mean = later.iter().sum::<f64>() / later.len().max(1) as f64;
-        lines.push(format!(
-            "| with backups, agent {name} | {got:.0} | {:.2} | {:.2} | {} × {mean:.2} |",
-            got / alone,
-            walls[0],
-            later.len()
-        ));
     }
-    println!("\n### Under load: pgbench TPC-B, 2 clients, {LOAD_SECS} s, backing up {target}\n");
-    println!("| run | pgbench tps | × alone | first (full) backup s | then no-change backups |");
+    let alone = median(&runs[0].iter().map(|r| r.0).collect::<Vec<_>>());
+    println!(
+        "\n### Under load: pgbench TPC-B, 2 clients, {LOAD_SECS} s, backing up {target}; {LOAD_ROUNDS} alternating rounds, median (min–max)\n"
+    );
+    println!("| run | pgbench tps | × alone | first (full) backup s | then no-change backups s |");
     println!("|---|---|---|---|---|");
-    lines.iter().for_each(|l| println!("{l}"));
+    for ((name, agent), r) in configs.iter().zip(&runs) {
+        let col = |f: fn(&(f64, f64, f64)) -> f64| r.iter().map(f).collect::<Vec<f64>>();
+        let (t, full, later) = (col(|r| r.0), col(|r| r.1), col(|r| r.2));
+        let ratios: Vec<f64> = t.iter().map(|v| v / alone).collect();
+        let backups = if agent.is_some() {
+            format!("{} | {}", spread(&full, 2), spread(&later, 2))
+        } else {
+            "- | -".into()
+        };
+        println!(
+            "| {name} | {} | {} | {backups} |",
+            spread(&t, 0),
+            spread(&ratios, 2)
+        );
+    }
+}
+
+/// Rounds of the load table.
+const LOAD_ROUNDS: usize = 3;
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// "median (min–max)" with `digits` decimals.
+fn spread(v: &[f64], digits: usize) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.digits$} ({min:.digits$}–{max:.digits$})", median(v))
 }
 
 /// `--only rss`: the agent's peak RSS through one full backup and one verified restore
@@ -618,7 +657,7 @@ fn main() {
     let want = |d: &str| {
         a.only
             .as_deref()
-            .is_none_or(|o| o == d || (o == "rss" && d == "pgbench"))
+            .is_none_or(|o| o == d || (["rss", "load"].contains(&o) && d == "pgbench"))
     };
     let inv_sql = if want("invoices") {
         invoices_sql(a.invoice_rows)
@@ -651,6 +690,9 @@ fn main() {
         eprintln!("   pgbench database: {size}");
         if a.only.as_deref() == Some("rss") {
             return rss_only(&env, &size);
+        }
+        if a.only.as_deref() == Some("load") {
+            return load_table(&env, "pgbench");
         }
         let rows = 100_000 * u64::from(a.scale);
         results.push((
