@@ -137,6 +137,26 @@ pub async fn restore_into<S: ChunkSource>(
         None => None,
     };
     let mut notes = vec![];
+    // Roles first: they may be what the check below looks for.
+    if cmd.restore_globals {
+        replay_globals(src, codec, job_id, t, m, db, server_num).await?;
+    }
+    if let Some(entries) = &source {
+        let refs = requires::Referenced::of(entries);
+        match requires::missing(&admin, &refs, &into_cmd).await? {
+            None => {}
+            Some(m) if cmd.drill => {
+                requires::leave_out(&mut into_cmd, &m);
+                let note = format!(
+                    "the drill left out what this server lacks ({}): it checks the data",
+                    m.list()
+                );
+                tracing::warn!(database = %into, "{note}");
+                notes.push(note);
+            }
+            Some(m) => return Err(m.to_string().into()),
+        }
+    }
     if source.is_none() {
         let note = "the archive's TOC could not be read ahead: the database was created with \
                     the server's defaults, without the source's settings";
@@ -165,12 +185,13 @@ pub async fn restore_into<S: ChunkSource>(
     };
     if let (Ok(_), Some(source), false) = (&verified, &source, cmd.drill) {
         let client = pg::connect(t, &into).await?;
-        let (no_owner, no_privileges) = (no_owner, cmd.no_privileges);
+        let (no_owner, no_privileges) = (into_cmd.no_owner, into_cmd.no_privileges);
         notes.extend(database::apply(&client, &into, source, no_owner, no_privileges).await);
     }
     if cmd.drill {
         drop_drill_database(t, &into, server_num).await?;
         result.tables = verified?;
+        result.note = notes.join("; ");
         return Ok(());
     }
     let target = Restored {
@@ -249,7 +270,35 @@ async fn drop_drill_database(
     Ok(())
 }
 
-/// Globals (if asked) and the database stream into the freshly created database.
+/// Replay the snapshot's globals (roles, tablespaces) through `psql`, connected to the
+/// target's maintenance database (`db` is not created yet); errors (a role that exists)
+/// do not stop it.
+#[allow(clippy::too_many_arguments)]
+async fn replay_globals<S: ChunkSource>(
+    ctx: &Arc<S>,
+    codec: &ChunkCodec,
+    job_id: &str,
+    t: &TargetConfig,
+    m: &Manifest,
+    db: &str,
+    server_num: i32,
+) -> Result<(), AgentError> {
+    let Some(g) = m.stream(STREAM_GLOBALS) else {
+        return Ok(());
+    };
+    let maintenance = if t.dbname != db {
+        t.dbname.as_str()
+    } else {
+        "postgres"
+    };
+    let password = pg::password(t, maintenance)?;
+    let psql = pgtools::find("psql", t.pg_bin_dir.as_deref(), (server_num / 10000) as u32).await?;
+    let mut args = dump::conn_args(t, maintenance);
+    args.extend(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-"].map(String::from));
+    pipe_into(ctx, codec, job_id, &psql, args, password.as_deref(), g).await
+}
+
+/// The database stream into the freshly created database.
 #[allow(clippy::too_many_arguments)]
 async fn load<S: ChunkSource>(
     ctx: &Arc<S>,
@@ -265,21 +314,6 @@ async fn load<S: ChunkSource>(
     let dir = t.pg_bin_dir.as_deref();
     let major = (server_num / 10000) as u32;
     let password = pg::password(t, db)?;
-    if cmd.restore_globals
-        && let Some(g) = m.stream(STREAM_GLOBALS)
-    {
-        let psql = pgtools::find("psql", dir, major).await?;
-        let mut args = dump::conn_args(t, db);
-        args.extend([
-            "-X".into(),
-            "-q".into(),
-            "-v".into(),
-            "ON_ERROR_STOP=0".into(),
-            "-f".into(),
-            "-".into(),
-        ]);
-        pipe_into(ctx, codec, job_id, &psql, args, password.as_deref(), g).await?;
-    }
     let stream = m
         .stream(STREAM_DATABASE)
         .ok_or("manifest has no database stream")?;

@@ -44,7 +44,6 @@ use tracing::{info, warn};
 
 use super::feed::{ChunkSource, FeedError, feed};
 use super::loader;
-use super::requires::{self, Referenced};
 use super::spread::{Blocks, QUEUE, TableCopy, demux};
 use crate::backup::dump;
 use crate::config::{RestoreTuning, TargetConfig};
@@ -190,24 +189,20 @@ impl Read for Recording {
 
 type Archive = Reader<BufReader<Recording>>;
 
-/// What the header and TOC said: how to restore, and the roles and tablespaces they
-/// name (none if the TOC could not be read).
-struct Toc {
-    plan: Result<Plan, NotParallel>,
-    requires: Referenced,
-}
-
 /// Read the header and TOC (recording them into `out`) and judge them. On a plan the
 /// TOC file is cut to exactly the header and TOC; otherwise it holds every byte read.
-fn read_toc(r: DuplexStream, out: std::fs::File) -> (Archive, Toc, std::io::Result<()>) {
+fn read_toc(
+    r: DuplexStream,
+    out: std::fs::File,
+) -> (Archive, Result<Plan, NotParallel>, std::io::Result<()>) {
     let rec = Recording {
         inner: SyncIoBridge::new(r),
         out: Some(BufWriter::new(out)),
     };
     let mut rd = Reader::new(BufReader::with_capacity(64 << 10, rec));
-    let (plan, requires) = match rd.toc() {
-        Ok(entries) => (Plan::new(&entries), Referenced::of(&entries)),
-        Err(e) => (Err(NotParallel(e.to_string())), Referenced::default()),
+    let plan = match rd.toc() {
+        Ok(entries) => Plan::new(&entries),
+        Err(e) => Err(NotParallel(e.to_string())),
     };
     let consumed = rd.consumed();
     let saved = match rd.get_mut().get_mut().out.take() {
@@ -220,7 +215,7 @@ fn read_toc(r: DuplexStream, out: std::fs::File) -> (Archive, Toc, std::io::Resu
             }),
         None => Ok(()),
     };
-    (rd, Toc { plan, requires }, saved)
+    (rd, plan, saved)
 }
 
 /// Each table's rows as the server counted them while storing them (COPY's command tag),
@@ -250,14 +245,11 @@ pub async fn load<S: ChunkSource>(
     let out = toc
         .reopen()
         .map_err(|e| format!("open {}: {e}", toc.path().display()))?;
-    let (rd, read, saved) = tokio::task::spawn_blocking(move || read_toc(r, out))
+    let (rd, plan, saved) = tokio::task::spawn_blocking(move || read_toc(r, out))
         .await
         .map_err(|e| format!("archive reader: {e}"))?;
     saved.map_err(|e| format!("write {}: {e}", toc.path().display()))?;
-    let client = pg::connect(l.t, l.db).await?;
-    requires::check(&client, &read.requires, l).await?;
-    drop(client);
-    let plan = match read.plan {
+    let plan = match plan {
         Ok(plan) => plan,
         Err(why) => {
             info!(database = %l.db, reason = %why, "restoring with one pg_restore");

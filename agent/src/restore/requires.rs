@@ -7,13 +7,15 @@
 //! or `SET default_tablespace` of the schema, or, for a grant, only after every table is
 //! loaded (grants come last). The TOC names them all: each entry's owner and tablespace,
 //! and the `GRANT`/`REVOKE` statements of its ACL entries. They are checked once the
-//! TOC is read, and a restore that would fail says at once what is missing and what to
-//! do: `--globals` to create the roles from the snapshot, `--no-owner`,
-//! `--no-privileges` and `--no-tablespaces` to restore without them.
+//! TOC is read (before the database is created), and a restore that would fail says at
+//! once what is missing and what to do: `--globals` to create the roles from the
+//! snapshot, `--no-owner`, `--no-privileges` and `--no-tablespaces` to restore without
+//! them. A drill leaves out what is missing instead, and says so.
 
 use std::collections::BTreeSet;
 
-use super::parallel::Load;
+use nex_backup_shared::pb;
+
 use crate::error::AgentError;
 use crate::pgarchive::Entry;
 
@@ -147,54 +149,77 @@ fn grantees(defn: &str) -> Vec<String> {
     out
 }
 
-/// Fail before anything is restored if the server lacks a role the restore would give
-/// an object to or grant a privilege to, or a tablespace it would create one in.
-pub async fn check(
+/// What the server lacks of what a restore would use (each list quoted names).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Missing {
+    pub owners: Vec<String>,
+    pub grantees: Vec<String>,
+    pub tablespaces: Vec<String>,
+}
+
+impl Missing {
+    /// `owners "a"; tablespaces "t"`.
+    pub fn list(&self) -> String {
+        let lists = [
+            ("owners", &self.owners),
+            ("grantees", &self.grantees),
+            ("tablespaces", &self.tablespaces),
+        ];
+        let what: Vec<String> = (lists.iter())
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(kind, names)| format!("{kind} {}", names.join(", ")))
+            .collect();
+        what.join("; ")
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the snapshot names roles or tablespaces this server does not have ({}); restore \
+             with --globals to create the roles from the snapshot first, or without them: \
+             --no-owner (owners), --no-privileges (grants), --no-tablespaces (tablespaces)",
+            self.list()
+        )
+    }
+}
+
+/// What the restore `cmd` needs (given what it leaves out) that the server lacks: a
+/// role it would give an object to or grant a privilege to, a tablespace it would
+/// create one in. `None` if nothing.
+pub async fn missing(
     client: &tokio_postgres::Client,
     refs: &Referenced,
-    l: &Load<'_>,
-) -> Result<(), AgentError> {
-    let roles: Vec<&str> = refs
-        .needed(l.no_owner, l.no_privileges)
-        .into_iter()
-        .collect();
+    cmd: &pb::RestoreCommand,
+) -> Result<Option<Missing>, AgentError> {
+    let roles: Vec<&str> = (refs.needed(cmd.no_owner, cmd.no_privileges).into_iter()).collect();
     let present_roles = present(client, "pg_roles", "rolname", &roles).await?;
     let spaces: Vec<&str> = (refs.tablespaces.iter())
-        .filter(|_| !l.no_tablespaces)
+        .filter(|_| !cmd.no_tablespaces)
         .map(String::as_str)
         .collect();
     let present_spaces = present(client, "pg_tablespace", "spcname", &spaces).await?;
-    let missing = |set: &BTreeSet<String>, skip: bool, present: &BTreeSet<String>| {
+    let lacking = |set: &BTreeSet<String>, skip: bool, present: &BTreeSet<String>| {
         (set.iter())
             .filter(|r| !skip && !present.contains(*r))
             .map(|r| format!("{r:?}"))
             .collect::<Vec<_>>()
     };
-    let lists = [
-        ("owners", missing(&refs.owners, l.no_owner, &present_roles)),
-        (
-            "grantees",
-            missing(&refs.grantees, l.no_privileges, &present_roles),
-        ),
-        (
-            "tablespaces",
-            missing(&refs.tablespaces, l.no_tablespaces, &present_spaces),
-        ),
-    ];
-    let what: Vec<String> = (lists.iter())
-        .filter(|(_, names)| !names.is_empty())
-        .map(|(kind, names)| format!("{kind} {}", names.join(", ")))
-        .collect();
-    if what.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "the snapshot names roles or tablespaces this server does not have ({}); restore \
-         with --globals to create the roles from the snapshot first, or without them: \
-         --no-owner (owners), --no-privileges (grants), --no-tablespaces (tablespaces)",
-        what.join("; ")
-    )
-    .into())
+    let m = Missing {
+        owners: lacking(&refs.owners, cmd.no_owner, &present_roles),
+        grantees: lacking(&refs.grantees, cmd.no_privileges, &present_roles),
+        tablespaces: lacking(&refs.tablespaces, cmd.no_tablespaces, &present_spaces),
+    };
+    Ok((m != Missing::default()).then_some(m))
+}
+
+/// For a drill, which checks the data: leave out what the server lacks instead of
+/// failing (as a drill by a role that is not a superuser already does for owners).
+pub fn leave_out(cmd: &mut pb::RestoreCommand, m: &Missing) {
+    cmd.no_owner |= !m.owners.is_empty();
+    cmd.no_privileges |= !m.grantees.is_empty();
+    cmd.no_tablespaces |= !m.tablespaces.is_empty();
 }
 
 /// Which of `names` the catalog table `table` holds in its column `column`.
