@@ -132,57 +132,17 @@ pub async fn restore_into<S: ChunkSource>(
     let mut into_cmd = cmd.clone();
     into_cmd.to_database = into.clone();
     into_cmd.no_owner = no_owner;
-    let source = match m.stream(STREAM_DATABASE) {
-        Some(s) => database::peek(src, codec, job_id, s).await,
-        None => None,
+    let ahead = Ahead {
+        src,
+        codec,
+        m,
+        job_id,
+        t,
+        server_num,
     };
-    let mut notes = vec![];
-    // Roles first: they may be what the check below looks for.
-    if cmd.restore_globals {
-        replay_globals(src, codec, job_id, t, m, db, server_num).await?;
-    }
-    if let Some(entries) = &source {
-        let refs = requires::Referenced::of(entries);
-        match requires::missing(&admin, &refs, &into_cmd).await? {
-            None => {}
-            Some(m) if cmd.drill => {
-                requires::leave_out(&mut into_cmd, &m);
-                let note = format!(
-                    "the drill left out what this server lacks ({}): it checks the data",
-                    m.list()
-                );
-                tracing::warn!(database = %into, "{note}");
-                notes.push(note);
-            }
-            Some(m) => return Err(m.to_string().into()),
-        }
-    }
-    if source.is_none() {
-        let note = "the archive's TOC could not be read ahead: the database was created with \
-                    the server's defaults, without the source's settings";
-        tracing::warn!(database = %into, "{note}");
-        notes.push(note.to_string());
-    }
-    let source = source.as_deref().and_then(database::Source::of);
-    notes.extend(database::create(&admin, &into, source.as_ref()).await?);
+    let (source, mut notes) = ahead.prepare(&admin, &mut into_cmd).await?;
     drop(admin);
-    let loaded = load(src, codec, job_id, t, &into_cmd, m, server_num, result)
-        .await
-        .map_err(requires::hint);
-    let verified = match loaded {
-        Ok(stored) => {
-            info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
-            src.progress(
-                job_id,
-                "verify",
-                m.logical_bytes(),
-                0,
-                "checking row counts".into(),
-            );
-            verify_counts(t, &into, m, stored).await
-        }
-        Err(e) => Err(e),
-    };
+    let verified = ahead.load_and_verify(&into_cmd, result).await;
     if let (Ok(_), Some(source), false) = (&verified, &source, cmd.drill) {
         let client = pg::connect(t, &into).await?;
         let (no_owner, no_privileges) = (into_cmd.no_owner, into_cmd.no_privileges);
@@ -207,6 +167,94 @@ pub async fn restore_into<S: ChunkSource>(
         result.note = notes.join("; ");
     }
     settled
+}
+
+/// What a restore works from: the snapshot, where its chunks come from, the server.
+struct Ahead<'a, S> {
+    src: &'a Arc<S>,
+    codec: &'a ChunkCodec,
+    m: &'a Manifest,
+    job_id: &'a str,
+    t: &'a TargetConfig,
+    server_num: i32,
+}
+
+impl<S: ChunkSource> Ahead<'_, S> {
+    /// Before anything is loaded: read the TOC ahead, replay the globals if asked, check
+    /// the roles and tablespaces the restore needs (a drill leaves out what is missing),
+    /// and create the database as the source was. Returns the source database and notes.
+    async fn prepare(
+        &self,
+        admin: &tokio_postgres::Client,
+        cmd: &mut pb::RestoreCommand,
+    ) -> Result<(Option<database::Source>, Vec<String>), AgentError> {
+        let (m, into) = (self.m, cmd.to_database.clone());
+        let toc = match m.stream(STREAM_DATABASE) {
+            Some(s) => database::peek(self.src, self.codec, self.job_id, s).await,
+            None => None,
+        };
+        let mut notes = vec![];
+        // Roles first: they may be what the check below looks for.
+        if cmd.restore_globals {
+            let (src, codec, job_id, t) = (self.src, self.codec, self.job_id, self.t);
+            replay_globals(src, codec, job_id, t, m, &into, self.server_num).await?;
+        }
+        if let Some(entries) = &toc {
+            let refs = requires::Referenced::of(entries);
+            match requires::missing(admin, &refs, cmd).await? {
+                None => {}
+                Some(lacking) if cmd.drill => {
+                    requires::leave_out(cmd, &lacking);
+                    let note = format!(
+                        "the drill left out what this server lacks ({}): it checks the data",
+                        lacking.list()
+                    );
+                    tracing::warn!(database = %into, "{note}");
+                    notes.push(note);
+                }
+                Some(lacking) => return Err(lacking.to_string().into()),
+            }
+        } else {
+            let note = "the archive's TOC could not be read ahead: the database was created \
+                        with the server's defaults, without the source's settings";
+            tracing::warn!(database = %into, "{note}");
+            notes.push(note.to_string());
+        }
+        let source = toc.as_deref().and_then(database::Source::of);
+        notes.extend(database::create(admin, &into, source.as_ref()).await?);
+        Ok((source, notes))
+    }
+
+    /// Load the database stream into `cmd.to_database` and check its row counts.
+    async fn load_and_verify(
+        &self,
+        cmd: &pb::RestoreCommand,
+        result: &mut pb::JobResult,
+    ) -> Result<Vec<pb::TableCheck>, AgentError> {
+        let (src, m, t, into) = (self.src, self.m, self.t, &cmd.to_database);
+        let stored = load(
+            src,
+            self.codec,
+            self.job_id,
+            t,
+            cmd,
+            m,
+            self.server_num,
+            result,
+        )
+        .await
+        .map_err(requires::hint)?;
+        info!(snapshot = %m.snapshot_id, database = %into, "pg_restore finished; verifying row counts");
+        let bytes = m.logical_bytes();
+        src.progress(
+            self.job_id,
+            "verify",
+            bytes,
+            0,
+            "checking row counts".into(),
+        );
+        verify_counts(t, into, m, stored).await
+    }
 }
 
 /// Where a (non-drill) restore went, and what to do with it once verified.
