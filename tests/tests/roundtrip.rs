@@ -626,25 +626,25 @@ fn a_low_priority_agent_backs_up_at_nice_10() {
             let pid = env.pg.psql("invoices", sql);
             (!pid.is_empty()).then_some(pid)
         });
-        nex_backup_tests::wait_for("the backend at nice 10", 30, || {
+        // Nice first, then the I/O class: wait for both (the agent sets them in turn).
+        let lowered = nex_backup_tests::wait_for("the backend lowered", 30, || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let after = &stat[stat.rfind(')')? + 2..];
-            (after.split(' ').nth(16)? == "10").then_some(())
+            let nice = after.split(' ').nth(16)?.to_string();
+            let io = std::process::Command::new("ionice")
+                .args(["-p", &pid])
+                .output()
+                .ok()?;
+            let io = String::from_utf8_lossy(&io.stdout).trim().to_string();
+            (nice == "10" && io == "best-effort: prio 7").then_some((nice, io))
         });
-        let io = std::process::Command::new("ionice")
-            .args(["-p", &pid])
-            .output()
-            .unwrap();
         let _ = locker.kill();
         let _ = locker.wait();
-        (io, backup.join().unwrap())
+        (lowered, backup.join().unwrap())
     });
-    let (io, out) = backup;
+    let (lowered, out) = backup;
     assert!(out.ok, "{}{}", out.stdout, out.stderr);
-    assert_eq!(
-        String::from_utf8_lossy(&io.stdout).trim(),
-        "best-effort: prio 7"
-    );
+    assert_eq!(lowered, ("10".into(), "best-effort: prio 7".into()));
     let log = std::fs::read_to_string(&agent_log).unwrap();
     assert!(
         log.contains("the dump's database backend runs at nice 10"),

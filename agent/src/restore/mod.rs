@@ -194,6 +194,16 @@ impl<S: ChunkSource> Ahead<'_, S> {
             None => None,
         };
         let mut notes = vec![];
+        let server_major = (self.server_num / 10000) as u32;
+        if let Some(dumped) = dump_major(m).filter(|&d| d > server_major) {
+            let note = format!(
+                "the snapshot was dumped by pg_dump {dumped} and is restored onto PostgreSQL \
+                 {server_major}: PostgreSQL does not support restoring into an older server, \
+                 and a statement it does not know fails the restore"
+            );
+            tracing::warn!(database = %into, "{note}");
+            notes.push(note);
+        }
         // Roles first: they may be what the check below looks for.
         if cmd.restore_globals {
             let (src, codec, job_id, t) = (self.src, self.codec, self.job_id, self.t);
@@ -255,6 +265,13 @@ impl<S: ChunkSource> Ahead<'_, S> {
         );
         verify_counts(t, into, m, stored).await
     }
+}
+
+/// The major version of the pg_dump that wrote the snapshot ("15.18" → 15), if recorded.
+fn dump_major(m: &Manifest) -> Option<u32> {
+    let v = m.source.pg_dump_version.trim();
+    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Where a (non-drill) restore went, and what to do with it once verified.
@@ -365,7 +382,9 @@ async fn load<S: ChunkSource>(
     let stream = m
         .stream(STREAM_DATABASE)
         .ok_or("manifest has no database stream")?;
-    let pg_restore = pgtools::find("pg_restore", dir, major).await?;
+    // pg_restore reads archives of its own version and older ones only.
+    let at_least = major.max(dump_major(m).unwrap_or(0));
+    let pg_restore = pgtools::find("pg_restore", dir, at_least).await?;
     let l = parallel::Load {
         t,
         db,
@@ -529,5 +548,28 @@ mod tests {
         let checks = compare(&expected, &actual);
         let got: Vec<_> = checks.iter().map(|c| (c.actual_rows, c.ok)).collect();
         assert_eq!(got, vec![(3, true), (-1, false), (4, false)]);
+    }
+
+    #[test]
+    fn the_dumps_major_version_comes_from_the_manifest() {
+        let with = |v: &str| Manifest {
+            site: "s".into(),
+            target: "t".into(),
+            snapshot_id: "x".into(),
+            created_unix_ms: 1,
+            streams: vec![],
+            row_counts: vec![],
+            row_counts_from_dump: true,
+            source: nex_backup_shared::manifest::SourceInfo {
+                pg_dump_version: v.into(),
+                ..Default::default()
+            },
+            duration_ms: 1,
+            files: vec![],
+        };
+        assert_eq!(dump_major(&with("15.18")), Some(15));
+        assert_eq!(dump_major(&with("9.6.24")), Some(9));
+        assert_eq!(dump_major(&with("17beta1")), Some(17));
+        assert_eq!(dump_major(&with("")), None);
     }
 }
