@@ -49,6 +49,9 @@ impl AgentApi {
         hello: pb::Hello,
         tx: super::super::hub::SessionTx,
     ) -> Result<(u64, tokio_util::sync::CancellationToken), Status> {
+        // Jobs dispatched from now on go to this agent process (or wait for it): none of
+        // them can have been lost with an earlier one.
+        let hello_at = now_ms();
         parse_site(&hello.site)?;
         super::parse_agent(&hello.agent_id)?;
         require_site(who, &hello.site)?;
@@ -105,7 +108,7 @@ impl AgentApi {
             Some(pb::controller_message::Msg::Command(c)) => Some(c.job_id.clone()),
             _ => None,
         }));
-        self.interrupt_lost_jobs(&hello.site, &hello.agent_id, &known)
+        self.interrupt_lost_jobs(&hello.site, &hello.agent_id, &known, hello_at)
             .await;
         let (conn, cut) =
             self.state
@@ -126,11 +129,12 @@ impl AgentApi {
         Ok((conn, cut))
     }
 
-    /// Jobs sent to this agent and still marked running that it does not know were lost
-    /// with an earlier agent process: record them as failed so that nothing waits on them
-    /// (a result that still arrives replaces this). Jobs of the site's other agents are
-    /// not this agent's to judge.
-    async fn interrupt_lost_jobs(&self, site: &str, agent: &str, known: &[String]) {
+    /// Jobs sent to this agent before `before_ms` (its hello) and still marked running that
+    /// it does not know were lost with an earlier agent process: record them as failed so
+    /// that nothing waits on them (a result that still arrives replaces this). A job
+    /// dispatched during the hello is on its way to this process. Jobs of the site's other
+    /// agents are not this agent's to judge.
+    async fn interrupt_lost_jobs(&self, site: &str, agent: &str, known: &[String], before_ms: u64) {
         let jobs = match self.state.catalog.jobs().await {
             Ok(j) => j,
             Err(e) => {
@@ -142,6 +146,7 @@ impl AgentApi {
             if job.site != site
                 || (job.agent_id != agent && !job.agent_id.is_empty())
                 || job.state != crate::catalog::JobState::Running
+                || job.started_unix_ms >= before_ms
                 || known.contains(&job.job_id)
             {
                 continue;
