@@ -17,7 +17,6 @@ use std::sync::Arc;
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::manifest::StreamEntry;
 use tokio_util::io::SyncIoBridge;
-use tracing::warn;
 
 use super::feed::{ChunkSource, feed};
 use crate::error::AgentError;
@@ -44,7 +43,7 @@ pub struct Source {
     pub owner: String,
     /// `CREATE DATABASE` options, in order (values as written, quotes included).
     pub options: Vec<(String, String)>,
-    /// Settings (`DATABASE PROPERTIES`), with the kind of each statement group.
+    /// Its settings (`DATABASE PROPERTIES`), comments and grants: statements naming it.
     pub properties: Vec<String>,
     pub comments: Vec<String>,
     pub grants: Vec<String>,
@@ -201,8 +200,7 @@ fn fell_back(db: &str, wanted: &[(String, String)], error: &str) -> String {
          differently; install the locale on this server and restore again to keep it",
         wanted.join(", ")
     );
-    warn!(database = %db, "{note}");
-    note
+    super::noted(db, note)
 }
 
 /// Give `db` the source database's owner (unless `no_owner`), settings, comment and
@@ -239,8 +237,7 @@ pub async fn apply(
     }
     (!failed.is_empty()).then(|| {
         let note = format!("database settings not applied: {}", failed.join("; "));
-        warn!(database = %db, "{note}");
-        note
+        super::noted(db, note)
     })
 }
 

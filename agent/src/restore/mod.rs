@@ -201,8 +201,7 @@ impl<S: ChunkSource> Ahead<'_, S> {
                  {server_major}: PostgreSQL does not support restoring into an older server, \
                  and a statement it does not know fails the restore"
             );
-            tracing::warn!(database = %into, "{note}");
-            notes.push(note);
+            notes.push(noted(&into, note));
         }
         // Roles first: they may be what the check below looks for.
         if cmd.restore_globals {
@@ -219,16 +218,14 @@ impl<S: ChunkSource> Ahead<'_, S> {
                         "the drill left out what this server lacks ({}): it checks the data",
                         lacking.list()
                     );
-                    tracing::warn!(database = %into, "{note}");
-                    notes.push(note);
+                    notes.push(noted(&into, note));
                 }
                 Some(lacking) => return Err(lacking.to_string().into()),
             }
         } else {
             let note = "the archive's TOC could not be read ahead: the database was created \
                         with the server's defaults, without the source's settings";
-            tracing::warn!(database = %into, "{note}");
-            notes.push(note.to_string());
+            notes.push(noted(&into, note.to_string()));
         }
         let source = toc.as_deref().and_then(database::Source::of);
         notes.extend(database::create(admin, &into, source.as_ref()).await?);
@@ -265,6 +262,12 @@ impl<S: ChunkSource> Ahead<'_, S> {
         );
         verify_counts(t, into, m, stored).await
     }
+}
+
+/// A note for the restore's result, logged as a warning about database `db`.
+fn noted(db: &str, note: String) -> String {
+    tracing::warn!(database = %db, "{note}");
+    note
 }
 
 /// The major version of the pg_dump that wrote the snapshot ("15.18" → 15), if recorded.
