@@ -4,8 +4,10 @@
 //!
 //! Text, one item a line: the target; then `lock-until <ms>` when the copy is under S3
 //! Object Lock (the time every object the snapshot needs is locked until, at least);
-//! then the hex id of each chunk. Indexes written before locks existed have no
-//! `lock-until` line and read as never locked.
+//! `created <ms>`, the snapshot's creation time as the primary recorded it (ids name
+//! only the second, so two snapshots of one second are ordered by it); then the hex id
+//! of each chunk. Indexes written before locks existed have no `lock-until` line and
+//! read as never locked; those without `created` are ordered by their id's second.
 
 use bytes::Bytes;
 use nex_backup_shared::ids::ChunkId;
@@ -18,6 +20,8 @@ pub struct Index {
     pub target: String,
     /// Ms since the epoch; 0 when not locked.
     pub lock_until: u64,
+    /// Ms since the epoch; 0 when not recorded.
+    pub created: u64,
     pub chunks: Vec<ChunkId>,
 }
 
@@ -36,6 +40,8 @@ impl Index {
         for l in lines {
             if let Some(ms) = l.strip_prefix("lock-until ") {
                 ix.lock_until = ms.trim().parse().unwrap_or(0);
+            } else if let Some(ms) = l.strip_prefix("created ") {
+                ix.created = ms.trim().parse().unwrap_or(0);
             } else if let Ok(id) = ChunkId::from_hex(l) {
                 ix.chunks.push(id);
             }
@@ -47,6 +53,9 @@ impl Index {
         let mut out = format!("{}\n", self.target);
         if self.lock_until > 0 {
             out.push_str(&format!("lock-until {}\n", self.lock_until));
+        }
+        if self.created > 0 {
+            out.push_str(&format!("created {}\n", self.created));
         }
         for c in &self.chunks {
             out.push_str(&c.to_hex());
@@ -73,12 +82,13 @@ mod tests {
         let ix = Index {
             target: "pg:main".into(),
             lock_until: 1_767_574_800_000,
+            created: 1_767_574_700_123,
             chunks: vec![ChunkId::from_hex(&"ab".repeat(32)).unwrap()],
         };
         assert_eq!(Index::parse(&String::from_utf8_lossy(&ix.encode())), ix);
         let old = format!("pg:main\n{}\n", "ab".repeat(32));
         let read = Index::parse(&old);
-        assert_eq!(read.lock_until, 0);
+        assert_eq!((read.lock_until, read.created), (0, 0));
         assert_eq!(read.chunks, ix.chunks);
     }
 }

@@ -85,6 +85,9 @@ fn id_time_ms(id: &str) -> Option<u64> {
     u64::try_from(t.and_utc().timestamp_millis()).ok()
 }
 
+/// (site, target) -> the good snapshots of the primary as (creation ms, id), oldest first.
+type Primary = BTreeMap<(String, String), Vec<(u64, String)>>;
+
 /// The snapshots of one target the copy keeps, of `ids` (sorted oldest first).
 fn plan(ids: &[String], keep: CopyKeep) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = ids.iter().rev().take(keep.last).cloned().collect();
@@ -130,8 +133,7 @@ pub async fn copy_all(state: &State, d: &Destination, lag: &CopyLag) -> anyhow::
     let holds = state.catalog.holds().await?;
     let damaged = crate::fleet::standing::load_damaged(&*state.integrity).await?;
     let standing = crate::fleet::standing::labels(&snaps, &jobs, &holds, &damaged);
-    // (site, target) -> good snapshot ids of the primary, oldest first.
-    let mut primary: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut primary = Primary::new();
     for s in &snaps {
         let good = standing
             .get(&(s.site.clone(), s.snapshot_id.clone()))
@@ -140,7 +142,7 @@ pub async fn copy_all(state: &State, d: &Destination, lag: &CopyLag) -> anyhow::
             primary
                 .entry((s.site.clone(), s.target.clone()))
                 .or_default()
-                .push(s.snapshot_id.clone());
+                .push((s.created_unix_ms, s.snapshot_id.clone()));
         }
     }
     let sites: BTreeSet<String> = primary.keys().map(|(s, _)| s.clone()).collect();
@@ -154,7 +156,7 @@ async fn copy_site(
     state: &State,
     d: &Destination,
     site: &str,
-    primary: &BTreeMap<(String, String), Vec<String>>,
+    primary: &Primary,
     lag: &CopyLag,
 ) -> anyhow::Result<()> {
     let dest = &*d.store;
@@ -169,9 +171,9 @@ async fn copy_site(
         .iter()
         .filter_map(|k| k.rsplit('/').next().map(String::from))
         .collect();
-    // What the copy holds: each copied snapshot's target and lock, and under a lock,
-    // how long each chunk is locked as far as the indexes tell.
-    let mut heads: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    // What the copy holds: each copied snapshot's target, lock and creation time, and
+    // under a lock, how long each chunk is locked as far as the indexes tell.
+    let mut heads: BTreeMap<String, (String, u64, u64)> = BTreeMap::new();
     let mut chunk_locks: HashMap<ChunkId, u64> = HashMap::new();
     for id in &copied {
         let ix = index::read(dest, site, id).await?.unwrap_or_default();
@@ -181,34 +183,16 @@ async fn copy_site(
                 *e = (*e).max(ix.lock_until);
             }
         }
-        heads.insert(id.clone(), (ix.target, ix.lock_until));
+        heads.insert(id.clone(), (ix.target, ix.lock_until, ix.created));
     }
-    // Targets of copied snapshots: from the primary when it still knows them, else from
-    // the copy's index.
-    let mut by_target: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for ((_, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
-        by_target
-            .entry(t.clone())
-            .or_default()
-            .extend(ids.iter().cloned());
-    }
-    for (id, (target, _)) in &heads {
-        by_target
-            .entry(target.clone())
-            .or_default()
-            .insert(id.clone());
-    }
-    let mut wanted = BTreeSet::new();
-    for ids in by_target.values() {
-        let ids: Vec<String> = ids.iter().cloned().collect();
-        wanted.extend(plan(&ids, d.keep));
-    }
+    let by_target = by_target(site, primary, &heads);
+    let wanted = keep_of(&by_target, d.keep, |_| true);
     let refs = snapshot_refs(state, site, &wanted, &copied).await?;
     // Kept snapshots whose lock runs short of a full period ahead.
     let stale: Vec<String> = match &placer.lock {
         Some(l) => heads
             .iter()
-            .filter(|(id, (_, until))| wanted.contains(*id) && *until < l.needed)
+            .filter(|(id, (_, until, _))| wanted.contains(*id) && *until < l.needed)
             .map(|(id, _)| id.clone())
             .collect(),
         None => vec![],
@@ -220,15 +204,26 @@ async fn copy_site(
         }
     }
     for (id, (target, chunks)) in &refs {
-        copy_snapshot(&placer, site, id, target, chunks, &mut chunk_locks).await?;
+        let created = by_target.get(target).and_then(|t| t.get(id)).copied();
+        let what = Copied {
+            id,
+            target,
+            created: created.unwrap_or(0),
+        };
+        copy_snapshot(&placer, site, &what, chunks, &mut chunk_locks).await?;
     }
     for id in &stale {
         relock_snapshot(&placer, site, id, &mut chunk_locks).await?;
     }
     // Retention of the copy: manifests first, then indexes, then unreferenced chunks.
-    // A snapshot stays while its lock lasts, so that the copy lists all it protects.
-    for id in copied.iter().filter(|id| !wanted.contains(*id)) {
-        let locked_until = heads.get(id).map_or(0, |(_, u)| *u);
+    // A snapshot leaves only for newer ones the copy now holds (one the primary offers
+    // but that is not in the copy does not count), and stays while its lock lasts, so
+    // that the copy lists all it protects.
+    let kept = keep_of(&by_target, d.keep, |id| {
+        copied.contains(id) || refs.contains_key(id)
+    });
+    for id in copied.iter().filter(|id| !kept.contains(*id)) {
+        let locked_until = heads.get(id).map_or(0, |(_, u, _)| *u);
         if locked_until > now {
             debug!(%site, snapshot = %id, locked_until, "kept in the off-site copy while its Object Lock lasts");
             continue;
@@ -241,18 +236,65 @@ async fn copy_site(
     record_lag(dest, site, primary, lag).await
 }
 
+/// Each target's snapshots of `site` (id -> creation ms), from the primary's good
+/// snapshots and the copy's `heads`. The target and time come from the primary while it
+/// still knows a snapshot, else from the copy's index (or the id's second).
+fn by_target(
+    site: &str,
+    primary: &Primary,
+    heads: &BTreeMap<String, (String, u64, u64)>,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((_, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
+        let e = out.entry(t.clone()).or_default();
+        e.extend(ids.iter().map(|(ms, id)| (id.clone(), *ms)));
+    }
+    for (id, (target, _, created)) in heads {
+        let ms = match *created {
+            0 => id_time_ms(id).unwrap_or(0),
+            ms => ms,
+        };
+        out.entry(target.clone())
+            .or_default()
+            .entry(id.clone())
+            .or_insert(ms);
+    }
+    out
+}
+
+/// The snapshots the copy keeps of `by_target`, among those `present`: [`plan`] per
+/// target, ordered by creation time (ids alone name only the second).
+fn keep_of(
+    by_target: &BTreeMap<String, BTreeMap<String, u64>>,
+    keep: CopyKeep,
+    present: impl Fn(&str) -> bool,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for snaps in by_target.values() {
+        let mut order: Vec<(u64, &String)> = snaps
+            .iter()
+            .filter(|(id, _)| present(id))
+            .map(|(id, ms)| (*ms, id))
+            .collect();
+        order.sort();
+        let ids: Vec<String> = order.into_iter().map(|(_, id)| id.clone()).collect();
+        out.extend(plan(&ids, keep));
+    }
+    out
+}
+
 /// How far the copy of `site` is behind the primary.
 async fn record_lag(
     dest: &dyn BlobStore,
     site: &str,
-    primary: &BTreeMap<(String, String), Vec<String>>,
+    primary: &Primary,
     lag: &CopyLag,
 ) -> anyhow::Result<()> {
     let newest_primary = primary
         .iter()
         .filter(|((s, _), _)| s == site)
         .filter_map(|(_, ids)| ids.last())
-        .filter_map(|id| id_time_ms(id))
+        .filter_map(|(_, id)| id_time_ms(id))
         .max()
         .unwrap_or(0);
     let newest_copy = crate::store::list_keys(dest, &format!("manifests/{site}/"))
@@ -295,20 +337,29 @@ async fn snapshot_refs(
     }
 }
 
+/// The snapshot a copy is made of.
+struct Copied<'a> {
+    id: &'a str,
+    target: &'a str,
+    /// Its creation time as the primary recorded it (ms; 0: unknown).
+    created: u64,
+}
+
 /// Copy one snapshot: its chunks, its index, then its manifest (a manifest in the copy
 /// means the snapshot is whole there).
 async fn copy_snapshot(
     placer: &Placer<'_>,
     site: &str,
-    id: &str,
-    target: &str,
+    what: &Copied<'_>,
     chunks: &[ChunkId],
     chunk_locks: &mut HashMap<ChunkId, u64>,
 ) -> anyhow::Result<()> {
+    let id = what.id;
     placer.place_chunks(site, chunks, chunk_locks).await?;
     let ix = Index {
-        target: target.to_string(),
+        target: what.target.to_string(),
         lock_until: placer.lock.as_ref().map_or(0, |l| l.until),
+        created: what.created,
         chunks: chunks.to_vec(),
     };
     placer.put(&index::key(site, id), ix.encode()).await?;
@@ -424,5 +475,37 @@ mod tests {
             "the two newest, and the newest of March and February"
         );
         assert_eq!(id_time_ms("20260105T010000Z-a"), Some(1_767_574_800_000));
+    }
+
+    #[test]
+    fn two_snapshots_of_one_second_keep_their_order_and_absent_ones_displace_nothing() {
+        // Same second: the later one's random suffix sorts first.
+        let (older, newer) = ("20261202T012205Z-7bf0fc66", "20261202T012205Z-4ff19b43");
+        let primary: Primary = [(
+            ("acme".to_string(), "main".to_string()),
+            vec![
+                (1_764_638_525_300, older.to_string()),
+                (1_764_638_525_900, newer.to_string()),
+            ],
+        )]
+        .into();
+        let heads = [(older.to_string(), ("main".to_string(), 0, 0))].into();
+        let targets = by_target("acme", &primary, &heads);
+        let keep = CopyKeep {
+            last: 1,
+            monthly: 1,
+        };
+        let wanted = keep_of(&targets, keep, |_| true);
+        assert_eq!(
+            wanted,
+            [newer.to_string()].into(),
+            "the later one is copied"
+        );
+        let kept = keep_of(&targets, keep, |id| id == older);
+        assert_eq!(
+            kept,
+            [older.to_string()].into(),
+            "until the newer one is in the copy, the older one stays"
+        );
     }
 }
