@@ -1,5 +1,5 @@
 //! The snapshot manifest: which chunks, in which order, make each stream of a snapshot,
-//! plus what the restore must check afterwards (stream SHA-256, per-table row counts).
+//! plus what the restore must check afterwards (stream digest, per-table row counts).
 //!
 //! Stored sealed (kind 2) both in the catalog and in the blob store, so the store plus the
 //! site key alone can restore everything.
@@ -14,7 +14,9 @@ use crate::keys::SiteKeys;
 use crate::pb;
 use crate::seal::{self, FLAG_ZSTD, ObjectKind};
 
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version 2: a stream's digest may be of its chunk list ([`StreamDigest`]); earlier
+/// readers refuse such a manifest up front instead of failing its check after a restore.
+pub const MANIFEST_VERSION: u32 = 2;
 /// Largest decompressed manifest accepted (about 1.5 million chunks).
 pub const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;
 
@@ -22,13 +24,34 @@ pub const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;
 pub const STREAM_GLOBALS: &str = "globals.sql";
 pub const STREAM_DATABASE: &str = "database.dump";
 
+mod digest;
+
+pub use digest::{StreamDigest, chunk_list_digest};
+
 /// One ordered byte stream of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
     pub name: String,
     pub chunks: Vec<(ChunkId, u32)>,
     pub length: u64,
+    /// The stream's digest, of the kind `digest` says.
     pub sha256: [u8; 32],
+    pub digest: StreamDigest,
+}
+
+impl StreamEntry {
+    /// A stream of `chunks` (in order, `length` bytes in all), its digest derived from
+    /// the chunk list ([`StreamDigest::ChunkList`]).
+    pub fn from_chunks(name: String, chunks: Vec<(ChunkId, u32)>, length: u64) -> Self {
+        let sha256 = chunk_list_digest(&chunks, length);
+        StreamEntry {
+            name,
+            chunks,
+            length,
+            sha256,
+            digest: StreamDigest::ChunkList,
+        }
+    }
 }
 
 /// Where a snapshot came from.
@@ -155,6 +178,7 @@ impl From<&Manifest> for pb::Manifest {
                         .collect(),
                     length: s.length,
                     sha256: s.sha256.to_vec(),
+                    digest: s.digest as u32,
                 })
                 .collect(),
             row_counts: m
@@ -184,10 +208,19 @@ impl TryFrom<pb::Manifest> for Manifest {
     type Error = FormatError;
     fn try_from(p: pb::Manifest) -> Result<Self, FormatError> {
         let what = "manifest";
-        if p.format_version != MANIFEST_VERSION {
+        if !(1..=MANIFEST_VERSION).contains(&p.format_version) {
             return Err(FormatError::invalid(
                 what,
-                format!("format version {}", p.format_version),
+                format!(
+                    "format version {} (this version of NEX Backup reads 1 to {MANIFEST_VERSION}; upgrade it)",
+                    p.format_version
+                ),
+            ));
+        }
+        if p.format_version == 1 && p.streams.iter().any(|s| s.digest != 0) {
+            return Err(FormatError::invalid(
+                what,
+                "format version 1 with a digest kind",
             ));
         }
         validate_name("site", &p.site)?;
@@ -254,11 +287,25 @@ fn stream_from_pb(s: pb::StreamEntry) -> Result<StreamEntry, FormatError> {
             format!("chunks sum to {total}, stream length {}", s.length),
         ));
     }
+    let digest = StreamDigest::try_from(s.digest).map_err(|n| {
+        FormatError::invalid(
+            &what,
+            format!("digest kind {n} is from a newer version of NEX Backup; upgrade to read it"),
+        )
+    })?;
+    if digest == StreamDigest::ChunkList && chunk_list_digest(&chunks, s.length) != sha256 {
+        return Err(FormatError::StreamHash {
+            stream: s.name,
+            expected: hex::encode(sha256),
+            actual: hex::encode(chunk_list_digest(&chunks, s.length)),
+        });
+    }
     Ok(StreamEntry {
         name: s.name,
         chunks,
         length: s.length,
         sha256,
+        digest,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The upload pipeline for one byte stream:
 //!
 //! ```text
-//! reader -> [A: CDC chunker + stream SHA-256] -> batch -> [B: ids, find-missing, seal missing]
+//! reader -> [A: CDC chunker] -> batch -> [B: ids, find-missing, seal missing]
 //!        -> sealed batch -> [C: upload, retrying; re-asks what is missing after a failure]
 //! ```
 //! Stages run concurrently; hashing and sealing use blocking worker threads. Every queue
@@ -15,7 +15,7 @@
 //! is slower. Uploads overlap too.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -69,10 +69,10 @@ struct SealedBatch {
     slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Blocks of the stream as read: each goes to the chunker, the stream's hasher and any
-/// tap. Large enough that handing one over (a thread woken on each side) costs little
-/// next to hashing it: with 64 KiB blocks a quarter of a no-change backup's agent CPU
-/// was spent switching threads.
+/// Blocks of the stream as read: each goes to the chunker and to any tap. Large enough
+/// that handing one over (a thread woken on each side) costs little next to hashing it:
+/// with 64 KiB blocks a quarter of a no-change backup's agent CPU was spent switching
+/// threads.
 const BLOCK: usize = 256 * 1024;
 /// How long a block that is not full waits for more bytes.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(50);
@@ -80,12 +80,12 @@ const HOLD: std::time::Duration = std::time::Duration::from_millis(50);
 /// Read `r` on its own task into a bounded queue of blocks (at most `READ_AHEAD` bytes).
 /// A pipe holds only 64 KiB: without this, the producer (pg_dump, and the server behind
 /// it) would stop every time the chunker is busy hashing a chunk.
-/// Each block also goes to the stream's hasher (which must see every byte: its length
-/// is checked against the chunker's) and to `tap`, if any, until the tap's reader hangs
-/// up. A block is sent once it is full or the stream ends.
+/// Each block also goes to `tap`, if any, until the tap's reader hangs up, and is
+/// counted in `read` (checked against what the chunker cut). A block is sent once it is
+/// full or the stream ends.
 fn decouple<R: AsyncRead + Unpin + Send + 'static>(
     mut r: R,
-    hasher: Tap,
+    read: Arc<AtomicU64>,
     mut tap: Option<Tap>,
 ) -> impl AsyncRead + Unpin {
     let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD / BLOCK);
@@ -93,9 +93,7 @@ fn decouple<R: AsyncRead + Unpin + Send + 'static>(
         loop {
             let (block, end) = read_block(&mut r).await;
             if !block.is_empty() {
-                if hasher.send(block.clone()).await.is_err() {
-                    break; // the hasher is gone: the lengths will not match
-                }
+                read.fetch_add(block.len() as u64, Ordering::Relaxed);
                 if let Some(t) = &tap
                     && t.send(block.clone()).await.is_err()
                 {
@@ -201,8 +199,8 @@ pub async fn upload_stream_tapped<R: AsyncRead + Unpin + Send + 'static>(
     reader: R,
     tap: Option<Tap>,
 ) -> Result<StreamEntry, AgentError> {
-    let (hash_tap, hashing) = spawn_hasher();
-    let reader = decouple(reader, hash_tap, tap);
+    let read = Arc::new(AtomicU64::new(0));
+    let reader = decouple(reader, read.clone(), tap);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (sealed_tx, sealed_rx) = mpsc::channel::<SealedBatch>(1);
     let chunk_stage = async {
@@ -237,24 +235,18 @@ pub async fn upload_stream_tapped<R: AsyncRead + Unpin + Send + 'static>(
         seal_stage(ctx.clone(), job.codec.clone(), batch_rx, sealed_tx),
         upload_stage(ctx.clone(), job.clone(), name, sealed_rx)
     )?;
-    let (hashed_len, sha256) = tokio::task::spawn_blocking(move || hashing.join())
-        .await
-        .ok()
-        .and_then(|j| j.ok())
-        .ok_or_else(|| AgentError::from(format!("{what}: the stream's hasher stopped")))?;
-    if hashed_len != summary.length {
+    let read = read.load(Ordering::Relaxed);
+    let chunked: u64 = chunks.iter().map(|(_, len)| u64::from(*len)).sum();
+    if read != summary.length || chunked != read {
         return Err(format!(
-            "{what}: {hashed_len} bytes hashed but {} chunked; not committed",
+            "{what}: {read} bytes read but {} chunked and {chunked} uploaded; not committed",
             summary.length
         )
         .into());
     }
-    Ok(StreamEntry {
-        name: name.into(),
-        chunks,
-        length: summary.length,
-        sha256,
-    })
+    // Each chunk's id is checked when it is opened, so a digest of the chunk list pins
+    // every byte without hashing the stream a second time (docs/format.md).
+    Ok(StreamEntry::from_chunks(name.into(), chunks, read))
 }
 
 /// Run `read` on a thread of its own over the blocks sent to the returned tap; its
@@ -265,19 +257,6 @@ pub fn spawn_tap<T: Send + 'static>(
 ) -> (Tap, std::thread::JoinHandle<T>) {
     let (tx, rx) = mpsc::channel(READ_AHEAD / BLOCK);
     (tx, std::thread::spawn(move || read(rx)))
-}
-
-/// The stream's SHA-256 on a thread of its own: (length, digest).
-fn spawn_hasher() -> (Tap, std::thread::JoinHandle<(u64, [u8; 32])>) {
-    use sha2::Digest;
-    spawn_tap(|mut rx| {
-        let (mut h, mut n) = (sha2::Sha256::new(), 0u64);
-        while let Some(b) = rx.blocking_recv() {
-            h.update(&b);
-            n += b.len() as u64;
-        }
-        (n, h.finalize().into())
-    })
 }
 
 /// A batch, its chunks' ids, and those of them the controller lacks.

@@ -203,7 +203,7 @@ pub async fn restore(a: &RestoreArgs) -> Result<String, AgentError> {
                 return Err(format!("{what}: {}", r.error).into());
             }
             let mut out = format!(
-                "{what} restored into database {name} and verified: stream SHA-256 matched, {} table(s) with the recorded row counts, {} ms",
+                "{what} restored into database {name} and verified: every chunk and the stream digest matched, {} table(s) with the recorded row counts, {} ms",
                 r.tables.len(),
                 r.duration_ms
             );

@@ -300,7 +300,7 @@ pub async fn to_dir(
 }
 
 /// Restore a snapshot into database `cmd.to_database` on server `t`, verified like a
-/// normal restore (stream SHA-256, then every table's row count).
+/// normal restore (every chunk and the stream digest, then every table's row count).
 pub async fn to_database(
     u: &Unlocked,
     m: &Manifest,

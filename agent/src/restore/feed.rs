@@ -1,6 +1,6 @@
 //! Feeding a snapshot stream into a writer (pg_restore's stdin, a file): fetch sealed
 //! chunks in order from a [`ChunkSource`] (the controller, or a copy of its store), verify
-//! and decode each on worker threads, write, and check the stream SHA-256. A network
+//! and decode each on worker threads, write, and check the stream digest. A network
 //! failure resumes from the first chunk not yet received.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use futures::StreamExt;
 use nex_backup_shared::chunk::ChunkCodec;
 use nex_backup_shared::error::FormatError;
 use nex_backup_shared::ids::ChunkId;
-use nex_backup_shared::manifest::StreamEntry;
+use nex_backup_shared::manifest::{StreamDigest, StreamEntry, chunk_list_digest};
 use nex_backup_shared::pb;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -29,7 +29,7 @@ pub enum FeedError {
     Write(std::io::Error),
     /// Fetching the data failed.
     Data(String),
-    /// The data failed verification: a chunk did not decode or the stream hash differs.
+    /// The data failed verification: a chunk did not decode or the stream digest differs.
     Damaged(String),
 }
 
@@ -157,13 +157,18 @@ pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
             tokio::task::spawn_blocking(move || codec.decode(&id, &blob, len as usize))
         })
         .buffered(2);
-    let mut hasher = Sha256::new();
+    // A digest of the chunk list was checked when the manifest was read; each chunk's
+    // id is checked as it is opened. Only an older manifest's plain SHA-256 needs every
+    // byte hashed again.
+    let mut hasher = (s.digest == StreamDigest::Plain).then(Sha256::new);
     let (mut done, mut n, mut last) = (0u64, 0u64, Instant::now());
     while let Some(res) = decoded.next().await {
         let plain = res
             .map_err(|e| FeedError::Data(format!("decode worker: {e}")))?
             .map_err(|e| FeedError::Damaged(e.to_string()))?;
-        hasher.update(&plain);
+        if let Some(h) = &mut hasher {
+            h.update(&plain);
+        }
         w.write_all(&plain).await.map_err(FeedError::Write)?;
         done += plain.len() as u64;
         n += 1;
@@ -184,8 +189,11 @@ pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
         .map_err(|e| FeedError::Data(e.to_string()))?;
     w.shutdown().await.map_err(FeedError::Write)?;
     drop(w);
-    let actual: [u8; 32] = hasher.finalize().into();
-    if n as usize != s.chunks.len() || actual != s.sha256 {
+    let actual: [u8; 32] = match hasher {
+        Some(h) => h.finalize().into(),
+        None => chunk_list_digest(&s.chunks, done),
+    };
+    if n as usize != s.chunks.len() || done != s.length || actual != s.sha256 {
         return Err(FeedError::Damaged(
             FormatError::StreamHash {
                 stream: s.name.clone(),
@@ -196,4 +204,92 @@ pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use nex_backup_shared::keys::MasterKey;
+    use nex_backup_shared::manifest::StreamDigest;
+
+    use super::*;
+
+    /// Sealed chunks in memory, by id.
+    struct Memory(HashMap<ChunkId, Vec<u8>>);
+
+    impl ChunkSource for Memory {
+        async fn fetch_all(
+            self: Arc<Self>,
+            chunks: Vec<(ChunkId, u32)>,
+            tx: mpsc::Sender<Fetched>,
+        ) -> Result<(), AgentError> {
+            for (id, len) in chunks {
+                let blob = self.0.get(&id).cloned().unwrap_or_default();
+                if tx.send((id, len, blob)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+
+        fn progress(&self, _: &str, _: &str, _: u64, _: u64, _: String) {}
+    }
+
+    fn stored(codec: &ChunkCodec, parts: &[&[u8]]) -> (Memory, Vec<(ChunkId, u32)>) {
+        let mut blobs = HashMap::new();
+        let mut list = vec![];
+        for p in parts {
+            let s = codec.encode(p);
+            list.push((s.id, p.len() as u32));
+            blobs.insert(s.id, s.blob);
+        }
+        (Memory(blobs), list)
+    }
+
+    async fn run(src: Memory, codec: &ChunkCodec, s: &StreamEntry) -> Result<Vec<u8>, FeedError> {
+        let (w, mut r) = tokio::io::duplex(1 << 20);
+        let reading = tokio::spawn(async move {
+            let mut out = vec![];
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut out)
+                .await
+                .map(|_| out)
+        });
+        feed(&Arc::new(src), codec, "job", s, w).await?;
+        Ok(reading.await.unwrap().unwrap())
+    }
+
+    #[tokio::test]
+    async fn both_digest_kinds_restore_and_a_wrong_one_or_a_swapped_chunk_is_refused() {
+        let codec = ChunkCodec::new(MasterKey::from_bytes([3; 32]).derive(), 1);
+        let parts: [&[u8]; 3] = [b"first chunk ", b"second chunk ", b"third"];
+        let whole = parts.concat();
+        let (src, list) = stored(&codec, &parts);
+        let len = whole.len() as u64;
+        let listed = StreamEntry::from_chunks("database.dump".into(), list.clone(), len);
+        assert_eq!(run(src, &codec, &listed).await.unwrap(), whole);
+
+        // A manifest of format version 1: a plain SHA-256 of the stream, checked per byte.
+        let plain = StreamEntry {
+            sha256: Sha256::digest(&whole).into(),
+            digest: StreamDigest::Plain,
+            ..listed.clone()
+        };
+        let (src, _) = stored(&codec, &parts);
+        assert_eq!(run(src, &codec, &plain).await.unwrap(), whole);
+        let wrong = StreamEntry {
+            sha256: [7; 32],
+            ..plain
+        };
+        let (src, _) = stored(&codec, &parts);
+        let e = run(src, &codec, &wrong).await.unwrap_err();
+        assert!(matches!(e, FeedError::Damaged(_)), "{e}");
+
+        // The store answers the first chunk's id with the second chunk's blob.
+        let (mut src, _) = stored(&codec, &parts);
+        let second = src.0[&list[1].0].clone();
+        src.0.insert(list[0].0, second);
+        let e = run(src, &codec, &listed).await.unwrap_err();
+        assert!(matches!(e, FeedError::Damaged(_)), "{e}");
+    }
 }

@@ -2,7 +2,7 @@
 //! `pg_restore` that loads every table in turn on one server process.
 //!
 //! The stream is fetched and verified once, in order, as before ([`feed`]: chunk tags,
-//! the stream SHA-256). It is read as an archive (`crate::pgarchive`) on a thread:
+//! the stream digest). It is read as an archive (`crate::pgarchive`) on a thread:
 //! 1. the header and TOC are kept in a temporary file, a TOC-only archive; from it
 //!    `pg_restore --section=pre-data` creates the schema;
 //! 2. each table's COPY text goes in pieces of about 256 KiB (`super::spread`) to one of `jobs`

@@ -531,9 +531,9 @@ async fn run_restore(
         );
     }
     let hash = if o.stream_hash_ok {
-        "stream SHA-256 verified"
+        "every chunk and the stream digest verified"
     } else {
-        "stream SHA-256 NOT verified"
+        "stream digest NOT verified"
     };
     if o.ok {
         println!(

@@ -19,7 +19,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub site: Option<String>,
     /// Deep verification of one snapshot through the site's agent: fetch, decrypt and
-    /// check every chunk and the stream SHA-256, restore nothing. Needs --site, --target.
+    /// check every chunk and the stream digest, restore nothing. Needs --site, --target.
     #[arg(long, requires_all = ["site", "target"])]
     pub deep: bool,
     /// With --deep: the target.

@@ -13,14 +13,19 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
         "[a-z.]{1,12}",
         proptest::collection::vec(chunk, 0..20),
         any::<[u8; 32]>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, chunks, sha256)| {
+        .prop_map(|(name, chunks, sha256, plain)| {
             let length = chunks.iter().map(|(_, l)| u64::from(*l)).sum();
+            if !plain {
+                return StreamEntry::from_chunks(name, chunks, length);
+            }
             StreamEntry {
                 name,
                 chunks,
                 length,
                 sha256,
+                digest: StreamDigest::Plain,
             }
         });
     (
@@ -73,4 +78,32 @@ fn manifest_bound_to_site_and_key() {
     assert!(matches!(e, FormatError::WrongKey { .. }), "{e}");
     let e = Manifest::open(&keys(1), "othersite", &m.snapshot_id, &blob).unwrap_err();
     assert!(matches!(e, FormatError::Swapped { .. }), "{e}");
+}
+
+#[test]
+fn a_chunk_list_digest_must_match_its_list_and_unknown_kinds_are_refused() {
+    let s = StreamEntry::from_chunks("database.dump".into(), vec![(ChunkId([5; 32]), 7)], 7);
+    let mut raw = pb::Manifest::from(&Manifest {
+        site: "s".into(),
+        target: "t".into(),
+        snapshot_id: "20250101T000000Z-00000000".into(),
+        created_unix_ms: 1,
+        streams: vec![s],
+        row_counts: vec![],
+        row_counts_from_dump: true,
+        source: SourceInfo::default(),
+        duration_ms: 0,
+        files: vec![],
+    });
+    assert!(Manifest::try_from(raw.clone()).is_ok());
+    raw.streams[0].digest = 9;
+    let e = Manifest::try_from(raw.clone()).unwrap_err().to_string();
+    assert!(
+        e.contains("digest kind 9") && e.contains("newer version"),
+        "{e}"
+    );
+    raw.streams[0].digest = 1;
+    raw.streams[0].sha256 = vec![0; 32];
+    let e = Manifest::try_from(raw).unwrap_err();
+    assert!(matches!(e, FormatError::StreamHash { .. }), "{e}");
 }
