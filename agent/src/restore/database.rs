@@ -129,17 +129,68 @@ fn options(defn: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How much of the stream's head a peek fetches first: the TOC of most databases fits
+/// (a few KiB a table); a longer TOC is read from the whole stream after all.
+const HEAD_BYTES: u64 = 4 << 20;
+
 /// Read the TOC from the head of the database stream `s` (its chunks' tags checked as
-/// always; fetching stops once the TOC is read); `None` if it cannot be read.
+/// always); `None` if it cannot be read. Only the first chunks are fetched (about
+/// [`HEAD_BYTES`]); if the TOC runs past them, the stream is read again, from the start,
+/// until the TOC ends.
 pub async fn peek<S: ChunkSource>(
     src: &Arc<S>,
     codec: &ChunkCodec,
     job_id: &str,
     s: &StreamEntry,
 ) -> Option<Vec<Entry>> {
+    peek_within(src, codec, job_id, s, HEAD_BYTES).await
+}
+
+async fn peek_within<S: ChunkSource>(
+    src: &Arc<S>,
+    codec: &ChunkCodec,
+    job_id: &str,
+    s: &StreamEntry,
+    head_bytes: u64,
+) -> Option<Vec<Entry>> {
+    let head = head_of(s, head_bytes);
+    if head.chunks.len() < s.chunks.len()
+        && let Some(toc) = read_toc(src, codec, job_id, head).await
+    {
+        return Some(toc);
+    }
+    read_toc(src, codec, job_id, s.clone()).await
+}
+
+/// The first chunks of `s`, at least `bytes` of it (all of it if shorter). Its digest no
+/// longer matches: the feed's final check fails, after every chunk it read was checked.
+fn head_of(s: &StreamEntry, bytes: u64) -> StreamEntry {
+    let (mut n, mut length) = (0, 0u64);
+    for (_, len) in &s.chunks {
+        if length >= bytes {
+            break;
+        }
+        length += u64::from(*len);
+        n += 1;
+    }
+    StreamEntry {
+        name: s.name.clone(),
+        chunks: s.chunks[..n].to_vec(),
+        length,
+        sha256: s.sha256,
+        digest: s.digest,
+    }
+}
+
+/// Feed `s` to an archive reader until its TOC is read; the feed is dropped then.
+async fn read_toc<S: ChunkSource>(
+    src: &Arc<S>,
+    codec: &ChunkCodec,
+    job_id: &str,
+    s: StreamEntry,
+) -> Option<Vec<Entry>> {
     let (w, r) = tokio::io::duplex(256 << 10);
-    let (src, codec, job_id, s) = (src.clone(), codec.clone(), job_id.to_string(), s.clone());
-    // Only the head is wanted: the feed is dropped once the TOC is read.
+    let (src, codec, job_id) = (src.clone(), codec.clone(), job_id.to_string());
     let feeder = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let _ = feed(&src, &codec, &job_id, &s, w).await;
     }));
@@ -277,5 +328,42 @@ mod tests {
             "ALTER DATABASE \"r1\" SET search_path TO 'app', 'public';"
         );
         assert_eq!(fmt_id("My db"), "\"My db\"");
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use std::sync::atomic::Ordering;
+
+    use nex_backup_shared::keys::MasterKey;
+
+    use super::super::feed::testing::stored;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_toc_is_read_from_the_head_alone_or_from_the_whole_stream_when_longer() {
+        let codec = ChunkCodec::new(MasterKey::from_bytes([4; 32]).derive(), 1);
+        let rows = "1\trow\n".repeat(20_000);
+        let archive = crate::pgarchive::testing::archive(rows.as_bytes(), 4096, b"lo");
+        let parts: Vec<&[u8]> = archive.chunks(64).collect();
+        let total = parts.len();
+        let s = |list| StreamEntry::from_chunks("database.dump".into(), list, archive.len() as u64);
+
+        // The TOC lies within the first 1 KiB: only the head is asked for.
+        let (src, list) = stored(&codec, &parts);
+        let src = Arc::new(src);
+        let toc = peek_within(&src, &codec, "job", &s(list), 1024)
+            .await
+            .unwrap();
+        assert_eq!(toc.len(), 2, "{toc:?}");
+        let asked = src.asked.load(Ordering::Relaxed);
+        assert_eq!(asked, 1024 / 64, "chunks asked for, of {total}");
+
+        // A head of one chunk ends inside the TOC: the whole stream is read after all.
+        let (src, list) = stored(&codec, &parts);
+        let src = Arc::new(src);
+        let toc = peek_within(&src, &codec, "job", &s(list), 1).await.unwrap();
+        assert_eq!(toc.len(), 2);
+        assert_eq!(src.asked.load(Ordering::Relaxed), 1 + total);
     }
 }

@@ -207,16 +207,17 @@ pub async fn feed<S: ChunkSource, W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use std::collections::HashMap;
-
-    use nex_backup_shared::keys::MasterKey;
-    use nex_backup_shared::manifest::StreamDigest;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
-    /// Sealed chunks in memory, by id.
-    struct Memory(HashMap<ChunkId, Vec<u8>>);
+    /// Sealed chunks in memory, by id; counts the chunks asked for.
+    pub struct Memory {
+        pub blobs: HashMap<ChunkId, Vec<u8>>,
+        pub asked: AtomicUsize,
+    }
 
     impl ChunkSource for Memory {
         async fn fetch_all(
@@ -224,8 +225,9 @@ mod tests {
             chunks: Vec<(ChunkId, u32)>,
             tx: mpsc::Sender<Fetched>,
         ) -> Result<(), AgentError> {
+            self.asked.fetch_add(chunks.len(), Ordering::Relaxed);
             for (id, len) in chunks {
-                let blob = self.0.get(&id).cloned().unwrap_or_default();
+                let blob = self.blobs.get(&id).cloned().unwrap_or_default();
                 if tx.send((id, len, blob)).await.is_err() {
                     break;
                 }
@@ -236,7 +238,8 @@ mod tests {
         fn progress(&self, _: &str, _: &str, _: u64, _: u64, _: String) {}
     }
 
-    fn stored(codec: &ChunkCodec, parts: &[&[u8]]) -> (Memory, Vec<(ChunkId, u32)>) {
+    /// `parts` sealed into a store, and the stream's chunk list.
+    pub fn stored(codec: &ChunkCodec, parts: &[&[u8]]) -> (Memory, Vec<(ChunkId, u32)>) {
         let mut blobs = HashMap::new();
         let mut list = vec![];
         for p in parts {
@@ -244,8 +247,18 @@ mod tests {
             list.push((s.id, p.len() as u32));
             blobs.insert(s.id, s.blob);
         }
-        (Memory(blobs), list)
+        let asked = AtomicUsize::new(0);
+        (Memory { blobs, asked }, list)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use nex_backup_shared::keys::MasterKey;
+    use nex_backup_shared::manifest::StreamDigest;
+
+    use super::testing::{Memory, stored};
+    use super::*;
 
     async fn run(src: Memory, codec: &ChunkCodec, s: &StreamEntry) -> Result<Vec<u8>, FeedError> {
         let (w, mut r) = tokio::io::duplex(1 << 20);
@@ -287,8 +300,8 @@ mod tests {
 
         // The store answers the first chunk's id with the second chunk's blob.
         let (mut src, _) = stored(&codec, &parts);
-        let second = src.0[&list[1].0].clone();
-        src.0.insert(list[0].0, second);
+        let second = src.blobs[&list[1].0].clone();
+        src.blobs.insert(list[0].0, second);
         let e = run(src, &codec, &listed).await.unwrap_err();
         assert!(matches!(e, FeedError::Damaged(_)), "{e}");
     }
