@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use nex_backup_shared::ids::ChunkId;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::state::State;
 use crate::store::objectlock::ObjectLock;
@@ -188,6 +188,13 @@ async fn copy_site(
     let by_target = by_target(site, primary, &heads);
     let wanted = keep_of(&by_target, d.keep, |_| true);
     let refs = snapshot_refs(state, site, &wanted, &copied).await?;
+    for id in wanted
+        .iter()
+        .filter(|id| !copied.contains(*id) && !refs.contains_key(*id))
+    {
+        warn!(%site, snapshot = %id, copy = %dest.location(),
+            "not copied off site: the catalog lists no chunks for it (older snapshots stay in the copy)");
+    }
     // Kept snapshots whose lock runs short of a full period ahead.
     let stale: Vec<String> = match &placer.lock {
         Some(l) => heads
