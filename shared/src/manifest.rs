@@ -293,12 +293,15 @@ fn stream_from_pb(s: pb::StreamEntry) -> Result<StreamEntry, FormatError> {
             format!("digest kind {n} is from a newer version of NEX Backup; upgrade to read it"),
         )
     })?;
-    if digest == StreamDigest::ChunkList && chunk_list_digest(&chunks, s.length) != sha256 {
-        return Err(FormatError::StreamHash {
-            stream: s.name,
-            expected: hex::encode(sha256),
-            actual: hex::encode(chunk_list_digest(&chunks, s.length)),
-        });
+    if digest == StreamDigest::ChunkList {
+        let actual = chunk_list_digest(&chunks, s.length);
+        if actual != sha256 {
+            return Err(FormatError::StreamHash {
+                stream: s.name,
+                expected: hex::encode(sha256),
+                actual: hex::encode(actual),
+            });
+        }
     }
     Ok(StreamEntry {
         name: s.name,

@@ -171,19 +171,20 @@ async fn copy_site(
         .iter()
         .filter_map(|k| k.rsplit('/').next().map(String::from))
         .collect();
-    // What the copy holds: each copied snapshot's target, lock and creation time, and
-    // under a lock, how long each chunk is locked as far as the indexes tell.
-    let mut heads: BTreeMap<String, (String, u64, u64)> = BTreeMap::new();
+    // What the copy holds: each copied snapshot's index (its chunks left out), and under
+    // a lock, how long each chunk is locked as far as the indexes tell.
+    let mut heads: BTreeMap<String, Index> = BTreeMap::new();
     let mut chunk_locks: HashMap<ChunkId, u64> = HashMap::new();
     for id in &copied {
-        let ix = index::read(dest, site, id).await?.unwrap_or_default();
+        let mut ix = index::read(dest, site, id).await?.unwrap_or_default();
         if placer.lock.is_some() {
             for c in &ix.chunks {
                 let e = chunk_locks.entry(*c).or_default();
                 *e = (*e).max(ix.lock_until);
             }
         }
-        heads.insert(id.clone(), (ix.target, ix.lock_until, ix.created));
+        ix.chunks = vec![];
+        heads.insert(id.clone(), ix);
     }
     let by_target = by_target(site, primary, &heads);
     let wanted = keep_of(&by_target, d.keep, |_| true);
@@ -199,7 +200,7 @@ async fn copy_site(
     let stale: Vec<String> = match &placer.lock {
         Some(l) => heads
             .iter()
-            .filter(|(id, (_, until, _))| wanted.contains(*id) && *until < l.needed)
+            .filter(|(id, h)| wanted.contains(*id) && h.lock_until < l.needed)
             .map(|(id, _)| id.clone())
             .collect(),
         None => vec![],
@@ -230,7 +231,7 @@ async fn copy_site(
         copied.contains(id) || refs.contains_key(id)
     });
     for id in copied.iter().filter(|id| !kept.contains(*id)) {
-        let locked_until = heads.get(id).map_or(0, |(_, u, _)| *u);
+        let locked_until = heads.get(id).map_or(0, |h| h.lock_until);
         if locked_until > now {
             debug!(%site, snapshot = %id, locked_until, "kept in the off-site copy while its Object Lock lasts");
             continue;
@@ -249,19 +250,19 @@ async fn copy_site(
 fn by_target(
     site: &str,
     primary: &Primary,
-    heads: &BTreeMap<String, (String, u64, u64)>,
+    heads: &BTreeMap<String, Index>,
 ) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for ((_, t), ids) in primary.iter().filter(|((s, _), _)| s == site) {
         let e = out.entry(t.clone()).or_default();
         e.extend(ids.iter().map(|(ms, id)| (id.clone(), *ms)));
     }
-    for (id, (target, _, created)) in heads {
-        let ms = match *created {
+    for (id, h) in heads {
+        let ms = match h.created {
             0 => id_time_ms(id).unwrap_or(0),
             ms => ms,
         };
-        out.entry(target.clone())
+        out.entry(h.target.clone())
             .or_default()
             .entry(id.clone())
             .or_insert(ms);
@@ -496,7 +497,11 @@ mod tests {
             ],
         )]
         .into();
-        let heads = [(older.to_string(), ("main".to_string(), 0, 0))].into();
+        let copied = Index {
+            target: "main".into(),
+            ..Index::default()
+        };
+        let heads = [(older.to_string(), copied)].into();
         let targets = by_target("acme", &primary, &heads);
         let keep = CopyKeep {
             last: 1,
