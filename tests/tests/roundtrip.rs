@@ -119,9 +119,13 @@ fn a_database_restores_over_several_connections() {
         .find(|l| l.contains("table data loaded"))
         .unwrap_or_else(|| panic!("no parallel load in the agent's log\n{}", env.logs()));
     assert!(
-        loaded.contains("split=0"),
-        "each table by one connection: {loaded}"
+        loaded.contains("split=0") && field(loaded, "frozen") >= 1,
+        "each table by one connection, the big one (alone) loaded frozen: {loaded}"
     );
+    // Frozen: its pages all-visible without a vacuum (one would only add to them).
+    let visible = "ANALYZE public.big; SELECT relpages > 0 AND relallvisible = relpages \
+                   FROM pg_class WHERE oid = 'public.big'::regclass";
+    assert_eq!(env.pg.psql("restored", visible), "t", "big: all-visible");
     assert!(!log.contains("restoring with one pg_restore"), "{loaded}");
     // The rows are checked as the server stored them: no second scan of the restore.
     assert!(
@@ -168,13 +172,12 @@ fn a_database_restores_over_several_connections() {
         .lines()
         .find(|l| l.contains("table data loaded"))
         .unwrap();
-    let split: usize = loaded
-        .split("split=")
-        .nth(1)
-        .and_then(|v| v.split(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(split >= 1 && loaded.contains("connections=3"), "{loaded}");
+    assert!(
+        field(loaded, "split") >= 1
+            && field(loaded, "connections") == 3
+            && field(loaded, "frozen") == 0,
+        "a split table is not truncated for a frozen load: {loaded}"
+    );
     assert_eq!(
         sums_a,
         env.pg.psql("split", CHECKSUMS_SQL),
@@ -182,6 +185,15 @@ fn a_database_restores_over_several_connections() {
     );
     let schema = |db| strip_dump_noise(&env.pg.dump_plain(db, &["--schema-only"]));
     assert_eq!(schema("invoices"), schema("split"), "split: schema");
+}
+
+/// The number a log line gives for `name` (`name=N`); 0 without one.
+fn field(line: &str, name: &str) -> usize {
+    line.split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// An archive the parallel restore does not take apart (here: a LATIN1 database) goes

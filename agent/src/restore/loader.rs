@@ -2,7 +2,19 @@
 //! (`super::spread`) become one `COPY ... FROM STDIN` per run of a table's pieces, and
 //! large objects are written into the objects the schema step created, one transaction
 //! per large-objects block.
+//!
+//! A table this connection loads alone, in more than one piece, is loaded frozen:
+//! `BEGIN; TRUNCATE ONLY t; COPY t ... FROM STDIN WITH (FREEZE); COMMIT`. The table was
+//! created empty moments before in the database the restore created, and no other data
+//! entry of the archive loads into it ([`mark_sole_targets`]), so the truncate removes
+//! nothing; it is what lets the server write the rows already frozen and their pages
+//! all-visible. The restored database then needs no pass that sets hint bits and
+//! freezes every page of it again (the index builds after the data read clean pages,
+//! and the first vacuum has nothing to do), and the load itself writes a little less.
+//! Only an ordinary table (`relkind` r) is loaded so; when the truncate is refused, the
+//! rows load as they would otherwise.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -23,22 +35,33 @@ const INV_WRITE: i32 = 0x20000;
 /// What a connection is in the middle of.
 enum Open {
     Nothing,
-    Copy(Arc<TableCopy>, Sink),
+    /// A COPY; `frozen` when it runs in a transaction of its own to commit after it.
+    Copy {
+        table: Arc<TableCopy>,
+        sink: Sink,
+        frozen: bool,
+    },
     /// A transaction writing large objects; `Some` while one is open: its oid and fd.
     Objects(Option<(u32, i32)>),
 }
 
-/// Load the pieces sent to one connection; the rows each COPY loaded, by table.
-pub async fn run(
-    client: Client,
-    mut rx: mpsc::Receiver<Piece>,
-) -> Result<Vec<(i64, u64)>, AgentError> {
+/// What one COPY loaded: the table's dump id, the rows the server stored, and whether
+/// they were loaded frozen.
+pub struct Copied {
+    pub dump_id: i64,
+    pub rows: u64,
+    pub frozen: bool,
+}
+
+/// Load the pieces sent to one connection; what each COPY loaded.
+pub async fn run(client: Client, mut rx: mpsc::Receiver<Piece>) -> Result<Vec<Copied>, AgentError> {
     let mut rows = Vec::new();
     let mut open = Open::Nothing;
     while let Some(p) = rx.recv().await {
         match p {
-            Piece::Rows { table, data } => {
-                let same = matches!(&open, Open::Copy(t, _) if t.dump_id == table.dump_id);
+            Piece::Rows { table, data, sole } => {
+                let same =
+                    matches!(&open, Open::Copy { table: t, .. } if t.dump_id == table.dump_id);
                 if !same {
                     finish(
                         &client,
@@ -46,14 +69,10 @@ pub async fn run(
                         &mut rows,
                     )
                     .await?;
-                    let sink = client
-                        .copy_in::<str, Bytes>(table.stmt.as_str())
-                        .await
-                        .map_err(|e| failed(&table, &e))?;
-                    open = Open::Copy(table, Box::pin(sink));
+                    open = start_copy(&client, table, sole).await?;
                 }
-                if let Open::Copy(t, sink) = &mut open {
-                    sink.send(data).await.map_err(|e| failed(t, &e))?;
+                if let Open::Copy { table, sink, .. } = &mut open {
+                    sink.send(data).await.map_err(|e| failed(table, &e))?;
                 }
             }
             Piece::Lo { oid, data, end } => {
@@ -127,12 +146,30 @@ async fn write_object(
 
 /// End what the connection is in the middle of: finish a COPY (recording its rows),
 /// commit a large-objects transaction.
-async fn finish(client: &Client, open: Open, rows: &mut Vec<(i64, u64)>) -> Result<(), AgentError> {
+async fn finish(client: &Client, open: Open, rows: &mut Vec<Copied>) -> Result<(), AgentError> {
     match open {
         Open::Nothing => Ok(()),
-        Open::Copy(t, mut sink) => {
-            let n = sink.as_mut().finish().await.map_err(|e| failed(&t, &e))?;
-            rows.push((t.dump_id, n));
+        Open::Copy {
+            table,
+            mut sink,
+            frozen,
+        } => {
+            let n = sink
+                .as_mut()
+                .finish()
+                .await
+                .map_err(|e| failed(&table, &e))?;
+            if frozen {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| failed(&table, &e))?;
+            }
+            rows.push(Copied {
+                dump_id: table.dump_id,
+                rows: n,
+                frozen,
+            });
             Ok(())
         }
         Open::Objects(Some((oid, _))) => {
@@ -144,6 +181,92 @@ async fn finish(client: &Client, open: Open, rows: &mut Vec<(i64, u64)>) -> Resu
     }
 }
 
+/// Start the COPY of `table`: frozen when this connection loads it `sole`ly (see the
+/// module's documentation), plain otherwise.
+async fn start_copy(
+    client: &Client,
+    table: Arc<TableCopy>,
+    sole: bool,
+) -> Result<Open, AgentError> {
+    let target = table.sole_target.as_deref().filter(|_| sole);
+    let frozen = match target {
+        Some(target) => begin_frozen(client, target).await,
+        None => false,
+    };
+    let stmt = if frozen {
+        format!("{} WITH (FREEZE)", table.stmt)
+    } else {
+        table.stmt.clone()
+    };
+    let sink = client
+        .copy_in::<str, Bytes>(stmt.as_str())
+        .await
+        .map_err(|e| failed(&table, &e))?;
+    Ok(Open::Copy {
+        table,
+        sink: Box::pin(sink),
+        frozen,
+    })
+}
+
+/// Open the transaction of a frozen load into `target`, an ordinary table, and empty
+/// it; false (no transaction left open) when it cannot be done.
+async fn begin_frozen(client: &Client, target: &str) -> bool {
+    let kind = client
+        .query_opt(
+            "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)",
+            &[&target],
+        )
+        .await;
+    if !matches!(kind, Ok(Some(row)) if row.get::<_, String>(0) == "r") {
+        return false;
+    }
+    let begun = client
+        .batch_execute(&format!("BEGIN; TRUNCATE ONLY {target}"))
+        .await;
+    match begun {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(table = %target, error = %pg::db_error_text(&e), "loading without FREEZE");
+            let _ = client.batch_execute("ROLLBACK").await;
+            false
+        }
+    }
+}
+
+/// Set each table's [`TableCopy::sole_target`]: the table its COPY statement loads into,
+/// unless another table's data loads into it too (pg_dump's
+/// `--load-via-partition-root` loads every partition's rows through the root).
+pub fn mark_sole_targets(tables: &mut [TableCopy]) {
+    let mut loads: HashMap<String, usize> = HashMap::new();
+    for t in tables.iter() {
+        if let Some(target) = copy_target(&t.stmt) {
+            *loads.entry(target.to_string()).or_default() += 1;
+        }
+    }
+    for t in tables.iter_mut() {
+        t.sole_target = copy_target(&t.stmt)
+            .filter(|target| loads.get(*target) == Some(&1))
+            .map(str::to_string);
+    }
+}
+
+/// The table `COPY <table> [(columns)] FROM stdin` names, as written (quotes kept).
+fn copy_target(stmt: &str) -> Option<&str> {
+    let rest = stmt.strip_prefix("COPY ")?;
+    let mut quoted = false;
+    let end = rest
+        .char_indices()
+        .find(|&(_, c)| {
+            if c == '"' {
+                quoted = !quoted;
+            }
+            !quoted && c == ' '
+        })
+        .map(|(i, _)| i)?;
+    Some(&rest[..end]).filter(|t| !t.is_empty())
+}
+
 fn failed(t: &TableCopy, e: &tokio_postgres::Error) -> AgentError {
     AgentError::from(format!("load table {}: {}", t.name, pg::db_error_text(e)))
 }
@@ -153,4 +276,43 @@ fn lo_failed(oid: u32, e: &tokio_postgres::Error) -> AgentError {
         "write large object {oid}: {}",
         pg::db_error_text(e)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(id: i64, stmt: &str) -> TableCopy {
+        TableCopy {
+            dump_id: id,
+            name: format!("t{id}"),
+            key: format!("t{id}"),
+            stmt: stmt.into(),
+            sole_target: None,
+        }
+    }
+
+    #[test]
+    fn the_copy_target_is_read_with_its_quotes() {
+        let t = |s| copy_target(s);
+        assert_eq!(t("COPY public.t (a, b) FROM stdin"), Some("public.t"));
+        assert_eq!(t("COPY public.t FROM stdin"), Some("public.t"));
+        let odd = r#"COPY "my schema"."a ""b"" (c" (x) FROM stdin"#;
+        assert_eq!(t(odd), Some(r#""my schema"."a ""b"" (c""#));
+        assert_eq!(t("COPY  FROM stdin"), None);
+        assert_eq!(t("SELECT 1"), None);
+    }
+
+    #[test]
+    fn a_table_loaded_by_several_entries_is_nobodys_sole_target() {
+        let mut tables = vec![
+            copy(1, "COPY public.root (a) FROM stdin"),
+            copy(2, "COPY public.root (a) FROM stdin"),
+            copy(3, "COPY public.leaf (a) FROM stdin"),
+            copy(4, "COPY ... FROM stdin"),
+        ];
+        mark_sole_targets(&mut tables);
+        let got: Vec<_> = tables.iter().map(|t| t.sole_target.as_deref()).collect();
+        assert_eq!(got, [None, None, Some("public.leaf"), Some("...")]);
+    }
 }

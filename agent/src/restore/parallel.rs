@@ -7,7 +7,7 @@
 //!    `pg_restore --section=pre-data` creates the schema;
 //! 2. each table's COPY text goes in pieces of about 256 KiB (`super::spread`) to one of `jobs`
 //!    connections, each loading with `COPY ... FROM STDIN`, so tables load side by
-//!    side; with `restore_split_tables` a big table's pieces (cut at row ends) are
+//!    side (a table of more than one piece frozen, `super::loader`); with `restore_split_tables` a big table's pieces (cut at row ends) are
 //!    spread over several connections at once, and its rows are then stored in another
 //!    physical order than in the source (off by default: a plain dump of the restored
 //!    database then equals the source's);
@@ -132,6 +132,7 @@ impl Plan {
             blobs: HashSet::new(),
         };
         let mut rest = Vec::new();
+        let mut tables = Vec::new();
         for e in entries {
             match e.desc.as_str() {
                 "ENCODING" if !e.defn.contains("'UTF8'") => {
@@ -146,13 +147,13 @@ impl Plan {
                             e.tag
                         )));
                     }
-                    let table = TableCopy {
+                    tables.push(TableCopy {
                         dump_id: e.dump_id,
                         name: format!("{}.{}", e.namespace, e.tag),
                         key: format!("{}.{}", quote_ident(&e.namespace), quote_ident(&e.tag)),
                         stmt: stmt.to_string(),
-                    };
-                    blocks.tables.insert(e.dump_id, Arc::new(table));
+                        sole_target: None,
+                    });
                 }
                 "BLOBS" | "LARGE OBJECTS" if e.had_dumper => {
                     blocks.blobs.insert(e.dump_id);
@@ -163,6 +164,10 @@ impl Plan {
                 _ => rest.push(e.dump_id),
             }
         }
+        loader::mark_sole_targets(&mut tables);
+        blocks.tables = (tables.into_iter())
+            .map(|t| (t.dump_id, Arc::new(t)))
+            .collect();
         Ok(Plan {
             blocks: Arc::new(blocks),
             rest,
@@ -270,6 +275,7 @@ pub async fn load<S: ChunkSource>(
         tables = rows.len(),
         rows = rows.values().map(|r| r.0).sum::<u64>(),
         split = rows.values().filter(|r| r.1 > 1).count(),
+        frozen = loaded.frozen,
         connections = loaded.loaders,
         "table data loaded"
     );
@@ -346,6 +352,8 @@ type Received = (u64, usize);
 /// whose data the archive ended; how many jobs the server leaves `pg_restore -j` after.
 struct Loaded {
     rows: HashMap<i64, Received>,
+    /// Tables loaded frozen (`super::loader`).
+    frozen: usize,
     ended: HashSet<i64>,
     loaders: usize,
     post_jobs: usize,
@@ -400,13 +408,15 @@ async fn load_tables(
     let demuxed = tokio::task::spawn_blocking(move || demux(rd, &blocks, senders, split));
     let demuxed = demuxed.await.map_err(|e| format!("archive reader: {e}"))?;
     let mut rows: HashMap<i64, Received> = HashMap::new();
+    let mut frozen = 0;
     let mut worker_error = None;
     for w in workers {
         match w.await.map_err(|e| format!("loader: {e}"))? {
             Ok(got) => {
-                let mine: HashSet<i64> = got.iter().map(|(id, _)| *id).collect();
+                let mine: HashSet<i64> = got.iter().map(|c| c.dump_id).collect();
+                frozen += got.iter().filter(|c| c.frozen).count();
                 got.into_iter()
-                    .for_each(|(id, n)| rows.entry(id).or_default().0 += n);
+                    .for_each(|c| rows.entry(c.dump_id).or_default().0 += c.rows);
                 mine.into_iter()
                     .for_each(|id| rows.entry(id).or_default().1 += 1);
             }
@@ -426,6 +436,7 @@ async fn load_tables(
     }
     Ok(Loaded {
         rows,
+        frozen,
         ended,
         loaders,
         post_jobs,

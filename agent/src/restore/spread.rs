@@ -27,13 +27,21 @@ pub struct TableCopy {
     pub name: String,
     pub key: String,
     pub stmt: String,
+    /// The table the COPY loads into, as the statement names it, when no other table
+    /// data of the archive loads into it too (see `super::loader`'s frozen loads).
+    pub sole_target: Option<String>,
 }
 
 /// What one connection is handed.
 pub enum Piece {
     /// Rows of a table: whole rows, unless [`Spread`] keeps a long row's parts on one
-    /// connection.
-    Rows { table: Arc<TableCopy>, data: Bytes },
+    /// connection. `sole`: this connection gets every row of the table, and more pieces
+    /// follow (read on a table's first piece: a table of more than one piece).
+    Rows {
+        table: Arc<TableCopy>,
+        data: Bytes,
+        sole: bool,
+    },
     /// Bytes of large object `oid`, in order; `end` with its last part.
     Lo { oid: u32, data: Bytes, end: bool },
     /// A large-objects block is complete: commit its objects.
@@ -184,22 +192,26 @@ impl Spread {
             .iter()
             .rposition(|&b| b == b'\n')
             .map(|i| i + 1);
-        let piece = |data| Piece::Rows {
+        let piece = |data, sole| Piece::Rows {
             table: table.clone(),
             data,
+            sole,
         };
         match cut {
             // Unless tables may be split, a table stays with its connection to its end
             // (its last piece always ends a row).
             Some(cut) => {
                 let keep = !self.split && !last;
-                self.send(piece(acc.split_to(cut).freeze()), keep)
+                self.send(piece(acc.split_to(cut).freeze(), keep), keep)
             }
             None if last && !acc.is_empty() => Err(ArchiveError::Unsupported(format!(
                 "table data of {} ends inside a row",
                 table.name
             ))),
-            None if limit >= LONG_ROW => self.send(piece(acc.split_to(limit).freeze()), true),
+            None if limit >= LONG_ROW => {
+                let part = piece(acc.split_to(limit).freeze(), !self.split);
+                self.send(part, true)
+            }
             None if last => {
                 self.sticky = None; // an empty table: nothing to load
                 Ok(())
@@ -244,6 +256,7 @@ mod tests {
             name: "sch.t".into(),
             key: "sch.t".into(),
             stmt: "COPY ...".into(),
+            sole_target: None,
         });
         let blocks = Blocks {
             tables: HashMap::from([(5, table)]),
@@ -293,6 +306,14 @@ mod tests {
         all
     }
 
+    /// Whether the first rows sent to a connection came as the sole loader of their table.
+    fn sole(pieces: &[Piece]) -> Option<bool> {
+        pieces.iter().find_map(|p| match p {
+            Piece::Rows { sole, .. } => Some(*sole),
+            _ => None,
+        })
+    }
+
     fn table(rows: usize) -> Vec<u8> {
         (0..rows)
             .map(|i| format!("{i}\t{}\\n{i}\n", "x".repeat(100)))
@@ -313,9 +334,24 @@ mod tests {
             rows,
             "in order, without the end marker"
         );
+        assert_eq!(
+            sole(with_rows[0]),
+            Some(true),
+            "a table of many pieces, alone"
+        );
+        let one = [table(3), COPY_END.to_vec()].concat();
+        let (_, got) = run(archive(&one, 4096, b""), 2, false);
+        let first = got.iter().find_map(|g| sole(g));
+        assert_eq!(first, Some(false), "a table of one piece");
 
         let (r, got) = run(archive(&data, 4096, b""), 2, true);
         r.unwrap();
+        assert!(
+            got.iter()
+                .flatten()
+                .all(|p| !matches!(p, Piece::Rows { sole: true, .. })),
+            "a split table is never loaded alone"
+        );
         let (a, b) = (rows_of(&got[0]), rows_of(&got[1]));
         assert!(!a.is_empty() && !b.is_empty(), "split over both");
         let mut all: Vec<&[u8]> = a.split_inclusive(|&c| c == b'\n').collect();
