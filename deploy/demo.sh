@@ -100,7 +100,7 @@ The dashboard: https://127.0.0.1:$WPORT/ (the controller's own certificate; log 
 demo-admin with the password $DASH_PW).
 
 The backup was restored into 'invoices_restored' and verified (chunk tags and ids,
-stream SHA-256, per-table row counts). To look around while it runs, use KEEP=1:
+the stream digest, per-table row counts). To look around while it runs, use KEEP=1:
   KEEP=1 bash deploy/demo.sh
   export NEX_CONFIG=$NEX_CONFIG
   $BIN/nex-backup status
