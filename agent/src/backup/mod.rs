@@ -1,4 +1,4 @@
-//! A backup job (file and environment sets: [`crate::files`]). A PostgreSQL backup: globals, then the database dumped from an exported snapshot
+//! A backup job (file and environment sets: [`crate::files`]). A PostgreSQL backup: the globals, and beside them the database dumped from an exported snapshot
 //! with exact row counts taken in that same snapshot; committed only if every step
 //! succeeded. A backup still running when the site's backup window closes is stopped
 //! (pg_dump killed, nothing committed); the chunks it uploaded are reused by the next run.
@@ -134,9 +134,13 @@ async fn backup(
     let password = pg::password(t, &t.dbname)?;
     info!(target = %t.name, server = %server_version, pg_dump = %pg_dump.version, "backup starting");
 
-    let globals = dump_globals(ctx, job, t, &pg_dumpall, password.as_deref()).await?;
-    let (database, row_counts, row_counts_from_dump) =
-        dump_database(ctx, job, t, &client, &pg_dump, password.as_deref()).await?;
+    // The globals (cluster-wide, outside the database's snapshot) are dumped beside the
+    // database, not before it: the backup does not wait for a second connection and
+    // pg_dumpall's queries. Either failing stops the other (its tool is killed).
+    let (globals, (database, row_counts, row_counts_from_dump)) = tokio::try_join!(
+        dump_globals(ctx, job, t, &pg_dumpall, password.as_deref()),
+        dump_database(ctx, job, t, &client, &pg_dump, password.as_deref())
+    )?;
     let manifest = Manifest {
         site: ctx.site().into(),
         target: t.name.clone(),
