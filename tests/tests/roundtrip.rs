@@ -187,6 +187,75 @@ fn a_database_restores_over_several_connections() {
     assert_eq!(schema("invoices"), schema("split"), "split: schema");
 }
 
+/// Files put in place for a test, removed when it ends.
+struct Installed(Vec<std::path::PathBuf>);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// An extension's configuration table (`pg_extension_config_dump`) gets the rows the
+/// extension ships from `CREATE EXTENSION`, in the schema step; the dump holds only the
+/// rows added after. The parallel restore's frozen load truncates the table it loads, so
+/// it must do that only to an empty table: the shipped rows stay, and the added ones
+/// come back beside them (every count alone would match either way).
+#[test]
+fn an_extensions_configuration_table_keeps_the_rows_the_extension_ships() {
+    let env = Env::start("SELECT 1", EnvOpts::default());
+    let share = env.pg.psql(
+        "postgres",
+        "SELECT setting FROM pg_config WHERE name = 'SHAREDIR'",
+    );
+    let ext = std::path::Path::new(&share).join("extension");
+    let files = [
+        (
+            "nexb_cfgtest.control",
+            "comment = 'NEX Backup test: a configuration table'\ndefault_version = '1.0'\n\
+             relocatable = false\nschema = public\n",
+        ),
+        (
+            "nexb_cfgtest--1.0.sql",
+            "CREATE TABLE public.cfg (id int PRIMARY KEY, note text);\n\
+             INSERT INTO public.cfg SELECT g, 'shipped ' || g FROM generate_series(1, 5000) g;\n\
+             SELECT pg_catalog.pg_extension_config_dump('public.cfg', 'WHERE id > 5000');\n",
+        ),
+    ];
+    let _installed = Installed(files.iter().map(|(name, _)| ext.join(name)).collect());
+    for (name, text) in files {
+        std::fs::write(ext.join(name), text).unwrap_or_else(|e| {
+            panic!(
+                "install a test extension into {} (the tests run as root, as tests/run.sh does): {e}",
+                ext.display()
+            )
+        });
+    }
+    env.pg.psql(
+        "invoices",
+        "CREATE EXTENSION nexb_cfgtest; INSERT INTO cfg \
+         SELECT g, repeat('added by the customer ', 20) FROM generate_series(5001, 25000) g",
+    );
+    env.backup_ok("main");
+    let r = env.restore("main", "restored", &[]).json();
+    assert_eq!(r["ok"], true, "restore failed: {r}\n{}", env.logs());
+    let count = "SELECT count(*), count(*) FILTER (WHERE note LIKE 'shipped %') FROM cfg";
+    assert_eq!(env.pg.psql("invoices", count), "25000|5000");
+    assert_eq!(
+        env.pg.psql("restored", count),
+        "25000|5000",
+        "the shipped rows and the added ones\n{}",
+        env.logs()
+    );
+    let log = env.agent_log();
+    assert!(
+        log.contains("table holds rows before its data loads"),
+        "the table with shipped rows was loaded without FREEZE\n{log}"
+    );
+}
+
 /// The number a log line gives for `name` (`name=N`); 0 without one.
 fn field(line: &str, name: &str) -> usize {
     line.split(&format!(" {name}="))

@@ -5,14 +5,14 @@
 //!
 //! A table this connection loads alone, in more than one piece, is loaded frozen:
 //! `BEGIN; TRUNCATE ONLY t; COPY t ... FROM STDIN WITH (FREEZE); COMMIT`. The table was
-//! created empty moments before in the database the restore created, and no other data
-//! entry of the archive loads into it ([`mark_sole_targets`]), so the truncate removes
-//! nothing; it is what lets the server write the rows already frozen and their pages
-//! all-visible. The restored database then needs no pass that sets hint bits and
-//! freezes every page of it again (the index builds after the data read clean pages,
-//! and the first vacuum has nothing to do), and the load itself writes a little less.
-//! Only an ordinary table (`relkind` r) is loaded so; when the truncate is refused, the
-//! rows load as they would otherwise.
+//! created moments before in the database the restore created, no other data entry of
+//! the archive loads into it ([`mark_sole_targets`]), and it is truncated only when,
+//! locked, it holds no row ([`begin_frozen`]), so the truncate removes nothing; it is
+//! what lets the server write the rows already frozen and their pages all-visible. The
+//! restored database then needs no pass that sets hint bits and freezes every page again
+//! (the index builds after the data read clean pages, and the first vacuum has nothing
+//! to do), and the load itself writes a little less. Only an ordinary table (`relkind`
+//! r) is loaded so; when it cannot be, its rows load as they would otherwise.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -210,7 +210,12 @@ async fn start_copy(
 }
 
 /// Open the transaction of a frozen load into `target`, an ordinary table, and empty
-/// it; false (no transaction left open) when it cannot be done.
+/// it; false (no transaction left open) when it cannot be done. The table is emptied
+/// only if it holds no row: locked first, then looked at. A table can hold rows before
+/// its data loads: an extension's configuration table (`pg_extension_config_dump`)
+/// gets the rows the extension ships from `CREATE EXTENSION`, and the dump holds only
+/// those added later, so a truncate would lose the shipped ones while every count still
+/// matched.
 async fn begin_frozen(client: &Client, target: &str) -> bool {
     let kind = client
         .query_opt(
@@ -221,11 +226,33 @@ async fn begin_frozen(client: &Client, target: &str) -> bool {
     if !matches!(kind, Ok(Some(row)) if row.get::<_, String>(0) == "r") {
         return false;
     }
-    let begun = client
-        .batch_execute(&format!("BEGIN; TRUNCATE ONLY {target}"))
-        .await;
-    match begun {
-        Ok(()) => true,
+    let emptied = async {
+        client
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE ONLY {target} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await?;
+        // A simple query: it leaves no portal open, which FREEZE would refuse.
+        let any = client
+            .simple_query(&format!("SELECT 1 FROM ONLY {target} LIMIT 1"))
+            .await?;
+        let empty = !any
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)));
+        if empty {
+            client
+                .batch_execute(&format!("TRUNCATE ONLY {target}"))
+                .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(empty)
+    };
+    match emptied.await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!(table = %target, "table holds rows before its data loads (an extension's?): loading without FREEZE");
+            let _ = client.batch_execute("ROLLBACK").await;
+            false
+        }
         Err(e) => {
             tracing::debug!(table = %target, error = %pg::db_error_text(&e), "loading without FREEZE");
             let _ = client.batch_execute("ROLLBACK").await;
