@@ -76,7 +76,8 @@ fn fidelity_round_trip_equals_original() {
 /// What a restore over several connections must reproduce beyond [`FIDELITY_SQL`]
 /// (without its large objects, which go to one pg_restore): a table big enough to be
 /// cut into pieces over the connections, XML content (not documents), a domain with a
-/// check, a generated column, a foreign key and row-level security.
+/// check, a generated column, a foreign key, a partition of several pieces (loaded
+/// frozen, as the big table) and row-level security.
 const PARALLEL_SQL: &str = r#"
 CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 CREATE TABLE big (id bigint PRIMARY KEY, n posint NOT NULL, t text, x xml,
@@ -85,6 +86,9 @@ INSERT INTO big (id, n, t, x) SELECT g, 1 + g % 1000, repeat(md5(g::text), 3) ||
   xmlconcat(xmlelement(name a, g), xmlelement(name b)) FROM generate_series(1, 40000) g;
 CREATE TABLE big_child (id bigint REFERENCES big(id), note text);
 INSERT INTO big_child SELECT g, 'c' || g FROM generate_series(1, 40000, 7) g;
+CREATE TABLE ev (id bigint, at date, note text) PARTITION BY RANGE (at);
+CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO ev SELECT g, date '2025-01-01' + g % 365, repeat('e', 100) FROM generate_series(1, 6000) g;
 CREATE TABLE secret (id int, owner text);
 INSERT INTO secret VALUES (1, 'a'), (2, 'b');
 ALTER TABLE secret ENABLE ROW LEVEL SECURITY;
@@ -119,13 +123,19 @@ fn a_database_restores_over_several_connections() {
         .find(|l| l.contains("table data loaded"))
         .unwrap_or_else(|| panic!("no parallel load in the agent's log\n{}", env.logs()));
     assert!(
-        loaded.contains("split=0") && field(loaded, "frozen") >= 1,
-        "each table by one connection, the big one (alone) loaded frozen: {loaded}"
+        loaded.contains("split=0") && field(loaded, "frozen") >= 2,
+        "each table by one connection, the big ones (alone) loaded frozen: {loaded}"
     );
     // Frozen: its pages all-visible without a vacuum (one would only add to them).
     let visible = "ANALYZE public.big; SELECT relpages > 0 AND relallvisible = relpages \
                    FROM pg_class WHERE oid = 'public.big'::regclass";
     assert_eq!(env.pg.psql("restored", visible), "t", "big: all-visible");
+    let leaf = visible.replace("public.big", "public.ev_2025");
+    assert_eq!(
+        env.pg.psql("restored", &leaf),
+        "t",
+        "a partition: all-visible"
+    );
     assert!(!log.contains("restoring with one pg_restore"), "{loaded}");
     // The rows are checked as the server stored them: no second scan of the restore.
     assert!(
