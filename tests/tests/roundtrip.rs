@@ -74,7 +74,8 @@ fn fidelity_round_trip_equals_original() {
 }
 
 /// What a restore over several connections must reproduce beyond [`FIDELITY_SQL`]
-/// (without its large objects, which go to one pg_restore): a table big enough to be
+/// (without its large objects, restored over several connections in the fidelity test
+/// above): a table big enough to be
 /// cut into pieces over the connections, XML content (not documents), a domain with a
 /// check, a generated column, a foreign key, a partition of several pieces (loaded
 /// frozen, as the big table) and row-level security.
@@ -96,7 +97,7 @@ ALTER TABLE secret FORCE ROW LEVEL SECURITY;
 CREATE POLICY nobody ON secret USING (false);
 "#;
 
-/// A database without large objects is restored over several connections (schema, then
+/// A database (here without large objects) is restored over several connections (schema, then
 /// table data cut into pieces over the connections, then indexes and constraints with
 /// `pg_restore -j`), and is the same database as the source: plain dumps and per-table
 /// checksums equal, every row count verified.
