@@ -83,17 +83,42 @@ async fn probe(path: &Path) -> Option<Tool> {
     })
 }
 
+/// Debian's postgresql-common dispatcher: `/usr/bin/pg_dump` and its kin link to it, and
+/// it runs one of the versioned binaries under /usr/lib/postgresql, which discovery
+/// searches first. A Perl script: asking it for a version costs 30–70 ms.
+const DISPATCHER: &str = "pg_wrapper";
+
 /// Find `name` with major version >= `min_major`, preferring the newest.
 pub async fn find(
     name: &str,
     configured: Option<&Path>,
     min_major: u32,
 ) -> Result<Tool, AgentError> {
-    let mut seen = vec![];
+    let (best, seen) = find_in(name, candidate_dirs(configured), min_major).await;
+    best.ok_or_else(|| {
+        let found: Vec<String> = seen.iter().map(|t| format!("{} {} at {}", name, t.version, t.path.display())).collect();
+        let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
+        let where_ = configured.map_or("(discovery)".to_string(), |d| d.display().to_string());
+        format!("{name} {min_major} or newer is needed for this server; found: {found} (searched {where_}; set pg_bin_dir)")
+    })
+    .map_err(AgentError::from)
+}
+
+/// The newest `name` of at least `min_major` in `dirs`, and every one probed. Each file
+/// is asked once, whatever links lead to it (`/bin` is `/usr/bin` on merged-/usr
+/// systems), and the [`DISPATCHER`] only when no versioned binary was found before it.
+async fn find_in(name: &str, dirs: Vec<PathBuf>, min_major: u32) -> (Option<Tool>, Vec<Tool>) {
+    let mut asked = std::collections::HashSet::new();
+    let mut seen: Vec<Tool> = vec![];
     let mut best: Option<Tool> = None;
-    for dir in candidate_dirs(configured) {
+    for dir in dirs {
         let p = dir.join(exe(name));
-        if !p.is_file() || seen.iter().any(|t: &Tool| t.path == p) {
+        if !p.is_file() {
+            continue;
+        }
+        let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+        let dispatcher = real.file_name().is_some_and(|f| f == DISPATCHER);
+        if !asked.insert(real) || (dispatcher && !seen.is_empty()) {
             continue;
         }
         if let Some(t) = probe(&p).await {
@@ -103,13 +128,7 @@ pub async fn find(
             seen.push(t);
         }
     }
-    best.ok_or_else(|| {
-        let found: Vec<String> = seen.iter().map(|t| format!("{} {} at {}", name, t.version, t.path.display())).collect();
-        let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
-        let where_ = configured.map_or("(discovery)".to_string(), |d| d.display().to_string());
-        format!("{name} {min_major} or newer is needed for this server; found: {found} (searched {where_}; set pg_bin_dir)")
-    })
-    .map_err(AgentError::from)
+    (best, seen)
 }
 
 #[cfg(test)]
@@ -131,6 +150,52 @@ mod tests {
             None
         );
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    /// A tool script printing its version, appending a line to `log` each time it runs.
+    #[cfg(unix)]
+    fn script(path: &Path, log: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let text = format!(
+            "#!/bin/sh\necho run >> '{}'\necho 'pg_dump (PostgreSQL) 15.2'\n",
+            log.display()
+        );
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Debian's layout: a versioned binary, `/usr/bin/pg_dump` linking to the Perl
+    /// dispatcher, and `/bin` a link to `/usr/bin`.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn each_file_is_asked_once_and_the_dispatcher_only_when_nothing_else_was_found() {
+        let d = tempfile::tempdir().unwrap();
+        let (versioned, usr_bin, bin) = (
+            d.path().join("15"),
+            d.path().join("usr-bin"),
+            d.path().join("bin"),
+        );
+        std::fs::create_dir_all(&versioned).unwrap();
+        std::fs::create_dir_all(&usr_bin).unwrap();
+        std::os::unix::fs::symlink(&usr_bin, &bin).unwrap();
+        let (ran_versioned, ran_wrapper) = (d.path().join("ran-15"), d.path().join("ran-wrapper"));
+        script(&versioned.join("pg_dump"), &ran_versioned);
+        script(&usr_bin.join(DISPATCHER), &ran_wrapper);
+        std::os::unix::fs::symlink(usr_bin.join(DISPATCHER), usr_bin.join("pg_dump")).unwrap();
+        let runs = |log: &Path| std::fs::read_to_string(log).map_or(0, |t| t.lines().count());
+
+        let dirs = vec![versioned.clone(), usr_bin.clone(), bin.clone()];
+        let (best, seen) = find_in("pg_dump", dirs, 15).await;
+        assert_eq!(best.unwrap().path, versioned.join("pg_dump"));
+        assert_eq!(
+            (seen.len(), runs(&ran_versioned), runs(&ran_wrapper)),
+            (1, 1, 0)
+        );
+
+        // Without a versioned binary the dispatcher is asked, once for both links.
+        let (best, seen) = find_in("pg_dump", vec![usr_bin.clone(), bin], 15).await;
+        assert_eq!(best.unwrap().path, usr_bin.join("pg_dump"));
+        assert_eq!((seen.len(), runs(&ran_wrapper)), (1, 1));
     }
 
     #[tokio::test]

@@ -125,12 +125,11 @@ async fn backup(
         .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     let major = (server_num / 10000) as u32;
     let dir = t.pg_bin_dir.as_deref();
-    let pg_dump = pgtools::find("pg_dump", dir, major)
-        .await
-        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
-    let pg_dumpall = pgtools::find("pg_dumpall", dir, major)
-        .await
-        .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
+    let (pg_dump, pg_dumpall) = tokio::try_join!(
+        pgtools::find("pg_dump", dir, major),
+        pgtools::find("pg_dumpall", dir, major)
+    )
+    .map_err(|e| AgentError::from(format!("target {}: {e}", t.name)))?;
     let password = pg::password(t, &t.dbname)?;
     info!(target = %t.name, server = %server_version, pg_dump = %pg_dump.version, "backup starting");
 
