@@ -21,6 +21,11 @@ struct Cleanup(Vec<PathBuf>, Vec<Child>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for c in &mut self.1 {
+            // `runuser` forks the service's process and waits for it: killing `runuser`
+            // alone would leave the controller or agent running. Its children first.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
