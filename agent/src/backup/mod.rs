@@ -1,5 +1,6 @@
-//! A backup job (file and environment sets: [`crate::files`]). A PostgreSQL backup: the globals, and beside them the database dumped from an exported snapshot
-//! with exact row counts taken in that same snapshot; committed only if every step
+//! A backup job (file and environment sets: [`crate::files`]). A PostgreSQL backup: the
+//! globals, and beside them the database dumped from an exported snapshot with exact row
+//! counts taken in that same snapshot; committed only if every step
 //! succeeded. A backup still running when the site's backup window closes is stopped
 //! (pg_dump killed, nothing committed); the chunks it uploaded are reused by the next run.
 

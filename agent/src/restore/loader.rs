@@ -223,8 +223,12 @@ async fn begin_frozen(client: &Client, target: &str) -> bool {
             &[&target],
         )
         .await;
-    if !matches!(kind, Ok(Some(row)) if row.get::<_, String>(0) == "r") {
-        return false;
+    match kind {
+        Ok(Some(row)) if row.get::<_, String>(0) == "r" => {}
+        // A partitioned or foreign table: COPY FREEZE does not apply (and a foreign
+        // table is not to be scanned for rows).
+        Ok(_) => return false,
+        Err(e) => return not_frozen(target, &e),
     }
     let emptied = async {
         client
@@ -254,27 +258,32 @@ async fn begin_frozen(client: &Client, target: &str) -> bool {
             false
         }
         Err(e) => {
-            tracing::debug!(table = %target, error = %pg::db_error_text(&e), "loading without FREEZE");
             let _ = client.batch_execute("ROLLBACK").await;
-            false
+            not_frozen(target, &e)
         }
     }
+}
+
+/// A frozen load refused by the server (say, a role without TRUNCATE on the table): the
+/// rows load as they would otherwise; the reason is logged.
+fn not_frozen(target: &str, e: &tokio_postgres::Error) -> bool {
+    tracing::info!(table = %target, error = %pg::db_error_text(e), "loading without FREEZE");
+    false
 }
 
 /// Set each table's [`TableCopy::sole_target`]: the table its COPY statement loads into,
 /// unless another table's data loads into it too (pg_dump's
 /// `--load-via-partition-root` loads every partition's rows through the root).
 pub fn mark_sole_targets(tables: &mut [TableCopy]) {
+    for t in tables.iter_mut() {
+        t.sole_target = copy_target(&t.stmt).map(str::to_string);
+    }
     let mut loads: HashMap<String, usize> = HashMap::new();
-    for t in tables.iter() {
-        if let Some(target) = copy_target(&t.stmt) {
-            *loads.entry(target.to_string()).or_default() += 1;
-        }
+    for target in tables.iter().filter_map(|t| t.sole_target.clone()) {
+        *loads.entry(target).or_default() += 1;
     }
     for t in tables.iter_mut() {
-        t.sole_target = copy_target(&t.stmt)
-            .filter(|target| loads.get(*target) == Some(&1))
-            .map(str::to_string);
+        t.sole_target = t.sole_target.take().filter(|target| loads[target] == 1);
     }
 }
 

@@ -5,12 +5,13 @@
 //! the stream digest). It is read as an archive (`crate::pgarchive`) on a thread:
 //! 1. the header and TOC are kept in a temporary file, a TOC-only archive; from it
 //!    `pg_restore --section=pre-data` creates the schema;
-//! 2. each table's COPY text goes in pieces of about 256 KiB (`super::spread`) to one of `jobs`
-//!    connections, each loading with `COPY ... FROM STDIN`, so tables load side by
-//!    side (a table of more than one piece frozen, `super::loader`); with `restore_split_tables` a big table's pieces (cut at row ends) are
-//!    spread over several connections at once, and its rows are then stored in another
-//!    physical order than in the source (off by default: a plain dump of the restored
-//!    database then equals the source's);
+//! 2. each table's COPY text goes in pieces of about 256 KiB (`super::spread`) to one of
+//!    `jobs` connections, each loading with `COPY ... FROM STDIN`, so tables load side
+//!    by side (a table of more than one piece frozen, `super::loader`); with
+//!    `restore_split_tables` a big table's pieces (cut at row ends) are spread over
+//!    several connections at once, and its rows are then stored in another physical
+//!    order than in the source (off by default: a plain dump of the restored database
+//!    then equals the source's);
 //! 3. once every row is in, `pg_restore -j jobs` restores everything else from the TOC
 //!    file (sequence values, then indexes, constraints, triggers, grants...) in parallel.
 //!
