@@ -1,27 +1,14 @@
 //! Streaming content-defined chunking (FastCDC 2020) over any `AsyncRead`.
 //!
-//! Chunks are handed out as [`Bytes`] slices of the buffer they were read into, not
-//! copied out of it. A buffer whose chunks are all dropped is reused (a small pool), so
-//! the same few buffers serve the whole stream: freeing and allocating a new one for
-//! every few megabytes kept glibc's heap high and faulted pages in anew.
-//! The whole-stream SHA-256 is computed as chunks are emitted. A read that produces no
-//! bytes within the stall limit fails with [`ChunkerError::Stalled`], so a hung
-//! `pg_dump` cannot hang a job forever.
+//! Memory is one buffer of `max` bytes. The whole-stream SHA-256 is computed as chunks are
+//! emitted. A read that produces no bytes within the stall limit fails with
+//! [`ChunkerError::Stalled`], so a hung `pg_dump` cannot hang a job forever.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use fastcdc::v2020::{MASKS, logarithm2};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
-
-/// Buffers kept for reuse once their chunks are dropped. A buffer is [`BUF_CHUNKS`]
-/// maximal chunks; a backup's pipeline holds up to about 20 MiB of chunks at a time.
-const POOL: usize = 6;
-/// A buffer's size in maximal chunks: at most one chunk's worth (the unconsumed tail)
-/// is copied when the chunker moves on to the next buffer.
-const BUF_CHUNKS: usize = 4;
 
 /// Chunk size bounds. Defaults: min 64 KiB, average 256 KiB, max 1 MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +82,9 @@ pub struct StreamChunker<R> {
     reader: R,
     cfg: ChunkerConfig,
     masks: (u64, u64),
-    /// The bytes read and not yet cut; its spare capacity is where reads go.
-    buf: BytesMut,
-    /// Earlier buffers, emptied; reusable once no chunk points into them.
-    spare: VecDeque<BytesMut>,
-    /// Buffers allocated so far (the first included).
-    allocated: usize,
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
     eof: bool,
     stall: Option<Duration>,
     /// None: the caller hashes the stream elsewhere (see [`StreamChunker::without_hash`]).
@@ -122,9 +106,11 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             reader,
             cfg,
             masks: (MASKS[bits + 1], MASKS[bits - 1]),
-            buf: BytesMut::with_capacity(BUF_CHUNKS * cfg.max as usize),
-            spare: VecDeque::new(),
-            allocated: 1,
+            // Room for several maximal chunks, so the unconsumed tail is moved to the
+            // front only once every few chunks.
+            buf: vec![0; 4 * cfg.max as usize],
+            start: 0,
+            len: 0,
             eof: false,
             stall,
             hasher: Some(Sha256::new()),
@@ -140,13 +126,14 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
         self
     }
 
-    /// Read until a maximal chunk's bytes (or the stream's end) are in the buffer.
     async fn fill(&mut self) -> Result<(), ChunkerError> {
-        while !self.eof && self.buf.len() < self.cfg.max as usize {
-            if self.buf.len() == self.buf.capacity() {
-                self.next_buffer();
+        while !self.eof && self.len - self.start < self.cfg.max as usize {
+            if self.len == self.buf.len() {
+                self.buf.copy_within(self.start..self.len, 0);
+                self.len -= self.start;
+                self.start = 0;
             }
-            let read = self.reader.read_buf(&mut self.buf);
+            let read = self.reader.read(&mut self.buf[self.len..]);
             let n =
                 match self.stall {
                     Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
@@ -164,37 +151,20 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             if n == 0 {
                 self.eof = true;
             }
+            self.len += n;
         }
         Ok(())
     }
 
-    /// Go on in an empty buffer (a reused one if any is free), with the bytes not yet
-    /// cut copied over; the full one waits in the pool for its chunks to be dropped.
-    fn next_buffer(&mut self) {
-        let cap = BUF_CHUNKS * self.cfg.max as usize;
-        let free = self.spare.iter_mut().position(|b| b.try_reclaim(cap));
-        let mut next = free.and_then(|i| self.spare.remove(i)).unwrap_or_else(|| {
-            self.allocated += 1;
-            BytesMut::with_capacity(cap)
-        });
-        next.extend_from_slice(&self.buf);
-        let mut full = std::mem::replace(&mut self.buf, next);
-        full.clear();
-        if self.spare.len() == POOL {
-            self.spare.pop_front(); // still in use: freed with its last chunk
-        }
-        self.spare.push_back(full);
-    }
-
     /// The next chunk, or `None` at the end of the stream.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ChunkerError> {
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ChunkerError> {
         self.fill().await?;
-        if self.buf.is_empty() {
+        if self.len == self.start {
             return Ok(None);
         }
         let (mask_s, mask_l) = self.masks;
         let (_, count) = fastcdc::v2020::cut(
-            &self.buf,
+            &self.buf[self.start..self.len],
             self.cfg.min as usize,
             self.cfg.avg as usize,
             self.cfg.max as usize,
@@ -203,8 +173,13 @@ impl<R: AsyncRead + Unpin> StreamChunker<R> {
             mask_s << 1,
             mask_l << 1,
         );
-        let count = if count == 0 { self.buf.len() } else { count };
-        let chunk = self.buf.split_to(count).freeze();
+        let count = if count == 0 {
+            self.len - self.start
+        } else {
+            count
+        };
+        let chunk = self.buf[self.start..self.start + count].to_vec();
+        self.start += count;
         if let Some(h) = &mut self.hasher {
             h.update(&chunk);
         }
@@ -242,7 +217,7 @@ mod tests {
         }
     }
 
-    async fn chunks_of(data: &[u8], cfg: ChunkerConfig) -> (Vec<Bytes>, StreamSummary) {
+    async fn chunks_of(data: &[u8], cfg: ChunkerConfig) -> (Vec<Vec<u8>>, StreamSummary) {
         let mut c = StreamChunker::new("test", data, cfg, None);
         let mut out = vec![];
         while let Some(ch) = c.next_chunk().await.unwrap() {
@@ -273,43 +248,11 @@ mod tests {
         }
     }
 
-    /// A stream of `n` pseudo-random bytes.
-    fn noise(n: u32) -> Vec<u8> {
-        (0..n)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect()
-    }
-
-    /// Chunks held while later ones are read keep their bytes (a reused buffer is never
-    /// one a live chunk points into), and chunks dropped as they go let a few buffers
-    /// serve the whole stream.
-    #[test]
-    fn buffers_are_reused_only_once_their_chunks_are_gone() {
-        let data = noise(2_000_000);
-        for held in [0usize, 3, 40] {
-            let (mut c, mut live) = (StreamChunker::new("t", &data[..], small(), None), vec![]);
-            let mut at = 0;
-            rt().block_on(async {
-                while let Some(ch) = c.next_chunk().await.unwrap() {
-                    live.push((at, ch.clone()));
-                    at += ch.len();
-                    if live.len() > held {
-                        live.remove(0);
-                    }
-                    for (from, ch) in &live {
-                        assert_eq!(&ch[..], &data[*from..from + ch.len()], "held {held}");
-                    }
-                }
-            });
-            assert_eq!(at, data.len());
-            let room = held * 4096 / (BUF_CHUNKS * 4096) + 3;
-            assert!(c.allocated <= room, "held {held}: {} buffers", c.allocated);
-        }
-    }
-
     #[test]
     fn local_edit_keeps_most_chunks() {
-        let mut data = noise(400_000);
+        let mut data: Vec<u8> = (0..400_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let (a, _) = rt().block_on(chunks_of(&data, small()));
         data[200_000] ^= 0xff;
         data.splice(100_000..100_000, b"inserted".iter().copied());

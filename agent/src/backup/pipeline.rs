@@ -52,7 +52,7 @@ pub struct JobRef {
     pub throttle: Option<Arc<super::throttle::Throttle>>,
 }
 
-type Batch = Arc<Vec<bytes::Bytes>>;
+type Batch = Arc<Vec<Vec<u8>>>;
 
 /// Where a copy of a stream's bytes goes as they are read (see [`upload_stream_tapped`]).
 pub type Tap = mpsc::Sender<bytes::Bytes>;
