@@ -1,7 +1,7 @@
 //! The end-to-end benchmark: NEX Backup against plain pg_dump / zstd / pg_restore on the
 //! same data, in one run, on real processes. See docs/benchmarks.md.
 //!
-//! `bash tests/bench.sh [--scale N] [--invoice-rows R] [--only pgbench|invoices|rss|load]`
+//! `bash tests/bench.sh [--scale N] [--invoice-rows R] [--only pgbench|invoices|rss|rtt|load]`
 
 use std::process::Command;
 use std::time::Duration;
@@ -462,6 +462,51 @@ fn rss_only(env: &Env, size: &str) {
     );
 }
 
+/// `--only rtt`: after a first full backup of the pgbench database, backups with no
+/// change in alternating rounds on loopback and through 50 ms of added round trip: the
+/// upload window's target (≤ 1.10× loopback) and the agent's peak RSS with it.
+fn rtt_only(env: &Env) {
+    const RTT_ROUNDS: usize = 5;
+    let proxy = env.proxy.as_ref().expect("proxy");
+    env.backup_ok("pgbench");
+    let (mut walls, mut ratios, mut rss) = ([vec![], vec![]], vec![], [0, 0]);
+    for round in 0..RTT_ROUNDS {
+        eprintln!(
+            "== pgbench: no change, loopback then 50 ms RTT, round {}",
+            round + 1
+        );
+        for (i, ms) in [0, 50].into_iter().enumerate() {
+            proxy.shape(Shaping {
+                rtt: Duration::from_millis(ms),
+                upstream_rate: 0,
+            });
+            let row = nex_backup(env, "pgbench", "no change");
+            walls[i].push(row.s.wall.as_secs_f64());
+            rss[i] = rss[i].max(row.rss);
+        }
+        ratios.push(walls[1][round] / walls[0][round]);
+    }
+    proxy.shape(Shaping::default());
+    println!(
+        "
+### No change at 50 ms RTT, pgbench, {RTT_ROUNDS} alternating rounds
+"
+    );
+    println!("| step | wall s, median (min–max) | × loopback | agent peak RSS MiB |");
+    println!("|---|---|---|---|");
+    println!(
+        "| NEX no change, loopback | {} | 1.00 | {} |",
+        spread(&walls[0], 2),
+        mib(rss[0])
+    );
+    println!(
+        "| NEX no change, 50 ms RTT | {} | {} | {} |",
+        spread(&walls[1], 2),
+        spread(&ratios, 2),
+        mib(rss[1])
+    );
+}
+
 /// Restores in alternating rounds (A B C, A B C, ...): `pg_restore --single-transaction`
 /// from a local file, NEX's verified restore (each table by one connection), and NEX's
 /// with `restore_split_tables` (the far site's agent); each row is the median round, with
@@ -657,7 +702,7 @@ fn main() {
     let want = |d: &str| {
         a.only
             .as_deref()
-            .is_none_or(|o| o == d || (["rss", "load"].contains(&o) && d == "pgbench"))
+            .is_none_or(|o| o == d || (["rss", "rtt", "load"].contains(&o) && d == "pgbench"))
     };
     let inv_sql = if want("invoices") {
         invoices_sql(a.invoice_rows)
@@ -690,6 +735,9 @@ fn main() {
         eprintln!("   pgbench database: {size}");
         if a.only.as_deref() == Some("rss") {
             return rss_only(&env, &size);
+        }
+        if a.only.as_deref() == Some("rtt") {
+            return rtt_only(&env);
         }
         if a.only.as_deref() == Some("load") {
             return load_table(&env, "pgbench");
