@@ -9,10 +9,10 @@
 //! `READ_AHEAD`, so memory is bounded whatever the stream size.
 //!
 //! A customer's controller is often tens of milliseconds away: find-missing asks about
-//! up to [`FIND_IN_FLIGHT`] batches at once (a window of 16 MiB that covers 50 ms at over
-//! 300 MiB/s). A batch keeps its place in the window until it is uploaded, so the window
-//! also bounds what waits for sealing or for the uplink: memory stays bounded whichever
-//! is slower. Uploads overlap too.
+//! up to [`FIND_IN_FLIGHT`] batches at once (a window of 24 MiB that covers 50 ms and a
+//! batch's own processing at about 400 MiB/s). A batch keeps its place in the window until
+//! it is uploaded, so the window also bounds what waits for sealing or for the uplink:
+//! memory stays bounded whichever is slower. Uploads overlap too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,8 +38,12 @@ const READ_AHEAD: usize = 2 * 1024 * 1024;
 const SEAL_IN_FLIGHT: usize = 2;
 /// Batches being uploaded at once.
 const UPLOAD_IN_FLIGHT: usize = 4;
-/// Batches whose find-missing answer may be awaited at once.
-const FIND_IN_FLIGHT: usize = 8;
+/// Batches whose find-missing answer may be awaited at once. Measured with
+/// `bench.sh --only rtt` (no change, pgbench, 50 ms RTT, pg_dump at ~370 MB/s): 8 held
+/// the backup to 1.28× loopback, 16 gave 1.08–1.11× but 64–67 MiB agent peak RSS, 12
+/// gives 1.10× at 62 MiB. What the window holds is what arrives during one round trip,
+/// so a slower dump or a nearer controller fills less of it.
+const FIND_IN_FLIGHT: usize = 12;
 
 /// Identifies the job a stream belongs to.
 #[derive(Debug, Clone)]
