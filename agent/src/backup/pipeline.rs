@@ -12,7 +12,8 @@
 //! up to [`FIND_IN_FLIGHT`] batches at once (a window of 24 MiB that covers 50 ms and a
 //! batch's own processing at about 400 MiB/s). A batch keeps its place in the window until
 //! it is uploaded, so the window also bounds what waits for sealing or for the uplink:
-//! memory stays bounded whichever is slower. Uploads overlap too.
+//! memory stays bounded whichever is slower; while batches with chunks to send are on
+//! their way the window counts them and is [`WINDOW_WITH_DATA`]. Uploads overlap too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +45,11 @@ const UPLOAD_IN_FLIGHT: usize = 4;
 /// gives 1.10× at 62 MiB. What the window holds is what arrives during one round trip,
 /// so a slower dump or a nearer controller fills less of it.
 const FIND_IN_FLIGHT: usize = 12;
+/// The window while batches with chunks to send are on their way (sealing, uploading):
+/// counted with them. When the uplink is the limit, asking ahead gains nothing and a
+/// batch answered but not yet sealed only holds its 2 MiB (with 12, a full backup at
+/// 50 ms RTT and 100 Mbit/s peaked at 66.9 MiB on the invoice set).
+const WINDOW_WITH_DATA: usize = 8;
 
 /// Identifies the job a stream belongs to.
 #[derive(Debug, Clone)]
@@ -70,7 +76,49 @@ struct SealedBatch {
     refs: Vec<(ChunkId, u32)>,
     sealed: Vec<SealedChunk>,
     /// Its place in the find-missing window, given back once it is uploaded.
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+/// A batch's place in the window, from its question until it is uploaded.
+struct Slot {
+    _window: tokio::sync::OwnedSemaphorePermit,
+    /// Set while the batch has chunks to send: it counts in [`Sending`].
+    _sending: Option<SendingGuard>,
+}
+
+/// Batches with chunks to send, planned and not yet uploaded; woken as each is done.
+#[derive(Clone, Default)]
+struct Sending(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+impl Sending {
+    fn count(&self) -> usize {
+        self.0.0.load(Ordering::Acquire)
+    }
+
+    fn guard(&self) -> SendingGuard {
+        self.0.0.fetch_add(1, Ordering::AcqRel);
+        SendingGuard(self.clone())
+    }
+
+    /// Whether another batch may be asked about, with `asking` batches awaiting answers.
+    fn admits(&self, asking: usize) -> bool {
+        let sending = self.count();
+        let limit = if sending == 0 {
+            FIND_IN_FLIGHT
+        } else {
+            WINDOW_WITH_DATA
+        };
+        asking + sending < limit
+    }
+}
+
+struct SendingGuard(Sending);
+
+impl Drop for SendingGuard {
+    fn drop(&mut self) {
+        self.0.0.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.0.1.notify_one(); // a stored permit: a later wait returns at once
+    }
 }
 
 /// Blocks of the stream as read: each goes to the chunker and to any tap. Large enough
@@ -277,7 +325,7 @@ struct Planned {
     ids: Vec<ChunkId>,
     todo: Vec<usize>,
     /// Its place in the window, kept until it is uploaded.
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 /// Ids and find-missing run batch by batch in order (they decide what is sent); sealing,
@@ -306,17 +354,24 @@ async fn seal_stage(
         };
         // The window: a batch holds a slot from its question until it is uploaded, so
         // at most FIND_IN_FLIGHT batches wait on the network, sealing or the uplink.
+        // Batches with chunks to send shrink it to WINDOW_WITH_DATA.
         let window = Arc::new(tokio::sync::Semaphore::new(FIND_IN_FLIGHT));
+        let sending = Sending::default();
         let mut asking = futures::stream::FuturesOrdered::new();
         let mut input_done = false;
         loop {
+            let admit = sending.admits(asking.len());
             tokio::select! {
                 biased;
                 Some(answer) = asking.next(), if !asking.is_empty() => {
-                    let (batch, ids, wanted, slot): Answer = answer?;
-                    let todo = (0..ids.len())
+                    let (batch, ids, wanted, permit): Answer = answer?;
+                    let todo: Vec<usize> = (0..ids.len())
                         .filter(|&i| wanted.contains(&ids[i]) && queued.insert(ids[i]))
                         .collect();
+                    let slot = Slot {
+                        _window: permit,
+                        _sending: (!todo.is_empty()).then(|| sending.guard()),
+                    };
                     plan_tx
                         .send(Planned { batch, ids, todo, slot })
                         .await
@@ -326,11 +381,13 @@ async fn seal_stage(
                 next = async {
                     let slot = window.clone().acquire_owned().await;
                     (slot, rx.recv().await)
-                }, if !input_done => match next {
+                }, if !input_done && admit => match next {
                     (Ok(slot), Some(batch)) => asking.push_back(ask(batch, slot)),
                     (_, None) => input_done = true,
                     (Err(_), Some(_)) => return Err("the upload window was closed".into()),
                 },
+                // Full with batches being sent: wait until one is uploaded.
+                () = sending.0.1.notified(), if !input_done && !admit => {}
                 else => break,
             }
         }
@@ -551,5 +608,23 @@ mod tests {
             size == 1 << 20 || (max < 1 << 20 && size == 64 * 1024),
             "pipe of {size} bytes (fs.pipe-max-size {max})"
         );
+    }
+
+    /// The window is FIND_IN_FLIGHT while nothing is being sent; batches with chunks to
+    /// send count in it and shrink it to WINDOW_WITH_DATA; each one uploaded wakes the
+    /// planner.
+    #[tokio::test]
+    async fn batches_being_sent_shrink_the_window() {
+        let s = Sending::default();
+        assert!(s.admits(FIND_IN_FLIGHT - 1) && !s.admits(FIND_IN_FLIGHT));
+        let guards: Vec<_> = (0..3).map(|_| s.guard()).collect();
+        assert!(s.admits(WINDOW_WITH_DATA - 4) && !s.admits(WINDOW_WITH_DATA - 3));
+        drop(guards);
+        assert_eq!(s.count(), 0);
+        assert!(s.admits(FIND_IN_FLIGHT - 1));
+        // The drops left a wake-up: a planner that waits after them does not hang.
+        tokio::time::timeout(std::time::Duration::from_secs(1), s.0.1.notified())
+            .await
+            .expect("woken");
     }
 }
