@@ -86,18 +86,31 @@ struct Slot {
     _sending: Option<SendingGuard>,
 }
 
-/// Batches with chunks to send, planned and not yet uploaded; woken as each is done.
+/// Batches with chunks to send, planned and not yet uploaded.
 #[derive(Clone, Default)]
-struct Sending(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+struct Sending(Arc<SendingState>);
+
+#[derive(Default)]
+struct SendingState {
+    count: std::sync::atomic::AtomicUsize,
+    /// Notified as each is uploaded (or dropped).
+    done: tokio::sync::Notify,
+}
 
 impl Sending {
     fn count(&self) -> usize {
-        self.0.0.load(Ordering::Acquire)
+        self.0.count.load(Ordering::Acquire)
     }
 
     fn guard(&self) -> SendingGuard {
-        self.0.0.fetch_add(1, Ordering::AcqRel);
+        self.0.count.fetch_add(1, Ordering::AcqRel);
         SendingGuard(self.clone())
+    }
+
+    /// Until a batch being sent is done; at once if one was since the last wait (a
+    /// stored wake-up), so none is missed between checking [`Sending::admits`] and here.
+    async fn one_done(&self) {
+        self.0.done.notified().await;
     }
 
     /// Whether another batch may be asked about, with `asking` batches awaiting answers.
@@ -116,8 +129,9 @@ struct SendingGuard(Sending);
 
 impl Drop for SendingGuard {
     fn drop(&mut self) {
-        self.0.0.0.fetch_sub(1, Ordering::AcqRel);
-        self.0.0.1.notify_one(); // a stored permit: a later wait returns at once
+        let state = &(self.0).0;
+        state.count.fetch_sub(1, Ordering::AcqRel);
+        state.done.notify_one();
     }
 }
 
@@ -387,7 +401,7 @@ async fn seal_stage(
                     (Err(_), Some(_)) => return Err("the upload window was closed".into()),
                 },
                 // Full with batches being sent: wait until one is uploaded.
-                () = sending.0.1.notified(), if !input_done && !admit => {}
+                () = sending.one_done(), if !input_done && !admit => {}
                 else => break,
             }
         }
@@ -623,7 +637,7 @@ mod tests {
         assert_eq!(s.count(), 0);
         assert!(s.admits(FIND_IN_FLIGHT - 1));
         // The drops left a wake-up: a planner that waits after them does not hang.
-        tokio::time::timeout(std::time::Duration::from_secs(1), s.0.1.notified())
+        tokio::time::timeout(std::time::Duration::from_secs(1), s.one_done())
             .await
             .expect("woken");
     }

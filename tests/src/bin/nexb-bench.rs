@@ -487,11 +487,7 @@ fn rtt_only(env: &Env) {
         ratios.push(walls[1][round] / walls[0][round]);
     }
     proxy.shape(Shaping::default());
-    println!(
-        "
-### No change at 50 ms RTT, pgbench, {RTT_ROUNDS} alternating rounds
-"
-    );
+    println!("\n### No change at 50 ms RTT, pgbench, {RTT_ROUNDS} alternating rounds\n");
     println!("| step | wall s, median (min–max) | × loopback | agent peak RSS MiB |");
     println!("|---|---|---|---|");
     println!(
